@@ -1,0 +1,1 @@
+"""Command-line interface: ``differland <command>``; one module per command in ``commands/``."""

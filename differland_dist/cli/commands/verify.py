@@ -1,0 +1,33 @@
+"""``differland verify``: parity of this installation with the published model."""
+
+from __future__ import annotations
+
+NAME = "verify"
+HELP = "check the model on golden files (embedded, or --golden FILE ...); exit 1 beyond tolerance"
+DESCRIPTION = (HELP + ". Errors are printed as fractions of the spec tolerance: <= 1 passes "
+               "(outputs rtol 1e-4 + atol 1e-5 x scale; loss rtol 1e-4; gradients 1e-3 of the "
+               "largest component).")
+
+
+def add_arguments(p):
+    p.add_argument("--golden", nargs="+", metavar="FILE",
+                   help="golden .npz files in the layout of shared/golden (default: the embedded set)")
+
+
+def run(args) -> int:
+    import jax
+
+    from differland_dist.verify import embedded_golden_files, verify_file
+
+    files = args.golden or embedded_golden_files()
+    print(f"device: {jax.devices()[0].platform} ({jax.devices()[0].device_kind})")
+    print(f"{'file':32s} {'pixels x steps':>15s} {'outputs':>9s} {'pools':>9s} {'loss':>9s} {'grads':>9s}  result")
+    ok = True
+    for f in files:
+        r = verify_file(f)
+        ok &= r.passed
+        print(f"{r.name:32s} {f'{r.pixels} x {r.steps}':>15s} {r.outputs:9.3g} {r.final_pools:9.3g} "
+              f"{r.loss:9.3g} {r.gradients:9.3g}  {'PASS' if r.passed else 'FAIL'}"
+              + ("" if r.passed else f" (worst output: {r.worst_output})"))
+    print("all within tolerance" if ok else "FAILED: beyond the spec's tolerance")
+    return 0 if ok else 1

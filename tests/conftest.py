@@ -1,0 +1,37 @@
+"""Shared test setup. Environment first: gcsfs and JAX read these at import time."""
+
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+import pytest  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("DIFFERLAND_SHARED", ROOT.parent / "shared"))
+sys.path.insert(0, str(Path(__file__).parent))
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    if not SHARED.exists():
+        pytest.fail(f"shared data not found at {SHARED} (set DIFFERLAND_SHARED)")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def golden_monthly(shared_dir):
+    import numpy as np
+
+    return dict(np.load(shared_dir / "golden" / "dalec993_monthly.npz"))
+
+
+@pytest.fixture(scope="session")
+def golden_daily(shared_dir):
+    import numpy as np
+
+    return dict(np.load(shared_dir / "golden" / "dalec993_daily.npz"))

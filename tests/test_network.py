@@ -1,0 +1,95 @@
+"""The spatialisation network: parity with the published weights, init, import, refusal."""
+
+import io
+import pickle
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from differland_dist.errors import CheckpointError
+from differland_dist.network import (NetworkConfig, Standardizer, apply_network, init_network,
+                                     network_from_arrays, to_parameters)
+from differland_dist.network.io import load_network
+from differland_dist.network.published import load_published_network
+
+
+def _check_params(net, g):
+    p = to_parameters(apply_network(net, jnp.asarray(g["net_predictors"])))
+    np.testing.assert_allclose(np.asarray(p.process.stack()), g["net_dalec_params"], rtol=1e-5)
+    np.testing.assert_allclose(np.stack(p.phenology, -1), g["net_pheno_params"], rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(p.initial_pools.stack()), g["net_initial_pools"], rtol=1e-5)
+
+
+def test_golden_weights_give_golden_parameters(golden_monthly):
+    _check_params(network_from_arrays(golden_monthly), golden_monthly)
+
+
+def test_import_published_pickle_cli(shared_dir, tmp_path, golden_monthly):
+    src = shared_dir / "data/published_network/dalec993_PFT+CLIM+SOIL+AGE_run_1.pickle"
+    out = tmp_path / "net.npz"
+    r = subprocess.run([sys.executable, "-m", "differland_dist.cli.main", "import-checkpoint",
+                        str(src), "--out", str(out)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    net, cfg, std = load_network(str(out))
+    assert cfg == NetworkConfig() and std is None
+    _check_params(net, golden_monthly)
+    # the file we wrote is not a pickle: numpy refuses to unpickle anything in it
+    with np.load(out, allow_pickle=False) as z:
+        assert all(z[k].dtype != object for k in z.files)
+
+
+class Evil:
+    def __reduce__(self):
+        return (print, ("pwned",))
+
+
+@pytest.mark.parametrize("payload", [
+    Evil(),
+    {"weights": np.array([print], dtype=object)},  # an object array naming a function
+    __import__("collections").OrderedDict(a=1),     # any other class
+])
+def test_pickle_naming_other_classes_is_refused(payload):
+    data = pickle.dumps(payload)
+    with pytest.raises(CheckpointError, match="refused"):
+        load_published_network(data, source="evil.pickle")
+
+
+def test_refusal_via_cli(tmp_path):
+    bad = tmp_path / "bad.pickle"
+    bad.write_bytes(pickle.dumps(Evil()))
+    r = subprocess.run([sys.executable, "-m", "differland_dist.cli.main", "import-checkpoint",
+                        str(bad), "--out", str(tmp_path / "x.npz")], capture_output=True, text=True)
+    assert r.returncode == 1
+    assert "refused to unpickle builtins.print" in r.stderr
+    assert "pwned" not in r.stdout
+    assert not (tmp_path / "x.npz").exists()
+
+
+@pytest.mark.parametrize("cfg", [NetworkConfig(), NetworkConfig(hidden_layers=2, width=16, activation="tanh")])
+def test_init_architecture(cfg):
+    net = init_network(jax.random.PRNGKey(0), 20, cfg)
+    assert len(net.embed) == cfg.hidden_layers
+    assert net.embed[0].weights.shape == (20, cfg.width)
+    assert net.pheno_head.weights.shape == (cfg.width + 1, 2)
+    assert all(np.all(l.biases == 1) for l in net.embed)
+    x = apply_network(net, jnp.ones((5, 21)), cfg.activation)
+    assert x.x_dalec.shape == (5, 31) and x.x_pools.shape == (5, 7) and x.x_pheno.shape == (5, 2)
+    # Glorot normal: std ~ sqrt(2 / (fan_in + fan_out))
+    w = np.asarray(net.embed[0].weights)
+    assert 0.5 < w.std() / np.sqrt(2 / (20 + cfg.width)) < 1.5
+
+
+def test_bad_network_config():
+    with pytest.raises(ValueError, match="network.activation"):
+        NetworkConfig(activation="sigmoidish")
+
+
+def test_standardizer_uses_training_stats_and_handles_constant_columns():
+    raw = np.array([[1.0, 5.0], [3.0, 5.0]])
+    s = Standardizer.fit(["a", "b"], raw)
+    np.testing.assert_allclose(s.apply(raw), [[-1, 0], [1, 0]])
+    np.testing.assert_allclose(s.apply(np.array([[5.0, 6.0]])), [[3, 1]])
