@@ -1,0 +1,111 @@
+"""Speed of the forward rollout and of the loss with its gradient, on synthetic forcing."""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+def synthetic_batch(pixels: int, months: int, seed: int = 0):
+    """Plausible monthly forcing (P, T, 17), labels (P, T, 24) and standardised predictors."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(months)
+    lat = rng.uniform(-50, 65, pixels)
+    season = np.cos(2 * np.pi * (t[None, :] - 6.5) / 12) * np.sign(lat)[:, None]
+    tmean = rng.uniform(-5, 25, pixels)[:, None] + 10 * season * np.abs(lat[:, None]) / 60
+    met = np.zeros((pixels, months, 17), np.float32)
+    met[..., 0] = 15.2 + 30.4375 * t
+    met[..., 1] = tmean - 5
+    met[..., 2] = tmean + 5
+    met[..., 3] = np.clip(18 + 10 * season, 2, 35)
+    met[..., 4] = 370 + 2 * t / 12
+    met[..., 5] = (15.2 + 30.4375 * t) % 365.25
+    met[..., 6] = (rng.random((pixels, months)) < 0.01) * 0.1
+    met[..., 7] = np.clip(8 + 6 * season, 0.5, 40)
+    met[..., 8] = rng.gamma(2.0, 1.0, (pixels, months))
+    met[..., 9] = lat[:, None]
+    met[..., 10] = 30.0
+    met[..., 11] = tmean.mean(1, keepdims=True)
+    met[..., 12] = 2.0
+    labels = np.zeros((pixels, months, 24), np.float32)
+    labels[..., 0], labels[..., 1] = 1.0, 1.0   # SIF
+    labels[..., 4], labels[..., 5] = 2.0, 1.0   # LAI
+    labels[..., 22], labels[..., 23] = 2.0, 1.0  # ET
+    labels[..., 2], labels[..., 3] = 0.0, 1.0   # NBE
+    pred = rng.normal(size=(pixels, 21)).astype(np.float32)
+    return met, labels, pred
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    device: str
+    pixels: int
+    months: int
+    forward_pixel_months_per_s: float
+    grad_pixel_months_per_s: float
+    forward_s_median: float
+    grad_s_median: float
+    compile_s: float
+    grad_temp_bytes: int | None
+    repeats: int
+
+
+def _time(fn, repeats):
+    import jax
+
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn())
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+
+def run_bench(pixels: int = 2048, months: int = 276, repeats: int = 5, patch_size: int = 320,
+              checkpoint_every: int = -1, unroll: int = 1) -> BenchResult:
+    import jax
+    import jax.numpy as jnp
+
+    from differland_dist.loss import LossConfig, network_value_and_grad
+    from differland_dist.model.config import ModelConfig
+    from differland_dist.model.rollout import simulate
+    from differland_dist.model.structures import Forcing
+    from differland_dist.network import apply_network, init_network, to_parameters
+
+    met, labels, pred = synthetic_batch(pixels, months)
+    net = init_network(jax.random.PRNGKey(0), pred.shape[1] - 1)
+    met, labels, pred = jnp.asarray(met), jnp.asarray(labels), jnp.asarray(pred)
+    p = to_parameters(apply_network(net, pred))
+    dalec, pheno, pools = p.process.stack(), jnp.stack(p.phenology, -1), p.initial_pools.stack()
+
+    fwd = jax.jit(lambda m: simulate(m, dalec, pheno, pools))
+    t0 = time.perf_counter()
+    jax.block_until_ready(fwd(met))
+    patch = jnp.asarray(np.arange(pixels) // patch_size, jnp.int32)
+    n_patches = int(-(-pixels // patch_size))
+    mc = ModelConfig(checkpoint_every=checkpoint_every, unroll=unroll)
+    args = (net, pred, Forcing.from_array(met), labels, patch, jnp.ones(pixels, jnp.float32),
+            n_patches, LossConfig(), mc)
+    jax.block_until_ready(network_value_and_grad(*args))
+    compile_s = time.perf_counter() - t0
+    temp = None
+    try:
+        ma = network_value_and_grad.lower(*args).compile().memory_analysis()
+        temp = int(ma.temp_size_in_bytes) if ma is not None else None
+    except Exception as e:  # not every backend reports it
+        log.debug("no memory analysis: %s", e)
+    tf = _time(lambda: fwd(met), repeats)
+    tg = _time(lambda: network_value_and_grad(*args), repeats)
+    dev = jax.devices()[0]
+    return BenchResult(f"{dev.platform}:{dev.device_kind}", pixels, months, pixels * months / tf,
+                       pixels * months / tg, tf, tg, compile_s, temp, repeats)
+
+
+def as_dict(r: BenchResult) -> dict:
+    return asdict(r)

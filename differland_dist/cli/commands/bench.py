@@ -1,0 +1,38 @@
+"""``differland bench``: pixel-months per second of the forward rollout and loss+gradient."""
+
+from __future__ import annotations
+
+NAME = "bench"
+HELP = "time the forward rollout and the loss with its gradient on synthetic forcing"
+
+
+def add_arguments(p):
+    p.add_argument("--pixels", type=int, default=2048, help="pixels per batch (default 2048)")
+    p.add_argument("--months", type=int, default=276, help="monthly steps (default 276)")
+    p.add_argument("--repeats", type=int, default=5, help="timed repeats after compilation")
+    p.add_argument("--checkpoint-every", type=int, default=-1,
+                   help="scan segment for rematerialisation: -1 auto (~sqrt(T)), 0 none")
+    p.add_argument("--unroll", type=int, default=1, help="time steps unrolled per loop iteration")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def run(args) -> int:
+    import json
+
+    from differland_dist.bench import as_dict, run_bench
+
+    if args.pixels < 1 or args.months < 12:
+        from differland_dist.errors import DifferlandError
+        raise DifferlandError(f"--pixels must be >= 1 and --months >= 12, got {args.pixels}, {args.months}")
+    r = run_bench(args.pixels, args.months, args.repeats, checkpoint_every=args.checkpoint_every,
+                  unroll=args.unroll)
+    if args.json:
+        print(json.dumps(as_dict(r)))
+    else:
+        print(f"device: {r.device}; {r.pixels} pixels x {r.months} months; medians of {r.repeats}")
+        print(f"forward (44 outputs):  {r.forward_pixel_months_per_s:12.4g} pixel-months/s ({r.forward_s_median * 1e3:.1f} ms)")
+        print(f"loss + gradient:       {r.grad_pixel_months_per_s:12.4g} pixel-months/s ({r.grad_s_median * 1e3:.1f} ms)")
+        if r.grad_temp_bytes is not None:
+            print(f"gradient temp memory:  {r.grad_temp_bytes / 2**20:.1f} MiB")
+        print(f"compilation:           {r.compile_s:.1f} s")
+    return 0

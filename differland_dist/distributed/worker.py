@@ -1,0 +1,82 @@
+"""The Ray actor that holds a :class:`~differland_dist.distributed.shard.Shard`.
+
+JAX is imported inside the actor, after Ray has applied the runtime environment, so
+``JAX_PLATFORMS`` and the GPU memory settings take effect in the worker process.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Sequence
+
+
+def worker_env(ray_cfg) -> dict[str, str]:
+    """Environment variables for worker processes (passed through the runtime env)."""
+    if ray_cfg.jax_platforms:
+        platforms = ray_cfg.jax_platforms
+    elif ray_cfg.gpus_per_worker > 0:
+        platforms = "cuda"
+    elif ray_cfg.tpus_per_worker > 0:
+        platforms = "tpu"
+    else:
+        platforms = "cpu"
+    env = {
+        "JAX_PLATFORMS": platforms,
+        "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false",
+        # several actors may share a GPU: allocate on demand, not 75 % up front
+        "XLA_PYTHON_CLIENT_PREALLOCATE": "false",
+    }
+    threads = ray_cfg.jax_threads_per_worker or (int(ray_cfg.cpus_per_worker) if platforms == "cpu" else 0)
+    if platforms == "cpu" and threads:
+        env["XLA_FLAGS"] = (f"--xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'} "
+                            f"intra_op_parallelism_threads={threads}")
+        env["OMP_NUM_THREADS"] = str(threads)
+    user = dict(ray_cfg.runtime_env.get("env_vars", {}))
+    env.update({k: str(v) for k, v in user.items()})
+    return env
+
+
+def make_actor_class():
+    import ray
+
+    @ray.remote(max_restarts=0)
+    class ShardWorker:
+        """Owns patches; computes per-patch loss terms and gradients for the driver."""
+
+        def __init__(self, config: dict, patch_ids: Sequence[int], group: int):
+            import logging
+
+            logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+            from jax.flatten_util import ravel_pytree
+
+            from differland_dist.config import from_dict
+            from differland_dist.data.batch import predictor_names
+            from differland_dist.distributed.shard import Shard
+            from differland_dist.network.mlp import init_network
+
+            import jax
+
+            cfg = from_dict(config)
+            self.shard = Shard(cfg, patch_ids, group)
+            n_pred = len(predictor_names(cfg.data.predictors))
+            template = init_network(jax.random.PRNGKey(0), n_pred, cfg.network)
+            _, self._unravel = ravel_pytree(template)
+
+        def info(self) -> dict[str, Any]:
+            import jax
+
+            return {"pid": os.getpid(), "patches": len(self.shard.patches),
+                    "devices": [str(d) for d in jax.devices()], "read_s": self.shard.read_s,
+                    "jax_platforms": os.environ.get("JAX_PLATFORMS", "")}
+
+        def predictor_sums(self, patch_ids):
+            return self.shard.predictor_sums(patch_ids)
+
+        def compute(self, flat_params, patch_ids, mean, std, with_grad=True, test=False):
+            t0 = time.perf_counter()
+            net = self._unravel(flat_params)
+            res = self.shard.compute(net, patch_ids, mean, std, with_grad=with_grad, test=test)
+            return res, time.perf_counter() - t0, self.shard.pixel_months(patch_ids)
+
+    return ShardWorker

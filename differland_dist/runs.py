@@ -1,0 +1,79 @@
+"""The run directory: where ``differland calibrate`` writes and what inference reads.
+
+    RUN_DIR/config.yaml                      the full validated config of the run
+    RUN_DIR/metrics.jsonl                    one JSON object per step / evaluation
+    RUN_DIR/checkpoints/step_00000050.npz    safe checkpoints (see :mod:`differland_dist.checkpoint`)
+    RUN_DIR/checkpoints/latest.json          {"step": 50, "path": "step_00000050.npz"}, written last
+    RUN_DIR/network.npz                      the final network (same format), written at the end
+
+A checkpoint holds the network (``net_*``), the predictor standardisation (``std_mean``,
+``std_std``), the optimizer state (``opt/...``) and, in its metadata, the step, the full
+config, the data fingerprint and the RNG state.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from differland_dist import checkpoint
+from differland_dist.config import ExperimentConfig, from_dict
+from differland_dist.errors import CheckpointError
+from differland_dist.network.mlp import NetworkConfig, NetworkParams
+from differland_dist.network.standardize import Standardizer
+
+
+def join(base: str, *parts: str) -> str:
+    return "/".join([base.rstrip("/"), *parts])
+
+
+def checkpoint_name(step: int) -> str:
+    return f"step_{step:08d}.npz"
+
+
+def latest_checkpoint(run_dir: str, storage_options: dict | None = None) -> str | None:
+    """URL of the run's newest complete checkpoint, or None."""
+    fs, path = checkpoint._fs(join(run_dir, "checkpoints", "latest.json"), storage_options)
+    if not fs.exists(path):
+        return None
+    info = json.loads(fs.cat_file(path))
+    return join(run_dir, "checkpoints", info["path"])
+
+
+def resolve_checkpoint(url: str, storage_options: dict | None = None) -> str:
+    """A checkpoint file URL from a file URL or a run directory (its final network, else its
+    latest checkpoint)."""
+    if url.endswith(".npz"):
+        return url
+    final = join(url, "network.npz")
+    if checkpoint.exists(final, storage_options):
+        return final
+    latest = latest_checkpoint(url, storage_options)
+    if latest is None:
+        raise CheckpointError(f"{url}: neither a .npz checkpoint nor a run directory with checkpoints")
+    return latest
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    network: NetworkParams
+    network_config: NetworkConfig
+    standardizer: Standardizer
+    config: ExperimentConfig
+    step: int
+    source: str
+    meta: dict[str, Any]
+
+
+def load_trained(url: str, storage_options: dict | None = None) -> TrainedModel:
+    """Network, standardisation and config of a training checkpoint or run directory."""
+    from differland_dist.network.io import network_from_checkpoint
+
+    src = resolve_checkpoint(url, storage_options)
+    arrays, meta = checkpoint.load(src, storage_options)
+    net, ncfg, std = network_from_checkpoint(arrays, meta)
+    if std is None or "config" not in meta:
+        raise CheckpointError(f"{src}: holds a network but no training config/standardisation "
+                              "(an imported network needs its predictor statistics)")
+    return TrainedModel(net, ncfg, std, from_dict(meta["config"]), int(meta.get("step", 0)), src, meta)

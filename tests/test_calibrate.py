@@ -1,0 +1,290 @@
+"""Calibration on a local Ray cluster: determinism across worker counts, resume, faults."""
+
+import json
+import os
+import signal
+
+import numpy as np
+import pytest
+
+from differland_dist.config import load_config
+from differland_dist.errors import ConfigError, DataValidationError, DifferlandError
+
+CACHE = "/tmp/differland-test-jax-cache"
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    import ray
+
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"JAX_COMPILATION_CACHE_DIR": CACHE}})
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def small_store(tmp_path_factory):
+    from differland_dist.data.synth import synth_to_store
+
+    url = str(tmp_path_factory.mktemp("store") / "earth.zarr")
+    synth_to_store(url, resolution=10, years=2, seed=3)
+    return url
+
+
+def _cfg(url, **kw):
+    sets = [f"data.url={url}", "training.steps=4", "training.patches_per_step=5",
+            "training.eval_every=2", "training.checkpoint_every=2", "training.seed=7",
+            "ray.workers=2", "ray.runtime_env={env_vars: {JAX_COMPILATION_CACHE_DIR: %s}}" % CACHE]
+    sets += [f"{k}={v}" for k, v in kw.items()]
+    return load_config(None, sets)
+
+
+def _run(cfg, out, **kw):
+    from differland_dist.distributed.trainer import calibrate
+
+    return calibrate(cfg, str(out), **kw)
+
+
+@pytest.fixture(scope="module")
+def reference(ray_local, small_store, tmp_path_factory):
+    """The fault-free 2-worker run everything else is compared with."""
+    out = tmp_path_factory.mktemp("ref")
+    state, cal = _run(_cfg(small_store), out)
+    return state, cal, out
+
+
+def test_run_directory_contents(reference):
+    state, cal, out = reference
+    assert state.step == 4
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    train = [m for m in lines if m["split"] == "train"]
+    test = [m for m in lines if m["split"] == "test"]
+    assert [m["step"] for m in train] == [1, 2, 3, 4] and [m["step"] for m in test] == [2, 4]
+    for m in train:
+        assert {"loss", "sif", "lai", "nbe", "edc", "violation", "pixel_months_per_s",
+                "time_compute_s", "time_comm_s", "time_driver_s"} <= set(m)
+        assert m["loss"] == pytest.approx(sum(v for k, v in m.items() if k in
+                                               ("sif", "lai", "biomass", "som", "nbe", "nbe_iav", "fire",
+                                                "ewt", "gpp_flux", "reco_flux", "et_flux", "et_gleam",
+                                                "violation", "edc")), rel=1e-5)
+    assert (out / "config.yaml").exists() and (out / "network.npz").exists()
+    assert json.loads((out / "checkpoints/latest.json").read_text())["step"] == 4
+    from differland_dist.runs import load_trained
+
+    tm = load_trained(str(out))
+    assert tm.step == 4 and tm.config.training.seed == 7
+    assert tm.meta["data_fingerprint"] == cal.fingerprint
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_same_network_with_any_number_of_workers(reference, small_store, tmp_path, workers):
+    ref_state = reference[0]
+    state, _ = _run(_cfg(small_store, **{"ray.workers": workers}), tmp_path / "w")
+    np.testing.assert_array_equal(state.flat, ref_state.flat)
+
+
+def test_aggregated_gradient_equals_single_process(reference, small_store):
+    """The driver's sum of the workers' per-patch gradients = the gradient of one process
+    over the same patches in one batch."""
+    import jax
+    import jax.numpy as jnp
+    from jax.flatten_util import ravel_pytree
+
+    from differland_dist.data.batch import predictor_names
+    from differland_dist.data.reader import PatchReader
+    from differland_dist.data.store import open_store
+    from differland_dist.distributed.trainer import Calibration, step_patches
+    from differland_dist.loss import network_loss
+    from differland_dist.model.structures import Forcing
+    from differland_dist.network import hemisphere_feature
+
+    cfg = _cfg(small_store)
+    cal = reference[1]
+    flat = np.asarray(cal._last_ckpt[1])  # the network at the end of the run
+    c2 = Calibration(cfg, "/tmp/unused-agg")
+    c2.std_names, c2._owned = cal.std_names, cal._owned
+    c2.owner, c2.std_mean, c2.std_std = cal.owner, cal.std_mean, cal.std_std
+    c2._unravel = cal._unravel
+    c2._start_ray()
+    c2._workers = [c2._new_worker(w) for w in range(2)]
+    try:
+        patches = step_patches(c2.train_patches, 0, 5, 7)
+        by_patch, *_ = c2._gather(patches, flat, True, False)
+    finally:
+        c2.shutdown()
+    agg = sum(by_patch[p][1] for p in patches)
+
+    store = open_store(small_store)
+    reader = PatchReader(store, predictor_names(cfg.data.predictors), cfg.data.products)
+    b = reader.read(patches)
+    raw = np.concatenate([hemisphere_feature(b.forcing[:, 0, 9])[:, None], b.predictors], 1)
+    x = ((raw - cal.std_mean) / cal.std_std).astype(np.float32)
+    local = {p: i for i, p in enumerate(patches)}
+    pidx = jnp.asarray([local[int(p)] for p in b.patch], jnp.int32)
+    loss_cfg = cfg.loss_for_store(store.steps_per_year)
+    net = cal._unravel(jnp.asarray(flat))
+    g = jax.grad(lambda n: network_loss(n, jnp.asarray(x), Forcing.from_array(jnp.asarray(b.forcing)),
+                                        jnp.asarray(b.labels), pidx, jnp.ones(len(pidx)), len(patches),
+                                        loss_cfg, cfg.model)[0])(net)
+    single = np.asarray(ravel_pytree(g)[0])
+    np.testing.assert_allclose(agg, single, rtol=2e-4, atol=2e-5 * np.abs(single).max())
+
+
+def test_resume_equals_uninterrupted(reference, small_store, tmp_path):
+    out = tmp_path / "r"
+    _run(_cfg(small_store, **{"training.steps": 2}), out)         # "killed" after step 2
+    state, cal = _run(_cfg(small_store), out, resume=True)        # continue to 4
+    np.testing.assert_array_equal(state.flat, reference[0].flat)
+    steps = [m["step"] for m in cal.metrics if m["split"] == "train"]
+    assert steps == [1, 2, 3, 4]
+
+
+def test_resume_of_empty_run_dir_starts_fresh(ray_local, small_store, tmp_path):
+    state, _ = _run(_cfg(small_store, **{"training.steps": 1}), tmp_path / "fresh", resume=True)
+    assert state.step == 1
+
+
+def test_existing_run_without_resume_is_refused(reference, small_store):
+    with pytest.raises(DifferlandError, match="--resume"):
+        _run(_cfg(small_store), reference[2])
+
+
+def test_killed_worker_is_replaced_and_result_unchanged(reference, small_store, tmp_path):
+    killed = []
+
+    def kill_one(step, cal):
+        if step == 2 and not killed:
+            pid = cal.worker_pids()[1]
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+
+    state, cal = _run(_cfg(small_store), tmp_path / "k", hooks=[kill_one])
+    assert killed and cal.restarts >= 1
+    np.testing.assert_array_equal(state.flat, reference[0].flat)
+
+
+def test_bad_store_fails_at_once(ray_local, tmp_path):
+    from differland_dist.data.synth import synth_to_store
+
+    url = str(tmp_path / "bad.zarr")
+    synth_to_store(url, resolution=20, years=1, seed=1)
+    import zarr
+
+    g = zarr.open_group(url, mode="r+")
+    t = g["t_min"]
+    t[0, 0] = np.nan
+    with pytest.raises(DataValidationError, match="t_min"):
+        _run(_cfg(url), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_config_fails_with_the_key(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("training:\n  stepz: 3\n")
+    with pytest.raises(ConfigError, match="stepz"):
+        load_config(p)
+    from differland_dist.cli.main import main
+
+    assert main(["calibrate", str(p), "--out", str(tmp_path / "o")]) == 1
+
+
+def test_nonfinite_steps_are_not_applied_and_bounded(small_store, tmp_path, monkeypatch):
+    """Driver logic with a fake gather: NaN losses are skipped / lower the LR / roll back,
+    never applied, and give up after max_nonfinite in a row."""
+    import jax
+    from jax.flatten_util import ravel_pytree
+
+    from differland_dist.distributed import trainer as tr
+    from differland_dist.distributed.optim import make_optimizer
+    from differland_dist.network.mlp import init_network
+
+    def setup(action, nan_calls):
+        cfg = _cfg(small_store, **{"training.on_nonfinite": action, "training.max_nonfinite": 2})
+        cal = tr.Calibration(cfg, str(tmp_path / action))
+        net = init_network(jax.random.PRNGKey(0), 20, cfg.network)
+        flat, cal._unravel = ravel_pytree(net)
+        tx = make_optimizer(cfg.optimizer, 4)
+        calls = {"n": 0}
+
+        def fake_gather(patches, flat, with_grad, test):
+            calls["n"] += 1
+            bad = calls["n"] in nan_calls
+            g = np.full(flat.shape, np.nan if bad else 0.1, np.float32)
+            return {p: ({"loss": float("nan") if bad else 1.0}, g) for p in patches}, 0.0, 0.0, 10
+
+        monkeypatch.setattr(cal, "_gather", fake_gather)
+        state = tr.TrainState(np.asarray(flat), tx.init(net), 0)
+        cal._last_ckpt = (0, state.flat.copy(), state.opt_state, 1.0)
+
+        @jax.jit
+        def apply(f, g, o, s):
+            import optax
+            n = cal._unravel(f)
+            u, o = tx.update(cal._unravel(g), o, n)
+            u = jax.tree.map(lambda x: x * s, u)
+            return ravel_pytree(optax.apply_updates(n, u))[0], o
+
+        return cal, state, apply
+
+    cal, s0, apply = setup("skip", {1})
+    s1 = cal._train_step(s0, apply, None)
+    assert s1.step == 1 and s1.skipped == [1] and np.array_equal(s1.flat, s0.flat)
+    s2 = cal._train_step(s1, apply, None)
+    assert s2.step == 2 and not np.array_equal(s2.flat, s0.flat) and s2.nonfinite_in_a_row == 0
+    assert [m["applied"] for m in cal.metrics] == [False, True]
+
+    cal, s0, apply = setup("reduce_lr", {1})
+    s1 = cal._train_step(s0, apply, None)
+    assert s1.step == 0 and s1.lr_scale == 0.5
+    s2 = cal._train_step(s1, apply, None)
+    assert s2.step == 1 and s2.lr_scale == 0.5
+
+    cal, s0, apply = setup("rollback", {2})
+    s1 = cal._train_step(s0, apply, None)
+    s2 = cal._train_step(s1, apply, None)
+    assert s2.step == 0 and np.array_equal(s2.flat, s0.flat) and s2.lr_scale == 0.5
+
+    cal, s0, apply = setup("skip", {1, 2, 3, 4})
+    s = cal._train_step(s0, apply, None)
+    s = cal._train_step(s, apply, None)
+    with pytest.raises(tr.TrainingDiverged, match="max_nonfinite"):
+        cal._train_step(s, apply, None)
+
+
+def test_worker_with_two_devices_shards_patches(ray_local, small_store):
+    """A worker given several devices splits its patch groups across them (here two CPU
+    devices forced by XLA_FLAGS); per-patch gradients agree with one device."""
+    import ray
+
+    from differland_dist.distributed.worker import make_actor_class
+
+    cfg = _cfg(small_store, **{"training.patches_per_call": 2})
+    W = make_actor_class()
+    env2 = {"JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+            "JAX_COMPILATION_CACHE_DIR": CACHE}
+    env1 = {"JAX_PLATFORMS": "cpu", "JAX_COMPILATION_CACHE_DIR": CACHE}
+    from differland_dist.data.store import open_store
+
+    ids = [int(p) for p in open_store(small_store).train_patches[:4]]
+    a2 = W.options(num_cpus=1, runtime_env={"env_vars": env2}).remote(cfg.to_dict(), ids, 2)
+    a1 = W.options(num_cpus=1, runtime_env={"env_vars": env1}).remote(cfg.to_dict(), ids, 2)
+    info = ray.get(a2.info.remote())
+    assert len(info["devices"]) == 2
+    sums = ray.get(a1.predictor_sums.remote(ids))
+    n = sum(v[0] for v in sums.values())
+    mean = sum(v[1] for v in sums.values()) / n
+    std = np.ones_like(mean)
+    import jax
+    from jax.flatten_util import ravel_pytree
+
+    from differland_dist.network.mlp import init_network
+
+    flat = np.asarray(ravel_pytree(init_network(jax.random.PRNGKey(1), 20, cfg.network))[0])
+    r2, _, _ = ray.get(a2.compute.remote(flat, ids, mean.astype(np.float32), std.astype(np.float32)))
+    r1, _, _ = ray.get(a1.compute.remote(flat, ids, mean.astype(np.float32), std.astype(np.float32)))
+    for (p2, t2, g2), (p1, t1, g1) in zip(r2, r1):
+        assert p1 == p2
+        assert t2["loss"] == pytest.approx(t1["loss"], rel=1e-5)
+        np.testing.assert_allclose(g2, g1, rtol=1e-4, atol=1e-5 * np.abs(g1).max())
+    ray.kill(a1), ray.kill(a2)
