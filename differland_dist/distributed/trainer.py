@@ -242,6 +242,18 @@ class Calibration:
         needed = np.union1d(self.train_patches, self.test_patches)
         self._owned = [[int(p) for p in needed[w::W]] for w in range(W)]
         self.owner = {p: w for w in range(W) for p in self._owned[w]}
+        if ckpt is not None and int(ckpt[1]["step"]) >= tc.steps and \
+                checkpoint.exists(join(self.out, "network.npz"), self.out_so):
+            # A finished run: a rerun is a no-op (no cluster, no recomputation).
+            from differland_dist.network.mlp import network_from_arrays
+
+            arrays, meta = ckpt
+            self.std_mean, self.std_std = arrays["std_mean"], arrays["std_std"]
+            self._load_metrics(int(meta["step"]))
+            flat = np.asarray(ravel_pytree(network_from_arrays(arrays))[0])
+            log.info("%s is complete at step %d: nothing to do", self.out, meta["step"])
+            return TrainState(flat, state_from_arrays(tx.init(net0), arrays, "opt/"), int(meta["step"]),
+                              float(meta.get("lr_scale", 1.0)))
         self._start_ray()
         t0 = time.perf_counter()
         self._workers = [self._new_worker(w) for w in range(W)]
@@ -397,7 +409,9 @@ class Calibration:
             bar.n = state.step
             bar.set_postfix(loss=f"{loss:.4g}", pm_s=f"{rec['pixel_months_per_s']:.3g}", refresh=False)
             bar.refresh()
-        log.info("step %d/%d loss %.6g (%d patches, %.3g pixel-months/s)%s", rec["step"], tc.steps,
+        every = max(1, tc.steps // 20)
+        log.log(logging.INFO if rec["step"] % every == 0 or rec["step"] == 1 or not finite else logging.DEBUG,
+                "step %d/%d loss %.6g (%d patches, %.3g pixel-months/s)%s", rec["step"], tc.steps,
                  loss, len(patches), rec["pixel_months_per_s"], "" if finite else " NOT APPLIED")
         return state
 
