@@ -81,6 +81,14 @@ def run_bench(pixels: int = 2048, months: int = 276, repeats: int = 5, patch_siz
     met, labels, pred = synthetic_batch(pixels, months)
     net = init_network(jax.random.PRNGKey(0), pred.shape[1] - 1)
     met, labels, pred = jnp.asarray(met), jnp.asarray(labels), jnp.asarray(pred)
+    n_dev = jax.local_device_count()
+    if n_dev > 1 and pixels % n_dev == 0:
+        # every local device (GPU, or a CPU core exposed as a host device) takes a slice of
+        # the pixels: rollouts of different pixels are independent
+        from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+        sh = NamedSharding(Mesh(np.array(jax.local_devices()), ("pixel",)), PartitionSpec("pixel"))
+        met, labels, pred = (jax.device_put(x, sh) for x in (met, labels, pred))
     p = to_parameters(apply_network(net, pred))
     dalec, pheno, pools = p.process.stack(), jnp.stack(p.phenology, -1), p.initial_pools.stack()
 
@@ -88,6 +96,8 @@ def run_bench(pixels: int = 2048, months: int = 276, repeats: int = 5, patch_siz
     t0 = time.perf_counter()
     jax.block_until_ready(fwd(met))
     patch = jnp.asarray(np.arange(pixels) // patch_size, jnp.int32)
+    if n_dev > 1 and pixels % n_dev == 0:
+        patch = jax.device_put(patch, sh)
     n_patches = int(-(-pixels // patch_size))
     mc = ModelConfig(checkpoint_every=checkpoint_every, unroll=unroll)
     args = (net, pred, Forcing.from_array(met), labels, patch, jnp.ones(pixels, jnp.float32),
@@ -103,7 +113,7 @@ def run_bench(pixels: int = 2048, months: int = 276, repeats: int = 5, patch_siz
     tf = _time(lambda: fwd(met), repeats)
     tg = _time(lambda: network_value_and_grad(*args), repeats)
     dev = jax.devices()[0]
-    return BenchResult(f"{dev.platform}:{dev.device_kind}", pixels, months, pixels * months / tf,
+    return BenchResult(f"{dev.platform}:{dev.device_kind} x{n_dev}", pixels, months, pixels * months / tf,
                        pixels * months / tg, tf, tg, compile_s, temp, repeats)
 
 

@@ -12,15 +12,19 @@ from differland_dist.network import NetworkOutputs
 PARITY_LOSS = LossConfig(parity=True, enabled={t: True for t in TERMS})
 
 
+def _loss(X, met, labels, cfg):
+    P = met.shape[0]
+    return loss_from_x(X, Forcing.from_array(met), labels, jnp.zeros(P, jnp.int32), jnp.ones(P), 1,
+                       cfg, PARITY_MODEL)
+
+
+# one compilation per (shapes, config), shared by every test in the session
+_value_and_grad = jax.jit(jax.value_and_grad(_loss, has_aux=True), static_argnums=3)
+
+
 def golden_value_and_grad(g, cfg=PARITY_LOSS):
-    P = g["met"].shape[0]
     X = NetworkOutputs(jnp.asarray(g["x_dalec"]), jnp.asarray(g["x_pheno"]), jnp.asarray(g["x_pools"]))
-
-    def fn(X):
-        return loss_from_x(X, Forcing.from_array(jnp.asarray(g["met"])), jnp.asarray(g["labels"]),
-                           jnp.zeros(P, jnp.int32), jnp.ones(P), 1, cfg, PARITY_MODEL)
-
-    return jax.jit(jax.value_and_grad(fn, has_aux=True))(X)
+    return _value_and_grad(X, jnp.asarray(g["met"]), jnp.asarray(g["labels"]), cfg)
 
 
 def output_error_ratio(out, ref):

@@ -85,8 +85,9 @@ def test_same_network_with_any_number_of_workers(reference, small_store, tmp_pat
 
 
 def test_aggregated_gradient_equals_single_process(reference, small_store):
-    """The driver's sum of the workers' per-patch gradients = the gradient of one process
-    over the same patches in one batch."""
+    """The fixed-order sum of per-patch gradients (what the workers return, computed here
+    with the same Shard code in-process) = the gradient of one process over the same
+    patches in one batch."""
     import jax
     import jax.numpy as jnp
     from jax.flatten_util import ravel_pytree
@@ -94,7 +95,8 @@ def test_aggregated_gradient_equals_single_process(reference, small_store):
     from differland_dist.data.batch import predictor_names
     from differland_dist.data.reader import PatchReader
     from differland_dist.data.store import open_store
-    from differland_dist.distributed.trainer import Calibration, step_patches
+    from differland_dist.distributed.shard import Shard
+    from differland_dist.distributed.trainer import step_patches
     from differland_dist.loss import network_loss
     from differland_dist.model.structures import Forcing
     from differland_dist.network import hemisphere_feature
@@ -102,18 +104,12 @@ def test_aggregated_gradient_equals_single_process(reference, small_store):
     cfg = _cfg(small_store)
     cal = reference[1]
     flat = np.asarray(cal._last_ckpt[1])  # the network at the end of the run
-    c2 = Calibration(cfg, "/tmp/unused-agg")
-    c2.std_names, c2._owned = cal.std_names, cal._owned
-    c2.owner, c2.std_mean, c2.std_std = cal.owner, cal.std_mean, cal.std_std
-    c2._unravel = cal._unravel
-    c2._start_ray()
-    c2._workers = [c2._new_worker(w) for w in range(2)]
-    try:
-        patches = step_patches(c2.train_patches, 0, 5, 7)
-        by_patch, *_ = c2._gather(patches, flat, True, False)
-    finally:
-        c2.shutdown()
-    agg = sum(by_patch[p][1] for p in patches)
+    net = cal._unravel(jnp.asarray(flat))
+    patches = step_patches(cal.train_patches, 0, 5, 7)
+    shard = Shard(cfg, patches, group=2)
+    per_patch = shard.compute(net, patches, cal.std_mean.astype(np.float32), cal.std_std.astype(np.float32))
+    assert [p for p, _, _ in per_patch] == patches
+    agg = sum(g for _, _, g in per_patch)
 
     store = open_store(small_store)
     reader = PatchReader(store, predictor_names(cfg.data.predictors), cfg.data.products)
@@ -123,11 +119,11 @@ def test_aggregated_gradient_equals_single_process(reference, small_store):
     local = {p: i for i, p in enumerate(patches)}
     pidx = jnp.asarray([local[int(p)] for p in b.patch], jnp.int32)
     loss_cfg = cfg.loss_for_store(store.steps_per_year)
-    net = cal._unravel(jnp.asarray(flat))
-    g = jax.grad(lambda n: network_loss(n, jnp.asarray(x), Forcing.from_array(jnp.asarray(b.forcing)),
-                                        jnp.asarray(b.labels), pidx, jnp.ones(len(pidx)), len(patches),
-                                        loss_cfg, cfg.model)[0])(net)
+    (total, _), g = jax.value_and_grad(lambda n: network_loss(
+        n, jnp.asarray(x), Forcing.from_array(jnp.asarray(b.forcing)), jnp.asarray(b.labels), pidx,
+        jnp.ones(len(pidx)), len(patches), loss_cfg, cfg.model), has_aux=True)(net)
     single = np.asarray(ravel_pytree(g)[0])
+    assert float(total) == pytest.approx(sum(t["loss"] for _, t, _ in per_patch), rel=1e-5)
     np.testing.assert_allclose(agg, single, rtol=2e-4, atol=2e-5 * np.abs(single).max())
 
 

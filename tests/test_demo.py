@@ -8,7 +8,7 @@ import sys
 def test_demo_cli_end_to_end(tmp_path):
     out = tmp_path / "demo"
     r = subprocess.run([sys.executable, "-m", "differland_dist.cli.main", "demo", "--out", str(out),
-                        "--resolution", "10", "--years", "3", "--steps", "120", "--no-progress"],
+                        "--resolution", "10", "--years", "3", "--steps", "80", "--no-progress"],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     assert "LAI RMSE" in r.stdout and "GPP RMSE" in r.stdout
@@ -22,8 +22,8 @@ def test_demo_cli_end_to_end(tmp_path):
     assert (out / "run" / "network.npz").exists()
     # a rerun resumes: the store is reused and the finished run is not recomputed
     r2 = subprocess.run([sys.executable, "-m", "differland_dist.cli.main", "demo", "--out", str(out),
-                         "--resolution", "10", "--years", "3", "--steps", "120", "--no-progress"],
+                         "--resolution", "10", "--years", "3", "--steps", "80", "--no-progress"],
                         capture_output=True, text=True, timeout=600)
     assert r2.returncode == 0
-    assert "reusing the synthetic Earth" in r2.stderr and "complete at step 120" in r2.stderr
-    assert json.loads((out / "summary.json").read_text())["steps"] == 120
+    assert "reusing the synthetic Earth" in r2.stderr and "complete at step 80" in r2.stderr
+    assert json.loads((out / "summary.json").read_text())["steps"] == 80

@@ -69,9 +69,10 @@ def test_lean_rollout_equals_full_outputs(golden_monthly):
         np.testing.assert_allclose(np.asarray(totals[n]), np.asarray(full[..., OUTPUTS.index(n)]).sum(1), rtol=1e-5, atol=1e-3)
 
 
-@pytest.mark.parametrize("k", [7, 17])
+@pytest.mark.parametrize("k", [17])
 def test_checkpointed_scan_gives_same_loss_and_gradient(golden_monthly, k):
-    X, f, lab = _small(golden_monthly, P=6, T=120)
+    # 60 = 3 x 17 + 9: whole segments and a remainder
+    X, f, lab = _small(golden_monthly, P=6, T=60)
     P = 6
 
     @partial(jax.jit, static_argnums=1)
@@ -89,7 +90,7 @@ def test_checkpointed_scan_gives_same_loss_and_gradient(golden_monthly, k):
 def test_patches_in_one_batch_equal_separate_batches(golden_monthly):
     """A batch of several whole patches gives the sum of the per-patch losses; padding is inert."""
     g = golden_monthly
-    X, f, lab = _small(g, P=12, T=60)
+    X, f, lab = _small(g, P=12, T=36)
     patch = jnp.array([0] * 5 + [1] * 4 + [2] * 3, jnp.int32)
 
     @partial(jax.jit, static_argnums=5)

@@ -50,7 +50,21 @@ def configure_logging(verbose: bool = False, quiet: bool = False) -> None:
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
 
 
+def _preconfigure(argv: list[str]) -> None:
+    """Settings that must precede the first import of JAX (command modules import it)."""
+    if "bench" in argv[:3] and "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+        n = os.cpu_count() or 1
+        for i, a in enumerate(argv):
+            if a.startswith("--cpu-devices"):
+                n = int(a.split("=", 1)[1]) if "=" in a else int(argv[i + 1])
+        # a CPU exposes one host device per core so the bench can split pixels across cores;
+        # GPUs and TPUs are unaffected
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                                   f" --xla_force_host_platform_device_count={n}").strip()
+
+
 def main(argv: list[str] | None = None) -> int:
+    _preconfigure(list(sys.argv[1:] if argv is None else argv))
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):

@@ -57,7 +57,14 @@ def rollout(params: Parameters, forcing: Forcing, *, outputs: Sequence[str] | No
       (final_pools: Pools of (P,), series: dict name -> (P, T), totals: dict name -> (P,)).
     """
     names = tuple(OUTPUTS) if outputs is None else tuple(outputs)
-    sums = tuple(sums)
+    pools, ys, totals = _scan(params, forcing, names, tuple(sums), checkpoint_every, closed_budget, unroll)
+    series = {n: ys[:, :, i].T for i, n in enumerate(names)}
+    return pools, series, totals
+
+
+def _scan(params: Parameters, forcing: Forcing, names: tuple[str, ...], sums: tuple[str, ...],
+          checkpoint_every: int, closed_budget: bool, unroll: int):
+    """The time loop: (final pools, outputs stacked (T, P, len(names)), time sums)."""
     pools0 = params.initial_pools
     P = jnp.shape(pools0.labile)[0]
     T = jnp.shape(forcing.days)[-1]
@@ -73,7 +80,8 @@ def rollout(params: Parameters, forcing: Forcing, *, outputs: Sequence[str] | No
         nxt, fl = step(pools, f, params, closed_budget=closed_budget, constants=consts, dayl=dl)
         fd = fl._asdict()
         acc = tuple(a + fd[n] for a, n in zip(acc, sums))
-        return (nxt, acc), tuple(fd[n] for n in names)
+        # one (P, k) block per step: a single contiguous write instead of k strided ones
+        return (nxt, acc), jnp.stack([fd[n] for n in names], axis=-1)
 
     acc0 = tuple(jnp.zeros((P,), dtype) for _ in sums)
     carry0 = (Pools(*(jnp.asarray(x, dtype) for x in pools0)), acc0)
@@ -90,15 +98,13 @@ def rollout(params: Parameters, forcing: Forcing, *, outputs: Sequence[str] | No
             return jax.lax.scan(body, carry, seg_xs, unroll=unroll)
 
         carry, ys = jax.lax.scan(segment, carry0, head)
-        ys = jax.tree.map(lambda a: a.reshape((n_seg * k,) + a.shape[2:]), ys)
+        ys = ys.reshape((n_seg * k,) + ys.shape[2:])
         if rem:
             tail = jax.tree.map(lambda a: a[n_seg * k:], xs)
             carry, ys_tail = jax.lax.scan(body, carry, tail, unroll=unroll)
-            ys = jax.tree.map(lambda a, b: jnp.concatenate([a, b], axis=0), ys, ys_tail)
+            ys = jnp.concatenate([ys, ys_tail], axis=0)
     pools, acc = carry
-    series = {n: y.T for n, y in zip(names, ys)}
-    totals = dict(zip(sums, acc))
-    return pools, series, totals
+    return pools, ys, dict(zip(sums, acc))
 
 
 def default_checkpoint_every(n_steps: int) -> int:
@@ -118,8 +124,8 @@ def simulate(forcing, dalec_params, pheno_params, initial_pools, closed_budget: 
       final_pools (P, 7), outputs (P, T, 44) in ``parameters.OUTPUTS`` order.
     """
     params = Parameters.from_arrays(dalec_params, pheno_params, initial_pools)
-    pools, series, _ = rollout(params, Forcing.from_array(forcing), closed_budget=closed_budget)
-    return pools.stack(), jnp.stack([series[n] for n in OUTPUTS], axis=-1)
+    pools, ys, _ = _scan(params, Forcing.from_array(forcing), tuple(OUTPUTS), (), 0, closed_budget, 1)
+    return pools.stack(), jnp.transpose(ys, (1, 0, 2))
 
 
 def outputs_as_fluxes(outputs) -> Fluxes:

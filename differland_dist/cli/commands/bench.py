@@ -14,6 +14,9 @@ def add_arguments(p):
                    help="scan segment for rematerialisation: -1 auto (~sqrt(T)), 0 none")
     p.add_argument("--unroll", type=int, default=1, help="time steps unrolled per loop iteration")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--cpu-devices", type=int, default=None,
+                   help="on a CPU, expose this many host devices and split the pixels across "
+                        "them (default: one per core)")
 
 
 def run(args) -> int:

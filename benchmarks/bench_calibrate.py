@@ -1,0 +1,84 @@
+"""Calibration step timing (issue 4): compute vs Ray communication vs driver, and scaling
+from 1 to 2 workers with one core each (JAX pinned to one thread per worker).
+
+    python benchmarks/bench_calibrate.py --resolution 2.5 --years 5 --steps 40 --out benchmarks/results/calibrate_cpu.json
+
+Both worker counts run in this one process against the same store, so their ratio is
+comparable; the first steps (compilation) are excluded from the medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--resolution", type=float, default=2.5)
+    ap.add_argument("--years", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--skip", type=int, default=5, help="first steps excluded (compilation)")
+    ap.add_argument("--patches-per-step", type=int, default=16)
+    ap.add_argument("--patches-per-call", type=int, default=8)
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--out")
+    a = ap.parse_args(argv)
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    import ray
+
+    from differland_dist.config import load_config
+    from differland_dist.data.store import open_store
+    from differland_dist.data.synth import synth_to_store
+    from differland_dist.distributed.trainer import calibrate
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-cal-"))
+    store = str(tmp / "earth.zarr")
+    synth_to_store(store, resolution=a.resolution, years=a.years, seed=0)
+    s = open_store(store)
+    ray.init(num_cpus=max(a.workers), include_dashboard=False, log_to_driver=False)
+    rows = []
+    for W in a.workers:
+        cfg = load_config(None, [f"data.url={store}", f"training.steps={a.steps}",
+                                 f"training.patches_per_step={a.patches_per_step}",
+                                 f"training.patches_per_call={a.patches_per_call}",
+                                 "training.eval_every=0", f"training.checkpoint_every={a.steps}",
+                                 f"ray.workers={W}", "ray.cpus_per_worker=1", "ray.jax_threads_per_worker=1"])
+        t0 = time.perf_counter()
+        state, cal = calibrate(cfg, str(tmp / f"run{W}"))
+        wall = time.perf_counter() - t0
+        m = [x for x in cal.metrics if x["split"] == "train"][a.skip:]
+        med = lambda k: statistics.median(x[k] for x in m)  # noqa: E731
+        n_params = state.flat.size
+        row = {
+            "workers": W, "pixels": s.n_pixels, "months": s.n_time, "steps_timed": len(m),
+            "pixel_months_per_step": med("pixel_months"),
+            "step_s": med("time_step_s"), "compute_s": med("time_compute_s"),
+            "comm_s": med("time_comm_s"), "driver_s": med("time_driver_s"),
+            "pixel_months_per_s": med("pixel_months_per_s"), "wall_s": wall,
+            "n_params": n_params,
+            "bytes_broadcast_per_worker": n_params * 4,
+            "bytes_returned_per_step": a.patches_per_step * n_params * 4,
+            "date": time.strftime("%Y-%m-%d"), "cpus": os.cpu_count(),
+        }
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    if len(rows) >= 2:
+        print(json.dumps({"speedup_step": rows[0]["step_s"] / rows[-1]["step_s"],
+                          "speedup_compute": rows[0]["compute_s"] / rows[-1]["compute_s"]}))
+    if a.out:
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.out).write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    ray.shutdown()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+"""``differland validate URL``: check a pixel store against the schema."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+
+from differland_dist.data.store import PixelStore, parse_storage_options
+from differland_dist.data.validate import summary, validate_store
+
+NAME = "validate"
+HELP = "check a pixel store: presence, dims, dtypes, units, ranges, gaps, missing chunks"
+DESCRIPTION = ("Check a pixel store (local path, file://, memory://, gs://, s3://) and print "
+               "every problem with its variable and pixel/time range; exit 1 if there is any.")
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("url", help="store URL")
+    parser.add_argument("--storage-options", metavar="JSON", default=None,
+                        help='fsspec options as a JSON object, e.g. \'{"token": "anon"}\'')
+
+
+def run(args: argparse.Namespace) -> int:
+    opts = parse_storage_options(args.storage_options)
+    problems = validate_store(args.url, opts)
+    if problems:
+        print(f"{args.url}: {len(problems)} problem(s):")
+        for p in problems:
+            print(f"  - {p}")
+        return 1
+    info = summary(PixelStore(args.url, opts))
+    print(f"{args.url}: valid")
+    for key, value in info.items():
+        print(f"  {key}: {json.dumps(value) if isinstance(value, (dict, list)) else value}")
+    return 0

@@ -1,0 +1,395 @@
+"""Streaming the arrays of whole patches from a pixel store to a worker.
+
+:class:`PatchReader` reads, for a list of patch ids, only the pixel chunks that hold those
+patches (a patch spans one or two chunks of ``max_patch_size`` pixels), one task per
+(variable, chunk) on a thread pool, with retries and exponential backoff on transient storage
+errors, an optional cache of decoded chunks (in memory or as ``.npy`` files in a local
+directory, keyed by the store's fingerprint), and :meth:`PatchReader.iter_batches`, which reads
+the next batch in a background thread while the caller computes on the current one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import tempfile
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
+
+import numpy as np
+
+from differland_dist.data import schema
+from differland_dist.data.batch import (
+    FORCING_PIXEL_VARS, FORCING_VARS, PatchBatch, assemble_forcing, assemble_labels,
+    assemble_predictors)
+from differland_dist.data.importers import PER_PIXEL_FORCING, by_pixel_name
+from differland_dist.data.store import PixelStore
+from differland_dist.errors import ConfigError, DataValidationError, DifferlandError
+
+log = logging.getLogger(__name__)
+R = TypeVar("R")
+
+#: Predictor names that are not store variables of their own.
+_SPECIAL_PREDICTORS = {"null"}
+#: Errors that say the object is not there or not readable: retrying will not help.
+_PERMANENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
+
+
+class StorageReadError(DifferlandError, OSError):
+    """A read from the store that still failed after every retry."""
+
+
+def is_transient(err: BaseException) -> bool:
+    """Whether a storage error is worth retrying: timeouts, connection and I/O errors, and
+    HTTP 408/429/5xx from cloud clients; not missing objects or denied access."""
+    if isinstance(err, _PERMANENT):
+        return False
+    if isinstance(err, (TimeoutError, ConnectionError, OSError)):
+        return True
+    code = getattr(err, "code", None) or getattr(err, "status", None)
+    if isinstance(code, int):
+        return code in (408, 429) or 500 <= code < 600
+    return type(err).__module__.split(".")[0] in ("aiohttp", "botocore", "aiobotocore",
+                                                  "urllib3", "requests")
+
+
+def with_retries(fn: Callable[[], R], what: str, retries: int = 4, backoff_s: float = 0.2,
+                 rng: random.Random | None = None) -> R:
+    """Call ``fn``; on a transient error wait ``backoff_s * 2**attempt`` (x0.5-1.5 jitter) and
+    try again, at most ``retries`` more times; then raise StorageReadError naming ``what``."""
+    rng = rng or random.Random()
+    for attempt in range(retries + 1):
+        try:
+            return fn()
+        except Exception as e:  # noqa: BLE001 - classified just below
+            if not is_transient(e):
+                raise
+            if attempt == retries:
+                raise StorageReadError(f"reading {what} failed after {retries + 1} attempt(s): "
+                                       f"{type(e).__name__}: {e}") from e
+            wait = backoff_s * (2 ** attempt) * rng.uniform(0.5, 1.5)
+            log.warning("reading %s: %s: %s; retry %d/%d in %.2f s", what, type(e).__name__, e,
+                        attempt + 1, retries, wait)
+            time.sleep(wait)
+    raise AssertionError("unreachable")
+
+
+def _fast_codec(arr) -> tuple[np.dtype, tuple[int, ...], object] | None:
+    """(dtype, chunk shape, decompressor or None) when a chunk is plain bytes, optionally
+    zstd/gzip/blosc-compressed (what write_store makes): such chunks are fetched as raw
+    objects, many per request batch, and decoded here, about ten times faster than one zarr
+    read per chunk. None: read through zarr (other codecs, sharding, strings)."""
+    import numcodecs
+    from zarr.codecs import BloscCodec, BytesCodec, GzipCodec, ZstdCodec
+
+    codecs = list(getattr(arr.metadata, "codecs", ()))
+    dtype = np.dtype(arr.dtype)
+    if not codecs or not isinstance(codecs[0], BytesCodec) or len(codecs) > 2 or dtype.kind not in "biuf":
+        return None
+    decompressor = None
+    if len(codecs) == 2:
+        c = codecs[1]
+        if isinstance(c, ZstdCodec):
+            decompressor = numcodecs.Zstd()
+        elif isinstance(c, GzipCodec):
+            decompressor = numcodecs.GZip()
+        elif isinstance(c, BloscCodec):
+            decompressor = numcodecs.Blosc()
+        else:
+            return None
+    endian = getattr(codecs[0].endian, "value", codecs[0].endian)
+    if dtype.itemsize > 1 and endian in ("little", "big"):
+        dtype = dtype.newbyteorder("<" if endian == "little" else ">")
+    return dtype, tuple(int(c) for c in arr.chunks), decompressor
+
+
+class PatchReader:
+    """Reads whole patches of a store: forcing, raw predictors and labels.
+
+    Args:
+      store: an opened (validated) :class:`PixelStore`.
+      predictors: predictor names in the order wanted (see ``batch.predictor_names``): store
+        variables, ``lat``/``lon`` or ``null`` (a column of ones).
+      products: stream -> product name, or None to switch the stream off; streams not given
+        use their default product. A product the store lacks gives value 0 and weight 0.
+      cache: None, ``"memory"`` (decoded chunks kept in this process) or a local directory
+        (chunks kept as ``.npy`` under ``<dir>/<store fingerprint>/``).
+      max_workers: concurrent chunk reads.
+      retries, backoff_s: retries of a failed chunk read and the first wait (doubling).
+    """
+
+    def __init__(self, store: PixelStore, predictors: Sequence[str],
+                 products: Mapping[str, str | None] | None = None, cache: str | None = None,
+                 max_workers: int = 8, retries: int = 4, backoff_s: float = 0.2):
+        self.store = store
+        self.predictors = list(predictors)
+        self.retries, self.backoff_s = int(retries), float(backoff_s)
+        self._rng = random.Random(0)
+        names = set(store.array_names)
+        unknown = [p for p in self.predictors if p not in names and p not in _SPECIAL_PREDICTORS]
+        if unknown:
+            raise ConfigError(f"predictor(s) {unknown} not in the store {store.url}")
+        bad_streams = [s for s in (products or {}) if s not in schema.STREAM_INDEX]
+        if bad_streams:
+            raise ConfigError(f"unknown stream(s) {bad_streams} in products; streams: "
+                              f"{', '.join(schema.STREAM_NAMES)}")
+        self.products: dict[str, str | None] = {
+            st.name: (products or {}).get(st.name, st.default_product) for st in schema.STREAMS}
+        self._label_vars: list[str] = []
+        for stream, prod in self.products.items():
+            if prod is None:
+                continue
+            v, w = schema.obs_value_name(prod), schema.obs_weight_name(prod)
+            if v in names and w in names:
+                self._label_vars += [v, w]
+            elif products and stream in products:
+                log.warning("stream %s: product %r is not in %s; its labels are zero-weighted",
+                            stream, prod, store.url)
+        self._pixel_vars = sorted({*FORCING_PIXEL_VARS,
+                                   *(p for p in self.predictors if p not in _SPECIAL_PREDICTORS)})
+        self._series_vars = [v for v in FORCING_VARS if store.dims(v)[:1] == ("pixel",)]
+        # per-step forcing given per pixel (sites of different years): <name>_by_pixel wins
+        self._by_pixel = {v: by_pixel_name(v) for v in PER_PIXEL_FORCING
+                          if by_pixel_name(v) in names and v not in self._series_vars}
+        self._series_vars += list(self._by_pixel.values())
+        step_vars = [v for v in FORCING_VARS if v not in self._series_vars and v not in self._by_pixel]
+        self._chunked = sorted({*self._pixel_vars, *self._series_vars, *self._label_vars})
+        self._arrays = {v: store.array(v) for v in self._chunked + step_vars}
+        self._steps = {v: np.asarray(with_retries(lambda v=v: self._arrays[v][...], v,
+                                                  self.retries, self.backoff_s, self._rng))
+                       for v in step_vars}
+        self._cache_kind = None if cache is None else ("memory" if cache == "memory" else "disk")
+        self._mem: dict[tuple[str, int], np.ndarray] = {}
+        self._disk_dir = None
+        if self._cache_kind == "disk":
+            self._disk_dir = os.path.join(str(cache), store.fingerprint())
+            os.makedirs(self._disk_dir, exist_ok=True)
+        self._max_workers = max(1, int(max_workers))
+        self._pool = ThreadPoolExecutor(max_workers=self._max_workers,
+                                        thread_name_prefix="patch-read")
+        self._lock = threading.Lock()
+        self._codecs = {v: _fast_codec(self._arrays[v]) for v in self._chunked}
+        #: Counters: chunks fetched from the store and served from the cache; decoded and
+        #: stored (compressed) bytes fetched.
+        self.stats = {"chunks_fetched": 0, "cache_hits": 0, "bytes_fetched": 0,
+                      "stored_bytes_fetched": 0}
+
+    # -- chunks -------------------------------------------------------------------------------
+    def _chunk_len(self, var: str) -> int:
+        return int(self._arrays[var].chunks[0])
+
+    def _chunk_rows(self, var: str, k: int) -> tuple[int, int]:
+        C = self._chunk_len(var)
+        return k * C, min((k + 1) * C, self._arrays[var].shape[0])
+
+    def _what(self, var: str, k: int) -> str:
+        lo, hi = self._chunk_rows(var, k)
+        return f"{var} pixels {lo}..{hi - 1} of {self.store.url}"
+
+    def _from_cache(self, key: tuple[str, int]) -> np.ndarray | None:
+        if self._cache_kind == "memory":
+            return self._mem.get(key)
+        if self._cache_kind == "disk":
+            path = os.path.join(self._disk_dir, key[0], f"{key[1]}.npy")
+            if os.path.exists(path):
+                return np.load(path, allow_pickle=False)
+        return None
+
+    def _to_cache(self, key: tuple[str, int], data: np.ndarray) -> None:
+        if self._cache_kind == "memory":
+            self._mem[key] = data
+        elif self._cache_kind == "disk":
+            path = os.path.join(self._disk_dir, key[0], f"{key[1]}.npy")
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
+            with os.fdopen(fd, "wb") as f:
+                np.save(f, data, allow_pickle=False)
+            os.replace(tmp, path)  # atomic: readers never see half a file
+
+    def _cat(self, paths: list[str]) -> list[bytes | Exception]:
+        """Bytes of each object (or the exception reading it), ``max_workers`` at a time."""
+        if getattr(self.store.fs, "async_impl", False):
+            return self.store.fs.cat_ranges(paths, None, None, on_error="return",
+                                            batch_size=self._max_workers)
+        n = max(1, min(self._max_workers, len(paths)))
+        groups = [paths[i::n] for i in range(n)]
+        parts = list(self._pool.map(
+            lambda g: self.store.fs.cat_ranges(g, None, None, on_error="return"), groups))
+        out: list = [None] * len(paths)
+        for i, part in enumerate(parts):
+            out[i::n] = part
+        return out
+
+    def _fetch_raw(self, keys: list[tuple[str, int]]) -> dict[tuple[str, int], bytes]:
+        """Stored bytes of chunk objects, retrying transient errors with backoff."""
+        paths = {}
+        for var, k in keys:
+            arr = self._arrays[var]
+            coords = (k,) + (0,) * (len(arr.shape) - 1)
+            paths[(var, k)] = f"{self.store.root}/{var}/{arr.metadata.encode_chunk_key(coords)}"
+        out: dict[tuple[str, int], bytes] = {}
+        pending = list(keys)
+        for attempt in range(self.retries + 1):
+            results = self._cat([paths[k] for k in pending])
+            failed = []
+            for key, r in zip(pending, results):
+                if not isinstance(r, BaseException):
+                    out[key] = r
+                elif isinstance(r, FileNotFoundError):
+                    raise DataValidationError(
+                        [f"{key[0]}: chunk {paths[key]} is missing ({self._what(*key)})"],
+                        source=self.store.url)
+                elif not is_transient(r):
+                    raise r
+                else:
+                    failed.append((key, r))
+            if not failed:
+                return out
+            key, err = failed[0]
+            if attempt == self.retries:
+                raise StorageReadError(f"reading {self._what(*key)} failed after "
+                                       f"{self.retries + 1} attempt(s) ({len(failed)} chunk(s) "
+                                       f"failing): {type(err).__name__}: {err}") from err
+            wait = self.backoff_s * (2 ** attempt) * self._rng.uniform(0.5, 1.5)
+            log.warning("reading %d chunk(s) of %s: %s: %s; retry %d/%d in %.2f s", len(failed),
+                        self.store.url, type(err).__name__, err, attempt + 1, self.retries, wait)
+            time.sleep(wait)
+            pending = [k for k, _ in failed]
+        raise AssertionError("unreachable")
+
+    def _decode(self, key: tuple[str, int], raw: bytes) -> np.ndarray:
+        dtype, shape, decompressor = self._codecs[key[0]]
+        buf = decompressor.decode(raw) if decompressor is not None else raw
+        lo, hi = self._chunk_rows(*key)
+        data = np.frombuffer(buf, dtype=dtype).reshape(shape)[: hi - lo]
+        return data if dtype.isnative else data.astype(dtype.newbyteorder("="))
+
+    def _fetch_zarr(self, key: tuple[str, int]) -> np.ndarray:
+        """A chunk through zarr (arrays whose codecs the fast path does not decode)."""
+        lo, hi = self._chunk_rows(*key)
+        arr = self._arrays[key[0]]
+        return np.asarray(with_retries(lambda: arr[lo:hi], self._what(*key), self.retries,
+                                       self.backoff_s, self._rng))
+
+    def _fetch_chunks(self, keys: list[tuple[str, int]]) -> dict[tuple[str, int], np.ndarray]:
+        """Decoded pixel chunks: from the cache, else fetched concurrently from the store."""
+        out, todo = {}, []
+        for key in keys:
+            hit = self._from_cache(key)
+            if hit is None:
+                todo.append(key)
+            else:
+                out[key] = hit
+        fast = [k for k in todo if self._codecs[k[0]] is not None]
+        slow = [k for k in todo if self._codecs[k[0]] is None]
+        raw = self._fetch_raw(fast) if fast else {}
+        got = dict(zip(fast, self._pool.map(lambda k: self._decode(k, raw[k]), fast)))
+        got.update(zip(slow, self._pool.map(self._fetch_zarr, slow)))
+        for key, data in got.items():
+            self._to_cache(key, data)
+        with self._lock:
+            self.stats["cache_hits"] += len(out)
+            self.stats["chunks_fetched"] += len(got)
+            self.stats["bytes_fetched"] += sum(d.nbytes for d in got.values())
+            self.stats["stored_bytes_fetched"] += sum(len(b) for b in raw.values())
+        out.update(got)
+        return out
+
+    def _read_pixels(self, slices: list[slice], variables: Iterable[str]) -> dict[str, np.ndarray]:
+        """Rows ``slices`` (concatenated in order) of every variable; only the chunks they touch
+        are fetched."""
+        variables = list(variables)
+        spans = {var: [(s, range(s.start // self._chunk_len(var),
+                                 (s.stop - 1) // self._chunk_len(var) + 1)) for s in slices]
+                 for var in variables}
+        keys = list(dict.fromkeys((var, k) for var in variables for _, ks in spans[var] for k in ks))
+        chunks = self._fetch_chunks(keys)
+        out = {}
+        for var in variables:
+            C = self._chunk_len(var)
+            parts = [chunks[(var, k)][max(s.start, k * C) - k * C: min(s.stop, (k + 1) * C) - k * C]
+                     for s, ks in spans[var] for k in ks]
+            out[var] = np.concatenate(parts, axis=0) if parts else np.empty((0,))
+        return out
+
+    # -- public -------------------------------------------------------------------------------
+    def pixel_slices(self, patch_ids: Sequence[int]) -> list[slice]:
+        """Pixel slices of the patches, in the order given (adjacent ones merged)."""
+        slices: list[slice] = []
+        for p in patch_ids:
+            s = self.store.patch_slices.get(int(p))
+            if s is None:
+                raise DifferlandError(f"patch {p} is not in {self.store.url} (patches "
+                                      f"{int(self.store.patch_ids.min())}..{int(self.store.patch_ids.max())})")
+            if slices and slices[-1].stop == s.start:
+                slices[-1] = slice(slices[-1].start, s.stop)
+            else:
+                slices.append(s)
+        return slices
+
+    def read(self, patch_ids: Sequence[int]) -> PatchBatch:
+        """The batch of the given patches: pixels in the order of ``patch_ids``."""
+        slices = self.pixel_slices(patch_ids)
+        v = self._read_pixels(slices, self._chunked)
+        v.update(self._steps)
+        v.update({name: v[by] for name, by in self._by_pixel.items()})
+        P = sum(s.stop - s.start for s in slices)
+        T = self.store.n_time
+        pixel_index = (np.concatenate([np.arange(s.start, s.stop) for s in slices]).astype(np.int64)
+                       if slices else np.empty(0, np.int64))
+        return PatchBatch(
+            pixel_index=pixel_index,
+            patch=self.store.patch[pixel_index].astype(np.int32),
+            forcing=assemble_forcing(v),
+            predictors=assemble_predictors(v, self.predictors, P),
+            labels=assemble_labels(v, self.products, P, T),
+        )
+
+    def iter_batches(self, batches: Iterable[Sequence[int]], prefetch: int = 1) -> Iterator[PatchBatch]:
+        """Yield :meth:`read` of each list of patch ids, reading up to ``prefetch`` batches ahead
+        in a background thread while the caller works on the current one."""
+        it = iter(batches)
+        pending: deque[Future] = deque()
+        ahead = ThreadPoolExecutor(max_workers=1, thread_name_prefix="patch-prefetch")
+        try:
+            while True:
+                while len(pending) < max(0, int(prefetch)) + 1:
+                    ids = next(it, None)
+                    if ids is None:
+                        break
+                    pending.append(ahead.submit(self.read, list(ids)))
+                if not pending:
+                    return
+                batch = pending.popleft().result()
+                yield batch
+        finally:
+            for f in pending:
+                f.cancel()
+            ahead.shutdown(wait=True, cancel_futures=True)
+
+    def read_predictors_all(self, split: str | int | None = None) -> np.ndarray:
+        """(N, n) float32 raw predictors of every pixel, or of the train (0) / test (1) split.
+        Reads only the small per-pixel predictor variables (and ``split``)."""
+        if split is not None:
+            split = {"train": 0, "test": 1}.get(split, split)
+            if split not in (0, 1):
+                raise ConfigError(f"split must be None, 'train' or 'test', got {split!r}")
+        n = self.store.n_pixels
+        v = {p: np.asarray(with_retries(lambda p=p: self.store.array(p)[...], p, self.retries,
+                                        self.backoff_s, self._rng))
+             for p in self.predictors if p not in _SPECIAL_PREDICTORS}
+        out = assemble_predictors(v, self.predictors, n)
+        return out if split is None else out[self.store.split == split]
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> "PatchReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

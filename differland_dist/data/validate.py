@@ -1,0 +1,511 @@
+"""Validation of pixel stores (and of Datasets about to be written) against the schema.
+
+Checks, in order, each reported with the variable and the pixel/time range, actual vs expected:
+
+1. group attributes: every one of ``schema.GLOBAL_ATTRS``, the store version, ``complete`` True;
+2. presence, dims, dtypes and units of the coordinates, forcing and predictors; observation
+   variables (a known ``stream`` attribute, the stream's units, a weight variable);
+3. consistent dimension sizes; patches sorted, contiguous, at most ``max_patch_size`` pixels;
+   the train/test split constant within each patch; time strictly increasing;
+4. (stores) the chunk manifest: every array's metadata object and every chunk it should have is
+   listed in the store (zarr would silently read a missing chunk as its fill value), pixel
+   chunks of ``max_patch_size``;
+5. a data scan in pixel blocks: no gaps (NaN) in coordinates, forcing and predictors; values
+   within the schema ranges; observation values within their stream's range, weights finite
+   and >= 0, and weight 0 wherever the value is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from differland_dist.data import schema
+from differland_dist.data.importers import PER_PIXEL_FORCING, by_pixel_name
+from differland_dist.data.store import PixelStore, patch_runs
+from differland_dist.errors import DataValidationError
+
+log = logging.getLogger(__name__)
+
+_SCHEMA = {v.name: v for v in schema.COORDS + schema.FORCING + schema.PREDICTORS}
+_TABLES = (("coordinates", schema.COORDS), ("forcing", schema.FORCING),
+           ("predictors", schema.PREDICTORS))
+#: Values per block read by the data scan (per variable): bounds the scan's memory.
+_BLOCK_VALUES = 2_000_000
+#: Missing chunks listed per variable before summarising.
+_MAX_LISTED = 10
+#: Fingerprints of stores that passed, so reopening a store in one process skips the scan.
+_PASSED: set[tuple[str, str]] = set()
+
+_DIM_LABEL = {"pixel": "pixels", "time": "time steps"}
+
+
+def _span(lo: int, hi: int) -> str:
+    return f"{lo}" if lo == hi else f"{lo}..{hi}"
+
+
+class _Tally:
+    """Count, index hull per dimension and value extremes of offending elements."""
+
+    def __init__(self, dims: tuple[str, ...]):
+        self.dims = dims
+        self.n = 0
+        self.lo = [np.iinfo(np.int64).max] * len(dims)
+        self.hi = [-1] * len(dims)
+        self.vmin = np.inf
+        self.vmax = -np.inf
+
+    def add(self, mask: np.ndarray, values: np.ndarray | None, offset: int) -> None:
+        """Record ``mask`` (True = offending) of a block whose first axis starts at ``offset``
+        (pixel-major blocks; arrays without a pixel axis use offset 0)."""
+        n = int(np.count_nonzero(mask))
+        if not n:
+            return
+        self.n += n
+        for ax in range(mask.ndim):
+            other = tuple(a for a in range(mask.ndim) if a != ax)
+            hit = np.flatnonzero(mask.any(axis=other) if other else mask)
+            off = offset if ax == 0 else 0
+            self.lo[ax] = min(self.lo[ax], int(hit[0]) + off)
+            self.hi[ax] = max(self.hi[ax], int(hit[-1]) + off)
+        if values is not None:
+            v = values[mask]
+            v = v[np.isfinite(v)] if np.issubdtype(v.dtype, np.floating) else v
+            if v.size:
+                self.vmin = min(self.vmin, float(v.min()))
+                self.vmax = max(self.vmax, float(v.max()))
+
+    def merge(self, other: "_Tally") -> None:
+        if not other.n:
+            return
+        self.n += other.n
+        self.lo = [min(a, b) for a, b in zip(self.lo, other.lo)]
+        self.hi = [max(a, b) for a, b in zip(self.hi, other.hi)]
+        self.vmin, self.vmax = min(self.vmin, other.vmin), max(self.vmax, other.vmax)
+
+    def where(self) -> str:
+        return ", ".join(f"{_DIM_LABEL.get(d, d)} {_span(lo, hi)}"
+                         for d, lo, hi in zip(self.dims, self.lo, self.hi))
+
+
+# -- sources: one interface over a store and an in-memory Dataset ---------------------------
+class _DatasetSource:
+    def __init__(self, ds: xr.Dataset):
+        self.ds = ds
+        self.label = "dataset"
+        self.attrs = dict(ds.attrs)
+        self.names = tuple(sorted(str(n) for n in ds.variables))
+        self.parallel = False
+
+    def dims(self, name: str) -> tuple[str, ...]:
+        return tuple(self.ds.variables[name].dims)
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return tuple(self.ds.variables[name].shape)
+
+    def dtype(self, name: str) -> np.dtype:
+        return self.ds.variables[name].dtype
+
+    def var_attrs(self, name: str) -> dict:
+        return dict(self.ds.variables[name].attrs)
+
+    def read(self, name: str, key: tuple = ()) -> np.ndarray:
+        var = self.ds.variables[name]
+        return np.asarray(var[key].values if key else var.values)
+
+
+class _StoreSource:
+    def __init__(self, store: PixelStore):
+        self.store = store
+        self.label = store.url
+        self.attrs = dict(store.attrs)
+        self.names = store.array_names
+        self.parallel = True
+
+    def dims(self, name: str) -> tuple[str, ...]:
+        return self.store.dims(name)
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return tuple(self.store.array(name).shape)
+
+    def dtype(self, name: str) -> np.dtype:
+        return np.dtype(self.store.array(name).dtype)
+
+    def var_attrs(self, name: str) -> dict:
+        return dict(self.store.array(name).attrs)
+
+    def read(self, name: str, key: tuple = ()) -> np.ndarray:
+        arr = self.store.array(name)
+        return np.asarray(arr[key] if key else arr[...])
+
+
+# -- the checks -------------------------------------------------------------------------------
+def _check_attrs(src, is_store: bool) -> list[str]:
+    A = src.attrs
+    out = []
+    for key in schema.GLOBAL_ATTRS:
+        if key == "complete" and not is_store:
+            continue  # write_store sets it
+        if key not in A:
+            out.append(f"attrs: global attribute {key!r} missing")
+    if "differland_store_version" in A and A["differland_store_version"] != schema.STORE_VERSION:
+        out.append(f"attrs: differland_store_version is {A['differland_store_version']!r}, "
+                   f"expected {schema.STORE_VERSION}")
+    for key in ("steps_per_year", "max_patch_size"):
+        if key in A and not (isinstance(A[key], (int, np.integer)) and not isinstance(A[key], bool)
+                             and A[key] > 0):
+            out.append(f"attrs: {key} is {A[key]!r}, expected a positive integer")
+    if is_store and "complete" in A and A["complete"] is not True:
+        out.append(f"attrs: complete is {A['complete']!r}, expected True: the store was not "
+                   "completely written (interrupted?); write it again")
+    return out
+
+
+def _check_sizes(src) -> tuple[list[str], dict[str, int]]:
+    out, sizes, ref = [], {}, {}
+    order = [n for n in ("patch", "time") if n in src.names] + list(src.names)
+    for name in order:
+        for d, n in zip(src.dims(name), src.shape(name)):
+            if d not in sizes:
+                sizes[d], ref[d] = n, name
+            elif sizes[d] != n and name != ref[d]:
+                out.append(f"{name}: dimension {d!r} has size {n}, expected {sizes[d]} "
+                           f"(the size in {ref[d]})")
+    return list(dict.fromkeys(out)), sizes
+
+
+def _check_variables(src) -> tuple[list[str], dict[str, tuple], list[tuple]]:
+    """Schema variables and observations. Returns (problems, scan plan of schema variables
+    name -> (lo, hi, category, units), scan plan of observations (value, weight, stream))."""
+    out: list[str] = []
+    plan: dict[str, tuple] = {}
+    names = set(src.names)
+    for category, table in _TABLES:
+        for v in table:
+            if v.name not in names:
+                if v.required:
+                    out.append(f"{v.name}: missing ({category}; expected dims {v.dims}, "
+                               f"dtype {v.dtype}, units {v.units!r})")
+                continue
+            ok = True
+            dims, dtype = src.dims(v.name), src.dtype(v.name)
+            if dims != v.dims:
+                out.append(f"{v.name}: dims {dims}, expected {v.dims}")
+                ok = False
+            if dtype != np.dtype(v.dtype):
+                out.append(f"{v.name}: dtype {dtype}, expected {v.dtype}")
+                ok = False
+            units = src.var_attrs(v.name).get("units")
+            if units != v.units:
+                out.append(f"{v.name}: units {units!r}, expected {v.units!r}")
+            if ok:
+                plan[v.name] = (v.lo, v.hi, category, v.units)
+    for base in PER_PIXEL_FORCING:  # <name>_by_pixel: a per-step forcing given per pixel
+        name, v = by_pixel_name(base), _SCHEMA[base]
+        if name not in names:
+            continue
+        ok = src.dims(name) == ("pixel", "time") and src.dtype(name) == np.dtype(v.dtype)
+        if not ok:
+            out.append(f"{name}: dims {src.dims(name)} dtype {src.dtype(name)}, expected "
+                       f"('pixel', 'time') {v.dtype}")
+        units = src.var_attrs(name).get("units")
+        if units != v.units:
+            out.append(f"{name}: units {units!r}, expected {v.units!r}")
+        if ok:
+            plan[name] = (v.lo, v.hi, "forcing", v.units)
+    obs_plan = []
+    for name in sorted(n for n in names if n.startswith("obs_")):
+        if name.endswith("_weight"):
+            if name[: -len("_weight")] not in names:
+                out.append(f"{name}: weight without its value variable {name[:-len('_weight')]}")
+            continue
+        attrs = src.var_attrs(name)
+        stream = attrs.get("stream")
+        if stream not in schema.STREAM_INDEX:
+            out.append(f"{name}: attribute 'stream' is {stream!r}, expected one of "
+                       f"{', '.join(schema.STREAM_NAMES)}")
+            continue
+        st = schema.STREAMS[schema.STREAM_INDEX[stream]]
+        ok = True
+        dims = src.dims(name)
+        if dims not in (("pixel", "time"), ("pixel",)):
+            out.append(f"{name}: dims {dims}, expected ('pixel', 'time') or ('pixel',)")
+            ok = False
+        if src.dtype(name) != np.float32:
+            out.append(f"{name}: dtype {src.dtype(name)}, expected float32")
+            ok = False
+        if attrs.get("units") != st.units:
+            out.append(f"{name}: units {attrs.get('units')!r}, expected {st.units!r} "
+                       f"(stream {stream})")
+        wname = name + "_weight"
+        if wname not in names:
+            out.append(f"{name}: its weight variable {wname} is missing")
+            ok = False
+        else:
+            if src.dims(wname) != dims:
+                out.append(f"{wname}: dims {src.dims(wname)}, expected {dims} (as {name})")
+                ok = False
+            if src.dtype(wname) != np.float32:
+                out.append(f"{wname}: dtype {src.dtype(wname)}, expected float32")
+                ok = False
+        if ok:
+            obs_plan.append((name, wname, st))
+    return out, plan, obs_plan
+
+
+def _check_structure(src, plan: dict[str, tuple]) -> list[str]:
+    out = []
+    C = src.attrs.get("max_patch_size")
+    if "patch" in plan:
+        patch = src.read("patch")
+        dec = np.flatnonzero(np.diff(patch.astype(np.int64)) < 0)
+        if dec.size:
+            i = int(dec[0]) + 1
+            out.append(f"patch: pixel axis not sorted by patch: {dec.size} decrease(s), first at "
+                       f"pixel {i} (patch {patch[i]} after patch {patch[i - 1]})")
+        else:
+            runs = patch_runs(patch)
+            if isinstance(C, (int, np.integer)) and C > 0:
+                big = [(p, s) for p, s in runs.items() if s.stop - s.start > C]
+                if big:
+                    listed = "; ".join(f"patch {p}: {s.stop - s.start} pixels (pixels "
+                                       f"{s.start}..{s.stop - 1})" for p, s in big[:_MAX_LISTED])
+                    out.append(f"patch: {len(big)} patch(es) larger than max_patch_size={C}: {listed}")
+            if "split" in plan:
+                split = src.read("split")
+                mixed = [(p, s) for p, s in runs.items() if split[s].min() != split[s].max()]
+                if mixed:
+                    listed = "; ".join(f"patch {p} (pixels {s.start}..{s.stop - 1})"
+                                       for p, s in mixed[:_MAX_LISTED])
+                    out.append(f"split: {len(mixed)} patch(es) mix train and test pixels "
+                               f"(the split must be by patch): {listed}")
+    if "time" in plan:
+        t = src.read("time")
+        bad = np.flatnonzero(~(np.diff(t) > 0))
+        if bad.size:
+            i = int(bad[0]) + 1
+            out.append(f"time: not strictly increasing at {bad.size} step(s), first at time step "
+                       f"{i} ({t[i]!r} after {t[i - 1]!r})")
+    return out
+
+
+def _check_chunks(store: PixelStore, manifest: dict[str, int]) -> tuple[list[str], set[str]]:
+    """Metadata objects and chunk keys every array should have, against the store listing."""
+    out, broken = [], set()
+    C = store.attrs.get("max_patch_size")
+    consolidated = store._root_meta.get("consolidated_metadata", {}).get("metadata", {})
+    present = [n for n in store.array_names if f"{n}/zarr.json" in manifest]
+    own = store.fs.cat([f"{store.root}/{n}/zarr.json" for n in present]) if consolidated else {}
+    own = {k.rstrip("/").rsplit("/", 2)[-2]: v for k, v in own.items()}
+    for name in store.array_names:
+        if f"{name}/zarr.json" not in manifest:
+            out.append(f"{name}: its metadata object {name}/zarr.json is missing from the store "
+                       "(the variable was deleted after writing)")
+            broken.add(name)
+            continue
+        if name in own and name in consolidated and json.loads(own[name]) != consolidated[name]:
+            out.append(f"{name}: its metadata ({name}/zarr.json) differs from the consolidated "
+                       "metadata in zarr.json (the store was modified after writing); readers use "
+                       "the consolidated copy")
+        arr = store.array(name)
+        dims, shape, chunks = store.dims(name), tuple(arr.shape), tuple(arr.chunks)
+        if isinstance(C, (int, np.integer)) and "pixel" in dims:
+            ax = dims.index("pixel")
+            if chunks[ax] != min(C, shape[ax]):
+                out.append(f"{name}: pixel chunks of {chunks[ax]}, expected max_patch_size={C} "
+                           "(chunks must align with patches)")
+        grid = tuple(-(-n // c) if c else 0 for n, c in zip(shape, chunks))
+        missing = []
+        for coords in np.ndindex(*grid):
+            key = f"{name}/{arr.metadata.encode_chunk_key(coords)}"
+            if key not in manifest:
+                missing.append((key, coords))
+        if not missing:
+            continue
+        broken.add(name)
+        for key, coords in missing[:_MAX_LISTED]:
+            where = ", ".join(f"{_DIM_LABEL.get(d, d)} {_span(i * c, min((i + 1) * c, n) - 1)}"
+                              for d, i, c, n in zip(dims, coords, chunks, shape))
+            out.append(f"{name}: chunk {key} is missing from the store ({where}); zarr would "
+                       "read it as fill values")
+        if len(missing) > _MAX_LISTED:
+            out.append(f"{name}: {len(missing) - _MAX_LISTED} more missing chunk(s)")
+    return out, broken
+
+
+def _blocks(n_pixels: int, per_pixel: int, C: int | None) -> list[slice]:
+    step = max(1, _BLOCK_VALUES // max(1, per_pixel))
+    if C:
+        step = max(C, step // C * C)
+    return [slice(s, min(s + step, n_pixels)) for s in range(0, n_pixels, step)]
+
+
+def _scan_schema_var(src, name: str, lo: float, hi: float, key: tuple, offset: int):
+    v = src.read(name, key)
+    dims = src.dims(name)
+    gap = _Tally(dims)
+    rng = _Tally(dims)
+    finite = np.isfinite(v) if np.issubdtype(v.dtype, np.floating) else np.ones(v.shape, bool)
+    gap.add(~finite, None, offset)
+    rng.add(finite & ((v < lo) | (v > hi)), v, offset)
+    return {(name, "gap"): gap, (name, "range"): rng}
+
+
+def _scan_obs(src, name: str, wname: str, st, key: tuple, offset: int):
+    v, w = src.read(name, key), src.read(wname, key)
+    dims = src.dims(name)
+    t = {(name, k): _Tally(dims) for k in ("range", "weight", "gapweight")}
+    finite = np.isfinite(v)
+    t[(name, "range")].add(finite & ((v < st.lo) | (v > st.hi)), v, offset)
+    t[(name, "weight")].add(~np.isfinite(w) | (w < 0), w, offset)
+    t[(name, "gapweight")].add(~finite & (w > 0), w, offset)
+    return t
+
+
+def _scan(src, plan: dict[str, tuple], obs_plan: list[tuple], sizes: dict[str, int]) -> list[str]:
+    n_pix = sizes.get("pixel", 0)
+    n_time = sizes.get("time", 1)
+    C = src.attrs.get("max_patch_size")
+    C = int(C) if isinstance(C, (int, np.integer)) and C > 0 else None
+    jobs = []
+    for name, (lo, hi, _, _) in plan.items():
+        dims = src.dims(name)
+        if dims and dims[0] == "pixel":
+            for b in _blocks(n_pix, n_time if len(dims) > 1 else 1, C):
+                jobs.append((_scan_schema_var, (src, name, lo, hi, (b,), b.start)))
+        else:
+            jobs.append((_scan_schema_var, (src, name, lo, hi, (), 0)))
+    for name, wname, st in obs_plan:
+        for b in _blocks(n_pix, n_time if len(src.dims(name)) > 1 else 1, C):
+            jobs.append((_scan_obs, (src, name, wname, st, (b,), b.start)))
+
+    tallies: dict[tuple[str, str], _Tally] = {}
+
+    def collect(result):
+        for k, t in result.items():
+            if k in tallies:
+                tallies[k].merge(t)
+            else:
+                tallies[k] = t
+
+    if src.parallel and len(jobs) > 1:
+        with ThreadPoolExecutor(max_workers=8) as ex:
+            for result in ex.map(lambda j: j[0](*j[1]), jobs):
+                collect(result)
+    else:
+        for fn, args in jobs:
+            collect(fn(*args))
+
+    out = []
+    for name, (lo, hi, category, units) in plan.items():
+        gap, rng = tallies.get((name, "gap")), tallies.get((name, "range"))
+        if gap is not None and gap.n:
+            out.append(f"{name}: {gap.n} missing value(s) (NaN) at {gap.where()}; gaps are not "
+                       f"allowed in {category}")
+        if rng is not None and rng.n:
+            out.append(f"{name}: {rng.n} value(s) outside the expected range [{lo:g}, {hi:g}] "
+                       f"{units} at {rng.where()} (actual min {rng.vmin:g}, max {rng.vmax:g})")
+    for name, wname, st in obs_plan:
+        rng, wt, gw = (tallies[(name, k)] for k in ("range", "weight", "gapweight"))
+        if rng.n:
+            out.append(f"{name}: {rng.n} value(s) outside the range of stream {st.name} "
+                       f"[{st.lo:g}, {st.hi:g}] {st.units} at {rng.where()} (actual min "
+                       f"{rng.vmin:g}, max {rng.vmax:g})")
+        if wt.n:
+            out.append(f"{wname}: {wt.n} weight(s) negative or NaN at {wt.where()}; weights "
+                       "must be finite and >= 0")
+        if gw.n:
+            out.append(f"{wname}: {gw.n} weight(s) > 0 where {name} is missing (NaN) at "
+                       f"{gw.where()}; a gap must have weight 0")
+    return out
+
+
+def _run(src, store: PixelStore | None, manifest: dict[str, int] | None) -> list[str]:
+    problems = _check_attrs(src, store is not None)
+    broken: set[str] = set()
+    if store is not None:
+        chunk_problems, broken = _check_chunks(store, manifest or {})
+        problems += chunk_problems
+    size_problems, sizes = _check_sizes(src)
+    problems += size_problems
+    var_problems, plan, obs_plan = _check_variables(src)
+    problems += var_problems
+    if size_problems:  # mismatched dims: reading blocks would mislead; report the rest first
+        return problems
+    plan = {k: v for k, v in plan.items() if k not in broken}
+    obs_plan = [o for o in obs_plan if o[0] not in broken and o[1] not in broken]
+    problems += _check_structure(src, plan)
+    problems += _scan(src, plan, obs_plan, sizes)
+    return problems
+
+
+def validate_dataset(ds: xr.Dataset) -> list[str]:
+    """Every problem of an in-memory Dataset against the schema (all checks but the store's
+    chunk manifest and ``complete`` flag); empty if it can be written."""
+    return _run(_DatasetSource(ds), None, None)
+
+
+def validate_store(url_or_store: str | PixelStore, storage_options: dict | None = None) -> list[str]:
+    """Every problem of a store (see the module docstring); empty if it is valid.
+
+    Args:
+      url_or_store: a URL (opened with ``storage_options``) or an opened :class:`PixelStore`.
+    """
+    from differland_dist.errors import DifferlandError
+
+    if isinstance(url_or_store, PixelStore):
+        store = url_or_store
+    else:
+        try:
+            store = PixelStore(url_or_store, storage_options)
+        except DataValidationError as e:
+            return e.problems
+        except DifferlandError as e:
+            return [str(e)]
+    t0 = time.perf_counter()
+    manifest = store.list_objects()
+    problems = _run(_StoreSource(store), store, manifest)
+    log.debug("validated %s in %.2f s: %d problem(s)", store.url, time.perf_counter() - t0,
+              len(problems))
+    if not problems:
+        _PASSED.add((store.url, store.fingerprint(manifest)))
+    return problems
+
+
+def check_store(url_or_store: str | PixelStore, storage_options: dict | None = None) -> PixelStore:
+    """Validate a store and return it opened; raise DataValidationError listing every problem.
+
+    A store that already passed in this process with the same fingerprint (metadata and chunk
+    manifest) is not scanned again.
+    """
+    store = (url_or_store if isinstance(url_or_store, PixelStore)
+             else PixelStore(url_or_store, storage_options))
+    if (store.url, store.fingerprint()) in _PASSED:
+        return store
+    problems = validate_store(store)
+    if problems:
+        raise DataValidationError(problems, source=store.url)
+    return store
+
+
+def summary(store: PixelStore) -> dict[str, Any]:
+    """A short description of a valid store for people: sizes, patches, split, products."""
+    return {
+        "url": store.url,
+        "source": store.attrs.get("source"),
+        "pixels": store.n_pixels,
+        "time_steps": store.n_time,
+        "steps_per_year": store.steps_per_year,
+        "patches": int(store.patch_ids.size),
+        "train_patches": int(store.train_patches.size),
+        "test_patches": int(store.test_patches.size),
+        "max_patch_size": store.max_patch_size,
+        "products": {s: store.products(s) for s in schema.STREAM_NAMES if store.products(s)},
+        "fingerprint": store.fingerprint(),
+    }

@@ -1,0 +1,510 @@
+"""``differland evaluate``: observation-stream metrics, parameter recovery and figures.
+
+The target is an inference output store (its attributes name the input store, the checkpoint
+and the training config) or a run directory; for a run directory the output
+``RUN_DIR/inference.zarr`` is made first with the inference pipeline if it is missing or
+partial (resuming it) or made from an older network of the run (replacing it), so evaluation
+always reads stored model output, block by block.
+
+What is written to the output directory (default: ``RUN_DIR/evaluation`` for a run directory,
+``<output without .zarr>_evaluation`` beside an output store):
+
+* ``evaluation.json``: inputs, per stream (of ``schema.STREAMS``) and split (train / test) the
+  flat, spatial and temporal metrics (:mod:`differland_dist.evaluation.metrics`; NaN as null),
+  and, for synthetic stores, the recovery of the true parameters per parameter;
+* ``evaluation.md``: the same as Markdown tables;
+* ``figures/*.png``: parameter maps, observed-vs-simulated density per stream, series at a few
+  held-out pixels, training curves (from ``RUN_DIR/metrics.jsonl`` when found) and recovery.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import posixpath
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from differland_dist.config import ExperimentConfig, from_dict
+from differland_dist.data import schema
+from differland_dist.data.reader import with_retries
+from differland_dist.data.store import PixelStore, _quiet_zarr, resolve
+from differland_dist.errors import DifferlandError
+from differland_dist.evaluation import metrics as M
+from differland_dist.evaluation import plots, report
+from differland_dist.evaluation.streams import (
+    RULES, SPLITS, PatchAccumulator, UnitAccumulator, comparable, model_side, pairs)
+from differland_dist.inference import output as out_mod
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAP_PARAMS = ("canopy_efficiency", "f_gpp", "LCMA", "field_capacity", "tor_wood",
+                      "init_som")
+INFERENCE_NAME = "inference.zarr"
+
+
+@dataclass(frozen=True)
+class EvaluationOptions:
+    """block_pixels: pixels read per block (rounded to whole chunks); map_params: parameters
+    mapped; n_series_pixels: held-out pixels whose series are plotted; scatter_points: pairs
+    kept per stream and split for the density plots; min_obs_temporal: observations a unit
+    needs for the temporal view; figures: write the PNG figures."""
+
+    block_pixels: int = 4096
+    map_params: tuple[str, ...] = DEFAULT_MAP_PARAMS
+    n_series_pixels: int = 4
+    scatter_points: int = 50_000
+    min_obs_temporal: int = 3
+    figures: bool = True
+
+    def __post_init__(self):
+        bad = [p for p in self.map_params if p not in out_mod.PARAM_NAMES]
+        if bad:
+            raise DifferlandError(f"unknown parameter(s) to map {bad}; known: "
+                                  f"{', '.join(out_mod.PARAM_NAMES)}")
+        if self.block_pixels < 1 or self.n_series_pixels < 0 or self.scatter_points < 1:
+            raise DifferlandError("block_pixels and scatter_points must be >= 1, n_series_pixels >= 0")
+
+
+# -- targets -------------------------------------------------------------------------------------
+def _join(base: str, *parts: str) -> str:
+    return "/".join([base.rstrip("/"), *parts])
+
+
+def _exists(url: str, so: dict | None) -> bool:
+    fs, path = resolve(url, so)
+    return fs.exists(path)
+
+
+def find_run_dir(attrs: dict, so: dict | None) -> str | None:
+    """The run directory of an output's checkpoint (holding ``metrics.jsonl``), if any."""
+    cands = []
+    ck = str(attrs.get("checkpoint", ""))
+    if ck and not ck.endswith(".npz"):
+        cands.append(ck)
+    f = str(attrs.get("checkpoint_file", ""))
+    if f:
+        parent = posixpath.dirname(f.rstrip("/"))
+        if posixpath.basename(parent) == "checkpoints":
+            cands.append(posixpath.dirname(parent))
+        cands.append(parent)
+    for c in cands:
+        if c and _exists(_join(c, "metrics.jsonl"), so):
+            return c
+    return None
+
+
+def default_out_dir(target: str, is_run_dir: bool) -> str:
+    """Where results go by default: ``RUN_DIR/evaluation`` or ``<store>_evaluation``."""
+    t = target.rstrip("/")
+    if is_run_dir:
+        return _join(t, "evaluation")
+    return (t[: -len(".zarr")] if t.endswith(".zarr") else t) + "_evaluation"
+
+
+def resolve_target(target: str, store: str | None, so: dict | None, out_so: dict | None,
+                   inference=None) -> tuple[str, str | None, bool]:
+    """(output store URL, run directory or None, whether the target is a run directory).
+
+    For a run directory, inference runs into ``RUN_DIR/inference.zarr`` if that is missing or
+    partial (resumed), or was made from another network than the run's current one (replaced).
+    """
+    from differland_dist.inference.pipeline import (
+        InferenceOptions, OutputMismatchError, run_inference)
+    from differland_dist.runs import resolve_checkpoint
+
+    attrs = out_mod.read_attrs(target, out_so)
+    if attrs is not None:
+        return target, find_run_dir(attrs, so), False
+    try:
+        resolve_checkpoint(target, so)
+    except DifferlandError:
+        raise DifferlandError(f"{target}: neither an inference output store nor a run directory "
+                              "with a network or checkpoints") from None
+    run_dir = posixpath.dirname(target) if target.endswith(".npz") else target.rstrip("/")
+    output = _join(run_dir, INFERENCE_NAME)
+    opts = inference or InferenceOptions()
+    try:  # a no-op when the output is complete and made from the run's current network
+        run_inference(target, output, store, options=opts, storage_options=so,
+                      out_storage_options=out_so)
+    except OutputMismatchError as e:
+        log.warning("%s; replacing it (the run's network changed)", e)
+        run_inference(target, output, store, options=opts, storage_options=so,
+                      out_storage_options=out_so, overwrite=True)
+    return output, run_dir, True
+
+
+# -- reading -------------------------------------------------------------------------------------
+class _Blocks:
+    """Reads pixel blocks of observations (input store) and series (output store)."""
+
+    def __init__(self, store: PixelStore, group, threads: int = 8):
+        self.store, self.group = store, group
+        self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="eval-read")
+
+    def _read(self, arr, s: slice, what: str) -> np.ndarray:
+        return np.asarray(with_retries(lambda: arr[s], what))
+
+    def obs(self, names: Sequence[str], s: slice) -> dict[str, np.ndarray]:
+        return dict(zip(names, self.pool.map(
+            lambda n: self._read(self.store.array(n), s, f"{n} of {self.store.url}"), names)))
+
+    def series(self, names: Sequence[str], s: slice) -> dict[str, np.ndarray]:
+        with _quiet_zarr():
+            arrays = [self.group[n] for n in names]
+        return dict(zip(names, self.pool.map(lambda a: self._read(a, s, f"output {a.path}"), arrays)))
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+
+
+def _obs_pair(v: dict[str, np.ndarray], product: str, P: int, T: int) -> tuple[np.ndarray, np.ndarray]:
+    """(value, weight) (P, T) float64 of a product, gaps as weight 0 (static products broadcast)."""
+    val = np.asarray(v[schema.obs_value_name(product)], np.float64)
+    w = np.asarray(v[schema.obs_weight_name(product)], np.float64)
+    if val.ndim == 1:
+        val, w = (np.broadcast_to(a[:, None], (P, T)) for a in (val, w))
+    ok = np.isfinite(val) & (w > 0)
+    return np.where(ok, val, np.nan), np.where(ok, w, 0.0)
+
+
+# -- the comparison --------------------------------------------------------------------------------
+def stream_plan(cfg: ExperimentConfig, store: PixelStore, series: Sequence[str]) -> dict[str, dict]:
+    """Per stream: product, units, level, kind and either ``note`` (why it is not compared)
+    or nothing (compared)."""
+    have = set(store.array_names)
+    plan = {}
+    for st in schema.STREAMS:
+        rule = RULES[st.name]
+        product = cfg.data.products.get(st.name)
+        entry: dict[str, Any] = {"product": product, "units": st.units, "level": st.level,
+                                 "kind": rule.kind, "model": " + ".join(rule.series)}
+        missing = [n for n in rule.series if n not in series]
+        if product is None:
+            entry["note"] = "switched off in the config"
+        elif schema.obs_value_name(product) not in have or schema.obs_weight_name(product) not in have:
+            entry["note"] = f"product {product!r} not in the store"
+        elif missing:
+            entry["note"] = f"output lacks series {missing}"
+        plan[st.name] = entry
+    return plan
+
+
+def compare(store: PixelStore, group, cfg: ExperimentConfig, options: EvaluationOptions
+            ) -> tuple[dict[str, dict], dict[str, dict]]:
+    """Metrics per stream (see :func:`stream_plan`) and sampled pairs for the scatter plots."""
+    attrs = dict(group.attrs)
+    series_names = list(attrs.get("series", []))
+    plan = stream_plan(cfg, store, series_names)
+    active = [s for s, e in plan.items() if "note" not in e]
+    N, T = store.n_pixels, store.n_time
+    wu = int(cfg.loss.warm_up)
+    spy = int(store.steps_per_year)
+    if wu >= T:
+        raise DifferlandError(f"warm-up ({wu} steps) leaves nothing of the {T} steps to evaluate")
+    Tw = T - wu
+    n_x = {"monthly": Tw, "anomaly": Tw, "annual": Tw // spy, "static": 1}
+    kw = {"sample_cap": options.scatter_points, "min_obs_temporal": options.min_obs_temporal}
+    patch_ids = store.patch_ids
+    patch_split = np.array([store.split[store.patch_slices[int(p)].start] for p in patch_ids])
+    accs: dict[str, Any] = {}
+    for s in active:
+        rule = RULES[s]
+        accs[s] = (PatchAccumulator(patch_ids, patch_split, n_x[rule.kind], **kw)
+                   if rule.level == "patch" else UnitAccumulator(**kw))
+    obs_vars = sorted({v for s in active for v in (schema.obs_value_name(plan[s]["product"]),
+                                                    schema.obs_weight_name(plan[s]["product"]))})
+    need_series = sorted({n for s in active for n in RULES[s].series})
+    C = int(attrs["chunk_pixels"])
+    bp = max(C, (options.block_pixels // C) * C)
+    reader = _Blocks(store, group)
+    t0 = time.perf_counter()
+    try:
+        for a in range(0, N, bp):
+            s = slice(a, min(a + bp, N))
+            P = s.stop - s.start
+            v = reader.obs(obs_vars, s)
+            sim_series = {k: x[:, wu:] for k, x in reader.series(need_series, s).items()}
+            split, patch = store.split[s], store.patch[s]
+            for name in active:
+                rule = RULES[name]
+                val, w = _obs_pair(v, plan[name]["product"], P, T)
+                o, sm, m = comparable(rule, val[:, wu:], w[:, wu:], model_side(rule, sim_series), spy)
+                if rule.level == "patch":
+                    accs[name].add(o, sm, m, patch)
+                else:
+                    accs[name].add(o, sm, m, split)
+            log.info("evaluated pixels %d / %d (%.1f s)", s.stop, N, time.perf_counter() - t0)
+    finally:
+        reader.close()
+    samples: dict[str, dict] = {}
+    for name, entry in plan.items():
+        if name in accs:
+            acc = accs[name]
+            if isinstance(acc, PatchAccumulator):
+                res, unit_acc = acc.result()
+            else:
+                res, unit_acc = acc.result(), acc
+            entry.update(res)
+            samples[name] = pairs(unit_acc)
+        else:
+            empty = {**M.empty_scores(), "n_units": 0}
+            entry.update({sp: {v: dict(empty) for v in report.VIEWS} for sp in SPLITS})
+    return plan, samples
+
+
+def _unbounded(p: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """The network's unbounded scale of physical values (inverse of the bounded transform)."""
+    q = np.clip(np.asarray(p, np.float64), lo * (1 + 1e-7), hi * (1 - 1e-7))
+    return np.tan((np.log(q / lo) / np.log(hi / lo) - 0.5) * np.pi)
+
+
+def _bounds() -> tuple[np.ndarray, np.ndarray]:
+    from differland_dist.model.parameters import (
+        PHENOLOGY_PARAMETERS, POOLS, PROCESS_PARAMETERS, bounds_array)
+
+    los, his = zip(*(bounds_array(t) for t in (PROCESS_PARAMETERS, PHENOLOGY_PARAMETERS, POOLS)))
+    return np.concatenate(los).astype(np.float64), np.concatenate(his).astype(np.float64)
+
+
+def _median(values) -> float:
+    v = np.asarray(values, np.float64)
+    v = v[np.isfinite(v)]
+    return float(np.median(v)) if v.size else float("nan")
+
+
+def parameter_recovery(true: np.ndarray, est: np.ndarray, split: np.ndarray,
+                       names: Sequence[str] = out_mod.PARAM_NAMES,
+                       true_x: np.ndarray | None = None) -> dict[str, Any]:
+    """Recovery of true parameters (P, 40) by estimates (P, 40) per split: per parameter
+    ``r2`` (1 - SSE/SST vs the 1:1 line, physical values), ``r2_unbounded`` (same on the
+    network's unbounded scale; ``true_x`` when given), ``r``, ``n``; and median ``r2``."""
+    lo, hi = _bounds()
+    xt = _unbounded(true, lo, hi) if true_x is None else np.asarray(true_x, np.float64)
+    xe = _unbounded(est, lo, hi)
+    out = {}
+    for code, sp in enumerate(SPLITS):
+        sel = np.asarray(split) == code
+        phys = M.recovery(true[sel], est[sel], names)
+        unb = M.recovery(xt[sel], xe[sel], names)
+        params = {n: {"r2": phys[n]["r2"], "r2_unbounded": unb[n]["r2"], "r": phys[n]["r"],
+                      "n": phys[n]["n"]} for n in names}
+        out[sp] = {"parameters": params,
+                   "median_r2": _median([v["r2"] for v in params.values()]),
+                   "median_r2_unbounded": _median([v["r2_unbounded"] for v in params.values()])}
+    return out
+
+
+def _read_params(group) -> np.ndarray:
+    with _quiet_zarr():
+        return np.stack([np.asarray(group[out_mod.param_var(n)][:], np.float64)
+                         for n in out_mod.PARAM_NAMES], axis=1)
+
+
+def recovery_from_store(store: PixelStore, group) -> dict | None:
+    """:func:`parameter_recovery` of the output's parameters, for stores holding
+    ``true_params`` (synthetic stores); None otherwise."""
+    if "true_params" not in store.array_names:
+        return None
+    names = [str(n) for n in np.asarray(store.ds["param"].values)] if "param" in store.array_names \
+        else list(out_mod.PARAM_NAMES)
+    idx = [names.index(n) for n in out_mod.PARAM_NAMES]
+    true = np.asarray(store.array("true_params")[:], np.float64)[:, idx]
+    tx = (np.asarray(store.array("true_x")[:], np.float64)[:, idx]
+          if "true_x" in store.array_names else None)
+    return parameter_recovery(true, _read_params(group), store.split, true_x=tx)
+
+
+# -- training curves --------------------------------------------------------------------------------
+def read_metrics_jsonl(text: str) -> tuple[list[dict], list[dict], list[str]]:
+    """(training records, held-out records, loss term names) from ``metrics.jsonl`` text.
+
+    Each line is a JSON object with ``step`` and ``loss``; held-out lines have
+    ``"split": "test"``. Terms are the loss terms (``loss.terms.TERMS`` names) present, at the
+    top level or inside a ``terms`` object."""
+    from differland_dist.loss.terms import TERMS
+
+    train, test = [], []
+    for i, line in enumerate(text.splitlines()):
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            log.warning("metrics.jsonl line %d is not JSON; skipped", i + 1)
+            continue
+        if not isinstance(rec, dict) or "step" not in rec:
+            continue
+        if isinstance(rec.get("terms"), dict):
+            rec = {**{k: v for k, v in rec.items() if k != "terms"}, **rec["terms"]}
+        (test if rec.get("split") == "test" else train).append(rec)
+    present = {k for r in train + test for k, v in r.items()
+               if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    terms = [t for t in TERMS if t in present]
+    return train, test, terms
+
+
+# -- figures ---------------------------------------------------------------------------------------
+def _times(group) -> np.ndarray:
+    import xarray as xr
+
+    with _quiet_zarr():
+        t = group["time"]
+        num = np.asarray(t[:], np.float64)
+        units = t.attrs.get("units", "days since 2001-01-01")
+        cal = t.attrs.get("calendar", "standard")
+    try:
+        return np.asarray(xr.coding.times.decode_cf_datetime(num, units, cal))
+    except Exception:  # noqa: BLE001 - undecodable units: plot raw numbers
+        return num
+
+
+def series_pixels(store: PixelStore, n: int) -> np.ndarray:
+    """Up to n held-out pixels (all pixels if none is held out) spread over latitude."""
+    if n <= 0:
+        return np.empty(0, np.int64)
+    cand = np.flatnonzero(store.split == 1)
+    if cand.size == 0:
+        cand = np.arange(store.n_pixels)
+    lat = np.asarray(store.array("lat")[:], np.float64)[cand]
+    order = cand[np.argsort(lat, kind="stable")]
+    pick = np.unique(np.linspace(0, order.size - 1, min(n, order.size)).round().astype(int))
+    return np.sort(order[pick])
+
+
+_TS_PANELS = (("lai", "lai"), ("sif", "sif"), ("gpp", "gpp_flux"), ("reco", "reco_flux"),
+              ("et", "et_gleam"), ("nbe", "nbe"), ("pool_water", None))
+
+
+def make_figures(store: PixelStore, group, cfg: ExperimentConfig, plan: dict, samples: dict,
+                 options: EvaluationOptions, run_dir: str | None, so: dict | None,
+                 recovery: dict | None) -> dict[str, bytes]:
+    """file name (under figures/) -> PNG bytes."""
+    figs: dict[str, bytes] = {}
+    attrs = dict(group.attrs)
+    with _quiet_zarr():
+        if attrs.get("has_maps") and options.map_params:
+            maps = {p: np.asarray(group[out_mod.map_var(p)][:]) for p in options.map_params}
+            units = {p: group[out_mod.map_var(p)].attrs.get("units", "") for p in options.map_params}
+            figs["parameter_maps.png"] = plots.parameter_maps(
+                maps, np.asarray(group["lat"][:]), np.asarray(group["lon"][:]), units)
+    for name, entry in plan.items():
+        if name in samples and any(samples[name][sp][0].size for sp in SPLITS):
+            figs[f"scatter_{name}.png"] = plots.density_scatter(
+                samples[name], name, entry["units"], {sp: entry[sp]["flat"] for sp in SPLITS})
+    series = set(attrs.get("series", []))
+    times = _times(group)
+    for px in series_pixels(store, options.n_series_pixels):
+        s = slice(int(px), int(px) + 1)
+        panels = []
+        for sname, stream in _TS_PANELS:
+            if sname not in series:
+                continue
+            with _quiet_zarr():
+                sim = np.asarray(group[sname][s])[0]
+                units = group[sname].attrs.get("units", "")
+            obs = None
+            if stream and "note" not in plan[stream] and plan[stream]["kind"] == "monthly":
+                prod = plan[stream]["product"]
+                v = {k: np.asarray(store.array(k)[s]) for k in
+                     (schema.obs_value_name(prod), schema.obs_weight_name(prod))}
+                obs = _obs_pair(v, prod, 1, store.n_time)[0][0]
+            panels.append((sname, units, sim, obs))
+        if panels:
+            lat, lon = float(store.array("lat")[px]), float(store.array("lon")[px])
+            figs[f"series_pixel{int(px)}.png"] = plots.time_series(
+                times, panels, f"pixel {int(px)} ({lat:.2f}, {lon:.2f}), "
+                f"{'held-out' if store.split[px] == 1 else 'training'} pixel; warm-up shaded",
+                warm_up=int(cfg.loss.warm_up))
+    if run_dir:
+        path = _join(run_dir, "metrics.jsonl")
+        fs, p = resolve(path, so)
+        if fs.exists(p):
+            train, test, terms = read_metrics_jsonl(fs.cat_file(p).decode())
+            if train or test:
+                figs["training_curves.png"] = plots.training_curves(train, test, terms)
+    if recovery is not None:
+        rec = recovery
+        bars = {f"{sp}{' (unbounded)' if key == 'r2_unbounded' else ''}":
+                {n: v[key] for n, v in rec[sp]["parameters"].items()}
+                for sp in ("test", "train") for key in ("r2", "r2_unbounded")}
+        figs["recovery.png"] = plots.recovery_bars(bars)
+    return figs
+
+
+# -- writing --------------------------------------------------------------------------------------
+def write_bytes(url: str, data: bytes, so: dict | None = None) -> None:
+    """Write a file atomically (local: temporary name + rename; object stores: one upload)."""
+    fs, path = resolve(url, so)
+    parent = posixpath.dirname(path)
+    if parent:
+        fs.makedirs(parent, exist_ok=True)
+    local = "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
+    if local:
+        tmp = f"{path}.tmp-{os.getpid()}"
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    else:
+        fs.pipe_file(path, data)
+
+
+def evaluate(target: str, *, store: str | None = None, out: str | None = None,
+             storage_options: dict | None = None, out_storage_options: dict | None = None,
+             options: EvaluationOptions = EvaluationOptions(), inference=None) -> dict[str, Any]:
+    """Evaluate an inference output or a run directory; write JSON, Markdown and figures.
+
+    Args:
+      target: inference output store URL or run directory (see the module docstring).
+      store: input store URL (default: the one the output was made from).
+      out: output directory (default: see the module docstring).
+      storage_options: fsspec options of the input store and run directory;
+        ``out_storage_options`` of the output store and the results (default: the same).
+      inference: ``InferenceOptions`` for a run directory without complete inference output.
+
+    Returns the result (as written to ``evaluation.json``).
+    """
+    t0 = time.perf_counter()
+    oso = storage_options if out_storage_options is None else out_storage_options
+    output, run_dir, is_run = resolve_target(target, store, storage_options, oso, inference)
+    group = out_mod.open_output(output, oso)
+    attrs = dict(group.attrs)
+    if not attrs.get("complete"):
+        raise DifferlandError(f"{output}: the inference output is not complete; run "
+                              "`differland infer` again to finish it")
+    cfg = from_dict(json.loads(attrs["config_json"]))
+    store_url = store or attrs["source_store"]
+    pstore = PixelStore(store_url, storage_options)
+    if (pstore.n_pixels, pstore.n_time) != (int(attrs["n_pixels"]), int(attrs["n_time"])):
+        raise DifferlandError(f"{store_url} has {pstore.n_pixels} pixels x {pstore.n_time} steps, "
+                              f"the output {attrs['n_pixels']} x {attrs['n_time']}: not its input store")
+    out_dir = out or default_out_dir(target, is_run)
+    plan, samples = compare(pstore, group, cfg, options)
+    rec = recovery_from_store(pstore, group)
+    result: dict[str, Any] = {
+        "output": output,
+        "inputs": {"store": store_url, "checkpoint": attrs.get("checkpoint_file"),
+                   "checkpoint_step": attrs.get("checkpoint_step"), "warm_up": int(cfg.loss.warm_up),
+                   "steps_evaluated": pstore.n_time - int(cfg.loss.warm_up), "run_dir": run_dir,
+                   "n_pixels": pstore.n_pixels,
+                   "n_test_pixels": int((pstore.split == 1).sum())},
+        "streams": plan,
+        "recovery": rec,
+        "figures": [],
+    }
+    if options.figures:
+        figs = make_figures(pstore, group, cfg, plan, samples, options, run_dir, storage_options, rec)
+        for name, data in figs.items():
+            write_bytes(_join(out_dir, "figures", name), data, oso)
+        result["figures"] = [f"figures/{n}" for n in figs]
+    write_bytes(_join(out_dir, "evaluation.json"), report.to_json(result).encode(), oso)
+    write_bytes(_join(out_dir, "evaluation.md"), report.to_markdown(result).encode(), oso)
+    result["out_dir"] = out_dir
+    log.info("evaluation of %s written to %s in %.1f s", output, out_dir, time.perf_counter() - t0)
+    return result

@@ -1,0 +1,92 @@
+"""Writing an evaluation: ``evaluation.json`` (NaN as null) and ``evaluation.md`` tables."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, Mapping
+
+from differland_dist.evaluation.metrics import METRICS
+
+VIEWS = ("flat", "spatial", "temporal")
+_HEAD = {"n": "n", "nse": "NSE", "r2": "R²", "rmse": "RMSE", "mae": "MAE", "bias": "bias", "r": "r"}
+
+
+def clean(obj: Any) -> Any:
+    """JSON-safe copy: non-finite floats -> None, numpy scalars -> Python."""
+    if isinstance(obj, Mapping):
+        return {str(k): clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [clean(v) for v in obj]
+    if hasattr(obj, "item") and not isinstance(obj, (str, bytes)):
+        try:
+            obj = obj.item()
+        except (TypeError, ValueError):
+            return str(obj)
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def to_json(result: Mapping[str, Any]) -> str:
+    return json.dumps(clean(result), indent=1, allow_nan=False) + "\n"
+
+
+def _fmt(v: Any) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "–"
+    if isinstance(v, int):
+        return str(v)
+    av = abs(v)
+    return f"{v:.3g}" if av >= 1e-3 or av == 0 else f"{v:.2e}"
+
+
+def _stream_table(streams: Mapping[str, Any], split: str, view: str) -> list[str]:
+    lines = ["| stream | level | units | " + " | ".join(_HEAD[m] for m in METRICS) + " |",
+             "|---|---|---|" + "---:|" * len(METRICS)]
+    for name, s in streams.items():
+        sc = s.get(split, {}).get(view, {})
+        cells = [_fmt(sc.get(m)) for m in METRICS]
+        if view == "temporal" and sc.get("n_units"):
+            cells[0] += f" ({sc['n_units']} series)"
+        lines.append(f"| {name} | {s['level']} | {s['units']} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def to_markdown(result: Mapping[str, Any]) -> str:
+    """The evaluation as Markdown: inputs, one table per split and view, recovery, figures."""
+    out = [f"# Evaluation of {result['output']}", ""]
+    info = result.get("inputs", {})
+    for k in ("store", "checkpoint", "checkpoint_step", "warm_up", "steps_evaluated", "run_dir"):
+        if k in info and info[k] is not None:
+            out.append(f"- {k.replace('_', ' ')}: `{info[k]}`")
+    out += ["", "Metrics: NSE = 1 − SSE/SST; R² = r²; bias = mean(sim − obs). Views: *flat* = all "
+            "observed unit-steps; *spatial* = per-unit time means across units; *temporal* = "
+            "per-unit series, median over units. Units are pixels, or patches (patch means) for "
+            "patch-level streams. Warm-up steps excluded.", ""]
+    streams = result["streams"]
+    off = {k: v["note"] for k, v in streams.items() if v.get("note")}
+    for split, title in (("train", "training patches"), ("test", "held-out patches")):
+        for view in VIEWS:
+            out += [f"## {title}: {view}", ""] + _stream_table(streams, split, view) + [""]
+    if off:
+        out += ["Streams without comparison: " + "; ".join(f"{k}: {v}" for k, v in off.items()), ""]
+    rec = result.get("recovery")
+    if rec:
+        out += ["## Parameter recovery (synthetic store)", "",
+                "R² = 1 − SSE/SST of estimated vs true (the 1:1 line), on physical values and on "
+                "the network's unbounded scale; held-out pixels unless noted.", "",
+                f"Median R² over parameters, held-out pixels: {_fmt(rec['test']['median_r2'])} "
+                f"(unbounded: {_fmt(rec['test']['median_r2_unbounded'])}); training pixels: "
+                f"{_fmt(rec['train']['median_r2'])}.", "",
+                "| parameter | R² (test) | R² unbounded (test) | r (test) | R² (train) | n test |",
+                "|---|---:|---:|---:|---:|---:|"]
+        for name, v in rec["test"]["parameters"].items():
+            tr = rec["train"]["parameters"].get(name, {})
+            out.append(f"| {name} | {_fmt(v['r2'])} | {_fmt(v['r2_unbounded'])} | {_fmt(v['r'])} | "
+                       f"{_fmt(tr.get('r2'))} | {v['n']} |")
+        out.append("")
+    figs = result.get("figures", [])
+    if figs:
+        out += ["## Figures", ""] + [f"![{f}]({f})" for f in figs] + [""]
+    return "\n".join(out)

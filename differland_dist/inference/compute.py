@@ -1,0 +1,138 @@
+"""What one inference task computes: predictors -> network -> parameters -> DALEC series.
+
+Pure functions of arrays (JAX is imported lazily, so the driver never needs a device).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+from differland_dist.errors import CheckpointError, ConfigError
+from differland_dist.inference.output import SERIES_BY_NAME, model_outputs_for
+from differland_dist.network.standardize import Standardizer, hemisphere_feature
+
+
+def network_inputs(raw: np.ndarray, lat: np.ndarray, standardizer: Standardizer) -> np.ndarray:
+    """(P, 1 + n) float32 standardised network inputs: [sigmoid(lat), raw predictors].
+
+    Args:
+      raw: (P, n) raw predictors in ``predictor_names(config.data.predictors)`` order.
+      lat: (P,) pixel latitude, degrees north.
+      standardizer: the training pixels' statistics of [hemisphere, raw...].
+    """
+    full = np.concatenate([hemisphere_feature(lat)[:, None], np.asarray(raw, np.float64)], axis=1)
+    if full.shape[1] != np.shape(standardizer.mean)[0]:
+        raise CheckpointError(f"the checkpoint standardises {np.shape(standardizer.mean)[0]} "
+                              f"predictor columns, the store gives {full.shape[1]} "
+                              "(hemisphere + predictors)")
+    return standardizer.apply(full)
+
+
+def check_standardizer(standardizer: Standardizer, names: Sequence[str]) -> None:
+    """Raise CheckpointError unless the standardiser covers [hemisphere] + ``names``."""
+    n = np.shape(standardizer.mean)[0]
+    if n != len(names) + 1:
+        raise CheckpointError(f"the checkpoint's standardisation has {n} columns but its predictor "
+                              f"sets give {len(names)} predictors + the hemisphere feature")
+    if len(standardizer.names) == n and tuple(standardizer.names[1:]) != tuple(names):
+        raise CheckpointError(f"the checkpoint's standardised predictors {list(standardizer.names[1:])} "
+                              f"differ from its predictor sets' {list(names)}")
+
+
+def pad_pixels(x: np.ndarray, size: int) -> np.ndarray:
+    """Pad axis 0 to ``size`` by repeating the last row (one compiled shape for every task)."""
+    n = x.shape[0]
+    if n == size:
+        return x
+    if n > size or n == 0:
+        raise ValueError(f"cannot pad {n} rows to {size}")
+    return np.concatenate([x, np.repeat(x[-1:], size - n, axis=0)], axis=0)
+
+
+@lru_cache(maxsize=8)
+def forward_fn(series: tuple[str, ...], activation: str, closed_budget: bool, unroll: int = 1) -> Callable:
+    """A jitted ``f(net, predictors (P, 1+n), forcing (P, T, 17)) -> (params (P, 40),
+    series (P, T, len(series)))``: physical parameters (31 process, 2 phenology, 7 initial
+    pools) and the output series (sums of model outputs, see ``output.SERIES``), float32."""
+    import jax
+    import jax.numpy as jnp
+
+    from differland_dist.model.rollout import rollout
+    from differland_dist.model.structures import Forcing
+    from differland_dist.network.mlp import apply_network, to_parameters
+
+    needed = model_outputs_for(series)
+    specs = [SERIES_BY_NAME[n] for n in series]
+
+    def total(out, sources):
+        y = out[sources[0]]
+        for src in sources[1:]:
+            y = y + out[src]
+        return y
+
+    @jax.jit
+    def f(net, predictors, forcing):
+        params = to_parameters(apply_network(net, predictors, activation))
+        _, out, _ = rollout(params, Forcing.from_array(forcing), outputs=needed,
+                            closed_budget=closed_budget, unroll=unroll)
+        ys = [total(out, s.sources) for s in specs]
+        flat = jnp.concatenate([params.process.stack(), jnp.stack(params.phenology, axis=-1),
+                                params.initial_pools.stack()], axis=-1)
+        return flat, jnp.stack(ys, axis=-1)
+
+    return f
+
+
+_COMPILED: dict[tuple, object] = {}
+
+
+def compiled_forward(net, series: Sequence[str], activation: str, closed_budget: bool,
+                     size: int, n_inputs: int, n_time: int, unroll: int = 1):
+    """:func:`forward_fn` compiled ahead of time for ``size`` pixels, ``n_inputs`` network
+    inputs and ``n_time`` steps (cached in this process: workers sharing it compile once)."""
+    import jax
+
+    shapes = tuple((tuple(a.shape), str(a.dtype)) for a in jax.tree.leaves(net))
+    key = (tuple(series), activation, bool(closed_budget), int(unroll), int(size),
+           int(n_inputs), int(n_time), shapes)
+    if key not in _COMPILED:
+        f = forward_fn(tuple(series), activation, bool(closed_budget), int(unroll))
+        spec = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), net)
+        _COMPILED[key] = f.lower(spec, jax.ShapeDtypeStruct((size, n_inputs), np.float32),
+                                 jax.ShapeDtypeStruct((size, n_time, 17), np.float32)).compile()
+    return _COMPILED[key]
+
+
+def required_store_vars(predictor_names: Sequence[str]) -> list[str]:
+    """Store variables inference reads (forcing and raw predictors; ``null`` is built)."""
+    from differland_dist.data.batch import FORCING_PIXEL_VARS, FORCING_VARS
+
+    return list(dict.fromkeys([*FORCING_VARS, *FORCING_PIXEL_VARS,
+                               *(p for p in predictor_names if p != "null")]))
+
+
+def check_store_inputs(array_names: Sequence[str], predictor_sets: Sequence[str],
+                       predictor_names: Sequence[str], url: str) -> None:
+    """ConfigError naming every missing variable (and its predictor set) before any work."""
+    from differland_dist.data.schema import PREDICTOR_SETS
+
+    have = set(array_names)
+    missing = [v for v in required_store_vars(predictor_names) if v not in have]
+    if missing:
+        sets = sorted({s for s in predictor_sets for v in missing if v in PREDICTOR_SETS.get(s, ())})
+        why = f" (predictor set(s) {', '.join(sets)} of the checkpoint's config)" if sets else ""
+        raise ConfigError(f"{url} lacks variable(s) {missing}{why}; the checkpoint was trained "
+                          f"with predictor sets {list(predictor_sets)}")
+
+
+def stack_inputs(v: Mapping[str, np.ndarray], predictor_names: Sequence[str],
+                 standardizer: Standardizer) -> tuple[np.ndarray, np.ndarray]:
+    """(standardised predictors (P, 1+n), forcing (P, T, 17)) from store variables."""
+    from differland_dist.data.batch import assemble_forcing, assemble_predictors
+
+    forcing = assemble_forcing(v)
+    raw = assemble_predictors(v, list(predictor_names), forcing.shape[0])
+    return network_inputs(raw, np.asarray(v["lat"]), standardizer), forcing
