@@ -1,6 +1,7 @@
 """Benchmark of the DALEC core (issue 2): throughput vs batch size, and gradient memory vs months.
 
     python benchmarks/bench_core.py --pixels 320 2048 --months 276 --out benchmarks/results/core_cpu.json
+    python benchmarks/bench_core.py --cpu-devices 1 ...   # one core only
 
 Prints one JSON line per configuration and writes them all to --out. Medians of --repeats
 timed calls after compilation, all in this one process (ratios are comparable).
@@ -28,8 +29,13 @@ def main(argv=None):
     ap.add_argument("--memory-pixels", type=int, default=2048)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--unroll", type=int, default=1)
+    ap.add_argument("--cpu-devices", type=int, default=os.cpu_count(),
+                    help="host devices on a CPU (pixels are split across them)")
     ap.add_argument("--out")
     a = ap.parse_args(argv)
+    if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                                   f" --xla_force_host_platform_device_count={a.cpu_devices}").strip()
 
     import jax
 
