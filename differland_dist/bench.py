@@ -54,6 +54,7 @@ class BenchResult:
     compile_s: float
     grad_temp_bytes: int | None
     repeats: int
+    pixel_block: int
 
 
 def _time(fn, repeats):
@@ -68,7 +69,7 @@ def _time(fn, repeats):
 
 
 def run_bench(pixels: int = 2048, months: int = 276, repeats: int = 5, patch_size: int = 320,
-              checkpoint_every: int = -1, unroll: int = 1) -> BenchResult:
+              checkpoint_every: int = -1, unroll: int = 1, pixel_block: int = 0) -> BenchResult:
     import jax
     import jax.numpy as jnp
 
@@ -92,14 +93,14 @@ def run_bench(pixels: int = 2048, months: int = 276, repeats: int = 5, patch_siz
     p = to_parameters(apply_network(net, pred))
     dalec, pheno, pools = p.process.stack(), jnp.stack(p.phenology, -1), p.initial_pools.stack()
 
-    fwd = jax.jit(lambda m: simulate(m, dalec, pheno, pools))
+    mc = ModelConfig(checkpoint_every=checkpoint_every, unroll=unroll, pixel_block=pixel_block)
+    fwd = jax.jit(lambda m: simulate(m, dalec, pheno, pools, pixel_block=mc.block()))
     t0 = time.perf_counter()
     jax.block_until_ready(fwd(met))
     patch = jnp.asarray(np.arange(pixels) // patch_size, jnp.int32)
     if n_dev > 1 and pixels % n_dev == 0:
         patch = jax.device_put(patch, sh)
     n_patches = int(-(-pixels // patch_size))
-    mc = ModelConfig(checkpoint_every=checkpoint_every, unroll=unroll)
     args = (net, pred, Forcing.from_array(met), labels, patch, jnp.ones(pixels, jnp.float32),
             n_patches, LossConfig(), mc)
     jax.block_until_ready(network_value_and_grad(*args))
@@ -114,7 +115,7 @@ def run_bench(pixels: int = 2048, months: int = 276, repeats: int = 5, patch_siz
     tg = _time(lambda: network_value_and_grad(*args), repeats)
     dev = jax.devices()[0]
     return BenchResult(f"{dev.platform}:{dev.device_kind} x{n_dev}", pixels, months, pixels * months / tf,
-                       pixels * months / tg, tf, tg, compile_s, temp, repeats)
+                       pixels * months / tg, tf, tg, compile_s, temp, repeats, mc.block())
 
 
 def as_dict(r: BenchResult) -> dict:

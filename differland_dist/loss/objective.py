@@ -21,7 +21,8 @@ def loss_from_parameters(params: Parameters, forcing: Forcing, labels, patch, va
     T = jnp.shape(forcing.days)[-1]
     _, series, totals = rollout(params, forcing, outputs=outputs, sums=sums,
                                 checkpoint_every=model_cfg.segment(T),
-                                closed_budget=model_cfg.closed_budget, unroll=model_cfg.unroll)
+                                closed_budget=model_cfg.closed_budget, unroll=model_cfg.unroll,
+                                pixel_block=model_cfg.block())
     terms = loss_terms(series, totals, params.initial_pools.stack(), labels, patch, valid,
                        n_patches, loss_cfg)
     return total_loss(terms), terms

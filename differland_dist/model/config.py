@@ -16,15 +16,21 @@ class ModelConfig:
     checkpoint_every: scan segment length rematerialised under autodiff; 0 = none,
       -1 = automatic (~sqrt(T)), bounding gradient memory as the series grows.
     unroll: time steps unrolled per loop iteration (a speed knob; results do not change).
+    pixel_block: pixels rolled out together; larger batches run as blocks in sequence.
+      -1 = automatic (256 on a CPU, none on GPUs/TPUs), 0 = never (the default: blocking was
+      measured no faster on the 2-core CPU, see docs/benchmarks.md).
     """
 
     closed_budget: bool = True
     checkpoint_every: int = -1
     unroll: int = 1
+    pixel_block: int = 0
 
     def __post_init__(self):
         if self.checkpoint_every < -1:
             raise ConfigError(f"model.checkpoint_every must be -1, 0 or > 0, got {self.checkpoint_every}")
+        if self.pixel_block < -1:
+            raise ConfigError(f"model.pixel_block must be -1, 0 or > 0, got {self.pixel_block}")
         if self.unroll < 1:
             raise ConfigError(f"model.unroll must be >= 1, got {self.unroll}")
 
@@ -34,4 +40,15 @@ class ModelConfig:
         return default_checkpoint_every(n_steps) if self.checkpoint_every == -1 else self.checkpoint_every
 
 
-PARITY_MODEL = ModelConfig(closed_budget=False, checkpoint_every=0)
+    def block(self) -> int:
+        if self.pixel_block != -1:
+            return self.pixel_block
+        import jax
+
+        return CPU_PIXEL_BLOCK if jax.default_backend() == "cpu" else 0
+
+
+#: Pixels per block on CPUs (measured: docs/benchmarks.md, "where the time goes").
+CPU_PIXEL_BLOCK = 256
+
+PARITY_MODEL = ModelConfig(closed_budget=False, checkpoint_every=0, pixel_block=0)

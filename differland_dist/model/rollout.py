@@ -40,7 +40,7 @@ def _time_major(forcing: Forcing, shape, dtype=jnp.float32) -> Forcing:
 
 def rollout(params: Parameters, forcing: Forcing, *, outputs: Sequence[str] | None = None,
             sums: Sequence[str] = (), checkpoint_every: int = 0, closed_budget: bool = True,
-            unroll: int = 1):
+            unroll: int = 1, pixel_block: int = 0):
     """Run DALEC for P pixels over T steps.
 
     Args:
@@ -52,14 +52,50 @@ def rollout(params: Parameters, forcing: Forcing, *, outputs: Sequence[str] | No
       checkpoint_every: segment length for rematerialisation under autodiff (0: none).
       closed_budget: see :func:`differland_dist.model.dalec.step`.
       unroll: steps unrolled per loop iteration (a speed knob).
+      pixel_block: if > 0 and P is larger, run blocks of this many pixels one after another
+        (a speed knob for CPUs: a step's ~100 intermediates then stay in cache).
 
     Returns:
       (final_pools: Pools of (P,), series: dict name -> (P, T), totals: dict name -> (P,)).
     """
     names = tuple(OUTPUTS) if outputs is None else tuple(outputs)
-    pools, ys, totals = _scan(params, forcing, names, tuple(sums), checkpoint_every, closed_budget, unroll)
+    pools, ys, totals = _blocked_scan(params, forcing, names, tuple(sums), checkpoint_every,
+                                      closed_budget, unroll, pixel_block)
     series = {n: ys[:, :, i].T for i, n in enumerate(names)}
     return pools, series, totals
+
+
+def _blocked_scan(params: Parameters, forcing: Forcing, names: tuple[str, ...], sums: tuple[str, ...],
+                  checkpoint_every: int, closed_budget: bool, unroll: int, block: int):
+    """:func:`_scan` over blocks of ``block`` pixels in sequence (``lax.map``); same results."""
+    P = jnp.shape(params.initial_pools.labile)[0]
+    if block <= 0 or P <= block:
+        return _scan(params, forcing, names, sums, checkpoint_every, closed_budget, unroll)
+    nb = -(-P // block)
+    block = -(-P // nb)  # even blocks: 320 pixels run as 2 x 160, not 2 x 256 with padding
+    pad = nb * block - P
+
+    leaves, treedef = jax.tree_util.tree_flatten((params, forcing))
+    # leaves with a leading pixel axis are split into blocks; per-step (T,) forcing is shared
+    is_pp = [jnp.ndim(x) >= 1 and jnp.shape(x)[0] == P for x in leaves]
+
+    def split(x):
+        x = jnp.asarray(x)
+        if pad:  # repeat the last pixel; its results are dropped
+            x = jnp.concatenate([x, jnp.repeat(x[-1:], pad, axis=0)], axis=0)
+        return x.reshape((nb, block) + x.shape[1:])
+
+    blocked = [split(x) for x, b in zip(leaves, is_pp) if b]
+
+    def one(blk):
+        it = iter(blk)
+        pr, fo = jax.tree_util.tree_unflatten(treedef, [next(it) if b else x for x, b in zip(leaves, is_pp)])
+        return _scan(pr, fo, names, sums, checkpoint_every, closed_budget, unroll)
+
+    pools, ys, totals = jax.lax.map(one, blocked)
+    merge = lambda a: a.reshape((nb * block,) + a.shape[2:])[:P]  # noqa: E731
+    ys = jnp.transpose(ys, (1, 0, 2, 3)).reshape((ys.shape[1], nb * block, ys.shape[3]))[:, :P]
+    return jax.tree.map(merge, pools), ys, {k: merge(v) for k, v in totals.items()}
 
 
 def _scan(params: Parameters, forcing: Forcing, names: tuple[str, ...], sums: tuple[str, ...],
@@ -108,12 +144,18 @@ def _scan(params: Parameters, forcing: Forcing, names: tuple[str, ...], sums: tu
 
 
 def default_checkpoint_every(n_steps: int) -> int:
-    """~sqrt(T): the segment length that minimises gradient memory."""
-    return max(1, int(round(math.sqrt(n_steps))))
+    """~sqrt(T), the segment length that minimises gradient memory; a divisor of T near it
+    when there is one (a remainder segment costs an extra copy of the kept series)."""
+    root = math.sqrt(n_steps)
+    divisors = [d for d in range(2, n_steps) if n_steps % d == 0 and root / 2 <= d <= 2 * root]
+    if divisors:
+        return min(divisors, key=lambda d: abs(d - root))
+    return max(1, int(round(root)))
 
 
-@partial(jax.jit, static_argnames=("closed_budget",))
-def simulate(forcing, dalec_params, pheno_params, initial_pools, closed_budget: bool = True):
+@partial(jax.jit, static_argnames=("closed_budget", "pixel_block"))
+def simulate(forcing, dalec_params, pheno_params, initial_pools, closed_budget: bool = True,
+             pixel_block: int = 0):
     """All 44 diagnostics from arrays.
 
     Args:
@@ -124,7 +166,8 @@ def simulate(forcing, dalec_params, pheno_params, initial_pools, closed_budget: 
       final_pools (P, 7), outputs (P, T, 44) in ``parameters.OUTPUTS`` order.
     """
     params = Parameters.from_arrays(dalec_params, pheno_params, initial_pools)
-    pools, ys, _ = _scan(params, Forcing.from_array(forcing), tuple(OUTPUTS), (), 0, closed_budget, 1)
+    pools, ys, _ = _blocked_scan(params, Forcing.from_array(forcing), tuple(OUTPUTS), (), 0,
+                                 closed_budget, 1, pixel_block)
     return pools.stack(), jnp.transpose(ys, (1, 0, 2))
 
 

@@ -13,6 +13,8 @@ def add_arguments(p):
     p.add_argument("--checkpoint-every", type=int, default=-1,
                    help="scan segment for rematerialisation: -1 auto (~sqrt(T)), 0 none")
     p.add_argument("--unroll", type=int, default=1, help="time steps unrolled per loop iteration")
+    p.add_argument("--pixel-block", type=int, default=0,
+                   help="pixels rolled out together in blocks (0: all at once; -1: 256 on CPU)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--cpu-devices", type=int, default=None,
                    help="on a CPU, expose this many host devices and split the pixels across "
@@ -28,7 +30,7 @@ def run(args) -> int:
         from differland_dist.errors import DifferlandError
         raise DifferlandError(f"--pixels must be >= 1 and --months >= 12, got {args.pixels}, {args.months}")
     r = run_bench(args.pixels, args.months, args.repeats, checkpoint_every=args.checkpoint_every,
-                  unroll=args.unroll)
+                  unroll=args.unroll, pixel_block=args.pixel_block)
     if args.json:
         print(json.dumps(as_dict(r)))
     else:
