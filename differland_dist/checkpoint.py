@@ -60,27 +60,34 @@ def from_bytes(data: bytes, source: str = "<bytes>") -> tuple[dict[str, np.ndarr
 
 def save(url: str, arrays: dict[str, np.ndarray], meta: dict[str, Any],
          storage_options: dict | None = None) -> None:
-    """Write atomically: to a temporary name next to the target, then rename.
+    """Write atomically: a reader never sees a partial checkpoint.
 
-    On object stores the final object appears in one piece (uploads are atomic); locally
-    ``os.replace`` is atomic. A reader never sees a partial checkpoint.
+    Locally: to a temporary name next to the target, fsync, then ``os.replace``. On object
+    stores (gs://, s3://) a single-object upload is atomic (the object appears whole or not
+    at all), so the bytes go straight to the final key; a temporary object plus a server-side
+    move would only add a copy (and gcsfs's move probes an API emulators lack).
     """
     data = to_bytes(arrays, meta)
+    write_bytes_atomic(url, data, storage_options)
+    log.debug("wrote checkpoint %s (%d bytes)", url, len(data))
+
+
+def write_bytes_atomic(url: str, data: bytes, storage_options: dict | None = None) -> None:
+    """Atomic write of one object/file (see :func:`save`)."""
     fs, path = _fs(url, storage_options)
     parent = path.rsplit("/", 1)[0] if "/" in path else ""
-    if parent:
-        fs.makedirs(parent, exist_ok=True)
-    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-    if fs.protocol in ("file", "local") or "file" in (fs.protocol if isinstance(fs.protocol, tuple) else ()):
+    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    if "file" in protocols or "local" in protocols:
+        if parent:
+            os.makedirs(parent, exist_ok=True)
+        tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
         with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     else:
-        fs.pipe_file(tmp, data)
-        fs.mv(tmp, path)
-    log.debug("wrote checkpoint %s (%d bytes)", url, len(data))
+        fs.pipe_file(path, data)
 
 
 def load(url: str, storage_options: dict | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:

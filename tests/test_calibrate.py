@@ -9,6 +9,7 @@ import pytest
 
 from differland_dist.config import load_config
 from differland_dist.errors import ConfigError, DataValidationError, DifferlandError
+from storage_servers import gcs_emulator  # noqa: F401  (fixture)
 
 CACHE = "/tmp/differland-test-jax-cache"
 
@@ -284,3 +285,25 @@ def test_worker_with_two_devices_shards_patches(ray_local, small_store):
         assert t2["loss"] == pytest.approx(t1["loss"], rel=1e-5)
         np.testing.assert_allclose(g2, g1, rtol=1e-4, atol=1e-5 * np.abs(g1).max())
     ray.kill(a1), ray.kill(a2)
+
+
+def test_run_directory_on_object_storage(ray_local, small_store, gcs_emulator):
+    """RUN_DIR as a gs:// URL (the GCS emulator): checkpoints, metrics, config and resume."""
+    import fsspec
+
+    from differland_dist.runs import load_trained
+
+    url = f"gs://{gcs_emulator['bucket']}/runs/r1"
+    so = gcs_emulator["storage_options"]
+    cfg = _cfg(small_store, **{"training.steps": 2, "training.checkpoint_every": 1})
+    state, _ = _run(cfg, url, out_storage_options=so)
+    fs = fsspec.filesystem("gs", **so)
+    names = {p.rsplit("/", 1)[-1] for p in fs.find(f"{gcs_emulator['bucket']}/runs/r1")}
+    assert {"config.yaml", "metrics.jsonl", "network.npz", "latest.json",
+            "step_00000001.npz", "step_00000002.npz"} <= names
+    assert not any(".tmp-" in n for n in names)
+    tm = load_trained(url, so)
+    assert tm.step == 2
+    state2, _ = _run(_cfg(small_store, **{"training.steps": 3, "training.checkpoint_every": 1}), url,
+                     resume=True, out_storage_options=so)
+    assert state2.step == 3

@@ -59,17 +59,7 @@ def step_patches(train_patches: np.ndarray, step: int, per_step: int, seed: int)
 
 
 def _fs_write_text(url: str, text: str, storage_options: dict | None):
-    fs, path = checkpoint._fs(url, storage_options)
-    parent = path.rsplit("/", 1)[0]
-    fs.makedirs(parent, exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    if "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)):
-        with open(tmp, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    else:
-        fs.pipe_file(tmp, text.encode())
-        fs.mv(tmp, path)
+    checkpoint.write_bytes_atomic(url, text.encode(), storage_options)
 
 
 class Calibration:
