@@ -910,8 +910,8 @@ def test_ray_version_pinned_consistently():
     assert set(found.values()) == {pin}, found
 
 
-def test_placeholders_consistent():
-    """One `sed` per placeholder configures everything: no stray bucket or project names."""
+def test_template_values_consistent():
+    """One `sed` per template value configures everything: no stray bucket or project names."""
     files = [p for p in DEPLOY.rglob("*") if p.is_file()] + [DOCS_CLOUD]
     for path in files:
         text = path.read_text()
