@@ -38,13 +38,11 @@ def nse(sim, obs, w):
 
 def site_scores(store_url: str, run_dir: str, time_half: str | None, warm_up: int = 12):
     """{site: {var: NSE}} over test time (time_half='test'), or all steps after warm-up."""
-    import jax.numpy as jnp
-
     from differland_dist.data.batch import predictor_names
     from differland_dist.data.reader import PatchReader
     from differland_dist.data.store import open_store
-    from differland_dist.model import OUTPUTS, simulate
-    from differland_dist.network import apply_network, hemisphere_feature, to_parameters
+    from differland_dist.inference.compute import simulate_batch
+    from differland_dist.model import OUTPUTS
     from differland_dist.runs import load_trained
 
     tm = load_trained(run_dir)
@@ -52,11 +50,7 @@ def site_scores(store_url: str, run_dir: str, time_half: str | None, warm_up: in
     r = PatchReader(store, predictor_names(tm.config.data.predictors), tm.config.data.products)
     b = r.read([int(p) for p in store.patch_ids])
     r.close()
-    raw = np.concatenate([hemisphere_feature(b.forcing[:, 0, 9])[:, None], b.predictors], 1)
-    p = to_parameters(apply_network(tm.network, jnp.asarray(tm.standardizer.apply(raw))))
-    _, out = simulate(jnp.asarray(b.forcing), p.process.stack(), jnp.stack(p.phenology, -1),
-                      p.initial_pools.stack(), closed_budget=tm.config.model.closed_budget)
-    out = np.asarray(out)
+    _, out = simulate_batch(tm, b)
     ids = [str(x) for x in np.asarray(store.array("site_id")[...])[b.pixel_index]]
     split = np.asarray(store.array("split")[...])[b.pixel_index]
     T = store.n_time

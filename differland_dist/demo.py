@@ -45,7 +45,8 @@ def held_out_comparison(store_url: str, run_dir: str, warm_up: int):
     from differland_dist.data.store import open_store
     from differland_dist.model import simulate
     from differland_dist.model.parameters import OUTPUTS
-    from differland_dist.network import apply_network, hemisphere_feature, to_parameters
+    from differland_dist.inference.compute import network_inputs, simulate_batch
+    from differland_dist.network import apply_network, to_parameters
     from differland_dist.runs import load_trained
 
     tm = load_trained(run_dir)
@@ -54,8 +55,7 @@ def held_out_comparison(store_url: str, run_dir: str, warm_up: int):
     reader = PatchReader(store, predictor_names(cfg.data.predictors), cfg.data.products)
     b = reader.read([int(p) for p in store.test_patches])
     reader.close()
-    raw = np.concatenate([hemisphere_feature(b.forcing[:, 0, 9])[:, None], b.predictors], 1)
-    x = jnp.asarray(tm.standardizer.apply(raw))
+    x = jnp.asarray(network_inputs(b.predictors, b.forcing[:, 0, 9], tm.standardizer))
     closed = cfg.model.closed_budget
     i_lai, i_gpp = OUTPUTS.index("lai"), OUTPUTS.index("gpp")
 
@@ -71,7 +71,7 @@ def held_out_comparison(store_url: str, run_dir: str, warm_up: int):
 
     net0 = init_network(jax.random.PRNGKey(cfg.training.seed), len(predictor_names(cfg.data.predictors)), cfg.network)
     out0, _ = run(net0)
-    out1, p1 = run(tm.network)
+    p1, out1 = simulate_batch(tm, b)
     true = np.asarray(store.array("true_params")[b.pixel_index[0]:b.pixel_index[-1] + 1]) \
         if np.all(np.diff(b.pixel_index) == 1) else np.asarray(store.array("true_params")[...])[b.pixel_index]
     _, out_true = simulate(jnp.asarray(b.forcing), jnp.asarray(true[:, :31]), jnp.asarray(true[:, 31:33]),
@@ -93,14 +93,13 @@ def plot_report(out_dir: Path, metrics: list[dict], store_url: str, run_dir: str
     import matplotlib
 
     matplotlib.use("Agg")
-    import jax.numpy as jnp
     import matplotlib.pyplot as plt
 
     from differland_dist.data.batch import predictor_names
     from differland_dist.data.reader import PatchReader
     from differland_dist.data.store import open_store
+    from differland_dist.inference.compute import simulate_batch
     from differland_dist.model.parameters import PARAM_NAMES
-    from differland_dist.network import apply_network, hemisphere_feature, to_parameters
     from differland_dist.runs import load_trained
 
     figs = []
@@ -125,8 +124,7 @@ def plot_report(out_dir: Path, metrics: list[dict], store_url: str, run_dir: str
     reader = PatchReader(store, predictor_names(tm.config.data.predictors), tm.config.data.products)
     b = reader.read([int(p) for p in store.patch_ids])
     reader.close()
-    raw = np.concatenate([hemisphere_feature(b.forcing[:, 0, 9])[:, None], b.predictors], 1)
-    p = to_parameters(apply_network(tm.network, jnp.asarray(tm.standardizer.apply(raw)), tm.network_config.activation))
+    p, _ = simulate_batch(tm, b)
     k = PARAM_NAMES.index(param)
     learnt = np.asarray(p.process.stack())[:, k]
     true = np.asarray(store.array("true_params")[...])[b.pixel_index, k]

@@ -81,21 +81,26 @@ class Shard:
         self.time_test = "time_test" in self.store.array_names
         reader = PatchReader(self.store, names, config.data.products, cache=config.data.cache)
         self.patches: dict[int, PatchArrays] = {}
-        try:
-            for p in patch_ids:
-                b = reader.read([int(p)])
-                lat = b.forcing[:, 0, 9]
-                from differland_dist.network.standardize import hemisphere_feature
+        from differland_dist.network.standardize import hemisphere_feature
 
-                raw = np.concatenate([hemisphere_feature(lat)[:, None], b.predictors], axis=1)
-                labels = b.labels
-                if self.time_test:
-                    tt = np.asarray(self.store.array("time_test")[b.pixel_index[0]:b.pixel_index[-1] + 1],
-                                    np.float32)
-                    labels = np.concatenate([labels, tt[..., None]], axis=-1)
-                self.patches[int(p)] = pad_patch(b.forcing, raw, labels, self.size)
+        ids = [int(p) for p in patch_ids]
+        try:
+            # one read of all owned patches: the reader fetches their chunks concurrently
+            b = reader.read(ids)
         finally:
             reader.close()
+        raw = np.concatenate([hemisphere_feature(b.forcing[:, 0, 9])[:, None], b.predictors], axis=1)
+        labels = b.labels
+        if self.time_test:
+            tt = self.store.array("time_test")
+            labels = np.concatenate([labels, np.concatenate(
+                [np.asarray(tt[s], np.float32) for s in reader.pixel_slices(ids)])[..., None]], axis=-1)
+        start = 0
+        for p in ids:  # pixels come back in the order of the patch ids, each patch contiguous
+            n = int(np.count_nonzero(b.patch == p))
+            sl = slice(start, start + n)
+            self.patches[p] = pad_patch(b.forcing[sl], raw[sl], labels[sl], self.size)
+            start += n
         self.read_s = time.perf_counter() - t0
         self.devices = jax.devices()
         self._fns: dict = {}

@@ -201,14 +201,12 @@ class Calibration:
     # -- the run --------------------------------------------------------------------------
     def run(self) -> TrainState:
         import jax
-        import jax.numpy as jnp
         import optax
         from jax.flatten_util import ravel_pytree
 
         from differland_dist.data.batch import predictor_names
         from differland_dist.distributed.optim import make_optimizer, state_from_arrays
         from differland_dist.network.mlp import init_network
-        from differland_dist.runs import resolve_checkpoint  # noqa: F401  (documented entry)
 
         cfg, tc = self.config, self.config.training
         resume_from = latest_checkpoint(self.out, self.out_so) if self.resume else None
@@ -379,7 +377,6 @@ class Calibration:
                 terms[k] = terms.get(k, 0.0) + v
         loss = terms.get("loss", float("nan"))
         finite = math.isfinite(loss) and bool(np.all(np.isfinite(grad)))
-        lr = self.config.optimizer.learning_rate * state.lr_scale
         rec = {"step": state.step + 1, "split": "train", **terms, "patches": len(patches),
                "pixel_months": pm, "lr_scale": state.lr_scale, "applied": finite,
                "workers": len(self._workers), "time_compute_s": compute_s,
@@ -445,10 +442,6 @@ class Calibration:
             except Exception:
                 pass
         self._workers = []
-
-    @property
-    def network(self):
-        return self._unravel
 
 
 def calibrate(config: ExperimentConfig, out_dir: str, *, resume: bool = False, progress: bool = False,

@@ -31,6 +31,23 @@ def network_inputs(raw: np.ndarray, lat: np.ndarray, standardizer: Standardizer)
     return standardizer.apply(full)
 
 
+def simulate_batch(trained, batch):
+    """Parameters and all 44 outputs of a trained model for a :class:`PatchBatch`.
+
+    Returns (Parameters of (P,) fields, outputs (P, T, 44) numpy array).
+    """
+    import jax.numpy as jnp
+
+    from differland_dist.model import simulate
+    from differland_dist.network import apply_network, to_parameters
+
+    x = network_inputs(batch.predictors, batch.forcing[:, 0, 9], trained.standardizer)
+    p = to_parameters(apply_network(trained.network, jnp.asarray(x), trained.network_config.activation))
+    _, out = simulate(jnp.asarray(batch.forcing), p.process.stack(), jnp.stack(p.phenology, -1),
+                      p.initial_pools.stack(), closed_budget=trained.config.model.closed_budget)
+    return p, np.asarray(out)
+
+
 def check_standardizer(standardizer: Standardizer, names: Sequence[str]) -> None:
     """Raise CheckpointError unless the standardiser covers [hemisphere] + ``names``."""
     n = np.shape(standardizer.mean)[0]
