@@ -27,7 +27,7 @@ def main(argv=None):
     ap.add_argument("--memory-months", type=int, nargs="*", default=[],
                     help="also compile the gradient at these lengths, with and without checkpointing")
     ap.add_argument("--memory-pixels", type=int, default=2048)
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=11)
     ap.add_argument("--unroll", type=int, default=1)
     ap.add_argument("--cpu-devices", type=int, default=os.cpu_count(),
                     help="host devices on a CPU (pixels are split across them)")
@@ -37,13 +37,16 @@ def main(argv=None):
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                                    f" --xla_force_host_platform_device_count={a.cpu_devices}").strip()
 
+    from differland_dist import allocator
+
+    tuned = allocator.tune()  # as the differland CLI does
     import jax
 
     from differland_dist.bench import as_dict, run_bench
 
     rows = []
     env = {"python": platform.python_version(), "jax": jax.__version__, "machine": platform.machine(),
-           "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d")}
+           "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d"), "malloc_tuned": tuned}
     for T in a.months:
         for P in a.pixels:
             r = as_dict(run_bench(P, T, a.repeats, unroll=a.unroll))

@@ -49,23 +49,28 @@ class BenchResult:
     months: int
     forward_pixel_months_per_s: float
     grad_pixel_months_per_s: float
+    forward_published_layout_pixel_months_per_s: float
     forward_s_median: float
     grad_s_median: float
+    forward_published_layout_s_median: float
     compile_s: float
     grad_temp_bytes: int | None
     repeats: int
     pixel_block: int
 
 
-def _time(fn, repeats):
+def _time_interleaved(fns, repeats):
+    """Median seconds per call of each of ``fns``, calling them in turn ``repeats`` times, so
+    that load changes on a shared machine affect all of them alike."""
     import jax
 
-    ts = []
+    ts = [[] for _ in fns]
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn())
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
+        for fn, t in zip(fns, ts):
+            t0 = time.perf_counter()
+            jax.block_until_ready(fn())
+            t.append(time.perf_counter() - t0)
+    return [statistics.median(t) for t in ts]
 
 
 def run_bench(pixels: int = 2048, months: int = 276, repeats: int = 5, patch_size: int = 320,
@@ -75,7 +80,7 @@ def run_bench(pixels: int = 2048, months: int = 276, repeats: int = 5, patch_siz
 
     from differland_dist.loss import LossConfig, network_value_and_grad
     from differland_dist.model.config import ModelConfig
-    from differland_dist.model.rollout import simulate
+    from differland_dist.model.rollout import simulate, simulate_series
     from differland_dist.model.structures import Forcing
     from differland_dist.network import apply_network, init_network, to_parameters
 
@@ -94,9 +99,14 @@ def run_bench(pixels: int = 2048, months: int = 276, repeats: int = 5, patch_siz
     dalec, pheno, pools = p.process.stack(), jnp.stack(p.phenology, -1), p.initial_pools.stack()
 
     mc = ModelConfig(checkpoint_every=checkpoint_every, unroll=unroll, pixel_block=pixel_block)
-    fwd = jax.jit(lambda m: simulate(m, dalec, pheno, pools, pixel_block=mc.block()))
+    # parameters are arguments, as in inference (closure constants would let XLA fold the
+    # parameter-only work into the program)
+    fwd_args = (met, dalec, pheno, pools)
+    fwd = jax.jit(lambda *a: simulate_series(*a, pixel_block=mc.block()))
+    fwd_pub = jax.jit(lambda *a: simulate(*a, pixel_block=mc.block()))
     t0 = time.perf_counter()
-    jax.block_until_ready(fwd(met))
+    jax.block_until_ready(fwd(*fwd_args))
+    jax.block_until_ready(fwd_pub(*fwd_args))
     patch = jnp.asarray(np.arange(pixels) // patch_size, jnp.int32)
     if n_dev > 1 and pixels % n_dev == 0:
         patch = jax.device_put(patch, sh)
@@ -111,11 +121,12 @@ def run_bench(pixels: int = 2048, months: int = 276, repeats: int = 5, patch_siz
         temp = int(ma.temp_size_in_bytes) if ma is not None else None
     except Exception as e:  # not every backend reports it
         log.debug("no memory analysis: %s", e)
-    tf = _time(lambda: fwd(met), repeats)
-    tg = _time(lambda: network_value_and_grad(*args), repeats)
+    tf, tp, tg = _time_interleaved([lambda: fwd(*fwd_args), lambda: fwd_pub(*fwd_args),
+                                    lambda: network_value_and_grad(*args)], repeats)
     dev = jax.devices()[0]
-    return BenchResult(f"{dev.platform}:{dev.device_kind} x{n_dev}", pixels, months, pixels * months / tf,
-                       pixels * months / tg, tf, tg, compile_s, temp, repeats, mc.block())
+    pm = pixels * months
+    return BenchResult(f"{dev.platform}:{dev.device_kind} x{n_dev}", pixels, months, pm / tf,
+                       pm / tg, pm / tp, tf, tg, tp, compile_s, temp, repeats, mc.block())
 
 
 def as_dict(r: BenchResult) -> dict:

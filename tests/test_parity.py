@@ -65,3 +65,25 @@ def test_weights_scale_terms(golden_monthly):
     (_, doubled), _ = golden_value_and_grad(golden_monthly, cfg)
     assert abs(float(doubled["lai"]) / float(base["lai"]) - 2) < 1e-5
     assert float(doubled["sif"]) == pytest.approx(float(base["sif"]))
+
+
+def test_simulate_series_is_the_same_rollout_time_major(golden_monthly):
+    from differland_dist.model import Fluxes, Forcing, Parameters, rollout, simulate_series
+
+    g = {k: golden_monthly[k][:12] for k in ("met", "dalec_params", "pheno_params", "initial_pools")}
+    final, out = simulate(g["met"], g["dalec_params"], g["pheno_params"], g["initial_pools"])
+    final_s, series = simulate_series(g["met"], g["dalec_params"], g["pheno_params"], g["initial_pools"])
+    assert isinstance(series, Fluxes) and series.gpp.shape == (276, 12)
+    np.testing.assert_array_equal(np.asarray(final_s), np.asarray(final))
+    for i, name in enumerate(OUTPUTS):
+        np.testing.assert_array_equal(np.asarray(getattr(series, name)).T, np.asarray(out[..., i]),
+                                      err_msg=name)
+    # rollout's time-major option gives the transposed series of its default
+    params = Parameters.from_arrays(g["dalec_params"], g["pheno_params"], g["initial_pools"])
+    _, pm, _ = rollout(params, Forcing.from_array(g["met"]), outputs=("gpp", "nee"))
+    _, tm, _ = rollout(params, Forcing.from_array(g["met"]), outputs=("gpp", "nee"), time_major=True)
+    for name in ("gpp", "nee"):
+        np.testing.assert_array_equal(np.asarray(tm[name]).T, np.asarray(pm[name]))
+        # a different program (16 of 44 outputs): XLA may contract other multiply-adds
+        np.testing.assert_allclose(np.asarray(pm[name]), np.asarray(out[..., OUTPUTS.index(name)]),
+                                   rtol=2e-5, atol=1e-5)

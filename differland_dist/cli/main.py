@@ -52,6 +52,9 @@ def configure_logging(verbose: bool = False, quiet: bool = False) -> None:
 
 def _preconfigure(argv: list[str]) -> None:
     """Settings that must precede the first import of JAX (command modules import it)."""
+    from differland_dist import allocator
+
+    allocator.tune()  # before JAX's threads and buffers exist
     if "bench" in argv[:3] and "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
         n = os.cpu_count() or 1
         for i, a in enumerate(argv):

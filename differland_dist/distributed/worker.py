@@ -10,6 +10,8 @@ import os
 import time
 from typing import Any, Sequence
 
+from differland_dist import allocator
+
 
 def worker_env(ray_cfg) -> dict[str, str]:
     """Environment variables for worker processes (passed through the runtime env)."""
@@ -32,6 +34,7 @@ def worker_env(ray_cfg) -> dict[str, str]:
         env["XLA_FLAGS"] = (f"--xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'} "
                             f"intra_op_parallelism_threads={threads}")
         env["OMP_NUM_THREADS"] = str(threads)
+    env.update(allocator.env_vars())  # glibc reads them at process start
     user = dict(ray_cfg.runtime_env.get("env_vars", {}))
     env.update({k: str(v) for k, v in user.items()})
     return env

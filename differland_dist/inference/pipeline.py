@@ -29,6 +29,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from differland_dist import allocator
 from differland_dist.data.store import PixelStore, resolve
 from differland_dist.errors import DifferlandError
 from differland_dist.inference import output as out_mod
@@ -144,6 +145,7 @@ def actor_env(options: InferenceOptions) -> dict[str, str]:
         env["XLA_FLAGS"] = (f"--xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'} "
                             f"intra_op_parallelism_threads={threads}")
         env["OMP_NUM_THREADS"] = str(threads)
+    env.update(allocator.env_vars())  # glibc reads them at process start
     return env
 
 

@@ -1,10 +1,13 @@
 """Batched rollouts of DALEC over time for many pixels.
 
 The scan runs over time with all pixels of a batch vectorised inside each step (time-major),
-so one step is a handful of fused elementwise kernels over the pixel axis.
-Two paths share the step:
+so one step is a few dozen fused elementwise kernels over the pixel axis, and each kept
+diagnostic comes out as its own (T, P) array, written one contiguous row per step.
+Three entry points share the step:
 
-* :func:`simulate` / :func:`rollout` with ``outputs=None``: all 44 diagnostics;
+* :func:`simulate_series`: all 44 diagnostics as named (T, P) series (``Fluxes``), exactly as
+  the time loop writes them; the fast path for forward runs;
+* :func:`simulate`: the same in the published (P, T, 44) layout (one transposition more);
 * :func:`rollout` with ``outputs=(names...)``: only those series are kept (the rest is
   dead code that XLA drops), plus optional running sums; this is what training uses.
 
@@ -16,7 +19,7 @@ from __future__ import annotations
 
 import math
 from functools import partial
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -29,6 +32,8 @@ from differland_dist.model.structures import Fluxes, Forcing, Parameters, Pools
 
 def _time_major(forcing: Forcing, shape, dtype=jnp.float32) -> Forcing:
     """Fields of shape (P, T), (P, 1) (per pixel) or (T,) (per step) -> (T, P)."""
+    if isinstance(forcing, _TimeMajor):
+        return forcing.fields
     P, T = shape
     out = []
     for x in forcing:
@@ -38,9 +43,29 @@ def _time_major(forcing: Forcing, shape, dtype=jnp.float32) -> Forcing:
     return Forcing(*out)
 
 
+class _TimeMajor(NamedTuple):
+    """Forcing already in (T, P) fields (from :func:`_forcing_from_array`)."""
+
+    fields: Forcing
+
+    @property
+    def days(self):
+        return self.fields.days
+
+
+def _forcing_from_array(met, dtype=jnp.float32) -> _TimeMajor:
+    """(P, T, 17) golden-layout forcing -> time-major fields, in one transposition.
+
+    One (P, T, 13) -> (13, T, P) transpose reads the input once; transposing field by field
+    would stream the whole interleaved array once per field.
+    """
+    n = len(Forcing._fields)
+    return _TimeMajor(Forcing(*jnp.transpose(jnp.asarray(met, dtype)[..., :n], (2, 1, 0))))
+
+
 def rollout(params: Parameters, forcing: Forcing, *, outputs: Sequence[str] | None = None,
             sums: Sequence[str] = (), checkpoint_every: int = 0, closed_budget: bool = True,
-            unroll: int = 1, pixel_block: int = 0):
+            unroll: int = 1, pixel_block: int = 0, time_major: bool = False):
     """Run DALEC for P pixels over T steps.
 
     Args:
@@ -54,14 +79,16 @@ def rollout(params: Parameters, forcing: Forcing, *, outputs: Sequence[str] | No
       unroll: steps unrolled per loop iteration (a speed knob).
       pixel_block: if > 0 and P is larger, run blocks of this many pixels one after another
         (a speed knob for CPUs: a step's ~100 intermediates then stay in cache).
+      time_major: return the series as (T, P), as the loop writes them, instead of (P, T).
 
     Returns:
-      (final_pools: Pools of (P,), series: dict name -> (P, T), totals: dict name -> (P,)).
+      (final_pools: Pools of (P,), series: dict name -> (P, T) (or (T, P)), totals: dict
+      name -> (P,)).
     """
     names = tuple(OUTPUTS) if outputs is None else tuple(outputs)
     pools, ys, totals = _blocked_scan(params, forcing, names, tuple(sums), checkpoint_every,
                                       closed_budget, unroll, pixel_block)
-    series = {n: ys[:, :, i].T for i, n in enumerate(names)}
+    series = {n: (y if time_major else y.T) for n, y in zip(names, ys)}
     return pools, series, totals
 
 
@@ -94,16 +121,17 @@ def _blocked_scan(params: Parameters, forcing: Forcing, names: tuple[str, ...], 
 
     pools, ys, totals = jax.lax.map(one, blocked)
     merge = lambda a: a.reshape((nb * block,) + a.shape[2:])[:P]  # noqa: E731
-    ys = jnp.transpose(ys, (1, 0, 2, 3)).reshape((ys.shape[1], nb * block, ys.shape[3]))[:, :P]
+    # (nb, T, block) -> (T, P)
+    ys = tuple(jnp.transpose(y, (1, 0, 2)).reshape((y.shape[1], nb * block))[:, :P] for y in ys)
     return jax.tree.map(merge, pools), ys, {k: merge(v) for k, v in totals.items()}
 
 
 def _scan(params: Parameters, forcing: Forcing, names: tuple[str, ...], sums: tuple[str, ...],
           checkpoint_every: int, closed_budget: bool, unroll: int):
-    """The time loop: (final pools, outputs stacked (T, P, len(names)), time sums)."""
+    """The time loop: (final pools, one (T, P) array per name, time sums)."""
     pools0 = params.initial_pools
     P = jnp.shape(pools0.labile)[0]
-    T = jnp.shape(forcing.days)[-1]
+    T = jnp.shape(forcing.days)[0 if isinstance(forcing, _TimeMajor) else -1]
     # float32 normally; float64 when the caller passes float64 (x64 gradient checks)
     dtype = jnp.result_type(jnp.asarray(pools0.labile).dtype, jnp.float32)
     ftm = _time_major(forcing, (P, T), dtype)
@@ -116,8 +144,9 @@ def _scan(params: Parameters, forcing: Forcing, names: tuple[str, ...], sums: tu
         nxt, fl = step(pools, f, params, closed_budget=closed_budget, constants=consts, dayl=dl)
         fd = fl._asdict()
         acc = tuple(a + fd[n] for a, n in zip(acc, sums))
-        # one (P, k) block per step: a single contiguous write instead of k strided ones
-        return (nxt, acc), jnp.stack([fd[n] for n in names], axis=-1)
+        # one (P,) row per series and step. Stacking them into a (P, k) block instead costs
+        # an interleaving copy of every output and a 3-D transposition at the end.
+        return (nxt, acc), tuple(fd[n] for n in names)
 
     acc0 = tuple(jnp.zeros((P,), dtype) for _ in sums)
     carry0 = (Pools(*(jnp.asarray(x, dtype) for x in pools0)), acc0)
@@ -134,11 +163,11 @@ def _scan(params: Parameters, forcing: Forcing, names: tuple[str, ...], sums: tu
             return jax.lax.scan(body, carry, seg_xs, unroll=unroll)
 
         carry, ys = jax.lax.scan(segment, carry0, head)
-        ys = ys.reshape((n_seg * k,) + ys.shape[2:])
+        ys = tuple(y.reshape((n_seg * k,) + y.shape[2:]) for y in ys)
         if rem:
             tail = jax.tree.map(lambda a: a[n_seg * k:], xs)
             carry, ys_tail = jax.lax.scan(body, carry, tail, unroll=unroll)
-            ys = jnp.concatenate([ys, ys_tail], axis=0)
+            ys = tuple(jnp.concatenate([y, yt], axis=0) for y, yt in zip(ys, ys_tail))
     pools, acc = carry
     return pools, ys, dict(zip(sums, acc))
 
@@ -153,22 +182,47 @@ def default_checkpoint_every(n_steps: int) -> int:
     return max(1, int(round(root)))
 
 
+def _simulate(forcing, dalec_params, pheno_params, initial_pools, closed_budget, pixel_block):
+    params = Parameters.from_arrays(dalec_params, pheno_params, initial_pools)
+    if pixel_block > 0 and jnp.shape(forcing)[0] > pixel_block:
+        fo = Forcing.from_array(forcing)  # blocks split the pixel axis first
+    else:
+        fo = _forcing_from_array(forcing, jnp.result_type(jnp.asarray(initial_pools).dtype, jnp.float32))
+    pools, ys, _ = _blocked_scan(params, fo, tuple(OUTPUTS), (), 0, closed_budget, 1, pixel_block)
+    return pools.stack(), ys
+
+
 @partial(jax.jit, static_argnames=("closed_budget", "pixel_block"))
-def simulate(forcing, dalec_params, pheno_params, initial_pools, closed_budget: bool = True,
-             pixel_block: int = 0):
-    """All 44 diagnostics from arrays.
+def simulate_series(forcing, dalec_params, pheno_params, initial_pools, closed_budget: bool = True,
+                    pixel_block: int = 0):
+    """All 44 diagnostics from arrays, as named time-major series (the fast forward path).
 
     Args:
       forcing: (P, T, 17) float32 in the golden-file column order.
       dalec_params: (P, 31), pheno_params: (P, 2), initial_pools: (P, 7), physical values.
 
     Returns:
+      final_pools (P, 7), ``Fluxes`` of (T, P) arrays (``series.gpp[t, p]``).
+    """
+    pools, ys = _simulate(forcing, dalec_params, pheno_params, initial_pools, closed_budget,
+                          pixel_block)
+    return pools, Fluxes(*ys)
+
+
+@partial(jax.jit, static_argnames=("closed_budget", "pixel_block"))
+def simulate(forcing, dalec_params, pheno_params, initial_pools, closed_budget: bool = True,
+             pixel_block: int = 0):
+    """All 44 diagnostics from arrays, in the published (P, T, 44) layout.
+
+    Same arguments as :func:`simulate_series`; the interleaved layout costs one extra pass
+    over the outputs (see docs/benchmarks.md).
+
+    Returns:
       final_pools (P, 7), outputs (P, T, 44) in ``parameters.OUTPUTS`` order.
     """
-    params = Parameters.from_arrays(dalec_params, pheno_params, initial_pools)
-    pools, ys, _ = _blocked_scan(params, Forcing.from_array(forcing), tuple(OUTPUTS), (), 0,
-                                 closed_budget, 1, pixel_block)
-    return pools.stack(), jnp.transpose(ys, (1, 0, 2))
+    pools, ys = _simulate(forcing, dalec_params, pheno_params, initial_pools, closed_budget,
+                          pixel_block)
+    return pools, jnp.stack([y.T for y in ys], axis=-1)
 
 
 def outputs_as_fluxes(outputs) -> Fluxes:
