@@ -26,9 +26,8 @@ log = logging.getLogger(__name__)
 
 MMAP_THRESHOLD = 32 * 2**20  # glibc's maximum for mallopt(M_MMAP_THRESHOLD)
 TRIM_THRESHOLD = 2**31 - 1   # mallopt takes an int; 2 GiB of free heap top before trimming
-ARENA_MAX = 1
 
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 
 
 def enabled() -> bool:
@@ -40,14 +39,13 @@ def env_vars() -> dict[str, str]:
     if not enabled() or not sys.platform.startswith("linux"):
         return {}
     return {"MALLOC_MMAP_THRESHOLD_": str(MMAP_THRESHOLD),
-            "MALLOC_TRIM_THRESHOLD_": str(TRIM_THRESHOLD),
-            "MALLOC_ARENA_MAX": str(ARENA_MAX)}
+            "MALLOC_TRIM_THRESHOLD_": str(TRIM_THRESHOLD)}
 
 
 def tune() -> bool:
-    """Apply the settings to this process with ``mallopt``; True if glibc accepted all three.
+    """Apply the settings to this process with ``mallopt``; True if glibc accepted both.
 
-    Call it before JAX starts its threads (arenas already made are kept).
+    Call it before JAX allocates its buffers.
     """
     if not enabled() or not sys.platform.startswith("linux"):
         return False
@@ -58,7 +56,6 @@ def tune() -> bool:
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     ok = all(mallopt(opt, val) == 1 for opt, val in (
-        (_M_MMAP_THRESHOLD, MMAP_THRESHOLD), (_M_TRIM_THRESHOLD, TRIM_THRESHOLD),
-        (_M_ARENA_MAX, ARENA_MAX)))
+        (_M_MMAP_THRESHOLD, MMAP_THRESHOLD), (_M_TRIM_THRESHOLD, TRIM_THRESHOLD)))
     log.debug("malloc tuning %s", "applied" if ok else "refused by libc")
     return ok

@@ -31,7 +31,7 @@ def test_worker_processes_get_the_settings(monkeypatch):
 
     monkeypatch.setenv("DIFFERLAND_MALLOC_TUNING", "1")
     for env in (worker_env(RayConfig()), actor_env(InferenceOptions())):
-        assert env["MALLOC_ARENA_MAX"] == "1"
         assert int(env["MALLOC_MMAP_THRESHOLD_"]) == allocator.MMAP_THRESHOLD
+        assert int(env["MALLOC_TRIM_THRESHOLD_"]) == allocator.TRIM_THRESHOLD
     monkeypatch.setenv("DIFFERLAND_MALLOC_TUNING", "0")
-    assert "MALLOC_ARENA_MAX" not in worker_env(RayConfig())
+    assert "MALLOC_MMAP_THRESHOLD_" not in worker_env(RayConfig())
