@@ -38,18 +38,14 @@ def nse(sim, obs, w):
 
 def site_scores(store_url: str, run_dir: str, time_half: str | None, warm_up: int = 12):
     """{site: {var: NSE}} over test time (time_half='test'), or all steps after warm-up."""
-    from differland_dist.data.batch import predictor_names
-    from differland_dist.data.reader import PatchReader
     from differland_dist.data.store import open_store
-    from differland_dist.inference.compute import simulate_batch
+    from differland_dist.inference.compute import read_patches, simulate_batch
     from differland_dist.model import OUTPUTS
     from differland_dist.runs import load_trained
 
     tm = load_trained(run_dir)
     store = open_store(store_url)
-    r = PatchReader(store, predictor_names(tm.config.data.predictors), tm.config.data.products)
-    b = r.read([int(p) for p in store.patch_ids])
-    r.close()
+    b = read_patches(tm, store, store.patch_ids)
     _, out = simulate_batch(tm, b)
     ids = [str(x) for x in np.asarray(store.array("site_id")[...])[b.pixel_index]]
     split = np.asarray(store.array("split")[...])[b.pixel_index]

@@ -27,7 +27,9 @@ log = logging.getLogger(__name__)
 MMAP_THRESHOLD = 32 * 2**20  # glibc's maximum for mallopt(M_MMAP_THRESHOLD)
 TRIM_THRESHOLD = 2**31 - 1   # mallopt takes an int; 2 GiB of free heap top before trimming
 
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+# (mallopt option, environment variable read by glibc at start-up, value)
+_SETTINGS = ((-3, "MALLOC_MMAP_THRESHOLD_", MMAP_THRESHOLD),   # M_MMAP_THRESHOLD
+             (-1, "MALLOC_TRIM_THRESHOLD_", TRIM_THRESHOLD))   # M_TRIM_THRESHOLD
 
 
 def enabled() -> bool:
@@ -38,8 +40,7 @@ def env_vars() -> dict[str, str]:
     """The same settings as glibc environment variables, for child processes (Ray workers)."""
     if not enabled() or not sys.platform.startswith("linux"):
         return {}
-    return {"MALLOC_MMAP_THRESHOLD_": str(MMAP_THRESHOLD),
-            "MALLOC_TRIM_THRESHOLD_": str(TRIM_THRESHOLD)}
+    return {name: str(value) for _, name, value in _SETTINGS}
 
 
 def tune() -> bool:
@@ -55,7 +56,6 @@ def tune() -> bool:
     except (OSError, AttributeError):  # musl or another libc: no mallopt
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    ok = all(mallopt(opt, val) == 1 for opt, val in (
-        (_M_MMAP_THRESHOLD, MMAP_THRESHOLD), (_M_TRIM_THRESHOLD, TRIM_THRESHOLD)))
+    ok = all(mallopt(opt, value) == 1 for opt, _, value in _SETTINGS)
     log.debug("malloc tuning %s", "applied" if ok else "refused by libc")
     return ok

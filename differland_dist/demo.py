@@ -41,36 +41,24 @@ def held_out_comparison(store_url: str, run_dir: str, warm_up: int):
     import jax.numpy as jnp
 
     from differland_dist.data.batch import predictor_names
-    from differland_dist.data.reader import PatchReader
     from differland_dist.data.store import open_store
+    from differland_dist.inference.compute import read_patches, simulate_batch
     from differland_dist.model import simulate
     from differland_dist.model.parameters import OUTPUTS
-    from differland_dist.inference.compute import network_inputs, simulate_batch
-    from differland_dist.network import apply_network, to_parameters
     from differland_dist.runs import load_trained
 
     tm = load_trained(run_dir)
     cfg = tm.config
     store = open_store(store_url)
-    reader = PatchReader(store, predictor_names(cfg.data.predictors), cfg.data.products)
-    b = reader.read([int(p) for p in store.test_patches])
-    reader.close()
-    x = jnp.asarray(network_inputs(b.predictors, b.forcing[:, 0, 9], tm.standardizer))
-    closed = cfg.model.closed_budget
+    b = read_patches(tm, store, store.test_patches)
     i_lai, i_gpp = OUTPUTS.index("lai"), OUTPUTS.index("gpp")
-
-    def run(net):
-        p = to_parameters(apply_network(net, x, cfg.network.activation))
-        _, out = simulate(jnp.asarray(b.forcing), p.process.stack(), jnp.stack(p.phenology, -1),
-                          p.initial_pools.stack(), closed_budget=closed)
-        return np.asarray(out), p
 
     # the untrained network: the run's own initialisation (step-0 checkpoint arrays are not
     # kept, so re-create it from the seed exactly as the trainer does)
     from differland_dist.network.mlp import init_network
 
     net0 = init_network(jax.random.PRNGKey(cfg.training.seed), len(predictor_names(cfg.data.predictors)), cfg.network)
-    out0, _ = run(net0)
+    _, out0 = simulate_batch(tm, b, network=net0)
     p1, out1 = simulate_batch(tm, b)
     true = np.asarray(store.array("true_params")[b.pixel_index[0]:b.pixel_index[-1] + 1]) \
         if np.all(np.diff(b.pixel_index) == 1) else np.asarray(store.array("true_params")[...])[b.pixel_index]
@@ -95,10 +83,8 @@ def plot_report(out_dir: Path, metrics: list[dict], store_url: str, run_dir: str
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from differland_dist.data.batch import predictor_names
-    from differland_dist.data.reader import PatchReader
     from differland_dist.data.store import open_store
-    from differland_dist.inference.compute import simulate_batch
+    from differland_dist.inference.compute import read_patches, simulate_batch
     from differland_dist.model.parameters import PARAM_NAMES
     from differland_dist.runs import load_trained
 
@@ -121,9 +107,7 @@ def plot_report(out_dir: Path, metrics: list[dict], store_url: str, run_dir: str
     # map of one learnt parameter next to its true map, all pixels
     tm = load_trained(run_dir)
     store = open_store(store_url)
-    reader = PatchReader(store, predictor_names(tm.config.data.predictors), tm.config.data.products)
-    b = reader.read([int(p) for p in store.patch_ids])
-    reader.close()
+    b = read_patches(tm, store, store.patch_ids)
     p, _ = simulate_batch(tm, b)
     k = PARAM_NAMES.index(param)
     learnt = np.asarray(p.process.stack())[:, k]

@@ -1,6 +1,5 @@
 """The spatialisation network: parity with the published weights, init, import, refusal."""
 
-import io
 import os
 import pickle
 import subprocess

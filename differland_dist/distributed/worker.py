@@ -10,7 +10,7 @@ import os
 import time
 from typing import Any, Sequence
 
-from differland_dist import allocator
+from differland_dist.process_env import jax_process_env
 
 
 def worker_env(ray_cfg) -> dict[str, str]:
@@ -23,18 +23,8 @@ def worker_env(ray_cfg) -> dict[str, str]:
         platforms = "tpu"
     else:
         platforms = "cpu"
-    env = {
-        "JAX_PLATFORMS": platforms,
-        "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false",
-        # several actors may share a GPU: allocate on demand, not 75 % up front
-        "XLA_PYTHON_CLIENT_PREALLOCATE": "false",
-    }
     threads = ray_cfg.jax_threads_per_worker or (int(ray_cfg.cpus_per_worker) if platforms == "cpu" else 0)
-    if platforms == "cpu" and threads:
-        env["XLA_FLAGS"] = (f"--xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'} "
-                            f"intra_op_parallelism_threads={threads}")
-        env["OMP_NUM_THREADS"] = str(threads)
-    env.update(allocator.env_vars())  # glibc reads them at process start
+    env = jax_process_env(platforms, threads)
     user = dict(ray_cfg.runtime_env.get("env_vars", {}))
     env.update({k: str(v) for k, v in user.items()})
     return env

@@ -31,8 +31,22 @@ def network_inputs(raw: np.ndarray, lat: np.ndarray, standardizer: Standardizer)
     return standardizer.apply(full)
 
 
-def simulate_batch(trained, batch):
+def read_patches(trained, store, patch_ids: Sequence[int]):
+    """One :class:`PatchBatch` of ``patch_ids`` with the predictors and products the trained
+    run was calibrated on."""
+    from differland_dist.data.batch import predictor_names
+    from differland_dist.data.reader import PatchReader
+
+    cfg = trained.config.data
+    with PatchReader(store, predictor_names(cfg.predictors), cfg.products) as reader:
+        return reader.read([int(p) for p in patch_ids])
+
+
+def simulate_batch(trained, batch, network=None):
     """Parameters and all 44 outputs of a trained model for a :class:`PatchBatch`.
+
+    ``network``: other weights of the same architecture (e.g. the untrained initialisation)
+    instead of the trained ones.
 
     Returns (Parameters of (P,) fields, outputs (P, T, 44) numpy array).
     """
@@ -42,7 +56,8 @@ def simulate_batch(trained, batch):
     from differland_dist.network import apply_network, to_parameters
 
     x = network_inputs(batch.predictors, batch.forcing[:, 0, 9], trained.standardizer)
-    p = to_parameters(apply_network(trained.network, jnp.asarray(x), trained.network_config.activation))
+    net = trained.network if network is None else network
+    p = to_parameters(apply_network(net, jnp.asarray(x), trained.network_config.activation))
     _, out = simulate(jnp.asarray(batch.forcing), p.process.stack(), jnp.stack(p.phenology, -1),
                       p.initial_pools.stack(), closed_budget=trained.config.model.closed_budget)
     return p, np.asarray(out)

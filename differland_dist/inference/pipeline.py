@@ -29,12 +29,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from differland_dist import allocator
 from differland_dist.data.store import PixelStore, resolve
 from differland_dist.errors import DifferlandError
 from differland_dist.inference import output as out_mod
 from differland_dist.inference.compute import (
     check_standardizer, check_store_inputs, pad_pixels, required_store_vars, stack_inputs)
+from differland_dist.process_env import jax_process_env
 
 log = logging.getLogger(__name__)
 
@@ -138,15 +138,7 @@ class InferenceReport:
 def actor_env(options: InferenceOptions) -> dict[str, str]:
     """Environment of the actors (through ``runtime_env``): JAX platform and threads, gcsfs."""
     platforms = options.jax_platforms or ("cuda" if options.gpus_per_actor > 0 else "cpu")
-    env = {"JAX_PLATFORMS": platforms, "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false",
-           "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
-    if platforms == "cpu":
-        threads = max(1, int(options.cpus_per_actor))
-        env["XLA_FLAGS"] = (f"--xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'} "
-                            f"intra_op_parallelism_threads={threads}")
-        env["OMP_NUM_THREADS"] = str(threads)
-    env.update(allocator.env_vars())  # glibc reads them at process start
-    return env
+    return jax_process_env(platforms, max(1, int(options.cpus_per_actor)))
 
 
 class ChunkWorker:

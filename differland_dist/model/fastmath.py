@@ -53,12 +53,17 @@ def _cos_poly(r):
     return 1 - 0.5 * z + z * z * (_C1 + z * (_C2 + z * _C3))
 
 
+def _reduced_sincos(x):
+    """(sin r, cos r, q) with x = q * pi/2 + r."""
+    r, q = _reduce(x)
+    return _sin_poly(r), _cos_poly(r), q
+
+
 def cos(x):
     """cos(x), x in radians (|x| < ~8000 for full accuracy)."""
     if not _is_f32(x):
         return jnp.cos(x)
-    r, q = _reduce(x)
-    s, c = _sin_poly(r), _cos_poly(r)
+    s, c, q = _reduced_sincos(x)
     # cos(q pi/2 + r) for q = 0, 1, 2, 3: c, -s, -c, s
     return jnp.where(q == 0, c, jnp.where(q == 1, -s, jnp.where(q == 2, -c, s)))
 
@@ -67,8 +72,7 @@ def tan(x):
     """tan(x), x in radians (|x| < ~8000 for full accuracy)."""
     if not _is_f32(x):
         return jnp.tan(x)
-    r, q = _reduce(x)
-    s, c = _sin_poly(r), _cos_poly(r)
+    s, c, q = _reduced_sincos(x)
     # tan(r + q pi/2) is tan(r) for even q and -cot(r) for odd q
     odd = (q & 1) == 1
     return jnp.where(odd, -c, s) / jnp.where(odd, s, c)

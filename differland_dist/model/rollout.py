@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from functools import partial
-from typing import NamedTuple, Sequence
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -30,11 +30,15 @@ from differland_dist.model.parameters import OUTPUTS
 from differland_dist.model.structures import Fluxes, Forcing, Parameters, Pools
 
 
-def _time_major(forcing: Forcing, shape, dtype=jnp.float32) -> Forcing:
+def _dtype(params: Parameters):
+    """float32 normally; float64 when the caller passes float64 (x64 gradient checks)."""
+    return jnp.result_type(jnp.asarray(params.initial_pools.labile).dtype, jnp.float32)
+
+
+def _time_major(forcing: Forcing, params: Parameters) -> Forcing:
     """Fields of shape (P, T), (P, 1) (per pixel) or (T,) (per step) -> (T, P)."""
-    if isinstance(forcing, _TimeMajor):
-        return forcing.fields
-    P, T = shape
+    P, T = jnp.shape(params.initial_pools.labile)[0], jnp.shape(forcing.days)[-1]
+    dtype = _dtype(params)
     out = []
     for x in forcing:
         x = jnp.asarray(x, dtype)
@@ -43,24 +47,14 @@ def _time_major(forcing: Forcing, shape, dtype=jnp.float32) -> Forcing:
     return Forcing(*out)
 
 
-class _TimeMajor(NamedTuple):
-    """Forcing already in (T, P) fields (from :func:`_forcing_from_array`)."""
+def _forcing_from_array(met, params: Parameters) -> Forcing:
+    """(P, T, 17) golden-layout forcing -> time-major (T, P) fields, in one transposition.
 
-    fields: Forcing
-
-    @property
-    def days(self):
-        return self.fields.days
-
-
-def _forcing_from_array(met, dtype=jnp.float32) -> _TimeMajor:
-    """(P, T, 17) golden-layout forcing -> time-major fields, in one transposition.
-
-    One (P, T, 13) -> (13, T, P) transpose reads the input once; transposing field by field
-    would stream the whole interleaved array once per field.
+    One (P, T, 13) -> (13, T, P) transpose reads the input once; :func:`_time_major` on the
+    fields of such an array would stream the whole interleaved array once per field.
     """
     n = len(Forcing._fields)
-    return _TimeMajor(Forcing(*jnp.transpose(jnp.asarray(met, dtype)[..., :n], (2, 1, 0))))
+    return Forcing(*jnp.transpose(jnp.asarray(met, _dtype(params))[..., :n], (2, 1, 0)))
 
 
 def rollout(params: Parameters, forcing: Forcing, *, outputs: Sequence[str] | None = None,
@@ -97,7 +91,8 @@ def _blocked_scan(params: Parameters, forcing: Forcing, names: tuple[str, ...], 
     """:func:`_scan` over blocks of ``block`` pixels in sequence (``lax.map``); same results."""
     P = jnp.shape(params.initial_pools.labile)[0]
     if block <= 0 or P <= block:
-        return _scan(params, forcing, names, sums, checkpoint_every, closed_budget, unroll)
+        return _scan(params, _time_major(forcing, params), names, sums, checkpoint_every,
+                     closed_budget, unroll)
     nb = -(-P // block)
     block = -(-P // nb)  # even blocks: 320 pixels run as 2 x 160, not 2 x 256 with padding
     pad = nb * block - P
@@ -117,7 +112,7 @@ def _blocked_scan(params: Parameters, forcing: Forcing, names: tuple[str, ...], 
     def one(blk):
         it = iter(blk)
         pr, fo = jax.tree_util.tree_unflatten(treedef, [next(it) if b else x for x, b in zip(leaves, is_pp)])
-        return _scan(pr, fo, names, sums, checkpoint_every, closed_budget, unroll)
+        return _scan(pr, _time_major(fo, pr), names, sums, checkpoint_every, closed_budget, unroll)
 
     pools, ys, totals = jax.lax.map(one, blocked)
     merge = lambda a: a.reshape((nb * block,) + a.shape[2:])[:P]  # noqa: E731
@@ -126,15 +121,13 @@ def _blocked_scan(params: Parameters, forcing: Forcing, names: tuple[str, ...], 
     return jax.tree.map(merge, pools), ys, {k: merge(v) for k, v in totals.items()}
 
 
-def _scan(params: Parameters, forcing: Forcing, names: tuple[str, ...], sums: tuple[str, ...],
+def _scan(params: Parameters, ftm: Forcing, names: tuple[str, ...], sums: tuple[str, ...],
           checkpoint_every: int, closed_budget: bool, unroll: int):
-    """The time loop: (final pools, one (T, P) array per name, time sums)."""
+    """The time loop over time-major forcing ``ftm`` (fields (T, P)): (final pools, one (T, P)
+    array per name, time sums)."""
     pools0 = params.initial_pools
-    P = jnp.shape(pools0.labile)[0]
-    T = jnp.shape(forcing.days)[0 if isinstance(forcing, _TimeMajor) else -1]
-    # float32 normally; float64 when the caller passes float64 (x64 gradient checks)
-    dtype = jnp.result_type(jnp.asarray(pools0.labile).dtype, jnp.float32)
-    ftm = _time_major(forcing, (P, T), dtype)
+    P, T = jnp.shape(pools0.labile)[0], jnp.shape(ftm.days)[0]
+    dtype = _dtype(params)
     consts = prepare(params)
     dayl = acm.day_length(ftm.lat, ftm.doy)  # depends on forcing only: one vectorised pass
 
@@ -182,16 +175,6 @@ def default_checkpoint_every(n_steps: int) -> int:
     return max(1, int(round(root)))
 
 
-def _simulate(forcing, dalec_params, pheno_params, initial_pools, closed_budget, pixel_block):
-    params = Parameters.from_arrays(dalec_params, pheno_params, initial_pools)
-    if pixel_block > 0 and jnp.shape(forcing)[0] > pixel_block:
-        fo = Forcing.from_array(forcing)  # blocks split the pixel axis first
-    else:
-        fo = _forcing_from_array(forcing, jnp.result_type(jnp.asarray(initial_pools).dtype, jnp.float32))
-    pools, ys, _ = _blocked_scan(params, fo, tuple(OUTPUTS), (), 0, closed_budget, 1, pixel_block)
-    return pools.stack(), ys
-
-
 @partial(jax.jit, static_argnames=("closed_budget", "pixel_block"))
 def simulate_series(forcing, dalec_params, pheno_params, initial_pools, closed_budget: bool = True,
                     pixel_block: int = 0):
@@ -204,9 +187,16 @@ def simulate_series(forcing, dalec_params, pheno_params, initial_pools, closed_b
     Returns:
       final_pools (P, 7), ``Fluxes`` of (T, P) arrays (``series.gpp[t, p]``).
     """
-    pools, ys = _simulate(forcing, dalec_params, pheno_params, initial_pools, closed_budget,
-                          pixel_block)
-    return pools, Fluxes(*ys)
+    params = Parameters.from_arrays(dalec_params, pheno_params, initial_pools)
+    names = tuple(OUTPUTS)
+    if pixel_block > 0 and jnp.shape(forcing)[0] > pixel_block:
+        # blocks split the pixel axis first, then go time-major one by one
+        pools, ys, _ = _blocked_scan(params, Forcing.from_array(forcing), names, (), 0,
+                                     closed_budget, 1, pixel_block)
+    else:
+        pools, ys, _ = _scan(params, _forcing_from_array(forcing, params), names, (), 0,
+                             closed_budget, 1)
+    return pools.stack(), Fluxes(*ys)
 
 
 @partial(jax.jit, static_argnames=("closed_budget", "pixel_block"))
@@ -220,9 +210,9 @@ def simulate(forcing, dalec_params, pheno_params, initial_pools, closed_budget: 
     Returns:
       final_pools (P, 7), outputs (P, T, 44) in ``parameters.OUTPUTS`` order.
     """
-    pools, ys = _simulate(forcing, dalec_params, pheno_params, initial_pools, closed_budget,
-                          pixel_block)
-    return pools, jnp.stack([y.T for y in ys], axis=-1)
+    pools, series = simulate_series(forcing, dalec_params, pheno_params, initial_pools,
+                                    closed_budget, pixel_block)
+    return pools, jnp.stack([y.T for y in series], axis=-1)
 
 
 def outputs_as_fluxes(outputs) -> Fluxes:
