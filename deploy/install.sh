@@ -39,6 +39,10 @@ esac
 # etils[epath,epath-gcs] lets JAX use a gs:// persistent compilation cache (docs/cloud.md).
 set -- "$python" -m pip install --no-cache-dir \
   "ray[default,data]==$ray_version" "etils[epath,epath-gcs]" "$spec"
+# The tested versions of everything else (the README's install uses the same file).
+if [ -f "$src/constraints.txt" ] || [ "${DRY_RUN:-0}" = "1" ]; then
+  set -- "$@" -c "$src/constraints.txt"
+fi
 if [ -n "$find_links" ]; then
   set -- "$@" --find-links "$find_links"
 fi

@@ -881,6 +881,7 @@ def test_install_script_variants(variant, extra):
     assert f"/src{extra}" in out, out
     assert f"ray[default,data]=={_ray_pin()}" in out
     assert any(t.startswith("etils[") and "epath-gcs" in t for t in out)
+    assert out[out.index("-c") + 1] == "/src/constraints.txt"  # the tested versions
 
 
 def test_install_script_rejects_unknown_variant():

@@ -32,6 +32,7 @@ from zarr.storage import FsspecStore, LocalStore  # noqa: E402
 
 from differland_dist.data import schema  # noqa: E402
 from differland_dist.errors import DataValidationError, DifferlandError  # noqa: E402
+from differland_dist.location import OWNER_MARKER, Location  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ def _quiet_zarr() -> Iterator[None]:
         warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
         warnings.filterwarnings("ignore", message=".*not part of the Zarr format 3.*")
         warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification.*")
+        warnings.filterwarnings("ignore", message=".*not recognized as a component of a Zarr.*")
         yield
 
 
@@ -163,10 +165,11 @@ def write_store(ds: xr.Dataset, url: str, storage_options: dict | None = None,
         raise DataValidationError(problems, source=f"dataset to write to {url}")
     C = int(ds.attrs["max_patch_size"])
     fs, root = resolve(url, storage_options)
+    target = Location(url, storage_options)
     if check_target(url, storage_options, overwrite):
-        log.info("removing the existing store at %s", url)
-        fs.rm(root, recursive=True)
-        fs.invalidate_cache()
+        log.info("replacing the existing store at %s", url)
+        target.clear_owned(STORE_KIND)
+    target.claim(STORE_KIND, [ROOT_META, *(str(n) for n in ds.variables)])
     out = ds.copy(deep=False)
     out.attrs = {**ds.attrs, "content_sha256": content_digest(ds), "complete": False}
     for var in out.variables.values():
@@ -191,29 +194,23 @@ def write_store(ds: xr.Dataset, url: str, storage_options: dict | None = None,
 def _write_zarr(ds: xr.Dataset, store: zarr.abc.store.Store, max_patch_size: int) -> None:
     """Every array, then consolidated metadata with ``complete`` set, as the last write."""
     with _quiet_zarr():
-        ds.to_zarr(store, mode="w", zarr_format=3, consolidated=False,
+        # "a" into the folder that holds only our marker; "w" would first clear the whole folder (our ownership marker included)
+        ds.to_zarr(store, mode="a", zarr_format=3, consolidated=False,
                    encoding=_encoding(ds, max_patch_size), write_empty_chunks=True)
         zarr.consolidate_metadata(store, zarr_format=3)
         group = zarr.open_group(store, mode="r+", zarr_format=3, use_consolidated=True)
         group.attrs["complete"] = True  # rewrites root zarr.json only, consolidated kept
 
 
+#: The ownership kind of a pixel store (see :meth:`differland_dist.location.Location.claim`).
+STORE_KIND = "zarr-store"
+
+
 def check_target(url: str, storage_options: dict | None = None, overwrite: bool = False) -> bool:
-    """Whether a store exists at ``url`` that ``overwrite`` allows replacing (True) or nothing
-    is there (False); raise DifferlandError if something is there and may not be replaced."""
-    fs, root = resolve(url, storage_options)
-    existing = list_objects(fs, root) if fs.exists(root) else {}
-    if not existing:
-        return False
-    if not overwrite:
-        raise DifferlandError(f"{url}: a store (or other data) already exists there; "
-                              "pass overwrite=True (--overwrite) to replace it")
-    # a store, or what an interrupted upload left of one (arrays without the root zarr.json)
-    if ROOT_META not in existing and not any(k.count("/") == 1 and k.endswith("/" + ROOT_META)
-                                             for k in existing):
-        raise DifferlandError(f"{url}: refusing to overwrite: it holds {len(existing)} "
-                              "object(s) but is not a zarr store (no zarr.json)")
-    return True
+    """Whether a store we wrote is at ``url`` and ``overwrite`` allows replacing it (True), or
+    nothing is there (False); DifferlandError naming what is in the way otherwise (anything not
+    provably written by differland is never replaced)."""
+    return Location(url, storage_options).check_replaceable(STORE_KIND, overwrite)
 
 
 class PixelStore:
@@ -345,8 +342,11 @@ class PixelStore:
 
     # -- identity ----------------------------------------------------------------------------
     def list_objects(self) -> dict[str, int]:
-        """Every object of the store: relative key -> size (one listing, not cached)."""
-        return list_objects(self.fs, self.root)
+        """Every object of the store: relative key -> size (one listing, not cached), less the
+        ownership marker (bookkeeping of the writer, not data)."""
+        objects = list_objects(self.fs, self.root)
+        objects.pop(OWNER_MARKER, None)
+        return objects
 
     def fingerprint(self, manifest: dict[str, int] | None = None) -> str:
         """sha256 hex of the root metadata and the manifest (key, size) of every object.

@@ -50,14 +50,17 @@ import numpy as np
 import xarray as xr
 import zarr
 
-from differland_dist.data.store import PixelStore, _quiet_zarr, list_objects, resolve, zarr_store
+from differland_dist.data.store import PixelStore, _quiet_zarr, resolve, zarr_store
 from differland_dist.errors import DifferlandError
+from differland_dist.location import Location
 from differland_dist.model.parameters import (
     OUTPUT_UNITS, PHENOLOGY_PARAMETERS, POOLS, PROCESS_PARAMETERS)
 
 log = logging.getLogger(__name__)
 
 OUTPUT_VERSION = 1
+#: The ownership kind of an inference output (see :meth:`differland_dist.location.Location.claim`).
+OUTPUT_KIND = "inference-output"
 ROOT_META = "zarr.json"
 DONE = "chunk_done"
 #: Per-pixel coordinates copied from the input store.
@@ -266,10 +269,15 @@ def create_output(url: str, store: PixelStore, series: Sequence[str], attrs: dic
         **attrs,
         "complete": False,
     }
+    coords = _coords_dataset(store, grid, group_attrs)
+    Location(url, storage_options).claim(OUTPUT_KIND, [
+        ROOT_META, DONE, WRITTEN_AT, *(str(n) for n in coords.variables), *series,
+        *(param_var(n) for n in PARAM_NAMES), *(map_var(n) for n in PARAM_NAMES if grid is not None)])
     zs = zarr_store(url, storage_options, read_only=False)
     with _quiet_zarr():
-        _coords_dataset(store, grid, group_attrs).to_zarr(
-            zs, mode="w", zarr_format=3, consolidated=False,
+        # "a" into the folder that holds only our marker; "w" would first clear the folder, our ownership marker included
+        coords.to_zarr(
+            zs, mode="a", zarr_format=3, consolidated=False,
             encoding={"time": {"chunks": (T,)}})
         g = zarr.open_group(zs, mode="r+", zarr_format=3)
         for name, units, long_name in PARAMETERS:
@@ -411,12 +419,7 @@ def finish(url: str, storage_options: dict | None = None) -> None:
 
 
 def remove_output(url: str, storage_options: dict | None = None) -> None:
-    """Delete an inference output (refuses anything that is not one)."""
-    fs, root = resolve(url, storage_options)
-    read_attrs(url, storage_options)  # raises if something else is there
-    if list_objects(fs, root):
-        fs.rm(root, recursive=True)
-        try:
-            fs.invalidate_cache()
-        except Exception:  # noqa: BLE001 - a filesystem without a listing cache
-            pass
+    """Delete an inference output: exactly the entries its ownership marker lists; refuses
+    anything that is not one, or that holds files differland did not write."""
+    read_attrs(url, storage_options)  # raises if another zarr group is there
+    Location(url, storage_options).clear_owned(OUTPUT_KIND)
