@@ -1,3 +1,59 @@
-"""differland_dist: distributed calibration of the DifferLand hybrid land model."""
+"""differland_dist: distributed calibration of the DifferLand hybrid land model.
+
+The notebook surface (docs/python.md), importable from the top level::
+
+    import differland_dist as dl
+
+    ds = dl.open_store("demo_out/earth.zarr")              # a store as an xarray Dataset
+    tm = dl.TrainedModel.from_checkpoint("demo_out/run")   # a checkpoint, applied to xarray
+    out = dl.open_output("demo_out/inference.zarr")        # an inference output
+    cube = dl.gridded(out.gpp)                             # (time, lat, lon)
+
+and the commands' functions with the configs the CLI uses: ``load_config``, ``synth_to_store``,
+``calibrate``, ``run_inference`` (``InferenceOptions``), ``evaluate`` (``EvaluationOptions``),
+``run_demo``.
+"""
+
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
+
+# Resolved on first use: importing the package stays cheap and imports no JAX, so the CLI
+# (and a notebook) can still tune the heap (differland_dist.allocator) before JAX loads.
+_EXPORTS = {
+    "open_store": "differland_dist.api",
+    "open_output": "differland_dist.api",
+    "gridded": "differland_dist.api",
+    "open_ensemble": "differland_dist.api",
+    "load_grid": "differland_dist.experiment",
+    "run_experiment": "differland_dist.experiment",
+    "TrainedModel": "differland_dist.trained",
+    "load_config": "differland_dist.config",
+    "ExperimentConfig": "differland_dist.config",
+    "synth_to_store": "differland_dist.data.synth",
+    "calibrate": "differland_dist.distributed.trainer",
+    "run_inference": "differland_dist.inference.pipeline",
+    "InferenceOptions": "differland_dist.inference.pipeline",
+    "evaluate": "differland_dist.evaluation.evaluate",
+    "EvaluationOptions": "differland_dist.evaluation.evaluate",
+    "run_demo": "differland_dist.demo",
+    "DEMO_CONFIG": "differland_dist.demo",
+    "DifferlandError": "differland_dist.errors",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'differland_dist' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

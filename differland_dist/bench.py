@@ -9,6 +9,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from differland_dist.data import schema
+from differland_dist.data.batch import assemble_labels
+
 log = logging.getLogger(__name__)
 
 
@@ -33,11 +36,13 @@ def synthetic_batch(pixels: int, months: int, seed: int = 0):
     met[..., 10] = 30.0
     met[..., 11] = tmean.mean(1, keepdims=True)
     met[..., 12] = 2.0
-    labels = np.zeros((pixels, months, 24), np.float32)
-    labels[..., 0], labels[..., 1] = 1.0, 1.0   # SIF
-    labels[..., 4], labels[..., 5] = 2.0, 1.0   # LAI
-    labels[..., 22], labels[..., 23] = 2.0, 1.0  # ET
-    labels[..., 2], labels[..., 3] = 0.0, 1.0   # NBE
+    # constant observations, weight 1, of four streams (the published label packing)
+    observed = {"sif": 1.0, "lai": 2.0, "et_gleam": 2.0, "nbe": 0.0}
+    obs = {}
+    for stream, value in observed.items():
+        obs[schema.obs_value_name(stream)] = np.full((pixels, months), value, np.float32)
+        obs[schema.obs_weight_name(stream)] = np.ones((pixels, months), np.float32)
+    labels = assemble_labels(obs, {s: s for s in observed}, pixels, months)
     pred = rng.normal(size=(pixels, 21)).astype(np.float32)
     return met, labels, pred
 

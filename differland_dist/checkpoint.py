@@ -10,27 +10,18 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
-import uuid
 from typing import Any
 
 import numpy as np
 
 from differland_dist.errors import CheckpointError
+from differland_dist.location import Location
 
 log = logging.getLogger(__name__)
 
 _META_KEY = "__meta_json__"
 FORMAT = "differland-checkpoint"
 FORMAT_VERSION = 1
-
-
-def _fs(url: str, storage_options: dict | None):
-    os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
-    import fsspec
-
-    fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
-    return fs, path
 
 
 def to_bytes(arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> bytes:
@@ -74,29 +65,16 @@ def save(url: str, arrays: dict[str, np.ndarray], meta: dict[str, Any],
 
 def write_bytes_atomic(url: str, data: bytes, storage_options: dict | None = None) -> None:
     """Atomic write of one object/file (see :func:`save`)."""
-    fs, path = _fs(url, storage_options)
-    parent = path.rsplit("/", 1)[0] if "/" in path else ""
-    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
-    if "file" in protocols or "local" in protocols:
-        if parent:
-            os.makedirs(parent, exist_ok=True)
-        tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    else:
-        fs.pipe_file(path, data)
+    Location(url, storage_options).write_atomic(data)
 
 
 def load(url: str, storage_options: dict | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    fs, path = _fs(url, storage_options)
-    if not fs.exists(path):
-        raise CheckpointError(f"checkpoint not found: {url}")
-    return from_bytes(fs.cat_file(path), source=url)
+    try:
+        data = Location(url, storage_options).read_bytes()
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint not found: {url}") from None
+    return from_bytes(data, source=url)
 
 
 def exists(url: str, storage_options: dict | None = None) -> bool:
-    fs, path = _fs(url, storage_options)
-    return fs.exists(path)
+    return Location(url, storage_options).exists()

@@ -1,26 +1,49 @@
 """The experiment configuration: typed, validated, frozen; one loader for YAML files,
 ``--set key=value`` overrides and the copy saved in every checkpoint.
 
-An unknown key anywhere is an error that names it.
+An unknown key anywhere is an error that names it, and so is a key given twice in a YAML
+mapping. Every value is type- and range-checked when the config is built, with the full
+dotted key in the message (``training.seed: must be in [0, 4294967295], got -1``), so a bad
+value fails before any store is read or cluster started. :func:`check_against_store` checks
+the values that must fit the data (e.g. ``loss.warm_up`` against the store's time steps).
+
+YAML is read by one loader (:func:`read_yaml`, :func:`parse_override`) that also takes
+exponent numbers without a dot (``1e-3``, which PyYAML's YAML 1.1 rules leave a string) as
+numbers.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
-import json
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
 
+from differland_dist import checks
 from differland_dist.data.schema import PREDICTOR_SET_ORDER, STREAMS
 from differland_dist.errors import ConfigError
-from differland_dist.loss.terms import TERMS, LossConfig
+from differland_dist.loss.terms import ANNUAL_TERMS, TERMS, LossConfig
 from differland_dist.model.config import ModelConfig
 from differland_dist.network.mlp import NetworkConfig
 
 DEFAULT_PRODUCTS = {s.name: (None if s.name == "vod" else s.default_product) for s in STREAMS}
+
+#: JAX platform names a worker may be given (``ray.jax_platforms``, comma-separated).
+JAX_PLATFORMS = ("cpu", "cuda", "gpu", "rocm", "tpu", "metal")
+#: TPU chips per actor that Ray accepts.
+TPU_CHIP_COUNTS = (1, 2, 4, 8)
+#: Ray's smallest fractional resource quantity.
+RAY_RESOURCE_UNIT = 1e-4
+#: Largest training.seed: JAX's 32-bit PRNG keys would map larger seeds onto smaller ones.
+MAX_SEED = 2**32 - 1
+
+
+def _set(obj, name: str, value) -> None:
+    object.__setattr__(obj, name, value)
 
 
 @dataclass(frozen=True)
@@ -29,22 +52,52 @@ class DataConfig:
 
     url: str = ""
     storage_options: Mapping[str, Any] = field(default_factory=dict)
+    #: predictor sets; a single string is a comma-separated list (``--set data.predictors=PFT``)
     predictors: tuple[str, ...] = ("PFT", "CLIM", "SOIL", "AGE")
     #: stream -> product variable (``obs_<product>`` in the store), or None to switch it off
     products: Mapping[str, str | None] = field(default_factory=lambda: dict(DEFAULT_PRODUCTS))
     cache: str | None = None   # None, "memory" or a local directory
+    #: draw this run's own train/dev partition of the store's non-test patches with this seed
+    #: (an experiment member's "run"); None: the store's split as written
+    split_seed: int | None = None
+    #: with split_seed: the share of the non-test patches that go to dev (None: the store's)
+    dev_fraction: float | None = None
 
     def __post_init__(self):
-        preds = tuple(self.predictors)
+        checks.string("data.url", self.url)
+        if self.split_seed is not None:
+            _set(self, "split_seed", checks.integer("data.split_seed", self.split_seed, 0, MAX_SEED))
+        if self.dev_fraction is not None:
+            if self.split_seed is None:
+                raise ConfigError("data.dev_fraction: only used with data.split_seed (set both)")
+            _set(self, "dev_fraction", checks.number("data.dev_fraction", self.dev_fraction, 0, 1,
+                                                     hi_open=True))
+        _set(self, "storage_options", checks.mapping("data.storage_options", self.storage_options))
+        preds = self.predictors
+        if isinstance(preds, str):
+            preds = [p.strip() for p in preds.split(",") if p.strip()]
+        if not isinstance(preds, (list, tuple)):
+            raise ConfigError(f"data.predictors: expected a list of predictor sets, got {preds!r}")
+        preds = tuple(preds)
         bad = [p for p in preds if p not in PREDICTOR_SET_ORDER]
         if bad or not preds:
             raise ConfigError(f"data.predictors: unknown set(s) {bad}; choose from {list(PREDICTOR_SET_ORDER)}")
-        object.__setattr__(self, "predictors", preds)
-        unknown = set(self.products) - set(DEFAULT_PRODUCTS)
+        twice = sorted({p for p in preds if preds.count(p) > 1})
+        if twice:
+            raise ConfigError(f"data.predictors: {twice} listed more than once, got {list(preds)}")
+        _set(self, "predictors", preds)
+        products = checks.mapping("data.products", self.products)
+        unknown = set(products) - set(DEFAULT_PRODUCTS)
         if unknown:
             raise ConfigError(f"data.products: unknown stream(s) {sorted(unknown)}; streams: {list(DEFAULT_PRODUCTS)}")
-        object.__setattr__(self, "products", {**DEFAULT_PRODUCTS, **dict(self.products)})
-        object.__setattr__(self, "storage_options", dict(self.storage_options))
+        for stream, product in products.items():
+            if product is not None:
+                checks.string(f"data.products.{stream}", product, empty=False)
+        _set(self, "products", {**DEFAULT_PRODUCTS, **products})
+        if self.cache is not None:
+            checks.string("data.cache", self.cache, empty=False)
+            if "://" in self.cache:  # decoded chunks are written with os-level file calls
+                raise ConfigError(f"data.cache: must be null, 'memory' or a local directory, got {self.cache!r}")
 
 
 @dataclass(frozen=True)
@@ -57,14 +110,14 @@ class OptimizerConfig:
     weight_decay: float = 0.0
 
     def __post_init__(self):
-        if self.name not in ("adam", "adamw", "sgd"):
-            raise ConfigError(f"optimizer.name must be adam, adamw or sgd, got {self.name!r}")
-        if self.schedule not in ("constant", "cosine", "warmup_cosine"):
-            raise ConfigError(f"optimizer.schedule must be constant, cosine or warmup_cosine, got {self.schedule!r}")
-        if not self.learning_rate > 0:
-            raise ConfigError(f"optimizer.learning_rate must be > 0, got {self.learning_rate}")
-        if self.clip_norm is not None and not self.clip_norm > 0:
-            raise ConfigError(f"optimizer.clip_norm must be > 0 or null, got {self.clip_norm}")
+        checks.choice("optimizer.name", self.name, ("adam", "adamw", "sgd"))
+        _set(self, "learning_rate",
+             checks.number("optimizer.learning_rate", self.learning_rate, 0, lo_open=True))
+        checks.choice("optimizer.schedule", self.schedule, ("constant", "cosine", "warmup_cosine"))
+        _set(self, "warmup_steps", checks.integer("optimizer.warmup_steps", self.warmup_steps, 0))
+        if self.clip_norm is not None:
+            _set(self, "clip_norm", checks.number("optimizer.clip_norm", self.clip_norm, 0, lo_open=True))
+        _set(self, "weight_decay", checks.number("optimizer.weight_decay", self.weight_decay, 0))
 
 
 @dataclass(frozen=True)
@@ -79,20 +132,33 @@ class TrainingConfig:
     lr_reduction: float = 0.5          # factor for reduce_lr
     patches_per_call: int = 1          # patches per compiled call on a worker (fixed shape;
                                        # raise it on GPUs to fill the device)
+    order_seed: int | None = None      # seed of the patch order (None: training.seed, which
+                                       # also seeds the network's initialisation)
 
     def __post_init__(self):
-        if self.steps < 1 or self.patches_per_step < 1:
-            raise ConfigError(f"training.steps and training.patches_per_step must be >= 1, got {self.steps}, {self.patches_per_step}")
-        if self.on_nonfinite not in ("skip", "reduce_lr", "rollback"):
-            raise ConfigError(f"training.on_nonfinite must be skip, reduce_lr or rollback, got {self.on_nonfinite!r}")
-        if self.max_nonfinite < 1:
-            raise ConfigError(f"training.max_nonfinite must be >= 1, got {self.max_nonfinite}")
-        if not 0 < self.lr_reduction < 1:
-            raise ConfigError(f"training.lr_reduction must be in (0, 1), got {self.lr_reduction}")
-        if self.patches_per_call < 1:
-            raise ConfigError(f"training.patches_per_call must be >= 1, got {self.patches_per_call}")
-        if self.eval_every < 0 or self.checkpoint_every < 0:
-            raise ConfigError("training.eval_every and training.checkpoint_every must be >= 0")
+        for name, lo in (("steps", 1), ("patches_per_step", 1), ("eval_every", 0),
+                         ("checkpoint_every", 0), ("max_nonfinite", 1), ("patches_per_call", 1)):
+            _set(self, name, checks.integer(f"training.{name}", getattr(self, name), lo))
+        _set(self, "seed", checks.integer("training.seed", self.seed, 0, MAX_SEED))
+        if self.order_seed is not None:
+            _set(self, "order_seed", checks.integer("training.order_seed", self.order_seed, 0, MAX_SEED))
+        checks.choice("training.on_nonfinite", self.on_nonfinite, ("skip", "reduce_lr", "rollback"))
+        _set(self, "lr_reduction", checks.number("training.lr_reduction", self.lr_reduction, 0, 1,
+                                                 lo_open=True, hi_open=True))
+
+
+def _check_address(address: str) -> None:
+    """local | auto | ray://host[:port] | host:port, with a port in 1..65535."""
+    if address in ("local", "auto"):
+        return
+    rest = address[len("ray://"):] if address.startswith("ray://") else address
+    host, sep, port = rest.rpartition(":")
+    if not sep and address.startswith("ray://"):
+        host, port = rest, ""
+    ok = bool(host) and (port == "" and address.startswith("ray://")
+                         or port.isdigit() and 1 <= int(port) <= 65535)
+    if not ok:
+        raise ConfigError(f"ray.address: must be local, auto, ray://host:port or host:port, got {address!r}")
 
 
 @dataclass(frozen=True)
@@ -108,12 +174,37 @@ class RayConfig:
     max_worker_restarts: int = 3
 
     def __post_init__(self):
-        if self.workers < 1:
-            raise ConfigError(f"ray.workers must be >= 1, got {self.workers}")
-        if not (self.address in ("local", "auto") or self.address.startswith("ray://")
-                or ":" in self.address):
-            raise ConfigError(f"ray.address must be local, auto, ray://host:port or host:port, got {self.address!r}")
-        object.__setattr__(self, "runtime_env", dict(self.runtime_env))
+        _check_address(checks.string("ray.address", self.address))
+        _set(self, "workers", checks.integer("ray.workers", self.workers, 1))
+        cpus = checks.number("ray.cpus_per_worker", self.cpus_per_worker, 0, lo_open=True)
+        gpus = checks.number("ray.gpus_per_worker", self.gpus_per_worker, 0)
+        for key, v in (("ray.cpus_per_worker", cpus), ("ray.gpus_per_worker", gpus)):
+            if 0 < v < RAY_RESOURCE_UNIT:
+                raise ConfigError(f"{key}: must be 0 or >= {RAY_RESOURCE_UNIT:g} (Ray's resource "
+                                  f"precision), got {v!r}")
+        tpus = checks.number("ray.tpus_per_worker", self.tpus_per_worker, 0)
+        if tpus and tpus not in TPU_CHIP_COUNTS:
+            raise ConfigError(f"ray.tpus_per_worker: must be 0 or a chip count Ray accepts "
+                              f"({', '.join(map(str, TPU_CHIP_COUNTS))}), got {tpus!r}")
+        _set(self, "cpus_per_worker", cpus)
+        _set(self, "gpus_per_worker", gpus)
+        _set(self, "tpus_per_worker", tpus)
+        checks.string("ray.jax_platforms", self.jax_platforms)
+        if self.jax_platforms:  # passed on verbatim as JAX_PLATFORMS: no spaces
+            bad = [p for p in self.jax_platforms.split(",") if p not in JAX_PLATFORMS]
+            if bad:
+                raise ConfigError(f"ray.jax_platforms: unknown platform(s) {bad}; use \"\" or a "
+                                  f"comma-separated list of {', '.join(JAX_PLATFORMS)}")
+        _set(self, "jax_threads_per_worker",
+             checks.integer("ray.jax_threads_per_worker", self.jax_threads_per_worker, 0))
+        env = checks.mapping("ray.runtime_env", self.runtime_env)
+        if "env_vars" in env:
+            env_vars = checks.mapping("ray.runtime_env.env_vars", env["env_vars"])
+            for k, v in env_vars.items():
+                checks.string(f"ray.runtime_env.env_vars.{k}", v)  # Ray takes strings only
+        _set(self, "runtime_env", env)
+        _set(self, "max_worker_restarts",
+             checks.integer("ray.max_worker_restarts", self.max_worker_restarts, 0))
 
 
 @dataclass(frozen=True)
@@ -126,6 +217,9 @@ class ExperimentConfig:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     ray: RayConfig = field(default_factory=RayConfig)
+
+    def __post_init__(self):
+        checks.string("name", self.name)
 
     def loss_for_store(self, steps_per_year: int) -> LossConfig:
         """The loss config with streams whose product is off switched off, and the data's
@@ -148,6 +242,38 @@ _CLASSES = {"data": DataConfig, "network": NetworkConfig, "model": ModelConfig, 
             "optimizer": OptimizerConfig, "training": TrainingConfig, "ray": RayConfig}
 
 
+def check_against_store(config: ExperimentConfig, n_time: int, steps_per_year: int) -> None:
+    """Raise ConfigError, naming the key, for values that cannot fit a store of ``n_time``
+    time steps with ``steps_per_year`` steps a year (call it before any long work).
+
+    * ``loss.warm_up`` must leave at least one step for the data terms;
+    * the annual terms (biomass, nbe_iav, vod) compare whole years after warm-up: at least
+      one must remain, or they would silently contribute nothing;
+    * the EDC term compares each year's January pools: the series must hold a whole year,
+      or its mean is NaN.
+
+    Terms whose stream has no product (``data.products.<stream>: null``) are off and not
+    checked.
+    """
+    n_time = checks.integer("store time steps", n_time, 1)
+    steps_per_year = checks.integer("store steps per year", steps_per_year, 1)
+    loss = config.loss_for_store(steps_per_year)
+    wu = loss.warm_up
+    if wu >= n_time:
+        raise ConfigError(f"loss.warm_up: must be less than the store's {n_time} time steps, got {wu}")
+    spy = 12 if loss.parity else steps_per_year
+    annual = [t for t in ANNUAL_TERMS if loss.enabled[t]]
+    if annual and (n_time - wu) // spy < 1:
+        raise ConfigError(
+            f"loss.warm_up: {wu} leaves {n_time - wu} of the store's {n_time} time steps, less "
+            f"than the whole year ({spy} steps) that the annual term(s) {annual} compare; lower "
+            f"loss.warm_up or switch them off (loss.enabled.{annual[0]}: false)")
+    if loss.enabled["edc"] and n_time < spy:
+        raise ConfigError(
+            f"loss.enabled.edc: the EDC term compares January pools and needs a whole year "
+            f"({spy} steps), the store has {n_time} time steps; switch it off (loss.enabled.edc: false)")
+
+
 def _to_plain(obj):
     if dataclasses.is_dataclass(obj):
         return {f.name: _to_plain(getattr(obj, f.name)) for f in fields(obj)}
@@ -159,30 +285,14 @@ def _to_plain(obj):
 
 
 def _build(cls, d: Mapping[str, Any], where: str):
+    """One section: unknown keys here; types and ranges in the dataclass's checks."""
     if not isinstance(d, Mapping):
         raise ConfigError(f"{where}: expected a mapping, got {type(d).__name__}")
     known = {f.name: f for f in fields(cls)}
     unknown = sorted(set(d) - set(known))
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {unknown}; known: {sorted(known)}")
-    kwargs = {}
-    for k, v in d.items():
-        typ = known[k].type
-        if isinstance(v, list):
-            v = tuple(v)
-        if typ in ("int",) and isinstance(v, float) and v.is_integer():
-            v = int(v)
-        if typ == "float" and isinstance(v, int) and not isinstance(v, bool):
-            v = float(v)
-        if typ == "int" and not (isinstance(v, int) and not isinstance(v, bool)):
-            raise ConfigError(f"{where}.{k}: expected an integer, got {v!r}")
-        if typ == "float" and not isinstance(v, float):
-            raise ConfigError(f"{where}.{k}: expected a number, got {v!r}")
-        if typ == "bool" and not isinstance(v, bool):
-            raise ConfigError(f"{where}.{k}: expected true/false, got {v!r}")
-        if typ == "str" and not isinstance(v, str):
-            raise ConfigError(f"{where}.{k}: expected a string, got {v!r}")
-        kwargs[k] = v
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
     try:
         return cls(**kwargs)
     except ConfigError:
@@ -201,12 +311,90 @@ def from_dict(d: Mapping[str, Any]) -> ExperimentConfig:
     kwargs: dict[str, Any] = {}
     for k, v in d.items():
         if k == "name":
-            if not isinstance(v, str):
-                raise ConfigError(f"name: expected a string, got {v!r}")
-            kwargs[k] = v
+            kwargs[k] = checks.string("name", v)
         else:
-            kwargs[k] = _build(_CLASSES[k], v or {}, k)
+            kwargs[k] = _build(_CLASSES[k], {} if v is None else v, k)
     return ExperimentConfig(**kwargs)
+
+
+# -- YAML ----------------------------------------------------------------------------------
+
+_FLOAT_TAG = "tag:yaml.org,2002:float"
+#: YAML 1.1's floats, plus exponents without a dot or without a sign (``1e-3``, ``2.5e3``).
+_FLOAT = re.compile(r"""^(?:
+     [-+]?[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+
+    |[-+]?\.[0-9][0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""", re.X)
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader whose float resolver also takes ``1e-3``."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    ch: [(tag, rx) for tag, rx in resolvers if tag != _FLOAT_TAG]
+    for ch, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Loader.add_implicit_resolver(_FLOAT_TAG, _FLOAT, list("-+0123456789."))
+
+
+def _reject_duplicate_keys(node: yaml.Node, source: str, path: str = "", seen: set | None = None) -> None:
+    """ConfigError naming the dotted key and both lines if a mapping repeats a key (PyYAML
+    would silently keep the last)."""
+    seen = set() if seen is None else seen
+    if id(node) in seen:  # anchors and aliases share nodes
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        first: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            here = path
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                here = f"{path}.{key_node.value}" if path else key_node.value
+                line = key_node.start_mark.line + 1
+                if key_node.value in first:
+                    raise ConfigError(f"{source}: duplicate key {here!r} "
+                                      f"(lines {first[key_node.value]} and {line})")
+                first[key_node.value] = line
+            _reject_duplicate_keys(value_node, source, here, seen)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _reject_duplicate_keys(item, source, f"{path}[{i}]", seen)
+
+
+def _load_yaml(text: str, source: str) -> Any:
+    """One YAML document with :class:`_Loader`; ConfigError for duplicate keys or bad YAML."""
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _reject_duplicate_keys(node, source)
+        return loader.construct_document(node)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{source}: not valid YAML ({' '.join(str(e).split())})") from None
+    finally:
+        loader.dispose()
+
+
+def read_yaml(path: str | Path) -> dict:
+    """A YAML config file as a plain mapping ({} if empty); ConfigError naming the file if it
+    is missing, not valid YAML, repeats a key, or is not a mapping."""
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        text = p.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{p}: cannot read ({e})") from None
+    d = _load_yaml(text, str(p))
+    if d is None:
+        return {}
+    if not isinstance(d, dict):
+        raise ConfigError(f"{p}: expected a mapping at the top level, got {type(d).__name__}")
+    return d
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -217,20 +405,19 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     path = [p for p in key.strip().split(".") if p]
     if not path:
         raise ConfigError(f"--set {text!r}: empty key")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as e:
-        raise ConfigError(f"--set {text!r}: value does not parse ({e})") from None
+    value = _load_yaml(raw, f"--set {text!r}") if raw.strip() else ""
     return path, value
 
 
 def apply_overrides(d: dict, overrides: list[str]) -> dict:
-    d = json.loads(json.dumps(d))  # deep copy of plain data
+    d = copy.deepcopy(dict(d))
     for text in overrides or []:
         path, value = parse_override(text)
         node = d
         for p in path[:-1]:
-            node = node.setdefault(p, {})
+            if node.get(p) is None:  # absent, or an empty section in the YAML (``loss:``)
+                node[p] = {}
+            node = node[p]
             if not isinstance(node, dict):
                 raise ConfigError(f"--set {text!r}: {p} is not a section")
         node[path[-1]] = value
@@ -239,17 +426,7 @@ def apply_overrides(d: dict, overrides: list[str]) -> dict:
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
     """The one loader: YAML file (or defaults), then ``--set`` overrides, then validation."""
-    d: dict = {}
-    if path is not None:
-        p = Path(path)
-        if not p.exists():
-            raise ConfigError(f"config file not found: {p}")
-        try:
-            d = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: not valid YAML ({e})") from None
-        if not isinstance(d, dict):
-            raise ConfigError(f"{p}: expected a mapping at the top level")
+    d: dict = read_yaml(path) if path is not None else {}
     try:
         return from_dict(apply_overrides(d, overrides or []))
     except ConfigError as e:

@@ -60,7 +60,7 @@ def test_run_directory_contents(reference):
     assert state.step == 4
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     train = [m for m in lines if m["split"] == "train"]
-    test = [m for m in lines if m["split"] == "test"]
+    test = [m for m in lines if m["split"] == "dev"]
     assert [m["step"] for m in train] == [1, 2, 3, 4] and [m["step"] for m in test] == [2, 4]
     for m in train:
         assert {"loss", "sif", "lai", "nbe", "edc", "violation", "pixel_months_per_s",

@@ -110,11 +110,13 @@ def test_layout_patches_and_chunks(small_ds, small_store_url):
             ax = dims.index("pixel")
             assert arr.chunks[ax] == C, name
             assert all(c == n for i, (c, n) in enumerate(zip(arr.chunks, arr.shape)) if i != ax)
-    # train/test by patch
+    # train/dev/test by patch
     split = small_ds["split"].values
-    assert set(store.test_patches) == {int(p) for p in np.unique(patch[split == 1])}
-    assert set(store.train_patches) | set(store.test_patches) == set(store.patch_ids)
-    assert not set(store.train_patches) & set(store.test_patches)
+    assert set(store.dev_patches) == {int(p) for p in np.unique(patch[split == 1])}
+    assert set(store.test_patches) == {int(p) for p in np.unique(patch[split == 2])}
+    assert len(store.dev_patches) and len(store.test_patches)
+    tr, dv, te = set(store.train_patches), set(store.dev_patches), set(store.test_patches)
+    assert tr | dv | te == set(store.patch_ids) and not (tr & dv or tr & te or dv & te)
 
 
 def test_products_and_lazy_ds(small_store_url):

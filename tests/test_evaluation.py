@@ -160,15 +160,16 @@ def test_evaluate_output_store(output, small_ds, tmp_path):  # noqa: F811
     w = small_ds["obs_lai_weight"].values[:, WARM_UP:] > 0
     split = small_ds["split"].values
     assert saved["streams"]["lai"]["train"]["flat"]["n"] == int(w[split == 0].sum())
-    assert saved["streams"]["lai"]["test"]["flat"]["n"] == int(w[split == 1].sum())
-    assert saved["streams"]["lai"]["test"]["spatial"]["n"] == int((w[split == 1].sum(1) > 0).sum())
+    assert saved["streams"]["lai"]["test"]["flat"]["n"] == int(w[split == 2].sum())
+    assert saved["streams"]["lai"]["test"]["spatial"]["n"] == int((w[split == 2].sum(1) > 0).sum())
+    assert saved["streams"]["lai"]["dev"]["flat"]["n"] == int(w[split == 1].sum())
     # patch streams count patch-steps
-    n_test_patches = len(np.unique(small_ds["patch"].values[split == 1]))
+    n_test_patches = len(np.unique(small_ds["patch"].values[split == 2]))
     assert saved["streams"]["nbe"]["test"]["flat"]["n"] == n_test_patches * (24 - WARM_UP)
     assert saved["streams"]["som"]["train"]["flat"]["n"] == int((split == 0).sum())
     rec = saved["recovery"]
     assert set(rec["test"]["parameters"]) == set(out_mod.PARAM_NAMES)
-    assert "## held-out patches: temporal" in md and "| lai | pixel |" in md and "Parameter recovery" in md
+    assert "## test patches (never trained on or selected by): temporal" in md and "| lai | pixel |" in md and "Parameter recovery" in md
     figs = set(r["figures"])
     assert {"figures/parameter_maps.png", "figures/scatter_lai.png", "figures/scatter_nbe.png",
             "figures/recovery.png"} <= figs

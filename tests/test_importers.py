@@ -299,10 +299,10 @@ def test_import_sites_cli_to_gcs(sites_dir, gcs_emulator, capsys):  # noqa: F811
     rc = main(["import-sites", "--sites", str(sites_dir), "--out", url, "--monthly",
                "--only", "FR-Pue,DE-Hai", "--test-sites", "DE-Hai", "--storage-options", so])
     assert rc == 0, capsys.readouterr().err
-    assert "2 site(s) (1 test), 108 monthly steps" in capsys.readouterr().out
+    assert "2 site(s) (0 dev, 1 test), 108 monthly steps" in capsys.readouterr().out
     store = check_store(url, gcs_emulator["storage_options"])
     assert list(store.ds["site_id"].values) == ["FR-Pue", "DE-Hai"]
-    assert list(store.test_patches) == [1] and list(store.ds["split"].values) == [0, 1]
+    assert list(store.test_patches) == [1] and list(store.ds["split"].values) == [0, 2]
     assert "time_test" not in store.array_names  # split by sites, not by time
     # same calendar, different site CO2: only co2 is per site
     assert store.attrs["per_pixel_forcing"] == ["co2"]

@@ -111,7 +111,7 @@ def test_ray_pipeline_output(ray_output, small_ds, checkpoint):  # noqa: F811
         assert ds[out_mod.map_var(name)].dims == ("lat", "lon")
     for name in out_mod.DEFAULT_SERIES:
         assert ds[name].dims == ("pixel", "time") and ds[name].attrs["units"] and ds[name].attrs["long_name"]
-    assert ds.gpp.attrs["units"] == "gC m-2 d-1" and ds.pool_water.attrs["units"] == "mm"
+    assert ds.gpp.attrs["units"] == "g m-2 d-1" and ds.pool_water.attrs["units"] == "mm"  # UDUNITS: carbon in the names
     assert ds.param_tor_wood.attrs["units"] == "d-1"
 
     # direct computation from the in-memory synthetic Earth

@@ -219,7 +219,8 @@ def test_read_predictors_all_and_splits(small_ds, reader):
     assert all_.shape == (small_ds.sizes["pixel"], len(PREDICTORS))
     split = small_ds["split"].values
     train, test = reader.read_predictors_all("train"), reader.read_predictors_all("test")
-    assert np.array_equal(train, all_[split == 0]) and np.array_equal(test, all_[split == 1])
+    assert np.array_equal(train, all_[split == 0]) and np.array_equal(test, all_[split == 2])
+    assert np.array_equal(reader.read_predictors_all("dev"), all_[split == 1])
     assert np.array_equal(all_[:, PREDICTORS.index("MAP")], small_ds["MAP"].values)
     assert not [p for p, _ in CountingFS.reads if "t_min" in p or "obs_" in p]  # only small vars
     with pytest.raises(ConfigError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import logging
 import os
 import pkgutil
@@ -66,6 +67,22 @@ def _preconfigure(argv: list[str]) -> None:
                                    f" --xla_force_host_platform_device_count={n}").strip()
 
 
+def check_storage_options(args: argparse.Namespace) -> None:
+    """Every ``--*storage-options`` value must be a JSON object. Checked for all commands before
+    any of them starts work, so a typo is a one-line error naming the flag. The value is not
+    echoed: it may hold credentials."""
+    for dest, value in sorted(vars(args).items()):
+        if not (dest.endswith("storage_options") and isinstance(value, str) and value.strip()):
+            continue
+        flag = "--" + dest.replace("_", "-")
+        try:
+            opts = json.loads(value)
+        except json.JSONDecodeError as e:
+            raise DifferlandError(f"{flag}: not valid JSON ({e})") from None
+        if not isinstance(opts, dict):
+            raise DifferlandError(f"{flag}: expected a JSON object, got {type(opts).__name__}")
+
+
 def main(argv: list[str] | None = None) -> int:
     _preconfigure(list(sys.argv[1:] if argv is None else argv))
     parser = build_parser()
@@ -75,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     configure_logging(args.verbose, args.quiet)
     try:
+        check_storage_options(args)
         return int(args._run(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -38,7 +38,7 @@ COORDS: tuple[Var, ...] = (
     Var("row", P, "int32", "1", "grid row of the pixel (0 = northernmost)", 0, 1e7),
     Var("col", P, "int32", "1", "grid column of the pixel (0 = westernmost)", 0, 1e7),
     Var("patch", P, "int32", "1", "patch the pixel belongs to (contiguous, sorted)", 0, 1e9),
-    Var("split", P, "int8", "1", "0 = train, 1 = test (held out by patch)", 0, 1),
+    Var("split", P, "int8", "1", "0 = train, 1 = dev, 2 = test (by patch)", 0, 2),
     Var("time", T, "float64", "days since 2001-01-01", "mid-step time", -1e6, 1e6),
 )
 

@@ -29,7 +29,7 @@ from typing import NamedTuple
 import numpy as np
 import xarray as xr
 
-from differland_dist.data import schema
+from differland_dist.data import schema, splits
 from differland_dist.data.batch import assemble_forcing
 from differland_dist.errors import DifferlandError
 from differland_dist.model.parameters import (
@@ -554,21 +554,21 @@ def _var(name: str, dims, data, extra: dict | None = None) -> xr.Variable:
 
 def make_synthetic(resolution: float = DEFAULT_RESOLUTION, start: int = DEFAULT_START,
                    years: int = DEFAULT_YEARS, seed: int = 0, test_fraction: float = 0.1,
-                   max_patch_size: int = 320) -> xr.Dataset:
+                   max_patch_size: int = 320, dev_fraction: float = 0.1) -> xr.Dataset:
     """The synthetic Earth as an in-memory Dataset following the store schema.
 
     Args:
       resolution: grid spacing in degrees (a divisor of 180 on the 1/120 deg mask grid).
       start, years: the monthly period, January of ``start`` on.
       seed: seeds every random draw.
-      test_fraction: fraction of patches held out (spatial split by patch).
+      test_fraction, dev_fraction: fractions of patches in the test and dev splits (by
+        patch; see :mod:`differland_dist.data.splits`); the rest is train.
       max_patch_size: largest patch allowed, in pixels. The store's ``max_patch_size`` (its
         pixel chunk) is the largest patch the tiling can make: min(this, tile cells).
     """
     if years < 1:
         raise DifferlandError(f"years must be >= 1, got {years}")
-    if not 0.0 <= test_fraction < 1.0:
-        raise DifferlandError(f"test_fraction must be in [0, 1), got {test_fraction}")
+    splits.check_fractions(dev_fraction, test_fraction)
     t0 = _time.perf_counter()
     grid = make_grid(resolution, max_patch_size)
     P = grid.lat.size
@@ -590,12 +590,8 @@ def make_synthetic(resolution: float = DEFAULT_RESOLUTION, start: int = DEFAULT_
     log.info("DALEC done (%.1f s); making observations", _time.perf_counter() - t0)
     obs = make_observations(sim, frc, grid, axis, seed)
 
-    n_patch = int(grid.patch.max()) + 1
-    split_patch = np.zeros(n_patch, np.int8)
-    n_test = int(round(test_fraction * n_patch)) if n_patch > 1 else 0
-    if test_fraction > 0 and n_patch > 1:
-        n_test = max(1, n_test)
-    split_patch[_rng(seed, _RNG_SPLIT).choice(n_patch, size=n_test, replace=False)] = 1
+    split_patch = splits.assign(int(grid.patch.max()) + 1, dev_fraction, test_fraction,
+                                _rng(seed, _RNG_SPLIT))
 
     PT = ("pixel", "time")
     data = {
@@ -663,6 +659,8 @@ def make_synthetic(resolution: float = DEFAULT_RESOLUTION, start: int = DEFAULT_
         "synth_start_year": int(start),
         "synth_years": int(years),
         "test_fraction": float(test_fraction),
+        "dev_fraction": float(dev_fraction),
+        splits.CONVENTION_ATTR: splits.CONVENTION,
         "truth": "true_x = truth_b2_{north|south} + tanh(((F - truth_centre) / truth_scale) @ "
                  "truth_w1 + truth_b1) @ truth_w2, F = the truth_feature predictors; "
                  "true_params = bounded(true_x)",
@@ -675,13 +673,14 @@ def make_synthetic(resolution: float = DEFAULT_RESOLUTION, start: int = DEFAULT_
 def synth_to_store(url: str, resolution: float = DEFAULT_RESOLUTION, start: int = DEFAULT_START,
                    years: int = DEFAULT_YEARS, seed: int = 0, test_fraction: float = 0.1,
                    max_patch_size: int = 320, storage_options: dict | None = None,
-                   overwrite: bool = False) -> xr.Dataset:
+                   overwrite: bool = False, dev_fraction: float = 0.1) -> xr.Dataset:
     """Make the synthetic Earth and write it to ``url`` (atomically: complete flag last).
     Returns the in-memory Dataset."""
     from differland_dist.data.store import check_target, write_store
 
     check_target(url, storage_options, overwrite)  # fail before minutes of work, not after
     ds = make_synthetic(resolution=resolution, start=start, years=years, seed=seed,
-                        test_fraction=test_fraction, max_patch_size=max_patch_size)
+                        test_fraction=test_fraction, max_patch_size=max_patch_size,
+                        dev_fraction=dev_fraction)
     write_store(ds, url, storage_options=storage_options, overwrite=overwrite)
     return ds

@@ -12,7 +12,12 @@ Checks, in order, each reported with the variable and the pixel/time range, actu
    chunks of ``max_patch_size``;
 5. a data scan in pixel blocks: no gaps (NaN) in coordinates, forcing and predictors; values
    within the schema ranges; observation values within their stream's range, weights finite
-   and >= 0, and weight 0 wherever the value is missing.
+   and >= 0, and weight 0 wherever the value is missing;
+6. (stores) every chunk object decodes: its crc32c checksum (stores written by ``write_store``)
+   matches, its compressed frame is intact and it has the size of a whole chunk. The scan reads
+   chunks as raw objects and verifies each once; chunks it does not need are verified after it.
+
+``variables`` (see :func:`validate_store`) limits checks 2-6 to the variables a job reads.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import xarray as xr
 
 from differland_dist.data import schema
 from differland_dist.data.importers import PER_PIXEL_FORCING, by_pixel_name
-from differland_dist.data.store import PixelStore, patch_runs
+from differland_dist.data.store import DIM_LABEL, CorruptChunkError, PixelStore, patch_runs, span
 from differland_dist.errors import DataValidationError
 
 log = logging.getLogger(__name__)
@@ -41,13 +46,7 @@ _BLOCK_VALUES = 2_000_000
 #: Missing chunks listed per variable before summarising.
 _MAX_LISTED = 10
 #: Fingerprints of stores that passed, so reopening a store in one process skips the scan.
-_PASSED: set[tuple[str, str]] = set()
-
-_DIM_LABEL = {"pixel": "pixels", "time": "time steps"}
-
-
-def _span(lo: int, hi: int) -> str:
-    return f"{lo}" if lo == hi else f"{lo}..{hi}"
+_PASSED: set[tuple[str, str, frozenset[str] | None]] = set()
 
 
 class _Tally:
@@ -90,7 +89,7 @@ class _Tally:
         self.vmin, self.vmax = min(self.vmin, other.vmin), max(self.vmax, other.vmax)
 
     def where(self) -> str:
-        return ", ".join(f"{_DIM_LABEL.get(d, d)} {_span(lo, hi)}"
+        return ", ".join(f"{DIM_LABEL.get(d, d)} {span(lo, hi)}"
                          for d, lo, hi in zip(self.dims, self.lo, self.hi))
 
 
@@ -119,6 +118,9 @@ class _DatasetSource:
         var = self.ds.variables[name]
         return np.asarray(var[key].values if key else var.values)
 
+    def read_checked(self, name: str, key: tuple = ()) -> tuple[np.ndarray, None]:
+        return self.read(name, key), None
+
 
 class _StoreSource:
     def __init__(self, store: PixelStore):
@@ -127,6 +129,10 @@ class _StoreSource:
         self.attrs = dict(store.attrs)
         self.names = store.array_names
         self.parallel = True
+        #: chunk key -> CorruptChunkError of every chunk found not to decode
+        self.corrupt: dict[str, CorruptChunkError] = {}
+        #: (array, chunk coords) already read and verified
+        self.seen: set[tuple[str, tuple[int, ...]]] = set()
 
     def dims(self, name: str) -> tuple[str, ...]:
         return self.store.dims(name)
@@ -141,8 +147,52 @@ class _StoreSource:
         return dict(self.store.array(name).attrs)
 
     def read(self, name: str, key: tuple = ()) -> np.ndarray:
-        arr = self.store.array(name)
-        return np.asarray(arr[key] if key else arr[...])
+        return self.read_checked(name, key)[0]
+
+    def read_checked(self, name: str, key: tuple = ()) -> tuple[np.ndarray, np.ndarray | None]:
+        """Values of ``key`` (``()`` or a pixel slice) read chunk by chunk and verified, and
+        None, or a (rows,) bool mask that is False on the rows of chunks that did not decode
+        (recorded in :attr:`corrupt`)."""
+        rows = key[0] if key else None
+        data, errors = self.store.read_checked(name, rows)
+        self.seen.update((name, c) for c in self.store.chunk_grid(name, rows))
+        if not errors:
+            return data, None
+        ok = np.ones(data.shape[0] if data.ndim else 1, bool)
+        lo = (rows.start or 0) if rows is not None else 0
+        for e in errors:
+            self.corrupt[e.key] = e
+            b = self.store.chunk_bounds(name, e.coords)
+            if b:
+                ok[max(0, b[0].start - lo): max(0, b[0].stop - lo)] = False
+        return data, ok
+
+    def verify_unread(self, names) -> None:
+        """Decode (and verify) every chunk of ``names`` that no check has read yet."""
+        jobs = [(n, c) for n in names for c in self.store.chunk_grid(n) if (n, c) not in self.seen]
+
+        def one(job):
+            name, c = job
+            for e in self.store.read_chunks(name, [c]).values():
+                if isinstance(e, CorruptChunkError):
+                    self.corrupt[e.key] = e
+            self.seen.add(job)
+
+        with ThreadPoolExecutor(max_workers=8) as ex:
+            list(ex.map(one, jobs))
+
+    def corrupt_problems(self) -> list[str]:
+        by_var: dict[str, list[CorruptChunkError]] = {}
+        for e in self.corrupt.values():
+            by_var.setdefault(e.var, []).append(e)
+        out = []
+        for name in sorted(by_var):
+            errs = sorted(by_var[name], key=lambda e: [int(x) if x.isdigit() else x
+                                                       for x in e.key.split("/")])
+            out += [e.problem for e in errs[:_MAX_LISTED]]
+            if len(errs) > _MAX_LISTED:
+                out.append(f"{name}: {len(errs) - _MAX_LISTED} more corrupt chunk(s)")
+        return out
 
 
 # -- the checks -------------------------------------------------------------------------------
@@ -180,14 +230,18 @@ def _check_sizes(src) -> tuple[list[str], dict[str, int]]:
     return list(dict.fromkeys(out)), sizes
 
 
-def _check_variables(src) -> tuple[list[str], dict[str, tuple], list[tuple]]:
-    """Schema variables and observations. Returns (problems, scan plan of schema variables
-    name -> (lo, hi, category, units), scan plan of observations (value, weight, stream))."""
+def _check_variables(src, only: frozenset[str] | None = None,
+                     ) -> tuple[list[str], dict[str, tuple], list[tuple]]:
+    """Schema variables and observations (only those in ``only`` if given). Returns (problems,
+    scan plan of schema variables name -> (lo, hi, category, units), scan plan of observations
+    (value, weight, stream))."""
     out: list[str] = []
     plan: dict[str, tuple] = {}
     names = set(src.names)
     for category, table in _TABLES:
         for v in table:
+            if only is not None and v.name not in only:
+                continue
             if v.name not in names:
                 if v.required:
                     out.append(f"{v.name}: missing ({category}; expected dims {v.dims}, "
@@ -208,7 +262,7 @@ def _check_variables(src) -> tuple[list[str], dict[str, tuple], list[tuple]]:
                 plan[v.name] = (v.lo, v.hi, category, v.units)
     for base in PER_PIXEL_FORCING:  # <name>_by_pixel: a per-step forcing given per pixel
         name, v = by_pixel_name(base), _SCHEMA[base]
-        if name not in names:
+        if name not in names or (only is not None and name not in only):
             continue
         ok = src.dims(name) == ("pixel", "time") and src.dtype(name) == np.dtype(v.dtype)
         if not ok:
@@ -220,7 +274,7 @@ def _check_variables(src) -> tuple[list[str], dict[str, tuple], list[tuple]]:
         if ok:
             plan[name] = (v.lo, v.hi, "forcing", v.units)
     obs_plan = []
-    for name in sorted(n for n in names if n.startswith("obs_")):
+    for name in sorted(n for n in names if n.startswith("obs_") and (only is None or n in only)):
         if name.endswith("_weight"):
             if name[: -len("_weight")] not in names:
                 out.append(f"{name}: weight without its value variable {name[:-len('_weight')]}")
@@ -262,8 +316,14 @@ def _check_variables(src) -> tuple[list[str], dict[str, tuple], list[tuple]]:
 def _check_structure(src, plan: dict[str, tuple]) -> list[str]:
     out = []
     C = src.attrs.get("max_patch_size")
+    patch_ok = split_ok = time_ok = None
     if "patch" in plan:
-        patch = src.read("patch")
+        patch, patch_ok = src.read_checked("patch")
+    if "split" in plan:
+        split, split_ok = src.read_checked("split")
+    if "time" in plan:
+        t, time_ok = src.read_checked("time")
+    if "patch" in plan and patch_ok is None:  # a corrupt chunk is reported on its own
         dec = np.flatnonzero(np.diff(patch.astype(np.int64)) < 0)
         if dec.size:
             i = int(dec[0]) + 1
@@ -277,16 +337,14 @@ def _check_structure(src, plan: dict[str, tuple]) -> list[str]:
                     listed = "; ".join(f"patch {p}: {s.stop - s.start} pixels (pixels "
                                        f"{s.start}..{s.stop - 1})" for p, s in big[:_MAX_LISTED])
                     out.append(f"patch: {len(big)} patch(es) larger than max_patch_size={C}: {listed}")
-            if "split" in plan:
-                split = src.read("split")
+            if "split" in plan and split_ok is None:
                 mixed = [(p, s) for p, s in runs.items() if split[s].min() != split[s].max()]
                 if mixed:
                     listed = "; ".join(f"patch {p} (pixels {s.start}..{s.stop - 1})"
                                        for p, s in mixed[:_MAX_LISTED])
                     out.append(f"split: {len(mixed)} patch(es) mix train and test pixels "
                                f"(the split must be by patch): {listed}")
-    if "time" in plan:
-        t = src.read("time")
+    if "time" in plan and time_ok is None:
         bad = np.flatnonzero(~(np.diff(t) > 0))
         if bad.size:
             i = int(bad[0]) + 1
@@ -295,21 +353,31 @@ def _check_structure(src, plan: dict[str, tuple]) -> list[str]:
     return out
 
 
-def _check_chunks(store: PixelStore, manifest: dict[str, int]) -> tuple[list[str], set[str]]:
-    """Metadata objects and chunk keys every array should have, against the store listing."""
+def _check_chunks(store: PixelStore, manifest: dict[str, int], only: frozenset[str] | None = None,
+                  ) -> tuple[list[str], set[str]]:
+    """Metadata objects and chunk keys every array (in ``only`` if given) should have, against
+    the store listing."""
     out, broken = [], set()
     C = store.attrs.get("max_patch_size")
-    consolidated = store._root_meta.get("consolidated_metadata", {}).get("metadata", {})
-    present = [n for n in store.array_names if f"{n}/zarr.json" in manifest]
+    consolidated = (store._root_meta.get("consolidated_metadata") or {}).get("metadata", {})
+    names = [n for n in store.array_names if only is None or n in only]
+    present = [n for n in names if f"{n}/zarr.json" in manifest]
     own = store.fs.cat([f"{store.root}/{n}/zarr.json" for n in present]) if consolidated else {}
     own = {k.rstrip("/").rsplit("/", 2)[-2]: v for k, v in own.items()}
-    for name in store.array_names:
+    for name in names:
         if f"{name}/zarr.json" not in manifest:
             out.append(f"{name}: its metadata object {name}/zarr.json is missing from the store "
                        "(the variable was deleted after writing)")
             broken.add(name)
             continue
-        if name in own and name in consolidated and json.loads(own[name]) != consolidated[name]:
+        try:
+            own_meta = json.loads(own[name]) if name in own else None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            out.append(f"{name}: its metadata object {name}/zarr.json is not valid JSON ({e}); "
+                       "the store was damaged after writing (readers use the consolidated copy "
+                       "in zarr.json)")
+            own_meta = None
+        if own_meta is not None and name in consolidated and own_meta != consolidated[name]:
             out.append(f"{name}: its metadata ({name}/zarr.json) differs from the consolidated "
                        "metadata in zarr.json (the store was modified after writing); readers use "
                        "the consolidated copy")
@@ -330,7 +398,7 @@ def _check_chunks(store: PixelStore, manifest: dict[str, int]) -> tuple[list[str
             continue
         broken.add(name)
         for key, coords in missing[:_MAX_LISTED]:
-            where = ", ".join(f"{_DIM_LABEL.get(d, d)} {_span(i * c, min((i + 1) * c, n) - 1)}"
+            where = ", ".join(f"{DIM_LABEL.get(d, d)} {span(i * c, min((i + 1) * c, n) - 1)}"
                               for d, i, c, n in zip(dims, coords, chunks, shape))
             out.append(f"{name}: chunk {key} is missing from the store ({where}); zarr would "
                        "read it as fill values")
@@ -346,25 +414,35 @@ def _blocks(n_pixels: int, per_pixel: int, C: int | None) -> list[slice]:
     return [slice(s, min(s + step, n_pixels)) for s in range(0, n_pixels, step)]
 
 
+def _rows_ok(ok: np.ndarray | None, v: np.ndarray) -> np.ndarray | bool:
+    """The rows mask of read_checked broadcast to ``v`` (True when every chunk decoded):
+    values of corrupt chunks are reported as such, not as gaps or out-of-range values."""
+    if ok is None or v.ndim == 0:
+        return True
+    return ok.reshape((-1,) + (1,) * (v.ndim - 1))
+
+
 def _scan_schema_var(src, name: str, lo: float, hi: float, key: tuple, offset: int):
-    v = src.read(name, key)
+    v, ok = src.read_checked(name, key)
+    ok = _rows_ok(ok, v)
     dims = src.dims(name)
     gap = _Tally(dims)
     rng = _Tally(dims)
     finite = np.isfinite(v) if np.issubdtype(v.dtype, np.floating) else np.ones(v.shape, bool)
-    gap.add(~finite, None, offset)
-    rng.add(finite & ((v < lo) | (v > hi)), v, offset)
+    gap.add(~finite & ok, None, offset)
+    rng.add(finite & ((v < lo) | (v > hi)) & ok, v, offset)
     return {(name, "gap"): gap, (name, "range"): rng}
 
 
 def _scan_obs(src, name: str, wname: str, st, key: tuple, offset: int):
-    v, w = src.read(name, key), src.read(wname, key)
+    (v, vok), (w, wok) = src.read_checked(name, key), src.read_checked(wname, key)
+    ok = _rows_ok(vok, v) & _rows_ok(wok, w)
     dims = src.dims(name)
     t = {(name, k): _Tally(dims) for k in ("range", "weight", "gapweight")}
     finite = np.isfinite(v)
-    t[(name, "range")].add(finite & ((v < st.lo) | (v > st.hi)), v, offset)
-    t[(name, "weight")].add(~np.isfinite(w) | (w < 0), w, offset)
-    t[(name, "gapweight")].add(~finite & (w > 0), w, offset)
+    t[(name, "range")].add(finite & ((v < st.lo) | (v > st.hi)) & ok, v, offset)
+    t[(name, "weight")].add((~np.isfinite(w) | (w < 0)) & ok, w, offset)
+    t[(name, "gapweight")].add(~finite & (w > 0) & ok, w, offset)
     return t
 
 
@@ -426,15 +504,16 @@ def _scan(src, plan: dict[str, tuple], obs_plan: list[tuple], sizes: dict[str, i
     return out
 
 
-def _run(src, store: PixelStore | None, manifest: dict[str, int] | None) -> list[str]:
+def _run(src, store: PixelStore | None, manifest: dict[str, int] | None,
+         only: frozenset[str] | None = None) -> list[str]:
     problems = _check_attrs(src, store is not None)
     broken: set[str] = set()
     if store is not None:
-        chunk_problems, broken = _check_chunks(store, manifest or {})
+        chunk_problems, broken = _check_chunks(store, manifest or {}, only)
         problems += chunk_problems
     size_problems, sizes = _check_sizes(src)
     problems += size_problems
-    var_problems, plan, obs_plan = _check_variables(src)
+    var_problems, plan, obs_plan = _check_variables(src, only)
     problems += var_problems
     if size_problems:  # mismatched dims: reading blocks would mislead; report the rest first
         return problems
@@ -442,6 +521,10 @@ def _run(src, store: PixelStore | None, manifest: dict[str, int] | None) -> list
     obs_plan = [o for o in obs_plan if o[0] not in broken and o[1] not in broken]
     problems += _check_structure(src, plan)
     problems += _scan(src, plan, obs_plan, sizes)
+    if store is not None:
+        src.verify_unread([n for n in src.names if n not in broken and (only is None or n in only)
+                           and f"{n}/zarr.json" in (manifest or {})])
+        problems += src.corrupt_problems()
     return problems
 
 
@@ -451,11 +534,14 @@ def validate_dataset(ds: xr.Dataset) -> list[str]:
     return _run(_DatasetSource(ds), None, None)
 
 
-def validate_store(url_or_store: str | PixelStore, storage_options: dict | None = None) -> list[str]:
+def validate_store(url_or_store: str | PixelStore, storage_options: dict | None = None,
+                   variables=None) -> list[str]:
     """Every problem of a store (see the module docstring); empty if it is valid.
 
     Args:
       url_or_store: a URL (opened with ``storage_options``) or an opened :class:`PixelStore`.
+      variables: check only these variables (group attributes always), e.g. what inference
+        reads; None: every variable.
     """
     from differland_dist.errors import DifferlandError
 
@@ -468,27 +554,35 @@ def validate_store(url_or_store: str | PixelStore, storage_options: dict | None 
             return e.problems
         except DifferlandError as e:
             return [str(e)]
+    only = None if variables is None else frozenset(variables)
     t0 = time.perf_counter()
-    manifest = store.list_objects()
-    problems = _run(_StoreSource(store), store, manifest)
+    try:
+        manifest = store.list_objects()
+        problems = _run(_StoreSource(store), store, manifest, only)
+    except DataValidationError as e:  # metadata that cannot be read at all
+        return e.problems
     log.debug("validated %s in %.2f s: %d problem(s)", store.url, time.perf_counter() - t0,
               len(problems))
     if not problems:
-        _PASSED.add((store.url, store.fingerprint(manifest)))
+        _PASSED.add((store.url, store.fingerprint(manifest), only))
     return problems
 
 
-def check_store(url_or_store: str | PixelStore, storage_options: dict | None = None) -> PixelStore:
-    """Validate a store and return it opened; raise DataValidationError listing every problem.
+def check_store(url_or_store: str | PixelStore, storage_options: dict | None = None,
+                variables=None) -> PixelStore:
+    """Validate a store (only ``variables`` if given, see :func:`validate_store`) and return it
+    opened; raise DataValidationError listing every problem.
 
     A store that already passed in this process with the same fingerprint (metadata and chunk
     manifest) is not scanned again.
     """
     store = (url_or_store if isinstance(url_or_store, PixelStore)
              else PixelStore(url_or_store, storage_options))
-    if (store.url, store.fingerprint()) in _PASSED:
+    only = None if variables is None else frozenset(variables)
+    fp = store.fingerprint()
+    if (store.url, fp, None) in _PASSED or (store.url, fp, only) in _PASSED:
         return store
-    problems = validate_store(store)
+    problems = validate_store(store, variables=only)
     if problems:
         raise DataValidationError(problems, source=store.url)
     return store
@@ -504,6 +598,7 @@ def summary(store: PixelStore) -> dict[str, Any]:
         "steps_per_year": store.steps_per_year,
         "patches": int(store.patch_ids.size),
         "train_patches": int(store.train_patches.size),
+        "dev_patches": int(store.dev_patches.size),
         "test_patches": int(store.test_patches.size),
         "max_patch_size": store.max_patch_size,
         "products": {s: store.products(s) for s in schema.STREAM_NAMES if store.products(s)},

@@ -9,7 +9,8 @@ always reads stored model output, block by block.
 What is written to the output directory (default: ``RUN_DIR/evaluation`` for a run directory,
 ``<output without .zarr>_evaluation`` beside an output store):
 
-* ``evaluation.json``: inputs, per stream (of ``schema.STREAMS``) and split (train / test) the
+* ``evaluation.json``: inputs, per stream (of ``schema.STREAMS``) and split (train / dev / test:
+  the split the run trained with, i.e. its own draw when ``data.split_seed`` is set) the
   flat, spatial and temporal metrics (:mod:`differland_dist.evaluation.metrics`; NaN as null),
   and, for synthetic stores, the recovery of the true parameters per parameter;
 * ``evaluation.md``: the same as Markdown tables;
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import posixpath
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -31,15 +31,17 @@ from typing import Any, Sequence
 import numpy as np
 
 from differland_dist.config import ExperimentConfig, from_dict
-from differland_dist.data import schema
+from differland_dist.data import schema, splits
 from differland_dist.data.reader import with_retries
 from differland_dist.data.store import PixelStore, _quiet_zarr, resolve
 from differland_dist.errors import DifferlandError
+from differland_dist.evaluation import carbon as C_
 from differland_dist.evaluation import metrics as M
 from differland_dist.evaluation import plots, report
 from differland_dist.evaluation.streams import (
     RULES, SPLITS, PatchAccumulator, UnitAccumulator, comparable, model_side, pairs)
 from differland_dist.inference import output as out_mod
+from differland_dist.location import Location, join
 
 log = logging.getLogger(__name__)
 
@@ -72,15 +74,6 @@ class EvaluationOptions:
 
 
 # -- targets -------------------------------------------------------------------------------------
-def _join(base: str, *parts: str) -> str:
-    return "/".join([base.rstrip("/"), *parts])
-
-
-def _exists(url: str, so: dict | None) -> bool:
-    fs, path = resolve(url, so)
-    return fs.exists(path)
-
-
 def find_run_dir(attrs: dict, so: dict | None) -> str | None:
     """The run directory of an output's checkpoint (holding ``metrics.jsonl``), if any."""
     cands = []
@@ -94,7 +87,7 @@ def find_run_dir(attrs: dict, so: dict | None) -> str | None:
             cands.append(posixpath.dirname(parent))
         cands.append(parent)
     for c in cands:
-        if c and _exists(_join(c, "metrics.jsonl"), so):
+        if c and Location(join(c, "metrics.jsonl"), so).exists():
             return c
     return None
 
@@ -103,7 +96,7 @@ def default_out_dir(target: str, is_run_dir: bool) -> str:
     """Where results go by default: ``RUN_DIR/evaluation`` or ``<store>_evaluation``."""
     t = target.rstrip("/")
     if is_run_dir:
-        return _join(t, "evaluation")
+        return join(t, "evaluation")
     return (t[: -len(".zarr")] if t.endswith(".zarr") else t) + "_evaluation"
 
 
@@ -127,7 +120,7 @@ def resolve_target(target: str, store: str | None, so: dict | None, out_so: dict
         raise DifferlandError(f"{target}: neither an inference output store nor a run directory "
                               "with a network or checkpoints") from None
     run_dir = posixpath.dirname(target) if target.endswith(".npz") else target.rstrip("/")
-    output = _join(run_dir, INFERENCE_NAME)
+    output = join(run_dir, INFERENCE_NAME)
     opts = inference or InferenceOptions()
     try:  # a no-op when the output is complete and made from the run's current network
         run_inference(target, output, store, options=opts, storage_options=so,
@@ -195,9 +188,13 @@ def stream_plan(cfg: ExperimentConfig, store: PixelStore, series: Sequence[str])
     return plan
 
 
-def compare(store: PixelStore, group, cfg: ExperimentConfig, options: EvaluationOptions
+def compare(store: PixelStore, group, cfg: ExperimentConfig, options: EvaluationOptions,
+            skill: dict[str, dict[str, np.ndarray]] | None = None, split: np.ndarray | None = None
             ) -> tuple[dict[str, dict], dict[str, dict]]:
-    """Metrics per stream (see :func:`stream_plan`) and sampled pairs for the scatter plots."""
+    """Metrics per stream (see :func:`stream_plan`) and sampled pairs for the scatter plots.
+
+    With ``skill`` (a dict), it also receives per pixel-level stream compared the per-pixel
+    skill (``carbon.pixel_skill``): stream -> metric -> (N,) float32."""
     attrs = dict(group.attrs)
     series_names = list(attrs.get("series", []))
     plan = stream_plan(cfg, store, series_names)
@@ -211,7 +208,8 @@ def compare(store: PixelStore, group, cfg: ExperimentConfig, options: Evaluation
     n_x = {"monthly": Tw, "anomaly": Tw, "annual": Tw // spy, "static": 1}
     kw = {"sample_cap": options.scatter_points, "min_obs_temporal": options.min_obs_temporal}
     patch_ids = store.patch_ids
-    patch_split = np.array([store.split[store.patch_slices[int(p)].start] for p in patch_ids])
+    codes = store.split if split is None else split
+    patch_split = np.array([codes[store.patch_slices[int(p)].start] for p in patch_ids])
     accs: dict[str, Any] = {}
     for s in active:
         rule = RULES[s]
@@ -222,6 +220,10 @@ def compare(store: PixelStore, group, cfg: ExperimentConfig, options: Evaluation
     need_series = sorted({n for s in active for n in RULES[s].series})
     C = int(attrs["chunk_pixels"])
     bp = max(C, (options.block_pixels // C) * C)
+    if skill is not None:
+        for name in active:
+            if RULES[name].level == "pixel":
+                skill[name] = {k: np.full(N, np.nan, np.float32) for k in ("n", *C_.SKILL_METRICS)}
     reader = _Blocks(store, group)
     t0 = time.perf_counter()
     try:
@@ -230,7 +232,7 @@ def compare(store: PixelStore, group, cfg: ExperimentConfig, options: Evaluation
             P = s.stop - s.start
             v = reader.obs(obs_vars, s)
             sim_series = {k: x[:, wu:] for k, x in reader.series(need_series, s).items()}
-            split, patch = store.split[s], store.patch[s]
+            split_s, patch = codes[s], store.patch[s]
             for name in active:
                 rule = RULES[name]
                 val, w = _obs_pair(v, plan[name]["product"], P, T)
@@ -238,7 +240,10 @@ def compare(store: PixelStore, group, cfg: ExperimentConfig, options: Evaluation
                 if rule.level == "patch":
                     accs[name].add(o, sm, m, patch)
                 else:
-                    accs[name].add(o, sm, m, split)
+                    accs[name].add(o, sm, m, split_s)
+                    if skill is not None:
+                        for k, x in C_.pixel_skill(o, sm, m, options.min_obs_temporal).items():
+                            skill[name][k][s] = x
             log.info("evaluated pixels %d / %d (%.1f s)", s.stop, N, time.perf_counter() - t0)
     finally:
         reader.close()
@@ -306,7 +311,7 @@ def _read_params(group) -> np.ndarray:
                          for n in out_mod.PARAM_NAMES], axis=1)
 
 
-def recovery_from_store(store: PixelStore, group) -> dict | None:
+def recovery_from_store(store: PixelStore, group, split: np.ndarray | None = None) -> dict | None:
     """:func:`parameter_recovery` of the output's parameters, for stores holding
     ``true_params`` (synthetic stores); None otherwise."""
     if "true_params" not in store.array_names:
@@ -317,7 +322,8 @@ def recovery_from_store(store: PixelStore, group) -> dict | None:
     true = np.asarray(store.array("true_params")[:], np.float64)[:, idx]
     tx = (np.asarray(store.array("true_x")[:], np.float64)[:, idx]
           if "true_x" in store.array_names else None)
-    return parameter_recovery(true, _read_params(group), store.split, true_x=tx)
+    return parameter_recovery(true, _read_params(group), store.split if split is None else split,
+                              true_x=tx)
 
 
 # -- training curves --------------------------------------------------------------------------------
@@ -325,7 +331,7 @@ def read_metrics_jsonl(text: str) -> tuple[list[dict], list[dict], list[str]]:
     """(training records, held-out records, loss term names) from ``metrics.jsonl`` text.
 
     Each line is a JSON object with ``step`` and ``loss``; held-out lines have
-    ``"split": "test"``. Terms are the loss terms (``loss.terms.TERMS`` names) present, at the
+    ``"split": "dev"`` (``"test"`` in runs made before the three splits). Terms are the loss terms (``loss.terms.TERMS`` names) present, at the
     top level or inside a ``terms`` object."""
     from differland_dist.loss.terms import TERMS
 
@@ -343,7 +349,7 @@ def read_metrics_jsonl(text: str) -> tuple[list[dict], list[dict], list[str]]:
             continue
         if isinstance(rec.get("terms"), dict):
             rec = {**{k: v for k, v in rec.items() if k != "terms"}, **rec["terms"]}
-        (test if rec.get("split") == "test" else train).append(rec)
+        (test if rec.get("split") in ("dev", "test") else train).append(rec)
     present = {k for r in train + test for k, v in r.items()
                if isinstance(v, (int, float)) and not isinstance(v, bool)}
     terms = [t for t in TERMS if t in present]
@@ -365,11 +371,12 @@ def _times(group) -> np.ndarray:
         return num
 
 
-def series_pixels(store: PixelStore, n: int) -> np.ndarray:
-    """Up to n held-out pixels (all pixels if none is held out) spread over latitude."""
+def series_pixels(store: PixelStore, n: int, split: np.ndarray | None = None) -> np.ndarray:
+    """Up to n held-out (dev or test) pixels (all pixels if none is held out) spread over
+    latitude."""
     if n <= 0:
         return np.empty(0, np.int64)
-    cand = np.flatnonzero(store.split == 1)
+    cand = np.flatnonzero((store.split if split is None else split) != splits.TRAIN)
     if cand.size == 0:
         cand = np.arange(store.n_pixels)
     lat = np.asarray(store.array("lat")[:], np.float64)[cand]
@@ -384,8 +391,8 @@ _TS_PANELS = (("lai", "lai"), ("sif", "sif"), ("gpp", "gpp_flux"), ("reco", "rec
 
 def make_figures(store: PixelStore, group, cfg: ExperimentConfig, plan: dict, samples: dict,
                  options: EvaluationOptions, run_dir: str | None, so: dict | None,
-                 recovery: dict | None) -> dict[str, bytes]:
-    """file name (under figures/) -> PNG bytes."""
+                 recovery: dict | None, split: np.ndarray | None = None) -> dict[str, bytes]:
+    """file name (under figures/) -> PNG bytes (``split``: per-pixel split codes of the run)."""
     figs: dict[str, bytes] = {}
     attrs = dict(group.attrs)
     with _quiet_zarr():
@@ -400,7 +407,8 @@ def make_figures(store: PixelStore, group, cfg: ExperimentConfig, plan: dict, sa
                 samples[name], name, entry["units"], {sp: entry[sp]["flat"] for sp in SPLITS})
     series = set(attrs.get("series", []))
     times = _times(group)
-    for px in series_pixels(store, options.n_series_pixels):
+    codes = store.split if split is None else split
+    for px in series_pixels(store, options.n_series_pixels, codes):
         s = slice(int(px), int(px) + 1)
         panels = []
         for sname, stream in _TS_PANELS:
@@ -420,10 +428,10 @@ def make_figures(store: PixelStore, group, cfg: ExperimentConfig, plan: dict, sa
             lat, lon = float(store.array("lat")[px]), float(store.array("lon")[px])
             figs[f"series_pixel{int(px)}.png"] = plots.time_series(
                 times, panels, f"pixel {int(px)} ({lat:.2f}, {lon:.2f}), "
-                f"{'held-out' if store.split[px] == 1 else 'training'} pixel; warm-up shaded",
+                f"{splits.NAMES[int(codes[px])]} pixel; warm-up shaded",
                 warm_up=int(cfg.loss.warm_up))
     if run_dir:
-        path = _join(run_dir, "metrics.jsonl")
+        path = join(run_dir, "metrics.jsonl")
         fs, p = resolve(path, so)
         if fs.exists(p):
             train, test, terms = read_metrics_jsonl(fs.cat_file(p).decode())
@@ -438,21 +446,137 @@ def make_figures(store: PixelStore, group, cfg: ExperimentConfig, plan: dict, sa
     return figs
 
 
+# -- carbon-cycle products --------------------------------------------------------------------------
+PRODUCTS_NAME = "evaluation.zarr"
+PRODUCTS_KIND = "evaluation-products"
+
+
+def carbon_products(group, warm_up: int, block_pixels: int) -> dict[str, Any] | None:
+    """Global annual totals (PgC yr-1) and zonal means of a gridded output, read block by
+    block (see :mod:`differland_dist.evaluation.carbon`); None for outputs without a grid."""
+    attrs = dict(group.attrs)
+    with _quiet_zarr():
+        names = set(group.array_keys())
+    if not attrs.get("has_maps") or "pixel_area" not in names:
+        return None
+    series = set(attrs.get("series", []))
+    total_names = [n for n in C_.TOTAL_SERIES if n in series]
+    zonal_names = [n for n in C_.ZONAL_SERIES if n in series]
+    N, T, spy = int(attrs["n_pixels"]), int(attrs["n_time"]), int(attrs["steps_per_year"])
+    C = int(attrs["chunk_pixels"])
+    bp = max(C, (block_pixels // C) * C)
+    with _quiet_zarr():
+        area = np.asarray(group["pixel_area"][:], np.float64)
+        row = np.asarray(group["row"][:], np.int64)
+        lat = np.asarray(group["lat"][:], np.float64)
+        step_days = np.asarray(group["step_days"][:], np.float64) if "step_days" in names else None
+        arrays = {n: group[n] for n in dict.fromkeys(total_names + zonal_names)}
+    days = C_.step_days(step_days, T, spy)
+    totals = C_.GlobalTotals(total_names, T)
+    zonal = C_.ZonalMeans(zonal_names, lat.size)
+    for a in range(0, N, bp):
+        s = slice(a, min(a + bp, N))
+        v = {n: np.asarray(with_retries(lambda arr=arr: arr[s], f"output {n}"), np.float64)
+             for n, arr in arrays.items()}
+        bad = [n for n, x in v.items() if not np.isfinite(x).all()]
+        if bad:
+            raise DifferlandError(f"output series {bad} hold non-finite values in pixels "
+                                  f"{s.start}..{s.stop - 1}; cannot form global totals")
+        totals.add(v, area[s])
+        zonal.add({n: v[n][:, warm_up:] for n in zonal_names}, area[s], row[s])
+    tot = totals.result(days, spy)
+    years = [int(str(t)[:4]) for t in _times(group)[::spy][: T // spy]]
+    after = [i for i in range(T // spy) if i * spy >= warm_up]
+    return {
+        "units": "PgC yr-1",
+        "arithmetic": "total_y = sum over the year's steps t and pixels p of F[p, t] (g m-2 d-1) "
+                      "* days[t] (d, step_days) * pixel_area[p] (m2) / 1e15 (g per Pg); "
+                      "pixel_area = R^2 * dlon * |sin(lat_n) - sin(lat_s)|, R = "
+                      f"{out_mod.EARTH_RADIUS_M} m",
+        "land_area_m2": float(area.sum()),
+        "years": years,
+        "annual": {n: [float(x) for x in v] for n, v in tot.items()},
+        "mean_after_warm_up": {n: float(np.mean(v[after])) if after else float("nan")
+                               for n, v in tot.items()},
+        "zonal_means": zonal.result(),
+        "zonal_units": {n: group[n].attrs.get("units", "") for n in zonal_names},
+    }
+
+
+def products_dataset(group, skill: dict[str, dict[str, np.ndarray]], carbon: dict[str, Any],
+                     plan: dict[str, dict], title: str):
+    """The skill maps (lat, lon), zonal means (lat) and global totals (year) as a CF Dataset."""
+    import xarray as xr
+
+    from differland_dist.inference.export import with_bounds
+
+    with _quiet_zarr():
+        grid = out_mod.Grid(np.asarray(group["lat"][:]), np.asarray(group["lon"][:]),
+                            np.asarray(group["row"][:], np.int64), np.asarray(group["col"][:], np.int64))
+    with _quiet_zarr():
+        src = with_bounds(xr.open_zarr(group.store, zarr_format=3, consolidated=True))
+    coords = {k: xr.Variable(src[k].dims, np.asarray(src[k].values), dict(src[k].attrs))
+              for k in ("lat", "lon", "lat_bnds", "lon_bnds", "cell_area", "crs") if k in src.variables}
+    what = {"nse": ("1", "Nash-Sutcliffe efficiency"), "kge": ("1", "Kling-Gupta efficiency"),
+            "r": ("1", "Pearson correlation"), "n": ("1", "observations compared")}
+    data = {}
+    for stream, mets in skill.items():
+        units = out_mod.udunits(plan[stream]["units"])
+        for k, v in mets.items():
+            u, long = what.get(k, (units, "mean bias (simulated - observed)"))
+            data[f"{stream}_{k}"] = xr.Variable(
+                ("lat", "lon"), out_mod.to_grid(v, grid),
+                {"units": u, "long_name": f"{long} of {stream} per pixel (after warm-up)",
+                 "grid_mapping": "crs", "cell_measures": "area: cell_area"})
+    for n, z in carbon["zonal_means"].items():
+        data[f"zonal_{n}"] = xr.Variable("lat", z.astype(np.float32), {
+            "units": carbon["zonal_units"][n],
+            "long_name": f"area-weighted zonal mean of the time-mean {n} (after warm-up)"})
+    years = np.asarray(carbon["years"], np.int32)
+    for n, v in carbon["annual"].items():
+        data[f"global_total_{n}"] = xr.Variable("year", np.asarray(v, np.float64), {
+            "units": "Pg yr-1", "long_name": f"global annual total {n}, as carbon (PgC yr-1)",
+            "comment": carbon["arithmetic"]})
+    coords["year"] = xr.Variable("year", years, {"long_name": "calendar year", "units": "1"})
+    return xr.Dataset(data, coords=coords, attrs={"Conventions": "CF-1.8", "title": title})
+
+
+def write_products(url: str, ds, so: dict | None) -> None:
+    """Write the products store at ``url``, replacing only a products store we wrote before."""
+    from differland_dist.data.store import zarr_store
+    loc = Location(url, so)
+    if loc.check_replaceable(PRODUCTS_KIND, overwrite=True):
+        loc.clear_owned(PRODUCTS_KIND)
+    loc.claim(PRODUCTS_KIND, ["zarr.json", *(str(n) for n in ds.variables)])
+    with _quiet_zarr():
+        ds.to_zarr(zarr_store(url, so, read_only=False), mode="a", zarr_format=3, consolidated=True)
+
+
+def carbon_figures(group, skill: dict, carbon: dict, plan: dict) -> dict[str, bytes]:
+    """``skill_<stream>.png`` (NSE, KGE, r, bias maps), ``zonal_means.png``, ``global_totals.png``."""
+    figs: dict[str, bytes] = {}
+    with _quiet_zarr():
+        lat, lon = np.asarray(group["lat"][:]), np.asarray(group["lon"][:])
+        grid = out_mod.Grid(lat, lon, np.asarray(group["row"][:], np.int64),
+                            np.asarray(group["col"][:], np.int64))
+    for stream, mets in skill.items():
+        if not np.isfinite(mets["bias"]).any():
+            continue
+        maps = {f"{stream} {k.upper() if k != 'bias' else k}": out_mod.to_grid(mets[k], grid)
+                for k in C_.SKILL_METRICS}
+        units = {f"{stream} bias": out_mod.udunits(plan[stream]["units"])}
+        figs[f"skill_{stream}.png"] = plots.parameter_maps(maps, lat, lon, units)
+    if carbon["zonal_means"]:
+        figs["zonal_means.png"] = plots.zonal_means(lat, carbon["zonal_means"], carbon["zonal_units"])
+    if carbon["annual"] and carbon["years"]:
+        figs["global_totals.png"] = plots.global_totals(carbon["years"], carbon["annual"])
+    return figs
+
+
 # -- writing --------------------------------------------------------------------------------------
 def write_bytes(url: str, data: bytes, so: dict | None = None) -> None:
-    """Write a file atomically (local: temporary name + rename; object stores: one upload)."""
-    fs, path = resolve(url, so)
-    parent = posixpath.dirname(path)
-    if parent:
-        fs.makedirs(parent, exist_ok=True)
-    local = "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
-    if local:
-        tmp = f"{path}.tmp-{os.getpid()}"
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    else:
-        fs.pipe_file(path, data)
+    """Write a file atomically (:meth:`differland_dist.location.Location.write_atomic`)."""
+    Location(url, so).write_atomic(data)
 
 
 def evaluate(target: str, *, store: str | None = None, out: str | None = None,
@@ -485,26 +609,46 @@ def evaluate(target: str, *, store: str | None = None, out: str | None = None,
         raise DifferlandError(f"{store_url} has {pstore.n_pixels} pixels x {pstore.n_time} steps, "
                               f"the output {attrs['n_pixels']} x {attrs['n_time']}: not its input store")
     out_dir = out or default_out_dir(target, is_run)
-    plan, samples = compare(pstore, group, cfg, options)
-    rec = recovery_from_store(pstore, group)
+    if attrs.get("has_maps"):  # refuse a foreign evaluation.zarr before the long work
+        Location(join(out_dir, PRODUCTS_NAME), oso).check_replaceable(PRODUCTS_KIND, overwrite=True)
+    skill: dict[str, dict[str, np.ndarray]] = {}
+    # the split the run trained with: the store's, or its own draw (data.split_seed)
+    codes = splits.pixel_codes(pstore.patch, splits.of_run(
+        pstore.patch_slices, pstore.split, pstore.attrs, cfg.data.split_seed,
+        cfg.data.dev_fraction, pstore.url))
+    plan, samples = compare(pstore, group, cfg, options, skill=skill, split=codes)
+    rec = recovery_from_store(pstore, group, codes)
+    carbon = carbon_products(group, int(cfg.loss.warm_up), options.block_pixels)
     result: dict[str, Any] = {
         "output": output,
         "inputs": {"store": store_url, "checkpoint": attrs.get("checkpoint_file"),
                    "checkpoint_step": attrs.get("checkpoint_step"), "warm_up": int(cfg.loss.warm_up),
                    "steps_evaluated": pstore.n_time - int(cfg.loss.warm_up), "run_dir": run_dir,
                    "n_pixels": pstore.n_pixels,
-                   "n_test_pixels": int((pstore.split == 1).sum())},
+                   "n_dev_pixels": int((codes == splits.DEV).sum()),
+                   "n_test_pixels": int((codes == splits.TEST).sum()),
+                   "split_seed": cfg.data.split_seed},
         "streams": plan,
         "recovery": rec,
+        "global_totals": None if carbon is None else
+        {k: v for k, v in carbon.items() if k not in ("zonal_means", "zonal_units")},
+        "products": None,
         "figures": [],
     }
+    if carbon is not None:
+        ds = products_dataset(group, skill, carbon, plan, f"evaluation of {output}")
+        write_products(join(out_dir, PRODUCTS_NAME), ds, oso)
+        result["products"] = {"store": PRODUCTS_NAME, "variables": sorted(map(str, ds.data_vars))}
     if options.figures:
-        figs = make_figures(pstore, group, cfg, plan, samples, options, run_dir, storage_options, rec)
+        figs = make_figures(pstore, group, cfg, plan, samples, options, run_dir, storage_options, rec,
+                            split=codes)
+        if carbon is not None:
+            figs.update(carbon_figures(group, skill, carbon, plan))
         for name, data in figs.items():
-            write_bytes(_join(out_dir, "figures", name), data, oso)
+            write_bytes(join(out_dir, "figures", name), data, oso)
         result["figures"] = [f"figures/{n}" for n in figs]
-    write_bytes(_join(out_dir, "evaluation.json"), report.to_json(result).encode(), oso)
-    write_bytes(_join(out_dir, "evaluation.md"), report.to_markdown(result).encode(), oso)
+    write_bytes(join(out_dir, "evaluation.json"), report.to_json(result).encode(), oso)
+    write_bytes(join(out_dir, "evaluation.md"), report.to_markdown(result).encode(), oso)
     result["out_dir"] = out_dir
     log.info("evaluation of %s written to %s in %.1f s", output, out_dir, time.perf_counter() - t0)
     return result

@@ -6,6 +6,9 @@ For observations o and simulations s (n pairs, both finite):
   1 perfect, 0 as good as the observed mean, NaN when SST = 0);
 * ``r``    = Pearson correlation; ``r2`` = r^2 (NaN when either side is constant);
 * ``rmse`` = sqrt(SSE / n); ``mae`` = mean |s - o|; ``bias`` = mean (s - o);
+* ``kge``  = 1 - sqrt((r - 1)^2 + (alpha - 1)^2 + (beta - 1)^2), alpha = sd(s) / sd(o),
+  beta = mean(s) / mean(o) (Kling-Gupta efficiency, Gupta et al. 2009; population standard
+  deviations; NaN when r is NaN or mean o = 0);
 * ``n``    = number of pairs (every metric is NaN when n = 0).
 
 :class:`Moments` holds sufficient statistics that merge exactly across blocks (Chan et al.'s
@@ -21,12 +24,21 @@ from typing import Mapping
 
 import numpy as np
 
-METRICS = ("n", "nse", "r2", "rmse", "mae", "bias", "r")
+METRICS = ("n", "nse", "kge", "r2", "rmse", "mae", "bias", "r")
 
 
 def empty_scores() -> dict[str, float]:
     """The metrics of no data: n = 0, everything else NaN."""
     return {"n": 0, **{k: float("nan") for k in METRICS if k != "n"}}
+
+
+def kge(r, alpha, mean_s, mean_o):
+    """Kling-Gupta efficiency from r, alpha = sd(s) / sd(o) and the means (arrays broadcast)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mo = np.asarray(mean_o, np.float64)
+        beta = np.where(mo != 0, np.asarray(mean_s, np.float64) / np.where(mo != 0, mo, 1.0), np.nan)
+        return 1.0 - np.sqrt((np.asarray(r, np.float64) - 1) ** 2 + (np.asarray(alpha) - 1) ** 2
+                             + (beta - 1) ** 2)
 
 
 @dataclass(frozen=True)
@@ -82,7 +94,9 @@ class Moments:
         nse = 1.0 - self.sse / self.m2_o if self.m2_o > 0 else float("nan")
         denom = np.sqrt(self.m2_o * self.m2_s)
         r = float(np.clip(self.c_os / denom, -1.0, 1.0)) if denom > 0 else float("nan")
-        return {"n": n, "nse": float(nse), "r2": r * r, "rmse": float(np.sqrt(self.sse / n)),
+        return {"n": n, "nse": float(nse),
+                "kge": float(kge(r, np.sqrt(self.m2_s / self.m2_o) if self.m2_o > 0 else np.nan,
+                                 self.mean_s, self.mean_o)), "r2": r * r, "rmse": float(np.sqrt(self.sse / n)),
                 "mae": self.sae / n, "bias": self.se / n, "r": r}
 
 
@@ -123,7 +137,8 @@ def row_scores(obs, sim, mask=None) -> dict[str, np.ndarray]:
         nse = np.where(sst > 0, 1.0 - sse / sst, np.nan)
         den = np.sqrt(sst * sss)
         r = np.where(den > 0, np.clip(cos / np.where(den > 0, den, 1.0), -1, 1), np.nan)
-        out = {"n": n, "nse": nse, "r2": r * r, "rmse": np.sqrt(sse / n),
+        alpha = np.where(sst > 0, np.sqrt(sss / np.where(sst > 0, sst, 1.0)), np.nan)
+        out = {"n": n, "nse": nse, "kge": kge(r, alpha, ms, mo), "r2": r * r, "rmse": np.sqrt(sse / n),
                "mae": np.abs(e).sum(1) / n, "bias": e.sum(1) / n, "r": r}
     empty = n == 0
     for k in METRICS[1:]:

@@ -168,3 +168,37 @@ def recovery_bars(r2: Mapping[str, Mapping[str, float]]) -> bytes:
     ax.set_title("recovery of the true parameters")
     ax.legend(fontsize=8)
     return _png(fig)
+
+
+def zonal_means(lat: np.ndarray, zonal: Mapping[str, np.ndarray], units: Mapping[str, str]) -> bytes:
+    """Zonal means: one panel per series, value against latitude."""
+    plt = _plt()
+    names = list(zonal)
+    rows, cols = _grid(len(names))
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
+    fig.subplots_adjust(left=0.1, right=0.97, bottom=0.1, top=0.92, wspace=0.35, hspace=0.45)
+    for ax, name in zip(axes.flat, names):
+        ax.plot(zonal[name], lat, "-", color="C0")
+        ax.set_title(f"{name} (area-weighted zonal mean)", fontsize=9)
+        ax.set_xlabel(f"[{units.get(name, '')}]")
+        ax.set_ylabel("latitude")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(names):]:
+        ax.set_visible(False)
+    return _png(fig)
+
+
+def global_totals(years: Sequence[int], totals: Mapping[str, Sequence[float]]) -> bytes:
+    """Global annual totals (PgC yr-1) per series against the year."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    fig.subplots_adjust(left=0.12, right=0.97, bottom=0.13, top=0.9)
+    for i, (name, v) in enumerate(totals.items()):
+        ax.plot(list(years), list(v), "o-", color=f"C{i}", label=name)
+    ax.axhline(0, color="k", lw=0.6)
+    ax.set_xlabel("year")
+    ax.set_ylabel("PgC yr-1")
+    ax.set_title("global annual totals")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return _png(fig)

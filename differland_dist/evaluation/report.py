@@ -9,7 +9,7 @@ from typing import Any, Mapping
 from differland_dist.evaluation.metrics import METRICS
 
 VIEWS = ("flat", "spatial", "temporal")
-_HEAD = {"n": "n", "nse": "NSE", "r2": "R²", "rmse": "RMSE", "mae": "MAE", "bias": "bias", "r": "r"}
+_HEAD = {"n": "n", "nse": "NSE", "kge": "KGE", "r2": "R²", "rmse": "RMSE", "mae": "MAE", "bias": "bias", "r": "r"}
 
 
 def clean(obj: Any) -> Any:
@@ -60,17 +60,34 @@ def to_markdown(result: Mapping[str, Any]) -> str:
     for k in ("store", "checkpoint", "checkpoint_step", "warm_up", "steps_evaluated", "run_dir"):
         if k in info and info[k] is not None:
             out.append(f"- {k.replace('_', ' ')}: `{info[k]}`")
-    out += ["", "Metrics: NSE = 1 − SSE/SST; R² = r²; bias = mean(sim − obs). Views: *flat* = all "
+    out += ["", "Metrics: NSE = 1 − SSE/SST; KGE = 1 − √((r−1)² + (α−1)² + (β−1)²), α = "
+            "sd(sim)/sd(obs), β = mean(sim)/mean(obs); R² = r²; bias = mean(sim − obs). Views: *flat* = all "
             "observed unit-steps; *spatial* = per-unit time means across units; *temporal* = "
             "per-unit series, median over units. Units are pixels, or patches (patch means) for "
             "patch-level streams. Warm-up steps excluded.", ""]
     streams = result["streams"]
     off = {k: v["note"] for k, v in streams.items() if v.get("note")}
-    for split, title in (("train", "training patches"), ("test", "held-out patches")):
+    for split, title in (("train", "training patches"), ("dev", "dev patches (model selection)"),
+                         ("test", "test patches (never trained on or selected by)")):
         for view in VIEWS:
             out += [f"## {title}: {view}", ""] + _stream_table(streams, split, view) + [""]
     if off:
         out += ["Streams without comparison: " + "; ".join(f"{k}: {v}" for k, v in off.items()), ""]
+    gt = result.get("global_totals")
+    if gt:
+        yrs = gt["years"]
+        out += ["## Global annual totals (PgC yr⁻¹)", "",
+                f"Arithmetic: {gt['arithmetic']}. Land area: {gt['land_area_m2']:.4g} m².", "",
+                "| series | " + " | ".join(str(y) for y in yrs) + " | mean after warm-up |",
+                "|---|" + "---:|" * (len(yrs) + 1)]
+        for name, vals in gt["annual"].items():
+            out.append(f"| {name} | " + " | ".join(_fmt(v) for v in vals)
+                       + f" | {_fmt(gt['mean_after_warm_up'][name])} |")
+        out.append("")
+    prod = result.get("products")
+    if prod:
+        out += [f"Skill maps (NSE, KGE, r, bias per pixel-level stream), zonal means and the "
+                f"totals are in `{prod['store']}` (zarr, CF).", ""]
     rec = result.get("recovery")
     if rec:
         out += ["## Parameter recovery (synthetic store)", "",

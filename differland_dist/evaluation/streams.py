@@ -24,7 +24,7 @@ import numpy as np
 from differland_dist.data import schema
 from differland_dist.evaluation import metrics as M
 
-SPLITS = ("train", "test")
+SPLITS = ("train", "dev", "test")  # by split code 0, 1, 2 (differland_dist.data.splits)
 
 
 class Rule(NamedTuple):
@@ -126,7 +126,7 @@ class UnitAccumulator:
         self.samples = {sp: _Sample(sample_cap, i) for i, sp in enumerate(SPLITS)}
 
     def add(self, obs: np.ndarray, sim: np.ndarray, mask: np.ndarray, split: np.ndarray) -> None:
-        """Add units (rows) with their split (0 train, 1 test)."""
+        """Add units (rows) with their split code (0 train, 1 dev, 2 test)."""
         for code, sp in enumerate(SPLITS):
             sel = np.asarray(split) == code
             if not sel.any():

@@ -10,7 +10,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from differland_dist.errors import CheckpointError, ConfigError
+from differland_dist.errors import CheckpointError, ConfigError, DataValidationError
 from differland_dist.inference.output import SERIES_BY_NAME, model_outputs_for
 from differland_dist.network.standardize import Standardizer, hemisphere_feature
 
@@ -144,6 +144,48 @@ def required_store_vars(predictor_names: Sequence[str]) -> list[str]:
 
     return list(dict.fromkeys([*FORCING_VARS, *FORCING_PIXEL_VARS,
                                *(p for p in predictor_names if p != "null")]))
+
+
+def input_variables(array_names: Sequence[str], predictor_names: Sequence[str]) -> list[str]:
+    """Every store variable an inference task reads: :func:`required_store_vars` plus the
+    ``<name>_by_pixel`` overrides of per-step forcing the store has."""
+    from differland_dist.data.importers import PER_PIXEL_FORCING, by_pixel_name
+
+    have = set(array_names)
+    return [*required_store_vars(predictor_names),
+            *(by_pixel_name(v) for v in PER_PIXEL_FORCING if by_pixel_name(v) in have)]
+
+
+def check_finite(values: Mapping[str, np.ndarray], dims: Mapping[str, tuple[str, ...]],
+                 first_pixel: int, url: str) -> None:
+    """DataValidationError naming each variable with NaN/inf values and their pixel/time range
+    (pixels counted from ``first_pixel``), so that no task turns a gap into NaN series.
+
+    Args:
+      values: variable -> array read for pixels ``first_pixel...`` (per-pixel variables) or
+        whole (per-step variables); ``dims``: their dimension names.
+    """
+    problems = []
+    for name in sorted(values):
+        v = np.asarray(values[name])
+        if v.dtype.kind != "f":
+            continue
+        bad = ~np.isfinite(v)
+        if not bad.any():
+            continue
+        d = dims[name]
+        where = []
+        for ax, dim in enumerate(d):
+            other = tuple(a for a in range(v.ndim) if a != ax)
+            hit = np.flatnonzero(bad.any(axis=other) if other else bad)
+            off = first_pixel if dim == "pixel" else 0
+            lo, hi = int(hit[0]) + off, int(hit[-1]) + off
+            label = {"pixel": "pixels", "time": "time steps"}.get(dim, dim)
+            where.append(f"{label} {lo}" if lo == hi else f"{label} {lo}..{hi}")
+        problems.append(f"{name}: {int(bad.sum())} missing or infinite value(s) at "
+                        f"{', '.join(where)}; inference needs gap-free inputs")
+    if problems:
+        raise DataValidationError(problems, source=url)
 
 
 def check_store_inputs(array_names: Sequence[str], predictor_sets: Sequence[str],

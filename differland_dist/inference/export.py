@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import tempfile
 
 import numpy as np
@@ -55,8 +54,32 @@ def _nc_attrs(attrs: dict) -> dict:
     return out
 
 
+def with_bounds(ds: xr.Dataset) -> xr.Dataset:
+    """The output with CF cell bounds (dimension ``nv``): ``time_bnds`` = mid-step time -/+
+    half of ``step_days``; ``lat_bnds``/``lon_bnds`` = centres -/+ half the grid resolution
+    (latitudes clipped to +-90). Pure; bounds carry no attributes (CF 7.1)."""
+    new: dict[str, xr.Variable] = {}
+    if "step_days" in ds.variables and np.issubdtype(ds["time"].dtype, np.datetime64):
+        half = (np.asarray(ds["step_days"].values, np.float64) * 43200e9).astype("timedelta64[ns]")
+        t = ds["time"].values
+        new["time_bnds"] = xr.Variable(("time", "nv"), np.stack([t - half, t + half], 1))
+    r = float(ds.attrs.get("grid_resolution_deg", 0) or 0)
+    if r > 0 and "lat" in ds.dims and "lon" in ds.dims:
+        new["lat_bnds"] = xr.Variable(("lat", "nv"), out_mod.cell_bounds(ds["lat"].values, r, -90.0, 90.0)
+                                      .astype(np.float32))
+        new["lon_bnds"] = xr.Variable(("lon", "nv"), out_mod.cell_bounds(ds["lon"].values, r)
+                                      .astype(np.float32))
+    ds = ds.assign_coords(new)
+    for name in new:
+        c = name[:-5]
+        ds[c].attrs = {**ds[c].attrs, "bounds": name}
+    return ds
+
+
 def split_dataset(ds: xr.Dataset) -> dict[str, xr.Dataset]:
-    """file name -> the part of the output it holds, with its coordinates (pure)."""
+    """file name -> the part of the output it holds, with its coordinates and the bounds of
+    those (:func:`with_bounds`) (pure)."""
+    ds = with_bounds(ds)
     params = [v for v in ds.data_vars if v.startswith("param_")]
     maps = [v for v in ds.data_vars if v.startswith("map_")]
     series = [v for v in ds.data_vars if ds[v].dims == ("pixel", "time")]
@@ -65,31 +88,86 @@ def split_dataset(ds: xr.Dataset) -> dict[str, xr.Dataset]:
     if maps:
         parts["maps.nc"] = ds[maps]
     attrs = _nc_attrs(ds.attrs)
-    for p in parts.values():
+    for name, p in parts.items():
+        # the CF companions a subset drops: bounds of its coordinates (their extra dimension)
+        bounds = [str(p[c].attrs["bounds"]) for c in p.coords
+                  if "bounds" in p[c].attrs and str(p[c].attrs["bounds"]) in ds.variables]
+        if bounds:
+            p = parts[name] = p.assign_coords({b: ds[b] for b in bounds})
         p.attrs = dict(attrs)
     return parts
 
 
-def _encoding(ds: xr.Dataset, chunk_pixels: int) -> dict:
-    enc = {}
-    for name, var in ds.data_vars.items():
-        if np.issubdtype(var.dtype, np.floating):
-            e = {"zlib": True, "complevel": 1, "_FillValue": np.float32(np.nan)}
-            if "pixel" in var.dims:
-                e["chunksizes"] = tuple(min(chunk_pixels, n) if d == "pixel" else n
-                                        for d, n in zip(var.dims, var.shape))
-            enc[name] = e
+#: Float values read and written per block of a large variable (64 MiB of float32).
+BLOCK_VALUES = 16 * 1024 * 1024
+
+
+def _skeleton_encoding(ds: xr.Dataset, time_attrs: dict) -> dict:
+    """Encoding of the small variables: no _FillValue on coordinates and bounds (CF 2.5.1);
+    time and its bounds as float64 in the output's own units and calendar."""
+    enc: dict = {name: {"_FillValue": None} for name in ds.variables}
+    for name in ("time", "time_bnds"):
+        if name in ds.variables and np.issubdtype(ds[name].dtype, np.datetime64):
+            enc[name].update(units=time_attrs.get("units", "days since 2001-01-01"),
+                             calendar=time_attrs.get("calendar", "standard"), dtype="float64")
     return enc
 
 
+def _block_rows(shape: tuple[int, ...], chunk_pixels: int) -> int:
+    """Rows (first axis) per block: whole output chunks, about :data:`BLOCK_VALUES` values."""
+    per_row = int(np.prod(shape[1:], dtype=np.int64)) if len(shape) > 1 else 1
+    rows = max(1, BLOCK_VALUES // max(per_row, 1))
+    if shape and shape[0] > chunk_pixels:
+        rows = max(chunk_pixels, rows // chunk_pixels * chunk_pixels)
+    return max(1, min(rows, shape[0] if shape else 1))
+
+
+def _write_part(path: str, part: xr.Dataset, group, chunk_pixels: int) -> None:
+    """Write one netCDF file in bounded memory: the small variables (coordinates, bounds,
+    areas, crs) with xarray, then each large variable created with netCDF4 and filled block
+    by block (whole output chunks) straight from the zarr arrays, with their zarr attributes."""
+    import netCDF4
+
+    big = list(part.data_vars)
+    skeleton = part.drop_vars(big)
+    with _quiet_zarr():
+        time_attrs = dict(group["time"].attrs)
+    skeleton.load().to_netcdf(path, engine="netcdf4", format="NETCDF4",
+                              encoding=_skeleton_encoding(skeleton, time_attrs))
+    with netCDF4.Dataset(path, "a") as nc, _quiet_zarr():
+        for name in big:
+            arr = group[name]
+            dims = tuple(part[name].dims)
+            shape = tuple(int(n) for n in arr.shape)
+            chunks = tuple(min(chunk_pixels, n) if d == "pixel" else n for d, n in zip(dims, shape))
+            dtype = np.dtype(arr.dtype).newbyteorder("=")
+            floating = np.issubdtype(dtype, np.floating)
+            var = nc.createVariable(name, dtype, dims, zlib=True, complevel=1,
+                                    chunksizes=chunks if all(chunks) else None,
+                                    fill_value=np.array(np.nan, dtype) if floating else None)
+            var.setncatts({k: (json.dumps(v) if isinstance(v, (list, dict)) else v)
+                           for k, v in dict(arr.attrs).items() if k != "_FillValue"})
+            var.set_auto_mask(False)  # NaN is the fill value: write values as they are
+            # HDF5 keeps up to 16 MiB of chunks per variable until the file closes (19 series:
+            # ~300 MiB); blocks are written whole, so a cache of one chunk row is enough
+            var.set_var_chunk_cache(size=max(1 << 20, 4 * int(np.prod(chunks)) * dtype.itemsize),
+                                    nelems=521, preemption=1.0)
+            rows = _block_rows(shape, chunk_pixels)
+            for a in range(0, shape[0], rows):
+                var[a:a + rows] = np.asarray(arr[a:a + rows])
+
+
 def export_netcdf(url: str, dest: str, storage_options: dict | None = None) -> list[str]:
-    """Write the netCDF files of the complete output ``url`` into the directory ``dest``.
+    """Write the netCDF files of the complete output ``url`` into the directory ``dest``,
+    streaming each large variable in blocks of whole output chunks (memory: one block of
+    about 64 MiB, not the dataset).
 
     Returns the URLs written."""
     attrs = out_mod.read_attrs(url, storage_options)
     if attrs is None or not attrs.get("complete"):
         raise DifferlandError(f"{url}: not a complete inference output; cannot export netCDF")
     ds = open_output_dataset(url, storage_options)
+    group = out_mod.open_output(url, storage_options)
     C = int(attrs["chunk_pixels"])
     fs, root = resolve(dest, storage_options)
     local = "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
@@ -97,16 +175,18 @@ def export_netcdf(url: str, dest: str, storage_options: dict | None = None) -> l
     written = []
     with tempfile.TemporaryDirectory(prefix="differland-nc-") as tmp:
         for name, part in split_dataset(ds).items():
-            path = os.path.join(tmp, name)
-            part.load().to_netcdf(path, engine="netcdf4", format="NETCDF4",
-                                  encoding=_encoding(part, C))
             target = f"{root}/{name}"
-            if local:
-                part_path = f"{target}.tmp-{os.getpid()}"
-                shutil.copyfile(path, part_path)
-                os.replace(part_path, target)
-            else:
-                fs.put_file(path, target)  # object uploads are atomic
+            # local: build beside the target (no second copy), then rename into place
+            path = f"{target}.tmp-{os.getpid()}" if local else os.path.join(tmp, name)
+            try:
+                _write_part(path, part, group, C)
+                if local:
+                    os.replace(path, target)
+                else:
+                    fs.put_file(path, target)  # object uploads are atomic
+            finally:
+                if local and os.path.exists(path):
+                    os.remove(path)
             written.append(f"{dest.rstrip('/')}/{name}")
             log.info("wrote %s (%d variables)", written[-1], len(part.data_vars))
     return written

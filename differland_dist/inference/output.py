@@ -68,47 +68,86 @@ PIXEL_COORDS = ("pixel_lat", "pixel_lon", "row", "col", "patch", "split")
 WRITTEN_AT = "chunk_written_at"
 
 
+#: Earth radius of the cell areas: the authalic sphere (same surface as WGS84), m.
+EARTH_RADIUS_M = 6371007.181
+
+#: Table units (``parameters.py``) -> UDUNITS-2 strings. Carbon masses are grams (the
+#: "carbon" goes into ``long_name``/``standard_name``, as CF does); the SIF proxy is in the
+#: units of its calibration target LCSPP (mW m-2 nm-1 sr-1); water fluxes are kg m-2 d-1
+#: (numerically equal to mm d-1 of liquid water) so that CF standard names apply.
+_UDUNITS = {
+    "SIF units": "mW m-2 nm-1 sr-1",
+    "gC m-2 d-1 per SIF unit": "g m-2 d-1 (mW m-2 nm-1 sr-1)-1",
+    "gC hPa kgH2O-1": "g hPa kg-1",
+    # sqrt(hPa) has no UDUNITS form (integer powers only): kept readable and deliberately
+    # unparseable, so no CF tool converts it wrongly
+    "gC hPa^0.5 kgH2O-1": "g hPa^(1/2) kg-1",
+}
+
+
+def udunits(units: str) -> str:
+    """A units string of the parameter table as a UDUNITS-2 string (``gC`` -> ``g``)."""
+    if units in _UDUNITS:
+        return _UDUNITS[units]
+    return " ".join("g" if t == "gC" else "g-1" if t == "gC-1" else t for t in units.split())
+
+
 class SeriesSpec(NamedTuple):
-    """A stored monthly series: the sum of model outputs (``parameters.OUTPUTS`` names)."""
+    """A stored monthly series: the sum of model outputs (``parameters.OUTPUTS`` names);
+    ``units`` UDUNITS-2, ``standard_name`` the CF name where one exists (else "")."""
 
     name: str
     sources: tuple[str, ...]
     units: str
     long_name: str
+    standard_name: str = ""
+    flux: bool = True  # a mean rate over the step (cell_methods "time: mean"); False: a state
 
 
 _POOL_LONG = {b.name: b.description for b in POOLS}
 
+_C_FLUX = "g m-2 d-1"  # OUTPUT_UNITS "gC m-2 d-1" as UDUNITS (carbon in the names)
+_UP_CO2 = "surface_upward_mass_flux_of_carbon_dioxide_expressed_as_carbon_due_to_"
+_POOL_STD = {"foliar": "leaf_mass_content_of_carbon", "root": "root_mass_content_of_carbon",
+             "litter": "litter_mass_content_of_carbon", "som": "soil_mass_content_of_carbon"}
+
 #: Every series the output can hold, in store order.
 SERIES: tuple[SeriesSpec, ...] = (
-    SeriesSpec("gpp", ("gpp",), OUTPUT_UNITS["gpp"], "gross primary production"),
-    SeriesSpec("reco", ("gpp", "nee"), OUTPUT_UNITS["nee"],
-               "ecosystem respiration (autotrophic + heterotrophic; gpp + nee)"),
-    SeriesSpec("ra", ("respiration_auto",), OUTPUT_UNITS["respiration_auto"], "autotrophic respiration"),
+    SeriesSpec("gpp", ("gpp",), udunits(OUTPUT_UNITS["gpp"]), "gross primary production, as carbon",
+               "gross_primary_productivity_of_biomass_expressed_as_carbon"),
+    SeriesSpec("reco", ("gpp", "nee"), udunits(OUTPUT_UNITS["nee"]),
+               "ecosystem respiration (autotrophic + heterotrophic; gpp + nee), as carbon"),
+    SeriesSpec("ra", ("respiration_auto",), udunits(OUTPUT_UNITS["respiration_auto"]),
+               "autotrophic respiration, as carbon", _UP_CO2 + "plant_respiration"),
     SeriesSpec("rh", ("respiration_hetero_litter", "respiration_hetero_som"),
-               OUTPUT_UNITS["respiration_hetero_som"], "heterotrophic respiration (litter + SOM)"),
-    SeriesSpec("nee", ("nee",), OUTPUT_UNITS["nee"],
-               "net ecosystem exchange (positive: carbon to the atmosphere)"),
-    SeriesSpec("nbe", ("nbe",), OUTPUT_UNITS["nbe"],
-               "net biosphere exchange (nee + fire; positive: carbon to the atmosphere)"),
-    SeriesSpec("fire", ("total_fire_combust",), OUTPUT_UNITS["total_fire_combust"],
-               "carbon emitted by fire (total combustion)"),
-    SeriesSpec("et", ("ET",), OUTPUT_UNITS["ET"], "evapotranspiration"),
-    SeriesSpec("lai", ("lai",), OUTPUT_UNITS["lai"], "leaf area index"),
-    SeriesSpec("sif", ("SIF",), OUTPUT_UNITS["SIF"], "solar-induced chlorophyll fluorescence"),
-    SeriesSpec("vod", ("vod",), OUTPUT_UNITS["vod"], "vegetation optical depth proxy"),
-    SeriesSpec("runoff", ("runoff",), OUTPUT_UNITS["runoff"], "runoff"),
-    *(SeriesSpec(f"pool_{b.name}", (f"next_{b.name}_pool",), b.units,
-                 f"{_POOL_LONG[b.name]} at the end of the step") for b in POOLS),
+               udunits(OUTPUT_UNITS["respiration_hetero_som"]),
+               "heterotrophic respiration (litter + SOM), as carbon", _UP_CO2 + "heterotrophic_respiration"),
+    SeriesSpec("nee", ("nee",), udunits(OUTPUT_UNITS["nee"]),
+               "net ecosystem exchange (positive: carbon to the atmosphere), as carbon"),
+    SeriesSpec("nbe", ("nbe",), udunits(OUTPUT_UNITS["nbe"]),
+               "net biosphere exchange (nee + fire; positive: carbon to the atmosphere), as carbon"),
+    SeriesSpec("fire", ("total_fire_combust",), udunits(OUTPUT_UNITS["total_fire_combust"]),
+               "carbon emitted by fire (total combustion), as carbon", _UP_CO2 + "emission_from_fires"),
+    SeriesSpec("et", ("ET",), "kg m-2 d-1", "evapotranspiration (1 kg m-2 = 1 mm of water)",
+               "water_evapotranspiration_flux"),
+    SeriesSpec("lai", ("lai",), OUTPUT_UNITS["lai"], "leaf area index", "leaf_area_index", False),
+    SeriesSpec("sif", ("SIF",), udunits(OUTPUT_UNITS["SIF"]),
+               "solar-induced chlorophyll fluorescence proxy (linear in gpp)"),
+    SeriesSpec("vod", ("vod",), OUTPUT_UNITS["vod"], "vegetation optical depth proxy", "", False),
+    SeriesSpec("runoff", ("runoff",), "kg m-2 d-1", "runoff (1 kg m-2 = 1 mm of water)", "runoff_flux"),
+    *(SeriesSpec(f"pool_{b.name}", (f"next_{b.name}_pool",), udunits(b.units),
+                 f"{_POOL_LONG[b.name]} at the end of the step"
+                 + (", as carbon" if b.units == "gC m-2" else ""), _POOL_STD.get(b.name, ""), False)
+      for b in POOLS),
 )
 SERIES_BY_NAME = {s.name: s for s in SERIES}
 DEFAULT_SERIES = tuple(s.name for s in SERIES)
 
 #: The 40 per-pixel parameters: (name, units, long name), in network-head order.
 PARAMETERS: tuple[tuple[str, str, str], ...] = (
-    *((b.name, b.units, b.description) for b in PROCESS_PARAMETERS),
-    *((b.name, b.units, b.description) for b in PHENOLOGY_PARAMETERS),
-    *((f"init_{b.name}", b.units, f"initial {b.description}") for b in POOLS),
+    *((b.name, udunits(b.units), b.description) for b in PROCESS_PARAMETERS),
+    *((b.name, udunits(b.units), b.description) for b in PHENOLOGY_PARAMETERS),
+    *((f"init_{b.name}", udunits(b.units), f"initial {b.description}") for b in POOLS),
 )
 PARAM_NAMES = tuple(p[0] for p in PARAMETERS)
 
@@ -200,9 +239,41 @@ def to_grid(values: np.ndarray, grid: Grid) -> np.ndarray:
     return out
 
 
+def cell_bounds(centres: np.ndarray, r: float, lo: float | None = None,
+                hi: float | None = None) -> np.ndarray:
+    """(n, 2) cell edges ``centre -/+ r/2`` in degrees (clipped to [lo, hi] when given), in
+    the order of the centres (a north-to-south latitude axis gives [north, south] rows)."""
+    c = np.asarray(centres, np.float64)
+    step = -r if c.size > 1 and c[1] < c[0] else r
+    b = np.stack([c - step / 2, c + step / 2], axis=1)
+    return np.clip(b, lo, hi) if lo is not None else b
+
+
+def row_areas(lat: np.ndarray, r: float, radius: float = EARTH_RADIUS_M) -> np.ndarray:
+    """(n_lat,) area in m2 of one grid cell of each latitude row (all cells of a row are equal):
+    ``R^2 * dlon * |sin(lat_north) - sin(lat_south)|`` with ``dlon = r`` in radians and the
+    row's edges ``lat -/+ r/2`` clipped to +-90 degrees."""
+    b = np.deg2rad(cell_bounds(lat, r, -90.0, 90.0))
+    return radius ** 2 * np.deg2rad(r) * np.abs(np.sin(b[:, 1]) - np.sin(b[:, 0]))
+
+
 # -- creation -----------------------------------------------------------------------------------
 def _cf(units: str, long_name: str, **extra) -> dict[str, Any]:
     return {"units": units, "long_name": long_name, **extra}
+
+
+def series_attrs(s: SeriesSpec, gridded: bool) -> dict[str, Any]:
+    """CF attributes of a stored series: units, long_name, standard_name (where one exists),
+    cell_methods (fluxes are step means), auxiliary coordinates and the pixel's cell area."""
+    a = _cf(s.units, s.long_name, model_outputs=" + ".join(s.sources),
+            coordinates="pixel_lat pixel_lon")
+    if s.standard_name:
+        a["standard_name"] = s.standard_name
+    if s.flux:
+        a["cell_methods"] = "time: mean"
+    if gridded:
+        a["cell_measures"] = "area: pixel_area"
+    return a
 
 
 def _coords_dataset(store: PixelStore, grid: Grid | None, attrs: dict) -> xr.Dataset:
@@ -221,13 +292,32 @@ def _coords_dataset(store: PixelStore, grid: Grid | None, attrs: dict) -> xr.Dat
         "row": xr.Variable("pixel", np.asarray(a("row")[:], np.int32), _cf("1", "grid row of the pixel")),
         "col": xr.Variable("pixel", np.asarray(a("col")[:], np.int32), _cf("1", "grid column of the pixel")),
         "patch": xr.Variable("pixel", store.patch, _cf("1", "patch the pixel belongs to")),
-        "split": xr.Variable("pixel", store.split, _cf("1", "0 = train, 1 = test (held out by patch)")),
+        "split": xr.Variable("pixel", store.split,
+                             _cf("1", "0 = train, 1 = dev, 2 = test (by patch, as in the input store)")),
     }
+    if "delta_t" in store.array_names:
+        dt = np.asarray(a("delta_t")[:], np.float64).reshape(-1)
+        if dt.shape == (store.n_time,):
+            # the step lengths give time bounds (mid-step time -/+ half; added by the netCDF
+            # export, which owns the extra bounds dimension) and the totals' days per step
+            data["step_days"] = xr.Variable("time", dt, _cf("d", "length of the time step"))
     if grid is not None:
+        r = float(attrs["grid_resolution_deg"])
         data["lat"] = xr.Variable("lat", grid.lat, _cf("degrees_north", "grid cell centre latitude",
                                                        standard_name="latitude", axis="Y"))
         data["lon"] = xr.Variable("lon", grid.lon, _cf("degrees_east", "grid cell centre longitude",
                                                        standard_name="longitude", axis="X"))
+        areas = row_areas(grid.lat, r)
+        data["cell_area"] = xr.Variable(
+            ("lat", "lon"), np.repeat(areas[:, None], grid.lon.size, 1),
+            _cf("m2", "area of the grid cell (sphere of radius EARTH_RADIUS_M)",
+                standard_name="cell_area", earth_radius_m=EARTH_RADIUS_M))
+        data["pixel_area"] = xr.Variable(
+            "pixel", areas[grid.row], _cf("m2", "area of the pixel's grid cell",
+                                          standard_name="cell_area", earth_radius_m=EARTH_RADIUS_M))
+        data["crs"] = xr.Variable((), np.int32(0), {
+            "grid_mapping_name": "latitude_longitude", "semi_major_axis": EARTH_RADIUS_M,
+            "inverse_flattening": 0.0, "long_name": "coordinate reference system (a sphere)"})
     return xr.Dataset(coords=data, attrs=attrs)
 
 
@@ -256,6 +346,9 @@ def create_output(url: str, store: PixelStore, series: Sequence[str], attrs: dic
         "differland_output_version": OUTPUT_VERSION,
         "title": f"DifferLand inference: {attrs.get('checkpoint', '')} over {store.url}",
         "Conventions": "CF-1.8",
+        "source": "DifferLand: a neural network maps each pixel's predictors to the parameters "
+                  "of the DALEC 993 carbon-water model, run over the input store's forcing",
+        "history": f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} created by differland infer",
         "chunk_pixels": int(C),
         "input_chunk_pixels": int(store.max_patch_size),
         "n_chunks": int(n_chunks),
@@ -283,19 +376,19 @@ def create_output(url: str, store: PixelStore, series: Sequence[str], attrs: dic
         for name, units, long_name in PARAMETERS:
             g.create_array(param_var(name), shape=(N,), chunks=(C,), dtype="float32",
                            fill_value=np.nan, dimension_names=("pixel",),
-                           attributes=_cf(units, long_name))
+                           attributes=_cf(units, long_name, coordinates="pixel_lat pixel_lon"))
         for name in series:
             s = SERIES_BY_NAME[name]
             g.create_array(name, shape=(N, T), chunks=(C, T), dtype="float32", fill_value=np.nan,
                            dimension_names=("pixel", "time"),
-                           attributes=_cf(s.units, s.long_name,
-                                          model_outputs=" + ".join(s.sources)))
+                           attributes=series_attrs(s, grid is not None))
         if grid is not None:
             chunks = (min(grid.lat.size, 360), min(grid.lon.size, 720))
             for name, units, long_name in PARAMETERS:
                 g.create_array(map_var(name), shape=(grid.lat.size, grid.lon.size), chunks=chunks,
                                dtype="float32", fill_value=np.nan, dimension_names=("lat", "lon"),
-                               attributes=_cf(units, f"{long_name} (map)"))
+                               attributes=_cf(units, f"{long_name} (map)", grid_mapping="crs",
+                                              cell_measures="area: cell_area"))
         g.create_array(DONE, shape=(n_chunks,), chunks=(1,), dtype="int8", fill_value=0,
                        dimension_names=("chunk",),
                        attributes=_cf("1", f"1 = output pixel chunk k (pixels k*{C} .. "

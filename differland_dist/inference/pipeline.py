@@ -33,7 +33,8 @@ from differland_dist.data.store import PixelStore, resolve
 from differland_dist.errors import DifferlandError
 from differland_dist.inference import output as out_mod
 from differland_dist.inference.compute import (
-    check_standardizer, check_store_inputs, pad_pixels, required_store_vars, stack_inputs)
+    check_finite, check_standardizer, check_store_inputs, input_variables, pad_pixels,
+    stack_inputs)
 from differland_dist.process_env import jax_process_env
 
 log = logging.getLogger(__name__)
@@ -168,18 +169,21 @@ class ChunkWorker:
         self.store = PixelStore(job["store"], job.get("store_storage_options"))
         self.writer = out_mod.ChunkWriter(job["out"], job.get("out_storage_options"))
         self.size = int(job["task_pixels"])
-        need = required_store_vars(self.names)
+        need = input_variables(self.store.array_names, self.names)
         from differland_dist.data.importers import PER_PIXEL_FORCING, by_pixel_name
 
         # per-step forcing given per pixel (sites of different years): <name>_by_pixel wins
         self.by_pixel = {v: by_pixel_name(v) for v in PER_PIXEL_FORCING
                          if by_pixel_name(v) in self.store.array_names}
-        need += list(self.by_pixel.values())
         self.pixel_vars = [v for v in need if self.store.dims(v)[:1] == ("pixel",)]
+        self.dims = {v: self.store.dims(v) for v in need}
         from differland_dist.data.reader import with_retries
 
-        self.steps = {v: np.asarray(with_retries(lambda v=v: self.store.array(v)[...], v))
+        # chunks are fetched as raw objects and verified (checksum, size): a corrupt or
+        # missing chunk is a DataValidationError naming it, never NaN series
+        self.steps = {v: with_retries(lambda v=v: self.store.read_rows(v), v)
                       for v in need if v not in self.pixel_vars}
+        check_finite(self.steps, self.dims, 0, self.store.url)
         self._pool = ThreadPoolExecutor(max_workers=max(1, int(job.get("read_threads", 8))),
                                         thread_name_prefix="infer-read")
         n_in = len(self.names) + 1
@@ -197,14 +201,17 @@ class ChunkWorker:
                  self.device, self.init_s, self.compile_s)
 
     def read(self, s: slice) -> dict[str, np.ndarray]:
-        """Store variables of pixels ``s`` (per-pixel ones sliced; per-step ones whole)."""
+        """Store variables of pixels ``s`` (per-pixel ones sliced; per-step ones whole), every
+        chunk verified and every value finite (else DataValidationError naming the variable
+        and the pixel/time range)."""
         from differland_dist.data.reader import with_retries
 
         def one(v):
-            arr = self.store.array(v)
-            return v, np.asarray(with_retries(lambda: arr[s], f"{v}[{s.start}:{s.stop}] of {self.store.url}"))
+            return v, with_retries(lambda: self.store.read_rows(v, s),
+                                   f"{v}[{s.start}:{s.stop}] of {self.store.url}")
 
         out = dict(self._pool.map(one, self.pixel_vars))
+        check_finite(out, self.dims, s.start, self.store.url)
         out.update(self.steps)
         out.update({name: out[by] for name, by in self.by_pixel.items()})
         return out
@@ -243,6 +250,21 @@ class ChunkWorker:
 
 
 # -- the driver -----------------------------------------------------------------------------------
+def check_inputs(store: PixelStore, predictor_names: Sequence[str]) -> None:
+    """Pre-flight check of everything inference will read, before any output is written: the
+    store's validation (:func:`~differland_dist.data.validate.check_store`, as calibrate does)
+    limited to the variables the tasks read, so a NaN in forcing, a missing or corrupt chunk is
+    refused with the variable and pixel/time range instead of becoming NaN series."""
+    from differland_dist.data.validate import check_store
+    from differland_dist.errors import DataValidationError
+
+    try:
+        check_store(store, variables=input_variables(store.array_names, predictor_names))
+    except DataValidationError as e:
+        raise DataValidationError(e.problems, source=f"{store.url}: refusing to run inference, "
+                                  "nothing was written") from None
+
+
 def _identity(trained, store: PixelStore, series: Sequence[str], checkpoint: str) -> dict[str, Any]:
     """Attributes that say what an output was made from (compared when resuming)."""
     from differland_dist.network.mlp import network_to_arrays
@@ -349,7 +371,7 @@ def run_inference(checkpoint: str, out: str, store: str | None = None, *,
                   options: InferenceOptions = InferenceOptions(), overwrite: bool = False,
                   storage_options: dict | None = None, out_storage_options: dict | None = None,
                   checkpoint_storage_options: dict | None = None,
-                  netcdf: bool = False) -> InferenceReport:
+                  netcdf: bool = False, force: bool = False) -> InferenceReport:
     """Run (or resume) inference of a trained network over a store.
 
     Args:
@@ -362,9 +384,14 @@ def run_inference(checkpoint: str, out: str, store: str | None = None, *,
       storage_options: fsspec options of the input store (default: the config's);
         ``out_storage_options`` of the output (default: the same),
         ``checkpoint_storage_options`` of the checkpoint (default: the same).
+      force: take over the output's lease from a stale holder (:mod:`differland_dist.lease`;
+        the lease is ``<out>.differland-lease.json``, held while this call writes).
     """
     from differland_dist.data.batch import predictor_names
+    from differland_dist.lease import LEASE_FILE, Lease
+    from differland_dist.location import Location
     from differland_dist.runs import load_trained
+    from differland_dist.secrets import safe_config_dict
 
     t0 = time.perf_counter()
     ckpt_so = checkpoint_storage_options if checkpoint_storage_options is not None else storage_options
@@ -381,66 +408,78 @@ def run_inference(checkpoint: str, out: str, store: str | None = None, *,
     names = predictor_names(cfg.data.predictors)
     check_store_inputs(pstore.array_names, cfg.data.predictors, names, store_url)
     check_standardizer(trained.standardizer, names)
+    check_inputs(pstore, names)
     series = options.series
     zarr_url = f"{out.rstrip('/')}/{NETCDF_ZARR_NAME}" if netcdf else out
     identity = _identity(trained, pstore, series, checkpoint)
-    state = prepare_output(zarr_url, identity, pstore, series, oso, overwrite, options.chunk_pixels)
-    group = out_mod.open_output(zarr_url, oso)
-    N, T = pstore.n_pixels, pstore.n_time
-    C, n_chunks = int(group.attrs["chunk_pixels"]), int(group.attrs["n_chunks"])
-    report = InferenceReport(zarr_url, N, T, n_chunks)
-    nc_files = _netcdf_targets(out) if netcdf else []
-    if state == "complete":
-        report.already_complete = report.complete = True
-        if netcdf and not all(_exists(u, oso) for u in nc_files):
-            report.netcdf = _export(zarr_url, out, oso)
+    # the saved config without credentials (differland_dist.secrets)
+    identity["config_json"] = json.dumps(safe_config_dict(cfg, strict=False), sort_keys=True)
+    # one writer per output; beside it, so that the output holds only what it lists as its own
+    lease = Lease(Location(zarr_url, oso), owner="infer", force=force,
+                  file=Location(f"{zarr_url.rstrip('/')}{LEASE_FILE}", oso)).acquire()
+    try:
+        state = prepare_output(zarr_url, identity, pstore, series, oso, overwrite,
+                               options.chunk_pixels)
+        group = out_mod.open_output(zarr_url, oso)
+        N, T = pstore.n_pixels, pstore.n_time
+        C, n_chunks = int(group.attrs["chunk_pixels"]), int(group.attrs["n_chunks"])
+        report = InferenceReport(zarr_url, N, T, n_chunks)
+        nc_files = _netcdf_targets(out) if netcdf else []
+        if state == "complete":
+            report.already_complete = report.complete = True
+            if netcdf and not all(_exists(u, oso) for u in nc_files):
+                report.netcdf = _export(zarr_url, out, oso)
+            else:
+                report.netcdf = nc_files
+            log.info("%s is already complete: nothing to do", zarr_url)
+            report.wall_s = time.perf_counter() - t0
+            return report
+        done = out_mod.done_chunks(group)
+        chunks_per_task = max(1, options.pixels_per_task // C)
+        tasks = out_mod.plan_tasks(done, chunks_per_task)
+        if options.max_tasks is not None:
+            tasks = tasks[: options.max_tasks]
+        todo_px = sum(min(k1 * C, N) - k0 * C for k0, k1 in tasks)
+        log.info("%s: %s output, %d of %d chunks to compute (%d pixels x %d steps) in %d task(s) "
+                 "of up to %d chunk(s)", zarr_url, state, int((~done).sum()), n_chunks, todo_px, T,
+                 len(tasks), chunks_per_task)
+        # the resolved file, not a run directory whose latest checkpoint may move on meanwhile
+        job = {"checkpoint": trained.source, "checkpoint_storage_options": ckpt_so,
+               "store": store_url, "store_storage_options": so, "out": zarr_url, "out_storage_options": oso,
+               "series": list(series), "task_pixels": min(chunks_per_task * C, N),
+               "read_threads": options.read_threads}
+        report.setup_s = time.perf_counter() - t0
+        progress = _Progress(todo_px, T)
+
+        def on_record(rec: dict[str, Any]) -> None:
+            report.tasks.append(rec)
+            report.chunks_computed.extend(range(rec["k0"], rec["k1"]))
+            progress.add(rec["pixels"])
+
+        t1 = time.perf_counter()
+        if tasks:
+            run = _execute_local if options.executor == "local" else _execute_ray
+            run(tasks, job, options, on_record)
+        report.run_s = time.perf_counter() - t1
+        report.chunks_computed.sort()
+        t2 = time.perf_counter()
+        if out_mod.done_chunks(group).all():
+            lease.check()  # another writer took the output over meanwhile: do not mark it complete
+            out_mod.finish(zarr_url, oso)
+            report.complete = True
+            if netcdf:
+                report.netcdf = _export(zarr_url, out, oso)
         else:
-            report.netcdf = nc_files
-        log.info("%s is already complete: nothing to do", zarr_url)
+            log.info("%s: %d chunk(s) still missing; run again to continue", zarr_url,
+                     int((~out_mod.done_chunks(group)).sum()))
+        report.finish_s = time.perf_counter() - t2
         report.wall_s = time.perf_counter() - t0
+        log.info("inference: %d pixels in %.1f s (%.3g pixel-months/s end to end)%s",
+                 report.pixels_computed, report.wall_s, report.pixel_months_per_s(),
+                 "; complete" if report.complete else "")
         return report
-    done = out_mod.done_chunks(group)
-    chunks_per_task = max(1, options.pixels_per_task // C)
-    tasks = out_mod.plan_tasks(done, chunks_per_task)
-    if options.max_tasks is not None:
-        tasks = tasks[: options.max_tasks]
-    todo_px = sum(min(k1 * C, N) - k0 * C for k0, k1 in tasks)
-    log.info("%s: %s output, %d of %d chunks to compute (%d pixels x %d steps) in %d task(s) "
-             "of up to %d chunk(s)", zarr_url, state, int((~done).sum()), n_chunks, todo_px, T,
-             len(tasks), chunks_per_task)
-    # the resolved file, not a run directory whose latest checkpoint may move on meanwhile
-    job = {"checkpoint": trained.source, "checkpoint_storage_options": ckpt_so, "store": store_url,
-           "store_storage_options": so, "out": zarr_url, "out_storage_options": oso,
-           "series": list(series), "task_pixels": min(chunks_per_task * C, N),
-           "read_threads": options.read_threads}
-    report.setup_s = time.perf_counter() - t0
-    progress = _Progress(todo_px, T)
-
-    def on_record(rec: dict[str, Any]) -> None:
-        report.tasks.append(rec)
-        report.chunks_computed.extend(range(rec["k0"], rec["k1"]))
-        progress.add(rec["pixels"])
-
-    t1 = time.perf_counter()
-    if tasks:
-        (_execute_local if options.executor == "local" else _execute_ray)(tasks, job, options, on_record)
-    report.run_s = time.perf_counter() - t1
-    report.chunks_computed.sort()
-    t2 = time.perf_counter()
-    if out_mod.done_chunks(group).all():
-        out_mod.finish(zarr_url, oso)
-        report.complete = True
-        if netcdf:
-            report.netcdf = _export(zarr_url, out, oso)
-    else:
-        log.info("%s: %d chunk(s) still missing; run again to continue", zarr_url,
-                 int((~out_mod.done_chunks(group)).sum()))
-    report.finish_s = time.perf_counter() - t2
-    report.wall_s = time.perf_counter() - t0
-    log.info("inference: %d pixels in %.1f s (%.3g pixel-months/s end to end)%s",
-             report.pixels_computed, report.wall_s, report.pixel_months_per_s(),
-             "; complete" if report.complete else "")
-    return report
+    finally:
+        lease.release()
 
 
 class _Progress:

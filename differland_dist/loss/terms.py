@@ -23,6 +23,7 @@ from typing import Mapping
 import jax
 import jax.numpy as jnp
 
+from differland_dist import checks
 from differland_dist.data.schema import STREAM_INDEX, STREAM_NAMES
 from differland_dist.errors import ConfigError
 
@@ -47,6 +48,8 @@ TERMS: dict[str, tuple[str | None, float]] = {
 }
 TERM_NAMES = tuple(TERMS)
 _DEFAULT_OFF = ("vod",)  # the paper does not assimilate VOD
+#: Terms that compare annual means of whole years after warm-up.
+ANNUAL_TERMS = ("biomass", "nbe_iav", "vod")
 
 EDC_FLUXES = (
     "labile_production", "labile_release", "labile_fire_combust", "labile_fire_transfer",
@@ -72,24 +75,27 @@ class LossConfig:
     epsilon: float = 1e-3
 
     def __post_init__(self):
+        given = {}
         for name, m in (("loss.enabled", self.enabled), ("loss.weights", self.weights)):
+            given[name] = checks.mapping(name, m)
             unknown = set(m) - set(TERMS)
             if unknown:
                 raise ConfigError(f"{name}: unknown term(s) {sorted(unknown)}; known: {list(TERMS)}")
         # Fill defaults for terms not mentioned, so a partial mapping from YAML works.
         en = {t: t not in _DEFAULT_OFF for t in TERMS}
-        en.update({k: bool(v) for k, v in self.enabled.items()})
+        en.update({k: checks.boolean(f"loss.enabled.{k}", v) for k, v in given["loss.enabled"].items()})
         w = {t: wt for t, (_, wt) in TERMS.items()}
-        w.update({k: float(v) for k, v in self.weights.items()})
-        for k, v in w.items():
-            if not v >= 0:
-                raise ConfigError(f"loss.weights.{k} must be >= 0, got {v}")
+        w.update({k: checks.number(f"loss.weights.{k}", v, 0) for k, v in given["loss.weights"].items()})
+        if not any(en.values()):
+            raise ConfigError("loss.enabled: every term is off (a stream whose data.products "
+                              "entry is null switches its terms off too); switch one on")
         object.__setattr__(self, "enabled", en)
         object.__setattr__(self, "weights", w)
-        if self.warm_up < 0:
-            raise ConfigError(f"loss.warm_up must be >= 0, got {self.warm_up}")
-        if self.steps_per_year < 1:
-            raise ConfigError(f"loss.steps_per_year must be >= 1, got {self.steps_per_year}")
+        object.__setattr__(self, "warm_up", checks.integer("loss.warm_up", self.warm_up, 0))
+        object.__setattr__(self, "steps_per_year",
+                           checks.integer("loss.steps_per_year", self.steps_per_year, 1))
+        checks.boolean("loss.parity", self.parity)
+        object.__setattr__(self, "epsilon", checks.number("loss.epsilon", self.epsilon, 0, lo_open=True))
 
     @property
     def active(self) -> tuple[str, ...]:

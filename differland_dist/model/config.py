@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from differland_dist.errors import ConfigError
+from differland_dist import checks
 
 
 @dataclass(frozen=True)
@@ -27,12 +27,9 @@ class ModelConfig:
     pixel_block: int = 0
 
     def __post_init__(self):
-        if self.checkpoint_every < -1:
-            raise ConfigError(f"model.checkpoint_every must be -1, 0 or > 0, got {self.checkpoint_every}")
-        if self.pixel_block < -1:
-            raise ConfigError(f"model.pixel_block must be -1, 0 or > 0, got {self.pixel_block}")
-        if self.unroll < 1:
-            raise ConfigError(f"model.unroll must be >= 1, got {self.unroll}")
+        checks.boolean("model.closed_budget", self.closed_budget)
+        for name, lo in (("checkpoint_every", -1), ("unroll", 1), ("pixel_block", -1)):
+            object.__setattr__(self, name, checks.integer(f"model.{name}", getattr(self, name), lo))
 
     def segment(self, n_steps: int) -> int:
         from differland_dist.model.rollout import default_checkpoint_every

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from differland_dist.errors import ConfigError
+from differland_dist import checks
 from differland_dist.model.parameters import (
     PHENOLOGY_PARAMETERS, POOLS, PROCESS_PARAMETERS, bounds_array, to_bounded)
 from differland_dist.model.structures import Parameters
@@ -38,13 +38,9 @@ class NetworkConfig:
     activation: str = "leaky_relu"
 
     def __post_init__(self):
-        if self.hidden_layers < 1:
-            raise ConfigError(f"network.hidden_layers must be >= 1, got {self.hidden_layers}")
-        if self.width < 1:
-            raise ConfigError(f"network.width must be >= 1, got {self.width}")
-        if self.activation not in _ACTIVATIONS:
-            raise ConfigError(f"network.activation must be one of {sorted(_ACTIVATIONS)}, "
-                              f"got {self.activation!r}")
+        object.__setattr__(self, "hidden_layers", checks.integer("network.hidden_layers", self.hidden_layers, 1))
+        object.__setattr__(self, "width", checks.integer("network.width", self.width, 1))
+        checks.choice("network.activation", self.activation, sorted(_ACTIVATIONS))
 
 
 class Dense(NamedTuple):

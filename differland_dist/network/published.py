@@ -66,12 +66,55 @@ def load_published_network(data: bytes, source: str = "<pickle>") -> NetworkPara
         for i, d in enumerate(part):
             if not (isinstance(d, dict) and {"weights", "biases"} <= set(d)):
                 raise CheckpointError(f"{source}: {what} layer {i} lacks 'weights'/'biases'")
-            out.append(Dense(np.asarray(d["weights"], np.float32), np.asarray(d["biases"], np.float32)))
+            try:
+                out.append(Dense(np.asarray(d["weights"], np.float32), np.asarray(d["biases"], np.float32)))
+            except (TypeError, ValueError) as e:
+                raise CheckpointError(f"{source}: {what} layer {i}: weights/biases are not numeric "
+                                      f"arrays ({e})") from None
         return out
 
     embed, dalec, pools, pheno = (layers(p, w) for p, w in zip(obj, ("embedding", "process head", "pool head", "phenology head")))
     for head, n_out, what in ((dalec, 31, "process head"), (pools, 7, "pool head"), (pheno, 2, "phenology head")):
-        if len(head) != 1 or head[0].weights.shape[1] != n_out:
+        if len(head) != 1:
             raise CheckpointError(f"{source}: {what} must be one linear layer with {n_out} outputs, "
-                                  f"got shapes {[tuple(h.weights.shape) for h in head]}")
+                                  f"got {len(head)} layers")
+    check_shapes(embed, dalec[0], pools[0], pheno[0], source)
     return NetworkParams(tuple(embed), dalec[0], pools[0], pheno[0])
+
+
+def check_shapes(embed: list[Dense], dalec: Dense, pools: Dense, pheno: Dense, source: str) -> None:
+    """CheckpointError naming the layer and the shapes unless the layers fit together.
+
+    Each layer is weights (n_in, n_out) with finite values and biases (n_out,); each embedding
+    layer takes the previous one's outputs and all have one width W (what NetworkConfig
+    records); the process and pool heads take (W, 31) and (W, 7), the phenology head
+    (W + 1, 2) (the embedding plus the hemisphere feature).
+    """
+    named = [(f"embedding layer {i}", d) for i, d in enumerate(embed)]
+    named += [("process head", dalec), ("pool head", pools), ("phenology head", pheno)]
+    for what, d in named:
+        w, b = d.weights, d.biases
+        if w.ndim != 2 or 0 in w.shape:
+            raise CheckpointError(f"{source}: {what}: weights must be a non-empty (n_in, n_out) "
+                                  f"matrix, got shape {tuple(w.shape)}")
+        if b.shape != (w.shape[1],):
+            raise CheckpointError(f"{source}: {what}: biases of shape {tuple(b.shape)} do not fit "
+                                  f"weights {tuple(w.shape)} (expected ({w.shape[1]},))")
+        if not (np.isfinite(w).all() and np.isfinite(b).all()):
+            raise CheckpointError(f"{source}: {what}: weights or biases hold non-finite values")
+    for i in range(1, len(embed)):
+        prev, cur = embed[i - 1].weights.shape, embed[i].weights.shape
+        if cur[0] != prev[1]:
+            raise CheckpointError(f"{source}: embedding layer {i}: weights {tuple(cur)} take {cur[0]} "
+                                  f"inputs, but embedding layer {i - 1} (weights {tuple(prev)}) "
+                                  f"gives {prev[1]}")
+    widths = [d.weights.shape[1] for d in embed]
+    if len(set(widths)) > 1:
+        raise CheckpointError(f"{source}: embedding layers have widths {widths}; the network "
+                              "config records one width for every layer")
+    width = widths[-1]
+    for what, d, expected in (("process head", dalec, (width, 31)), ("pool head", pools, (width, 7)),
+                              ("phenology head", pheno, (width + 1, 2))):
+        if tuple(d.weights.shape) != expected:
+            raise CheckpointError(f"{source}: {what}: weights {tuple(d.weights.shape)} do not fit the "
+                                  f"embedding of width {width} (expected {expected})")

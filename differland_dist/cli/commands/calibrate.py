@@ -19,35 +19,51 @@ def add_arguments(p):
     p.add_argument("--dry-run", action="store_true",
                    help="validate the config and the store, print the plan, and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--tensorboard", metavar="DIR", default=None,
+                   help="also log the metrics to TensorBoard event files in DIR (a local "
+                        "directory; needs the [tracking] extra)")
     p.add_argument("--out-storage-options", default="{}", help="JSON fsspec options for RUN_DIR")
+    p.add_argument("--force", action="store_true",
+                   help="take over RUN_DIR's lease from a run that is gone (its heartbeat is stale "
+                        "or its process has ended); a live run's lease is never taken")
 
 
 def run(args) -> int:
-    import json
-
     # The driver only applies optimizer updates: keep it on the CPU (workers get their own
     # platform through the runtime environment).
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
     from differland_dist.config import load_config
-    from differland_dist.data.store import open_store
+    from differland_dist.data.store import open_store, parse_storage_options
 
     cfg = load_config(args.config, args.overrides)
     if args.dry_run:
+        from differland_dist.config import check_against_store
+        from differland_dist.data import splits
+
         store = open_store(cfg.data.url, dict(cfg.data.storage_options), validate=True)
+        check_against_store(cfg, store.n_time, store.steps_per_year)
+        split = splits.from_store(store.patch_slices, store.split, store.attrs, store.url)
+        if cfg.data.split_seed is not None:
+            split = splits.redraw(split, cfg.data.split_seed, cfg.data.dev_fraction)
         print(f"config OK: {args.config}")
         print(f"store OK: {store.url}: {store.n_pixels} pixels x {store.n_time} steps, "
-              f"{len(store.train_patches)} train / {len(store.test_patches)} held-out patches")
+              f"{split.counts()} (test patches are never read in training)")
         print(f"plan: {cfg.training.steps} steps x {cfg.training.patches_per_step} patches on "
               f"{cfg.ray.workers} workers ({cfg.ray.address}) -> {args.out}")
         return 0
-    from differland_dist.distributed.trainer import calibrate
+    from contextlib import nullcontext
 
-    state, cal = calibrate(cfg, args.out, resume=args.resume, progress=not args.no_progress,
-                           out_storage_options=json.loads(args.out_storage_options))
+    from differland_dist.distributed.trainer import calibrate
+    from differland_dist.tracking import TensorBoardHook
+
+    with (TensorBoardHook(args.tensorboard) if args.tensorboard else nullcontext()) as tb:
+        state, cal = calibrate(cfg, args.out, resume=args.resume, progress=not args.no_progress,
+                               out_storage_options=parse_storage_options(args.out_storage_options),
+                               force=args.force, hooks=[tb] if tb is not None else None)
     last = [m for m in cal.metrics if m.get("split") == "train"][-1:]
-    test = [m for m in cal.metrics if m.get("split") == "test"][-1:]
+    dev = [m for m in cal.metrics if m.get("split") == "dev"][-1:]
     print(f"done: {state.step} steps; last train loss {last[0]['loss']:.6g}" if last else "done")
-    if test:
-        print(f"held-out loss {test[0]['loss']:.6g}")
+    if dev:
+        print(f"dev loss {dev[0]['loss']:.6g} (the dev split; test patches were not used)")
     print(f"run directory: {args.out}")
     return 0

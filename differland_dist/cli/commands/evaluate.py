@@ -10,9 +10,11 @@ HELP = "score a run or an inference output against every observation stream; fig
 DESCRIPTION = (
     "Evaluate an inference output store, or a run directory (inference into "
     "RUN_DIR/inference.zarr first if it is missing or partial). For every observation stream, "
-    "on training and held-out patches: NSE, R², RMSE, MAE, bias, r and n, flat, spatial and "
-    "temporal, warm-up excluded; parameter recovery on synthetic stores. Writes "
-    "evaluation.json, evaluation.md and figures/*.png.")
+    "on training and held-out patches: NSE, KGE, R², RMSE, MAE, bias, r and n, flat, spatial "
+    "and temporal, warm-up excluded; parameter recovery on synthetic stores. For gridded "
+    "outputs also global annual totals (PgC/yr of gpp, nee, nbe, fire), zonal means and "
+    "per-pixel skill maps (NSE, KGE, r, bias). Writes evaluation.json, evaluation.md, "
+    "evaluation.zarr and figures/*.png.")
 
 log = logging.getLogger(__name__)
 
@@ -61,13 +63,20 @@ def run(args: argparse.Namespace) -> int:
     r = evaluate(args.target, store=args.store, out=args.out, storage_options=so,
                  out_storage_options=oso, options=options, inference=inference)
     print(f"evaluation of {r['output']} -> {r['out_dir']}/evaluation.md")
-    print(f"{'stream':10s} {'n test':>8s} {'NSE test':>9s} {'r test':>7s} {'n train':>8s} {'NSE train':>9s}")
+    print("flat scores by split (train: fitted; dev: model selection; test: never trained on "
+          "or selected by)")
+    print(f"{'stream':10s} {'n test':>8s} {'NSE test':>9s} {'r test':>7s} {'n dev':>7s} {'NSE dev':>8s} "
+          f"{'n train':>8s} {'NSE train':>9s}")
     for name, s in r["streams"].items():
-        te, tr = s["test"]["flat"], s["train"]["flat"]
-        print(f"{name:10s} {te['n']:8d} {te['nse']:9.3g} {te['r']:7.3g} {tr['n']:8d} {tr['nse']:9.3g}"
-              + (f"  ({s['note']})" if s.get("note") else ""))
+        te, dv, tr = s["test"]["flat"], s["dev"]["flat"], s["train"]["flat"]
+        print(f"{name:10s} {te['n']:8d} {te['nse']:9.3g} {te['r']:7.3g} {dv['n']:7d} {dv['nse']:8.3g} "
+              f"{tr['n']:8d} {tr['nse']:9.3g}" + (f"  ({s['note']})" if s.get("note") else ""))
+    gt = r.get("global_totals")
+    if gt:
+        print("global totals, PgC/yr (mean of the years after warm-up): " + ", ".join(
+            f"{k} {v:.4g}" for k, v in gt["mean_after_warm_up"].items()))
     rec = r.get("recovery")
     if rec:
-        print(f"parameter recovery, held-out pixels: median R² {rec['test']['median_r2']:.3g} "
+        print(f"parameter recovery, test pixels: median R² {rec['test']['median_r2']:.3g} "
               f"(unbounded {rec['test']['median_r2_unbounded']:.3g})")
     return 0

@@ -31,7 +31,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="(monthly) share of a month's days an observation needs to give a "
                              "monthly value (default 0.5)")
     parser.add_argument("--test-sites", default=None, metavar="ID,ID",
-                        help="sites held out (split = 1), for leave-sites-out experiments")
+                        help="sites held out as test (split = 2: never trained on or selected "
+                             "by), for leave-sites-out experiments")
+    parser.add_argument("--dev-sites", default=None, metavar="ID,ID",
+                        help="sites held out as dev (split = 1: watched during training, used "
+                             "for model selection)")
     parser.add_argument("--only", default=None, metavar="ID,ID",
                         help="import only these sites (default: every site of site_coords.csv)")
     parser.add_argument("--weights-from-unc", action="store_true",
@@ -47,12 +51,14 @@ def run(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     ds = sites_to_store(
-        args.sites, args.out, monthly=args.monthly, test_sites=args.test_sites, only=args.only,
+        args.sites, args.out, monthly=args.monthly, test_sites=args.test_sites,
+        dev_sites=args.dev_sites, only=args.only,
         min_valid_fraction=args.min_valid_fraction, weights_from_unc=args.weights_from_unc,
         storage_options=parse_storage_options(args.storage_options), overwrite=args.overwrite)
     per_pixel = ds.attrs.get("per_pixel_forcing") or []
     print(f"wrote {args.out}: {ds.sizes['pixel']} site(s) "
-          f"({int(ds['split'].values.sum())} test), {ds.sizes['time']} "
+          f"({int((ds['split'].values == 1).sum())} dev, {int((ds['split'].values == 2).sum())} "
+          f"test), {ds.sizes['time']} "
           f"{'monthly' if args.monthly else 'daily'} steps"
           + (f", per-site {', '.join(per_pixel)}" if per_pixel else "")
           + f" in {time.perf_counter() - t0:.1f} s")

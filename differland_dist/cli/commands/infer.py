@@ -53,6 +53,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "join RAY_ADDRESS)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an output made from another checkpoint, store or series")
+    p.add_argument("--force", action="store_true",
+                   help="take over the output's lease from an infer that is gone (stale heartbeat "
+                        "or ended process); a live one's lease is never taken")
     p.add_argument("--storage-options", metavar="JSON", default=None,
                    help="fsspec options (JSON) for the store and checkpoint (default: the config's)")
     p.add_argument("--out-storage-options", metavar="JSON", default=None,
@@ -76,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         max_tasks=args.max_tasks, progress_bars=args.progress_bars)
     r = run_inference(args.checkpoint, args.out, args.store, options=options,
                       overwrite=args.overwrite, storage_options=so, out_storage_options=oso,
-                      netcdf=args.format == "netcdf")
+                      netcdf=args.format == "netcdf", force=args.force)
     summary = r.summary()
     if args.json:
         print(json.dumps(summary))

@@ -29,7 +29,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"number of years (default {synth.DEFAULT_YEARS})")
     parser.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
     parser.add_argument("--test-fraction", type=float, default=0.1, metavar="F",
-                        help="fraction of patches held out for testing (default 0.1)")
+                        help="fraction of patches in the test split: never trained on or "
+                             "selected by, only scored (default 0.1)")
+    parser.add_argument("--dev-fraction", type=float, default=0.1, metavar="F",
+                        help="fraction of patches in the dev split: model selection and early "
+                             "stopping (default 0.1)")
     parser.add_argument("--max-patch-size", type=int, default=320, metavar="N",
                         help="largest patch in pixels, also the pixel chunk (default 320)")
     parser.add_argument("--storage-options", metavar="JSON", default=None,
@@ -41,10 +45,12 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     ds = synth.synth_to_store(
         args.out, resolution=args.resolution, start=args.start, years=args.years,
-        seed=args.seed, test_fraction=args.test_fraction, max_patch_size=args.max_patch_size,
+        seed=args.seed, test_fraction=args.test_fraction, dev_fraction=args.dev_fraction,
+        max_patch_size=args.max_patch_size,
         storage_options=parse_storage_options(args.storage_options), overwrite=args.overwrite)
-    n_test = int(ds["split"].values.sum())
-    print(f"wrote {args.out}: {ds.sizes['pixel']} pixels ({n_test} test), {ds.sizes['time']} "
+    split = ds["split"].values
+    n_dev, n_test = int((split == 1).sum()), int((split == 2).sum())
+    print(f"wrote {args.out}: {ds.sizes['pixel']} pixels ({n_dev} dev, {n_test} test), {ds.sizes['time']} "
           f"months, {int(ds['patch'].values.max()) + 1} patches in "
           f"{time.perf_counter() - t0:.1f} s")
     return 0

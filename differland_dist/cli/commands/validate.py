@@ -10,9 +10,10 @@ from differland_dist.data.store import PixelStore, parse_storage_options
 from differland_dist.data.validate import summary, validate_store
 
 NAME = "validate"
-HELP = "check a pixel store: presence, dims, dtypes, units, ranges, gaps, missing chunks"
+HELP = "check a pixel store: presence, dims, dtypes, units, ranges, gaps, missing or corrupt chunks"
 DESCRIPTION = ("Check a pixel store (local path, file://, memory://, gs://, s3://) and print "
-               "every problem with its variable and pixel/time range; exit 1 if there is any.")
+               "every problem with its variable and pixel/time range; exit 1 if there is any. "
+               "Every chunk is read and verified (crc32c checksum, compressed frame, size).")
 
 log = logging.getLogger(__name__)
 

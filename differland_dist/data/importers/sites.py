@@ -27,8 +27,9 @@ The store (see docs/data.md, "Importers"):
   and elevation (ELEV) from the CSV; canopy height, forest age and soils are absent;
 * the split is by time or by sites: without ``test_sites``, every ``split`` is 0 and
   ``time_test`` (pixel, time) int8 is 1 from January 1 of ``first year + ceil(n_years / 2)`` on
-  (the published site experiments' time split); with ``test_sites``, those sites have split 1
-  and there is no ``time_test``; ``site_id``, ``site_cluster``, ``igbp`` (pixel,) strings;
+  (the published site experiments' time split); with ``test_sites``, those sites have split 2
+  (test: never trained on or selected by), ``dev_sites`` split 1 (dev), and there is no
+  ``time_test``; ``site_id``, ``site_cluster``, ``igbp`` (pixel,) strings;
 * daily steps: ``time`` = the files' day index, ``doy`` = DOY, ``delta_t`` = 1; monthly steps
   (``monthly=True``): calendar months, forcing means (precipitation as mm d-1), observation
   means over valid days where at least ``min_valid_fraction`` of the month's days are valid
@@ -50,7 +51,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from differland_dist.data import schema
+from differland_dist.data import schema, splits
 from differland_dist.data.importers import (
     PER_PIXEL_FORCING, SCHEMA_VARS, base_attrs, by_pixel_name, obs_variables, schema_var, spans)
 from differland_dist.errors import DataValidationError, DifferlandError
@@ -452,14 +453,16 @@ def select_sites(sites_dir: str | os.PathLike, only: Sequence[str] | str | None 
 def import_sites(sites_dir: str | os.PathLike, monthly: bool = False,
                  test_sites: Sequence[str] | str | None = None,
                  only: Sequence[str] | str | None = None, min_valid_fraction: float = 0.5,
-                 weights_from_unc: bool = False) -> xr.Dataset:
+                 weights_from_unc: bool = False,
+                 dev_sites: Sequence[str] | str | None = None) -> xr.Dataset:
     """Build the site store as an in-memory Dataset (see the module docstring).
 
     Args:
       sites_dir: directory with ``site_coords.csv`` and ``<SITE_ID>.nc`` files.
       monthly: aggregate the daily files to calendar months.
-      test_sites: site ids whose ``split`` is 1 (leave-sites-out); the rest are 0. Without
-        them the split is by time (``time_test``).
+      test_sites, dev_sites: site ids whose ``split`` is 2 (test) or 1 (dev), for
+        leave-sites-out experiments; the rest are 0 (train). Without them the split is by time
+        (``time_test``).
       only: import just these sites (default: every row of the CSV, each with its file).
       min_valid_fraction: (monthly) share of a month's days an observation needs.
       weights_from_unc: weights 1/unc^2 (normalised to mean 1 per product) instead of 1.
@@ -471,11 +474,15 @@ def import_sites(sites_dir: str | os.PathLike, monthly: bool = False,
     t0 = _time.perf_counter()
     chosen = select_sites(sites_dir, only)
     ids = [s.site_id for s, _ in chosen]
-    test = _parse_ids(test_sites)
-    unknown = [t for t in test if t not in ids]
-    if unknown:
-        raise DifferlandError(f"--test-sites: {', '.join(unknown)} not among the imported sites "
-                              f"({', '.join(ids)})")
+    test, dev = _parse_ids(test_sites), _parse_ids(dev_sites)
+    for flag, chosen_ids in (("--test-sites", test), ("--dev-sites", dev)):
+        unknown = [t for t in chosen_ids if t not in ids]
+        if unknown:
+            raise DifferlandError(f"{flag}: {', '.join(unknown)} not among the imported sites "
+                                  f"({', '.join(ids)})")
+    both = sorted(set(test) & set(dev))
+    if both:
+        raise DifferlandError(f"--test-sites and --dev-sites both name {', '.join(both)}")
     series, problems = [], []
     for site, path in chosen:  # every file checked before anything is built
         try:
@@ -505,7 +512,8 @@ def import_sites(sites_dir: str | os.PathLike, monthly: bool = False,
     time_test = (years >= np.asarray(test_from)[:, None]).astype(np.int8)
 
     pixel = np.arange(P)
-    split = np.array([1 if i in test else 0 for i in ids], np.int8)
+    split = np.array([splits.TEST if i in test else splits.DEV if i in dev else splits.TRAIN
+                      for i in ids], np.int8)
     data: dict[str, xr.Variable] = {
         "patch": schema_var("patch", pixel),
         "split": schema_var("split", split),
@@ -541,7 +549,7 @@ def import_sites(sites_dir: str | os.PathLike, monthly: bool = False,
     data["valid_step"] = xr.Variable(("pixel", "time"), valid.astype(np.int8), {
         "units": "1", "long_name": "1 = a step of the site's own record, 0 = padding after its "
         "end (forcing copied from a year earlier, observation weights 0)"})
-    if not test:  # a split by sites and one by time exclude each other
+    if not test and not dev:  # a split by sites and one by time exclude each other
         data["time_test"] = xr.Variable(("pixel", "time"), time_test, {
             "units": "1", "long_name": "time split: 0 = training step, 1 = test step (from "
             "January 1 of first year + ceil(n_years / 2)); train weights x (1 - time_test), "
@@ -573,7 +581,8 @@ def import_sites(sites_dir: str | os.PathLike, monthly: bool = False,
                       + ", ".join(by_pixel_name(k) for k in per_pixel) + " replace them"
                       if per_pixel else "every site shares time, doy, delta_t and co2")),
         per_pixel_forcing=list(per_pixel),
-        time_split=("none: split by sites (--test-sites)" if test else
+        **{splits.CONVENTION_ATTR: splits.CONVENTION},
+        time_split=("none: split by sites (--test-sites, --dev-sites)" if test or dev else
                     "time_test: steps from January 1 of (first year + ceil(n_years / 2)) test"),
         igbp_to_pft=dict(IGBP_TO_PFT),
         nbe_product="obs_nbe holds tower NEE (positive = source): NBE = NEE without fire; each "
@@ -592,13 +601,14 @@ def sites_to_store(sites_dir: str | os.PathLike, url: str, monthly: bool = False
                    test_sites: Sequence[str] | str | None = None,
                    only: Sequence[str] | str | None = None, min_valid_fraction: float = 0.5,
                    weights_from_unc: bool = False, storage_options: dict | None = None,
-                   overwrite: bool = False) -> xr.Dataset:
+                   overwrite: bool = False, dev_sites: Sequence[str] | str | None = None) -> xr.Dataset:
     """Import the sites and write the store at ``url`` (complete flag last). Returns the
     Dataset. The target is checked first, before any file is read."""
     from differland_dist.data.store import check_target, write_store
 
     check_target(url, storage_options, overwrite)
     ds = import_sites(sites_dir, monthly=monthly, test_sites=test_sites, only=only,
-                      min_valid_fraction=min_valid_fraction, weights_from_unc=weights_from_unc)
+                      min_valid_fraction=min_valid_fraction, weights_from_unc=weights_from_unc,
+                      dev_sites=dev_sites)
     write_store(ds, url, storage_options=storage_options, overwrite=overwrite)
     return ds

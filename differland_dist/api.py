@@ -1,0 +1,188 @@
+"""Stores and inference outputs as xarray, and their gridded view, for notebooks.
+
+Both open lazily (values are read when indexed) with the same pixel layout:
+
+* dimension ``pixel`` with an index coordinate (the pixel's position in the store, so a
+  subset of a store and the same subset of its inference output line up with ``.sel``), and
+  per-pixel coordinates ``pixel_lat``, ``pixel_lon`` (degrees), ``row``, ``col``, ``patch``
+  and ``split`` (0 train, 1 held out);
+* dimension ``time`` decoded to datetimes;
+* for gridded stores, dimensions ``lat`` and ``lon``: the grid's cell centres (row 0 first),
+  which :func:`gridded` maps pixels onto.
+
+The store's per-pixel ``lat`` / ``lon`` variables are therefore named ``pixel_lat`` /
+``pixel_lon`` here, as in the inference output (``lat`` / ``lon`` are the grid).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import xarray as xr
+
+from differland_dist.errors import DifferlandError
+
+log = logging.getLogger(__name__)
+
+_PIXEL_COORDS = ("pixel_lat", "pixel_lon", "row", "col", "patch", "split")
+
+
+def open_store(url: str, storage_options: dict | None = None, *, validate: bool = False) -> xr.Dataset:
+    """A pixel store as a lazy :class:`xarray.Dataset` (layout: see the module docstring).
+
+    Args:
+      url: local path, ``gs://``, ``s3://`` ... (fsspec ``storage_options``).
+      validate: also run the full validation of ``differland validate`` (reads every value;
+        DataValidationError listing every problem). Without it only completeness is checked.
+    """
+    from differland_dist.data.store import PixelStore, _quiet_zarr, zarr_store
+    from differland_dist.inference.output import store_grid
+
+    store = PixelStore(url, storage_options)
+    if not store.attrs.get("complete", False):
+        raise DifferlandError(f"{url}: the store is not complete (attrs.complete is not true): "
+                              "its writer was interrupted; write it again")
+    if validate:
+        from differland_dist.data.validate import check_store
+
+        check_store(store)
+    with _quiet_zarr():
+        ds = xr.open_dataset(zarr_store(url, storage_options), engine="zarr", chunks=None,
+                             zarr_format=3, decode_timedelta=False,
+                             consolidated="consolidated_metadata" in store._root_meta)
+    ds = ds.rename({k: f"pixel_{k}" for k in ("lat", "lon") if k in ds.variables})
+    ds = ds.set_coords([c for c in _PIXEL_COORDS if c in ds.variables])
+    ds = ds.assign_coords(pixel=np.arange(ds.sizes["pixel"], dtype=np.int64))
+    ds["pixel"].attrs.update({"long_name": "pixel index in the store", "units": "1"})
+    grid = store_grid(store)
+    if grid is not None:
+        ds = ds.assign_coords(
+            lat=xr.Variable("lat", grid.lat, {"units": "degrees_north", "standard_name": "latitude",
+                                              "long_name": "grid cell centre latitude"}),
+            lon=xr.Variable("lon", grid.lon, {"units": "degrees_east", "standard_name": "longitude",
+                                              "long_name": "grid cell centre longitude"}))
+    return ds
+
+
+def open_output(url: str, storage_options: dict | None = None) -> xr.Dataset:
+    """An inference output (``differland infer``) as a lazy Dataset: ``param_<name>`` (pixel),
+    ``map_<name>`` (lat, lon), the series (pixel, time); layout: see the module docstring and
+    docs/inference.md. A partial output opens with a warning (missing chunks read as NaN)."""
+    from differland_dist.inference import output as out_mod
+    from differland_dist.inference.export import open_output_dataset
+
+    attrs = out_mod.read_attrs(url, storage_options)
+    if attrs is None:
+        raise DifferlandError(f"{url}: no inference output there (no zarr group); make one with "
+                              "`differland infer` or differland_dist.run_inference")
+    if not attrs.get("complete"):
+        log.warning("%s is a partial inference output: pixels of unfinished chunks are NaN; run "
+                    "`differland infer` again to finish it", url)
+    ds = open_output_dataset(url, storage_options)
+    ds = ds.set_coords([c for c in _PIXEL_COORDS if c in ds.data_vars])
+    ds = ds.assign_coords(pixel=np.arange(ds.sizes["pixel"], dtype=np.int64))
+    ds["pixel"].attrs.update({"long_name": "pixel index in the store", "units": "1"})
+    return ds
+
+
+def open_ensemble(experiment_dir: str, storage_options: dict | None = None) -> xr.Dataset:
+    """An experiment's ``ensemble.zarr`` (``differland experiment``) as a lazy Dataset:
+    per ``predictor_set`` and ``statistic`` (mean, sd, q05, q50, q95) the 40 ``param_<name>``
+    (pixel), the ensemble series (pixel, time) and ``map_<name>`` (lat, lon); pixels carry
+    ``row``/``col``, so :func:`gridded` turns a series into a (time, lat, lon) cube."""
+    import zarr
+
+    from differland_dist.data.store import zarr_store
+    from differland_dist.experiment.ensemble import ENSEMBLE
+    from differland_dist.location import join
+
+    url = join(experiment_dir, ENSEMBLE)
+    try:
+        group = zarr.open_group(zarr_store(url, storage_options), mode="r", zarr_format=3)
+    except FileNotFoundError:
+        raise DifferlandError(f"{experiment_dir}: no {ENSEMBLE}; run `differland experiment` "
+                              "(or --ensemble-only after training)") from None
+    if not group.attrs.get("complete"):
+        raise DifferlandError(f"{url}: not complete; rerun `differland experiment --resume`")
+    ds = xr.open_zarr(zarr_store(url, storage_options), consolidated=True, zarr_format=3)
+    ds = ds.set_coords([c for c in _PIXEL_COORDS if c in ds.data_vars])
+    return ds.assign_coords(pixel=np.arange(ds.sizes["pixel"], dtype=np.int64))
+
+
+def _fit_axis(index: np.ndarray, position: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """Cell-centre coordinates of grid indices lo..hi from the pixels' (index, position):
+    a least-squares line (exact on a regular grid), float32 like the stores' grids."""
+    index = np.asarray(index, np.float64)
+    position = np.asarray(position, np.float64)
+    if np.ptp(index) == 0:  # one row (or column): the slope is not needed
+        return np.full(hi - lo + 1, position.mean(), np.float32)
+    slope, intercept = np.polyfit(index, position, 1)
+    return (intercept + slope * np.arange(lo, hi + 1)).astype(np.float32)
+
+
+def _grid_of(obj, grid) -> tuple[xr.DataArray, xr.DataArray, int, int]:
+    """(lat coordinate, lon coordinate, row offset, col offset) of the target grid."""
+    src = grid if grid is not None else obj
+    if isinstance(src, (xr.Dataset, xr.DataArray)) and "lat" in src.dims and "lon" in src.dims \
+            and "lat" in src.coords and "lon" in src.coords:
+        return src["lat"], src["lon"], 0, 0
+    if grid is not None:
+        raise DifferlandError("grid: expected a Dataset with 'lat' and 'lon' dimensions (a store "
+                              "or output opened with differland_dist.open_store / open_output)")
+    row, col = np.asarray(obj["row"].values), np.asarray(obj["col"].values)
+    missing = [c for c in ("pixel_lat", "pixel_lon") if c not in obj.coords]
+    if missing:
+        raise DifferlandError(f"gridded: the pixels lack coordinate(s) {missing}; open the data "
+                              "with differland_dist.open_store / open_output, or pass grid=")
+    r0, r1, c0, c1 = int(row.min()), int(row.max()), int(col.min()), int(col.max())
+    lat = _fit_axis(row, obj["pixel_lat"].values, r0, r1)
+    lon = _fit_axis(col, obj["pixel_lon"].values, c0, c1)
+    return (xr.DataArray(lat, dims="lat", attrs={"units": "degrees_north", "standard_name": "latitude"}),
+            xr.DataArray(lon, dims="lon", attrs={"units": "degrees_east", "standard_name": "longitude"}),
+            r0, c0)
+
+
+def _grid_array(da: xr.DataArray, lat, lon, r0: int, c0: int, row, col) -> xr.DataArray:
+    rest = [d for d in da.dims if d != "pixel"]
+    values = da.transpose(*rest, "pixel").values
+    dtype = np.result_type(values.dtype, np.float32)
+    out = np.full(values.shape[:-1] + (lat.size, lon.size), np.nan, dtype)
+    out[..., row - r0, col - c0] = values
+    coords = {k: v.variable for k, v in da.coords.items() if "pixel" not in v.dims}
+    coords.update(lat=lat.variable, lon=lon.variable)
+    return xr.DataArray(out, dims=(*rest, "lat", "lon"), coords=coords, name=da.name, attrs=da.attrs)
+
+
+def gridded(obj: xr.DataArray | xr.Dataset, grid: xr.Dataset | None = None):
+    """Map per-pixel values onto the regular grid: (..., pixel) -> (..., lat, lon), NaN where
+    there is no pixel (e.g. a (pixel, time) series -> a (time, lat, lon) cube).
+
+    Args:
+      obj: a DataArray or Dataset with a ``pixel`` dimension and ``row``, ``col`` coordinates
+        (from :func:`open_store`, :func:`open_output` or a :class:`TrainedModel` result, or a
+        subset of them). Dataset variables without ``pixel`` are left out. The values are
+        read: select variables and times first (the cube is lat x lon x the other dims).
+      grid: a Dataset with ``lat``/``lon`` dimensions (the opened store or output) to map
+        onto. Default: ``obj``'s own grid if it has one (a Dataset), else the smallest box of
+        rows and columns holding the pixels, with cell centres fitted from ``pixel_lat`` /
+        ``pixel_lon``.
+    """
+    if not isinstance(obj, (xr.DataArray, xr.Dataset)) or "pixel" not in obj.dims:
+        raise DifferlandError("gridded: expected an xarray DataArray or Dataset with a 'pixel' "
+                              "dimension")
+    missing = [c for c in ("row", "col") if c not in obj.coords]
+    if missing:
+        raise DifferlandError(f"gridded: the pixels lack coordinate(s) {missing} (site stores "
+                              "have no grid)")
+    lat, lon, r0, c0 = _grid_of(obj, grid)
+    row = np.asarray(obj["row"].values, np.int64)
+    col = np.asarray(obj["col"].values, np.int64)
+    if row.size and (row.min() - r0 < 0 or col.min() - c0 < 0 or row.max() - r0 >= lat.size
+                     or col.max() - c0 >= lon.size):
+        raise DifferlandError(f"gridded: pixel rows/cols fall outside the {lat.size} x {lon.size} grid")
+    if isinstance(obj, xr.DataArray):
+        return _grid_array(obj, lat, lon, r0, c0, row, col)
+    data = {n: _grid_array(v, lat, lon, r0, c0, row, col) for n, v in obj.data_vars.items()
+            if "pixel" in v.dims}
+    return xr.Dataset(data, attrs=obj.attrs)

@@ -1,0 +1,119 @@
+"""The three splits, by patch: train (fit), dev (model selection, early stopping) and test
+(never used in training or selection; only scored).
+
+A store's ``split`` variable holds 0 = train, 1 = dev, 2 = test per pixel (constant within a
+patch). Stores written before the three-split convention hold 0 = train, 1 = held out; they
+open with 1 read as dev (and a warning), since their held-out patches were used to watch the
+training loss, which is what dev is for.
+
+A member of an experiment may draw its own train/dev partition from the store's non-test
+patches with a seed (the paper's "run" index), keeping the test patches fixed.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Mapping, NamedTuple
+
+import numpy as np
+
+from differland_dist.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+TRAIN, DEV, TEST = 0, 1, 2
+#: Split names by code.
+NAMES = ("train", "dev", "test")
+#: The store attribute that marks the three-split convention.
+CONVENTION_ATTR = "split_convention"
+CONVENTION = "train=0,dev=1,test=2"
+
+
+class PatchSplit(NamedTuple):
+    """Sorted patch ids of each split."""
+
+    train: np.ndarray
+    dev: np.ndarray
+    test: np.ndarray
+
+    def of(self, name: str) -> np.ndarray:
+        return getattr(self, name)
+
+    def counts(self) -> str:
+        return f"{len(self.train)} train / {len(self.dev)} dev / {len(self.test)} test patches"
+
+
+def check_fractions(dev_fraction: float, test_fraction: float) -> None:
+    """ConfigError unless both fractions are in [0, 1) and leave room for training."""
+    for name, f in (("dev_fraction", dev_fraction), ("test_fraction", test_fraction)):
+        if not (isinstance(f, (int, float)) and 0.0 <= f < 1.0):
+            raise ConfigError(f"{name}: must be in [0, 1), got {f}")
+    if dev_fraction + test_fraction >= 1.0:
+        raise ConfigError(f"dev_fraction + test_fraction must be < 1, got {dev_fraction + test_fraction}")
+
+
+def assign(n_patches: int, dev_fraction: float, test_fraction: float,
+           rng: np.random.Generator) -> np.ndarray:
+    """(n_patches,) int8 split codes: round(fraction × n) patches (at least one for a fraction
+    > 0) drawn for test, then for dev; at least one training patch is always kept."""
+    check_fractions(dev_fraction, test_fraction)
+    codes = np.zeros(n_patches, np.int8)
+    if n_patches < 2:
+        return codes
+    # a fraction > 0 gives at least one patch, as long as one training patch remains
+    n_test = min(max(int(round(test_fraction * n_patches)), int(test_fraction > 0)), n_patches - 1)
+    n_dev = min(max(int(round(dev_fraction * n_patches)), int(dev_fraction > 0)),
+                n_patches - 1 - n_test)
+    order = rng.permutation(n_patches)
+    codes[order[:n_test]] = TEST
+    codes[order[n_test:n_test + n_dev]] = DEV
+    return codes
+
+
+def patch_codes(patch_slices: Mapping[int, slice], split: np.ndarray) -> dict[int, int]:
+    """patch id -> split code (the code of the patch's first pixel; validation checks that a
+    patch's pixels share one code)."""
+    return {int(p): int(split[s.start]) for p, s in patch_slices.items()}
+
+
+def from_store(patch_slices: Mapping[int, slice], split: np.ndarray, attrs: Mapping,
+               source: str = "store") -> PatchSplit:
+    """The store's split as written (old two-split stores: 1 read as dev, with a warning)."""
+    codes = patch_codes(patch_slices, split)
+    if CONVENTION_ATTR not in attrs and any(c == DEV for c in codes.values()) \
+            and not any(c == TEST for c in codes.values()):
+        log.warning("%s: written before the train/dev/test convention (split 0/1): its held-out "
+                    "patches (1) are read as dev; it has no test patches", source)
+    by = {c: np.array(sorted(p for p, k in codes.items() if k == c), np.int64) for c in (TRAIN, DEV, TEST)}
+    return PatchSplit(by[TRAIN], by[DEV], by[TEST])
+
+
+def redraw(written: PatchSplit, seed: int, dev_fraction: float | None = None) -> PatchSplit:
+    """A member's own train/dev partition of the store's non-test patches, drawn with ``seed``
+    (test patches fixed). ``dev_fraction`` of the non-test patches go to dev (default: the
+    store's own dev share of them)."""
+    pool = np.sort(np.concatenate([written.train, written.dev]))
+    if dev_fraction is None:
+        dev_fraction = len(written.dev) / max(1, len(pool))
+    if not 0.0 <= dev_fraction < 1.0:
+        raise ConfigError(f"data.dev_fraction: must be in [0, 1), got {dev_fraction}")
+    n_dev = min(int(round(dev_fraction * len(pool))), max(0, len(pool) - 1))
+    rng = np.random.default_rng([int(seed), 0x5E7])
+    dev = np.sort(rng.choice(pool, size=n_dev, replace=False)) if n_dev else np.array([], np.int64)
+    train = np.setdiff1d(pool, dev)
+    return PatchSplit(train.astype(np.int64), dev.astype(np.int64), written.test)
+
+
+def pixel_codes(patch: np.ndarray, split: PatchSplit) -> np.ndarray:
+    """(pixel,) int8 split code of every pixel under a (possibly redrawn) patch split."""
+    codes = np.full(int(np.max(patch)) + 1 if patch.size else 0, -1, np.int8)
+    for c, ids in enumerate(split):
+        codes[np.asarray(ids, np.int64)] = c
+    return codes[np.asarray(patch, np.int64)]
+
+
+def of_run(patch_slices: Mapping[int, slice], split: np.ndarray, attrs: Mapping,
+           split_seed: int | None, dev_fraction: float | None = None, source: str = "store") -> PatchSplit:
+    """The patch split a run trained with: the store's, or the one ``data.split_seed`` drew."""
+    written = from_store(patch_slices, split, attrs, source)
+    return written if split_seed is None else redraw(written, split_seed, dev_fraction)

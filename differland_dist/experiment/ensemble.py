@@ -1,0 +1,197 @@
+"""The ensemble output of an experiment: inference of the kept members, their statistics per
+predictor set, and the ensemble-mean model output that the evaluation scores.
+
+Written into the experiment directory:
+
+* ``members/<set>/m<seed>/inference.zarr``: each kept member's inference output (Ray Data);
+* ``ensemble/<set>.zarr``: the ensemble mean as an ordinary inference output (same layout as
+  ``differland infer`` writes, so ``differland evaluate`` and the Python API read it);
+* ``ensemble.zarr``: per predictor set (dimension ``predictor_set``) the mean, standard
+  deviation and 5/50/95 % quantiles (dimension ``statistic``) of the 40 parameters
+  (``param_<name>``, pixel), of the mapped monthly series (``<series>``, pixel × time) and
+  gridded parameter maps (``map_<name>``, lat × lon), with CF units and long names.
+
+Statistics are computed block by block over whole output chunks, so memory is bounded by one
+block of every kept member, not by the store.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import warnings
+from typing import Any, Sequence
+
+import numpy as np
+
+from differland_dist.data.store import PixelStore, zarr_store
+from differland_dist.errors import DifferlandError
+from differland_dist.inference import output as out_mod
+from differland_dist.location import Location, join
+
+log = logging.getLogger(__name__)
+
+ENSEMBLE = "ensemble.zarr"
+ENSEMBLE_KIND = "experiment-ensemble"
+MEAN_DIR = "ensemble"
+STATISTICS = ("mean", "sd", "q05", "q50", "q95")
+_Q = (5.0, 50.0, 95.0)
+
+
+def stats(x: np.ndarray) -> np.ndarray:
+    """(M, ...) member values -> (5, ...) mean, sd (ddof 1; 0 for one member), q05, q50, q95,
+    NaN-aware (a member with NaN at a pixel is left out there)."""
+    x = np.asarray(x, np.float64)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns give NaN, as wanted
+        n = np.sum(np.isfinite(x), axis=0)
+        mean = np.nanmean(x, axis=0)
+        sd = np.where(n > 1, np.nanstd(x, axis=0, ddof=1) if x.shape[0] > 1 else 0.0, 0.0)
+        q = np.nanpercentile(x, _Q, axis=0)
+    return np.stack([mean, sd, *q]).astype(np.float32)
+
+
+def _series_attrs(name: str) -> dict[str, Any]:
+    s = out_mod.SERIES_BY_NAME[name]
+    return {"units": s.units, "long_name": s.long_name}
+
+
+def _param_attrs(name: str) -> dict[str, Any]:
+    units, long_name = {p[0]: (p[1], p[2]) for p in out_mod.PARAMETERS}[name]
+    return {"units": units, "long_name": long_name}
+
+
+def ensemble_mean_output(url: str, store: PixelStore, members: Sequence[str], series: Sequence[str],
+                         storage_options: dict | None = None) -> str:
+    """Write the mean of member outputs ``members`` (inference output URLs) as an inference
+    output at ``url`` (resumable by chunk, like inference); returns ``url``."""
+    groups = [out_mod.open_output(u, storage_options) for u in members]
+    first = dict(groups[0].attrs)
+    attrs = {k: first[k] for k in ("source_store", "source_store_meta_sha256", "model_closed_budget",
+                                   "network_activation", "predictor_sets", "warm_up", "config_json")
+             if k in first}
+    attrs.update(checkpoint=f"ensemble mean of {len(members)} members",
+                 checkpoint_file=json.dumps(list(members)), checkpoint_step=int(first.get("checkpoint_step", 0)),
+                 network_sha256=out_mod.digest(json.dumps([dict(g.attrs).get("network_sha256")
+                                                           for g in groups]).encode()),
+                 ensemble_members=list(members))
+    existing = out_mod.read_attrs(url, storage_options)
+    if existing is None:
+        out_mod.create_output(url, store, series, attrs, storage_options,
+                              chunk_pixels=int(first["chunk_pixels"]))
+    elif existing.get("network_sha256") != attrs["network_sha256"] or existing.get("series") != list(series):
+        out_mod.remove_output(url, storage_options)
+        out_mod.create_output(url, store, series, attrs, storage_options,
+                              chunk_pixels=int(first["chunk_pixels"]))
+    elif existing.get("complete"):
+        return url
+    writer = out_mod.ChunkWriter(url, storage_options)
+    done = out_mod.done_chunks(writer.group)
+    C, N = writer.C, writer.N
+    for k in np.flatnonzero(~done):
+        s = out_mod.chunk_range(int(k), int(k) + 1, C, N)
+        params = np.nanmean(np.stack([_read_params(g, s) for g in groups]), axis=0).astype(np.float32)
+        ser = {n: np.nanmean(np.stack([np.asarray(g[n][s]) for g in groups]), axis=0).astype(np.float32)
+               for n in series}
+        writer.write(int(k), int(k) + 1, params, ser)
+    out_mod.finish(url, storage_options)
+    return url
+
+
+def _cf_attrs(arr) -> dict[str, Any]:
+    """The descriptive CF attributes of a member output's variable (not its encoding)."""
+    keep = ("units", "long_name", "standard_name", "calendar", "axis")
+    return {k: v for k, v in dict(arr.attrs).items() if k in keep}
+
+
+def _read_params(group, s: slice) -> np.ndarray:
+    return np.stack([np.asarray(group[out_mod.param_var(n)][s]) for n in out_mod.PARAM_NAMES], axis=1)
+
+
+def write_ensemble(url: str, store: PixelStore, members_by_set: dict[str, list[str]],
+                   series: Sequence[str], storage_options: dict | None = None) -> str:
+    """Write ``ensemble.zarr`` (see the module doc) from the kept members' outputs of each set
+    (set name -> inference output URLs). Rewritten whole (it is derived data)."""
+    import xarray as xr
+    import zarr
+
+    t0 = time.perf_counter()
+    sets = list(members_by_set)
+    if not sets or not all(members_by_set.values()):
+        raise DifferlandError("write_ensemble: every predictor set needs at least one kept member")
+    loc = Location(url, storage_options)
+    if loc.check_replaceable(ENSEMBLE_KIND, overwrite=True):
+        loc.clear_owned(ENSEMBLE_KIND)
+    groups = {k: [out_mod.open_output(u, storage_options) for u in v] for k, v in members_by_set.items()}
+    first = groups[sets[0]][0]
+    N, T = int(first.attrs["n_pixels"]), int(first.attrs["n_time"])
+    C = int(first.attrs["chunk_pixels"])
+    grid = out_mod.store_grid(store)
+    S, K = len(sets), len(STATISTICS)
+    params, maps = [f"param_{n}" for n in out_mod.PARAM_NAMES], [f"map_{n}" for n in out_mod.PARAM_NAMES]
+    loc.claim(ENSEMBLE_KIND, ["zarr.json", "predictor_set", "statistic", "time", "pixel_lat",
+                              "pixel_lon", "row", "col", "split", "members", *params, *series,
+                              *(maps if grid is not None else []), "lat", "lon"])
+    coords = {
+        "predictor_set": xr.Variable("predictor_set", np.array(sets, dtype=object),
+                                     {"long_name": "predictor set of the network"}),
+        "statistic": xr.Variable("statistic", np.array(STATISTICS, dtype=object),
+                                 {"long_name": "ensemble statistic over the kept members: mean, "
+                                  "standard deviation, 5/50/95 % quantiles"}),
+        "time": xr.Variable("time", np.asarray(first["time"][:], np.float64), _cf_attrs(first["time"])),
+        "pixel_lat": xr.Variable("pixel", np.asarray(first["pixel_lat"][:]), _cf_attrs(first["pixel_lat"])),
+        "pixel_lon": xr.Variable("pixel", np.asarray(first["pixel_lon"][:]), _cf_attrs(first["pixel_lon"])),
+        "row": xr.Variable("pixel", np.asarray(first["row"][:], np.int32), _cf_attrs(first["row"])),
+        "col": xr.Variable("pixel", np.asarray(first["col"][:], np.int32), _cf_attrs(first["col"])),
+        "split": xr.Variable("pixel", np.asarray(store.split), {"units": "1", "long_name":
+                             "0 = train, 1 = dev, 2 = test (as written in the store)"}),
+        "members": xr.Variable("predictor_set", np.array([len(groups[k]) for k in sets], np.int32),
+                               {"units": "1", "long_name": "kept members in the ensemble"}),
+    }
+    if grid is not None:
+        coords["lat"] = xr.Variable("lat", grid.lat, {"units": "degrees_north", "standard_name": "latitude"})
+        coords["lon"] = xr.Variable("lon", grid.lon, {"units": "degrees_east", "standard_name": "longitude"})
+    zs = zarr_store(url, storage_options, read_only=False)
+    xr.Dataset(coords=coords, attrs={
+        "title": "DifferLand experiment ensemble", "Conventions": "CF-1.8",
+        "members_json": json.dumps(members_by_set), "n_pixels": N, "n_time": T,
+        "complete": False}).to_zarr(zs, mode="a", zarr_format=3, consolidated=False)
+    g = zarr.open_group(zs, mode="r+", zarr_format=3)
+    for name, pname in zip(params, out_mod.PARAM_NAMES):
+        g.create_array(name, shape=(S, K, N), chunks=(1, K, C), dtype="float32", fill_value=np.nan,
+                       dimension_names=("predictor_set", "statistic", "pixel"),
+                       attributes=_param_attrs(pname))
+    for name in series:
+        g.create_array(name, shape=(S, K, N, T), chunks=(1, 1, C, T), dtype="float32",
+                       fill_value=np.nan, dimension_names=("predictor_set", "statistic", "pixel", "time"),
+                       attributes=_series_attrs(name))
+    for si, set_name in enumerate(sets):
+        members = groups[set_name]
+        pstats = np.full((K, N, len(params)), np.nan, np.float32)
+        for a in range(0, N, C):
+            s = slice(a, min(a + C, N))
+            pstats[:, s, :] = stats(np.stack([_read_params(m, s) for m in members]))
+            for name in series:
+                g[name][si, :, s, :] = stats(np.stack([np.asarray(m[name][s]) for m in members]))
+        for j, name in enumerate(params):
+            g[name][si] = pstats[:, :, j]
+        if grid is not None:
+            for j, name in enumerate(maps):
+                if si == 0:
+                    g.create_array(name, shape=(S, K, grid.lat.size, grid.lon.size),
+                                   chunks=(1, 1, min(grid.lat.size, 360), min(grid.lon.size, 720)),
+                                   dtype="float32", fill_value=np.nan,
+                                   dimension_names=("predictor_set", "statistic", "lat", "lon"),
+                                   attributes=_param_attrs(out_mod.PARAM_NAMES[j]))
+                g[name][si] = np.stack([out_mod.to_grid(pstats[k, :, j], grid) for k in range(K)])
+        log.info("ensemble %s: %d members, %d pixels", set_name, len(members), N)
+    zarr.consolidate_metadata(zs, zarr_format=3)
+    g = zarr.open_group(zs, mode="r+", zarr_format=3, use_consolidated=True)
+    g.attrs["complete"] = True
+    log.info("wrote %s (%d sets) in %.1f s", url, S, time.perf_counter() - t0)
+    return url
+
+
+def mean_output_url(out: str, set_name: str) -> str:
+    return join(out, MEAN_DIR, f"{set_name}.zarr")

@@ -1,0 +1,305 @@
+"""``differland experiment``: train the grid, keep the best members, build the ensemble, score.
+
+Experiment directory::
+
+    DIR/experiment.yaml                     the resolved experiment (base config inline)
+    DIR/experiment.jsonl                    one record per member state change
+    DIR/members/<set>/m<seed>/              each member's run directory (checkpoints, metrics,
+                                            network.npz; inference.zarr and evaluation/ if kept)
+    DIR/ensemble/<set>.zarr                 ensemble-mean inference output of each set
+    DIR/ensemble/<set>_evaluation/          its evaluation (evaluation.json, figures)
+    DIR/ensemble.zarr                       mean / sd / quantiles per set (see ensemble.py)
+    DIR/selection.json                      kept and dropped members per set, by dev loss
+    DIR/scores.json, DIR/scores.md          see :mod:`differland_dist.experiment.scores`
+    DIR/figures/                            test NSE by set per stream; ensemble maps
+    DIR/summary.json                        what ran, failed members and why, timings
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from differland_dist.errors import DifferlandError
+from differland_dist.experiment import ensemble as ens
+from differland_dist.experiment import scores as sc
+from differland_dist.experiment.grid import GridConfig, Member, grid_from_dict
+from differland_dist.experiment.runner import (
+    CONFIG_NAME, ExperimentRun, MemberRun, member_dir, train_members)
+from differland_dist.lease import LEASE_FILE, Lease
+from differland_dist.location import OWNER_MARKER, Location, join
+from differland_dist.secrets import safe_config_dict
+
+log = logging.getLogger(__name__)
+
+EXPERIMENT_KIND = "experiment"
+DEFAULT_MAP_PARAMS = ("canopy_efficiency", "LCMA")
+
+
+@dataclass
+class ExperimentResult:
+    """What :func:`run_experiment` did."""
+
+    out: str
+    run: ExperimentRun
+    kept: dict[str, list[str]] = field(default_factory=dict)
+    scores: dict[str, Any] = field(default_factory=dict)
+    files: list[str] = field(default_factory=list)
+
+
+def _plain(grid: GridConfig) -> dict:
+    """The experiment as saved: credentials never reach a file (secrets.safe_config_dict)."""
+    d = grid.to_dict()
+    d["base"] = safe_config_dict(grid.base)
+    return d
+
+
+def prepare_dir(grid: GridConfig, out: str, resume: bool, so: dict) -> None:
+    """Write ``experiment.yaml``, or check that an existing one is this experiment (rerun with
+    ``resume``); anything else in the way is refused."""
+    loc = Location(out, so)
+    cfg = loc.join(CONFIG_NAME)
+    want = _plain(grid)
+    if cfg.exists():
+        try:
+            have = yaml.safe_load(cfg.read_bytes().decode())
+        except yaml.YAMLError as e:
+            raise DifferlandError(f"{cfg.url}: not valid YAML ({e})") from None
+        if not resume:
+            raise DifferlandError(f"{out} already holds an experiment: pass --resume to continue "
+                                  "it, or choose another --out")
+        if _comparable(have) != _comparable(want):
+            diff = sorted(k for k in want if json.dumps(_comparable(have).get(k), sort_keys=True)
+                          != json.dumps(_comparable(want).get(k), sort_keys=True))
+            raise DifferlandError(f"{out}: the experiment there differs in {diff}; only "
+                                  "training steps and cadences, the cluster, members, keep_best "
+                                  "and the ensemble options may change on resume")
+        cfg.write_atomic(yaml.safe_dump(want, sort_keys=False).encode())
+        return
+    present = [e for e in loc.entries() if e not in (OWNER_MARKER, LEASE_FILE)]
+    if present:
+        raise DifferlandError(f"{out}: not empty and not an experiment directory (holds "
+                              f"{', '.join(present[:8])}); choose another --out")
+    loc.claim(EXPERIMENT_KIND, [CONFIG_NAME, LEASE_FILE, "experiment.jsonl", "members", "ensemble",
+                                "ensemble.zarr", "selection.json", "scores.json", "scores.md",
+                                "figures", "summary.json"])
+    cfg.write_atomic(yaml.safe_dump(want, sort_keys=False).encode())
+
+
+def _comparable(d: dict) -> dict:
+    """The experiment minus what may change on resume: steps, cadences, the cluster, the
+    number of members and what is kept and ensembled."""
+    d = json.loads(json.dumps(d))
+    base = d.get("base", {})
+    base.pop("ray", None)
+    for k in ("steps", "eval_every", "checkpoint_every"):
+        base.get("training", {}).pop(k, None)
+    for k in ("resources", "members", "keep_best", "inference", "ensemble_series"):
+        d.pop(k, None)  # more members, another selection or ensemble: same experiment
+    return d
+
+
+def select(grid: GridConfig, run: ExperimentRun) -> dict[str, dict[str, list[str]]]:
+    """Per set: the ``keep_best`` finished members with the lowest final dev loss (ties and
+    missing dev losses by seed), and the dropped ones."""
+    out = {}
+    for s in grid.predictor_sets:
+        done = [m for m in run.members.values() if m.set == s.name and m.state == "done"]
+        done.sort(key=lambda m: (m.dev_loss if m.dev_loss is not None and math.isfinite(m.dev_loss)
+                                 else math.inf, m.seed))
+        out[s.name] = {"kept": [m.key for m in done[:grid.keep_best]],
+                       "dropped": [m.key for m in done[grid.keep_best:]],
+                       "failed": [m.key for m in run.members.values()
+                                  if m.set == s.name and m.state == "failed"]}
+    return out
+
+
+def run_experiment(grid: GridConfig, out: str, *, resume: bool = False,
+                   out_storage_options: dict | None = None, address: str | None = None,
+                   ensemble: bool | None = None, train: bool = True,
+                   inference_options=None, progress_every_s: float = 15.0,
+                   force: bool = False, tensorboard: str | None = None) -> ExperimentResult:
+    """Train (or finish training) the grid, then build the ensemble and the scores.
+
+    Args:
+      grid: the experiment (see :func:`differland_dist.experiment.grid.load_grid`).
+      out: experiment directory (local path or object-storage URL).
+      resume: continue an existing experiment directory (finished members are kept).
+      ensemble: run inference, ensemble and scores after training (default: ``grid.inference``).
+      train: train members (False: only rebuild the ensemble from finished members).
+      inference_options: ``InferenceOptions`` for the members' inference.
+      force: take over a stale lease on ``out`` (a driver that was killed); a live
+        experiment's lease is never taken.
+      tensorboard: local directory for the members' TensorBoard logs (one per member).
+
+    One driver at a time holds the experiment directory (:mod:`differland_dist.lease`).
+    """
+    from differland_dist.data.store import open_store
+
+    t0 = time.time()
+    so = dict(grid.base.data.storage_options)
+    oso = dict(so if out_storage_options is None else out_storage_options)
+    if not grid.base.data.url:
+        raise DifferlandError("base config: data.url is empty (set it, or --set base.data.url=URL)")
+    store = open_store(grid.base.data.url, so, validate=True)  # a bad store fails before Ray
+    prepare_dir(grid, out, resume or not train, oso)
+    with Lease(Location(out, oso), owner="experiment", force=force):
+        run = (train_members(grid, out, out_storage_options=oso, address=address,
+                             progress_every_s=progress_every_s, tensorboard=tensorboard)
+               if train else _finished(grid, out, oso))
+        return _finish(grid, out, store, oso, run, ensemble, inference_options, t0)
+
+
+def _finish(grid, out, store, oso, run, ensemble, inference_options, t0) -> ExperimentResult:
+    """Selection, the ensemble and scores (unless switched off), and the summary."""
+    result = ExperimentResult(out, run)
+    root = Location(out, oso)
+    selection = select(grid, run)
+    root.join("selection.json").write_json(selection)
+    result.kept = {k: v["kept"] for k, v in selection.items()}
+    if ensemble if ensemble is not None else grid.inference:
+        empty = [k for k, v in result.kept.items() if not v]
+        if empty:
+            log.warning("no finished member in set(s) %s: left out of the ensemble", empty)
+        kept = {k: v for k, v in result.kept.items() if v}
+        if kept:
+            result.scores = build_ensemble(grid, out, store, kept, oso, inference_options)
+            result.files += ["ensemble.zarr", "scores.json", "scores.md", "figures/"]
+    summary = {"experiment": grid.name, "members": len(run.members),
+               "done": len(run.by_state("done")), "failed": [
+                   {"member": m.key, "error": m.error} for m in run.failed],
+               "kept": result.kept, "wall_s": time.time() - t0}
+    root.join("summary.json").write_json(summary)
+    for m in run.failed:
+        log.warning("member %s failed: %s", m.key, m.error)
+    log.info("experiment %s: %d done, %d failed, in %.0f s", grid.name, summary["done"],
+             len(run.failed), summary["wall_s"])
+    return result
+
+
+def _finished(grid: GridConfig, out: str, oso: dict) -> ExperimentRun:
+    """The members' states read from their run directories (no training)."""
+    from differland_dist.experiment.grid import member_config
+    from differland_dist.experiment.runner import final_losses, next_action
+
+    runs = {}
+    for m in grid.members:
+        cfg = member_config(grid, m)
+        rd = Location(member_dir(out, m), oso)
+        rec = MemberRun(m.key, m.set.name, m.seed, steps=cfg.training.steps)
+        if next_action(rd, cfg.training.steps) == "skip":
+            rec.loss, rec.dev_loss, rec.step = final_losses(rd)
+            rec.state = "done"
+        runs[m.key] = rec
+    return ExperimentRun(out, runs, 0.0)
+
+
+def _series_needed(grid: GridConfig) -> tuple[str, ...]:
+    from differland_dist.evaluation.streams import RULES
+    from differland_dist.inference.output import DEFAULT_SERIES
+
+    want = set(grid.ensemble_series) | {n for r in RULES.values() for n in r.series}
+    return tuple(n for n in DEFAULT_SERIES if n in want)
+
+
+def build_ensemble(grid: GridConfig, out: str, store, kept: dict[str, list[str]], oso: dict,
+                   inference_options=None) -> dict[str, Any]:
+    """Inference of every kept member, their evaluations, the ensemble outputs and the scores."""
+    import dataclasses
+
+    from differland_dist.evaluation.evaluate import EvaluationOptions, evaluate
+    from differland_dist.inference.pipeline import InferenceOptions, run_inference
+
+    series = _series_needed(grid)
+    opts = dataclasses.replace(inference_options or InferenceOptions(), series=series)
+    so = dict(grid.base.data.storage_options)
+    quiet = EvaluationOptions(figures=False)
+    member_evals: dict[str, list[dict]] = {}
+    outputs: dict[str, list[str]] = {}
+    by_key = {m.key: m for m in grid.members}
+    n_kept = sum(len(v) for v in kept.values())
+    i = 0
+    for set_name, keys in kept.items():
+        for key in keys:
+            i += 1
+            m: Member = by_key[key]
+            rd = member_dir(out, m)
+            output = join(rd, "inference.zarr")
+            log.info("ensemble: inference of member %s (%d/%d)", key, i, n_kept)
+            run_inference(rd, output, grid.base.data.url, options=opts, storage_options=so,
+                          out_storage_options=oso, checkpoint_storage_options=oso)
+            member_evals.setdefault(set_name, []).append(
+                evaluate(output, store=grid.base.data.url, out=join(rd, "evaluation"),
+                         storage_options=so, out_storage_options=oso, options=quiet))
+            outputs.setdefault(set_name, []).append(output)
+    ens_evals = {}
+    for set_name, urls in outputs.items():
+        mean_url = ens.mean_output_url(out, set_name)
+        ens.ensemble_mean_output(mean_url, store, urls, series, oso)
+        ens_evals[set_name] = evaluate(mean_url, store=grid.base.data.url,
+                                       out=join(out, ens.MEAN_DIR, f"{set_name}_evaluation"),
+                                       storage_options=so, out_storage_options=oso)
+    ens.write_ensemble(join(out, ens.ENSEMBLE), store, outputs,
+                       [n for n in grid.ensemble_series if n in series], oso)
+    scores = sc.collect(member_evals, ens_evals)
+    root = Location(out, oso)
+    root.join("scores.json").write_atomic(sc.to_json(scores).encode())
+    root.join("scores.md").write_atomic(sc.to_markdown(scores, f"Experiment {grid.name}: scores").encode())
+    streams = sorted({st for per in scores.values() for st in per})
+    for st in streams:
+        root.join("figures", f"test_nse_{st}.png").write_atomic(sc.nse_figure(scores, st, "test"))
+    for name, data in ensemble_maps(join(out, ens.ENSEMBLE), oso).items():
+        root.join("figures", name).write_atomic(data)
+    return scores
+
+
+def ensemble_maps(url: str, so: dict, params=DEFAULT_MAP_PARAMS) -> dict[str, bytes]:
+    """PNG maps of the ensemble mean and standard deviation of ``params``, one row per set."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import zarr
+
+    from differland_dist.data.store import zarr_store
+
+    g = zarr.open_group(zarr_store(url, so), mode="r", zarr_format=3)
+    if "lat" not in g:
+        return {}
+    sets = [str(s) for s in g["predictor_set"][:]]
+    figs = {}
+    for p in params:
+        arr = g[f"map_{p}"]
+        units = dict(arr.attrs).get("units", "")
+        fig, axes = plt.subplots(len(sets), 2, figsize=(8, 2.2 * len(sets) + 0.4), dpi=100, squeeze=False)
+        for i, s in enumerate(sets):
+            for j, (k, label) in enumerate(((0, "ensemble mean"), (1, "ensemble sd"))):
+                im = axes[i, j].imshow(arr[i, k], cmap="viridis" if j == 0 else "magma", aspect="auto")
+                axes[i, j].set_title(f"{s}: {p} {label}", fontsize=8)
+                axes[i, j].set_xticks([]), axes[i, j].set_yticks([])
+                fig.colorbar(im, ax=axes[i, j], shrink=0.8, label=units)
+        fig.tight_layout()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png")
+        plt.close(fig)
+        figs[f"ensemble_{p}.png"] = buf.getvalue()
+    return figs
+
+
+def load_experiment(out: str, storage_options: dict | None = None) -> GridConfig:
+    """The experiment saved in ``DIR/experiment.yaml`` (its base config's storage options are
+    empty: pass them again where needed)."""
+    loc = Location(out, storage_options)
+    try:
+        d = yaml.safe_load(loc.join(CONFIG_NAME).read_bytes().decode())
+    except FileNotFoundError:
+        raise DifferlandError(f"{out}: no {CONFIG_NAME}: not an experiment directory") from None
+    return grid_from_dict(d)

@@ -1,0 +1,325 @@
+"""Running an experiment grid on one Ray cluster: every member a calibration, packed by Ray.
+
+Each member reserves its workers with a placement group (one bundle per worker) before it
+starts, so a member runs whole or waits: a cluster of N GPUs runs N single-GPU members at once,
+the rest queue, and an autoscaling cluster sees the pending groups and grows. Members share
+nothing but the cluster; each writes its own run directory ``DIR/members/<set>/m<seed>/``.
+
+The driver is thin: member state lives in :class:`MemberRun` records, appended to
+``DIR/experiment.jsonl`` at every state change; :func:`next_action` decides what to do with a
+member from its run directory (skip a finished one, resume one with checkpoints); the loop only
+executes. A rerun after a killed driver, a lost node or Ctrl-C therefore finishes only what is
+unfinished, and every member resumes from its own last checkpoint (bit-identical networks).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from differland_dist.errors import DifferlandError
+from differland_dist.experiment.grid import GridConfig, Member, member_config
+from differland_dist.location import Location, join
+
+log = logging.getLogger(__name__)
+
+JOURNAL = "experiment.jsonl"
+CONFIG_NAME = "experiment.yaml"
+MEMBERS = "members"
+
+#: Member states, in the order a member goes through them.
+STATES = ("queued", "waiting", "running", "done", "failed")
+
+
+@dataclass
+class MemberRun:
+    """What the driver knows of one member (one record per state change in the journal)."""
+
+    key: str
+    set: str
+    seed: int
+    state: str = "queued"
+    step: int = 0
+    steps: int = 0
+    loss: float | None = None
+    dev_loss: float | None = None
+    pixel_months_per_s: float = 0.0
+    error: str | None = None
+    since: float = field(default_factory=time.time)
+
+    def record(self) -> dict[str, Any]:
+        return {"time": time.time(), **dataclasses.asdict(self)}
+
+
+def member_dir(out: str, member: Member) -> str:
+    return join(out, MEMBERS, member.key)
+
+
+def next_action(run_dir: Location, steps: int) -> str:
+    """"skip" (finished: its final network is there at ``steps``), "resume" (checkpoints) or
+    "start" (nothing yet): a policy over the run directory alone."""
+    from differland_dist.runs import latest_checkpoint
+
+    latest = latest_checkpoint(run_dir.url, run_dir.options)
+    if latest is None:
+        return "start"
+    if run_dir.join("network.npz").exists():
+        info = run_dir.join("checkpoints", "latest.json").read_json(default={}) or {}
+        if int(info.get("step", -1)) >= steps:
+            return "skip"
+    return "resume"
+
+
+def final_losses(run_dir: Location) -> tuple[float | None, float | None, int]:
+    """(last training loss, last dev loss, last step) from a run's ``metrics.jsonl``."""
+    try:
+        text = run_dir.join("metrics.jsonl").read_bytes().decode()
+    except FileNotFoundError:
+        return None, None, 0
+    train = dev = None
+    step = 0
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        m = json.loads(line)
+        step = max(step, int(m.get("step", 0)))
+        if m.get("split") == "train":
+            train = m.get("loss")
+        elif m.get("split") == "dev":
+            dev = m.get("loss")
+    return train, dev, step
+
+
+class Journal:
+    """``experiment.jsonl``: one JSON record per member state change, appended (locally with
+    fsync; on object stores the whole file is rewritten atomically, as objects cannot grow)."""
+
+    def __init__(self, loc: Location):
+        self.loc = loc
+        self._lock = threading.Lock()
+        self._lines: list[str] = []
+        if not loc.local:
+            try:
+                self._lines = loc.read_bytes().decode().splitlines(keepends=True)
+            except FileNotFoundError:
+                pass
+
+    def append(self, rec: dict[str, Any]) -> None:
+        line = json.dumps(rec, allow_nan=False, default=str) + "\n"
+        with self._lock:
+            if self.loc.local:
+                os.makedirs(os.path.dirname(self.loc.path) or ".", exist_ok=True)
+                with open(self.loc.path, "a") as f:
+                    f.write(line)
+                    f.flush()
+                    os.fsync(f.fileno())
+            else:
+                self._lines.append(line)
+                self.loc.write_atomic("".join(self._lines).encode())
+
+
+def _finite(x: Any) -> float | None:
+    return float(x) if isinstance(x, (int, float)) and math.isfinite(x) else None
+
+
+class _Stop(Exception):
+    """Raised in a member's step hook when the experiment is being stopped."""
+
+
+@dataclass
+class ExperimentRun:
+    """The outcome of :func:`train_members`."""
+
+    out: str
+    members: dict[str, MemberRun]
+    wall_s: float
+
+    def by_state(self, state: str) -> list[MemberRun]:
+        return [m for m in self.members.values() if m.state == state]
+
+    @property
+    def failed(self) -> list[MemberRun]:
+        return self.by_state("failed")
+
+
+def _start_ray(address: str, runtime_env: dict) -> bool:
+    """Connect to (or start) the cluster; True when this call started Ray."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    kw: dict[str, Any] = {"runtime_env": runtime_env, "include_dashboard": False,
+                          "log_to_driver": log.isEnabledFor(logging.DEBUG)}
+    if address != "local":
+        kw["address"] = address
+    try:
+        ray.init(**kw)
+    except (ConnectionError, RuntimeError) as e:
+        raise DifferlandError(f"ray.address={address!r}: cannot connect to a Ray cluster "
+                              f"({str(e).splitlines()[0]})") from None
+    return True
+
+
+def train_members(grid: GridConfig, out: str, *, out_storage_options: dict | None = None,
+                  address: str | None = None, progress_every_s: float = 15.0,
+                  on_change: Callable[[MemberRun], None] | None = None,
+                  tensorboard: str | None = None) -> ExperimentRun:
+    """Train every member of the grid that is not finished, concurrently on one Ray cluster.
+
+    Args:
+      grid: the experiment (see :mod:`differland_dist.experiment.grid`).
+      out: experiment directory (local path or object-storage URL).
+      address: Ray address (default: the base config's ``ray.address``).
+      progress_every_s: seconds between progress lines (members and the grid).
+      on_change: called with a member's record at every state change.
+      tensorboard: a local directory: each member also logs its metrics to TensorBoard in
+        ``<tensorboard>/<set>/m<seed>`` (the [tracking] extra).
+
+    Failed members (diverged, workers lost beyond the restart budget, bad checkpoints) are
+    recorded with the reason and do not stop the others.
+    """
+    import ray
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    from differland_dist.distributed.trainer import calibrate
+    from differland_dist.distributed.worker import worker_env
+
+    t0 = time.time()
+    oso = dict(out_storage_options or {})
+    root = Location(out, oso)
+    journal = Journal(root.join(JOURNAL))
+    runs: dict[str, MemberRun] = {}
+    todo: list[tuple[Member, str]] = []
+    for m in grid.members:
+        cfg = member_config(grid, m)
+        rd = Location(member_dir(out, m), oso)
+        action = next_action(rd, cfg.training.steps)
+        rec = MemberRun(m.key, m.set.name, m.seed, steps=cfg.training.steps)
+        if action == "skip":
+            rec.loss, rec.dev_loss, rec.step = final_losses(rd)
+            rec.state = "done"
+        else:
+            todo.append((m, action))
+        runs[m.key] = rec
+        journal.append(rec.record())
+    log.info("experiment %s: %d members (%d sets x %d), %d finished, %d to run",
+             grid.name, len(runs), len(grid.predictor_sets), len(grid.seeds),
+             len(runs) - len(todo), len(todo))
+    if not todo:
+        return ExperimentRun(out, runs, time.time() - t0)
+
+    base_ray = grid.base.ray
+    started = _start_ray(address or base_ray.address,
+                         {"env_vars": worker_env(member_config(grid, todo[0][0]).ray)})
+    stop = threading.Event()
+    lock = threading.Lock()
+
+    def change(rec: MemberRun, state: str, **kw) -> None:
+        with lock:
+            rec.state, rec.since = state, time.time()
+            for k, v in kw.items():
+                setattr(rec, k, v)
+            journal.append(rec.record())
+        log.info("member %s: %s%s", rec.key, state, f" ({rec.error})" if rec.error else "")
+        if on_change is not None:
+            on_change(rec)
+
+    r = grid.resources
+    bundle = {"CPU": r.cpus_per_worker, **({"GPU": r.gpus_per_worker} if r.gpus_per_worker else {})}
+
+    def run_member(member: Member) -> None:
+        rec = runs[member.key]
+        cfg = member_config(grid, member)
+        pg = None
+        try:
+            pg = placement_group([dict(bundle) for _ in range(r.workers)], strategy="PACK")
+            change(rec, "waiting")
+            while not stop.is_set():
+                ready, _ = ray.wait([pg.ready()], timeout=1.0)
+                if ready:
+                    break
+            if stop.is_set():
+                raise _Stop()
+            change(rec, "running")
+
+            def hook(step: int, cal) -> None:
+                if stop.is_set():
+                    raise _Stop()
+                last = cal.metrics[-1] if cal.metrics else {}
+                rec.step = step
+                rec.loss = _finite(last.get("loss")) if last.get("split") == "train" else rec.loss
+                rec.pixel_months_per_s = float(last.get("pixel_months_per_s", 0.0) or 0.0)
+
+            hooks: list = [hook]
+            if tensorboard:
+                from differland_dist.tracking import TensorBoardHook
+
+                hooks.append(TensorBoardHook(join(tensorboard, member.key)))
+            # resume=True also starts a member with no checkpoints from step 0; force: the
+            # experiment's lease is held, so a member lease left by a killed driver is stale
+            # and ours to take (a live one is still refused)
+            try:
+                calibrate(cfg, member_dir(out, member), resume=True, hooks=hooks,
+                          out_storage_options=oso, placement_group=pg, force=True)
+            finally:
+                for h in hooks[1:]:
+                    h.close()
+            loss, dev, step = final_losses(Location(member_dir(out, member), oso))
+            change(rec, "done", loss=_finite(loss), dev_loss=_finite(dev), step=step,
+                   pixel_months_per_s=0.0)
+        except _Stop:
+            change(rec, "queued")
+        except Exception as e:  # noqa: BLE001 - one member's failure must not stop the others
+            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+            log.debug("member %s failed", member.key, exc_info=True)
+            change(rec, "failed", error=f"{type(e).__name__}: {msg}"[:500], pixel_months_per_s=0.0)
+        finally:
+            if pg is not None:
+                try:
+                    remove_placement_group(pg)
+                except Exception:  # noqa: BLE001 - the cluster may be gone
+                    pass
+
+    threads = [threading.Thread(target=run_member, args=(m,), name=f"member-{m.key}", daemon=True)
+               for m, _ in todo]
+    for t in threads:
+        t.start()
+    try:
+        last = 0.0
+        while any(t.is_alive() for t in threads):
+            time.sleep(0.5)
+            if time.time() - last >= progress_every_s:
+                last = time.time()
+                _log_progress(runs)
+    except KeyboardInterrupt:
+        log.warning("interrupted: stopping members (finished members and checkpoints are kept; "
+                    "rerun to continue)")
+        stop.set()
+        for t in threads:
+            t.join(timeout=60)
+        raise
+    finally:
+        if started:
+            ray.shutdown()
+    _log_progress(runs)
+    return ExperimentRun(out, runs, time.time() - t0)
+
+
+def _log_progress(runs: dict[str, MemberRun]) -> None:
+    counts = {s: sum(1 for m in runs.values() if m.state == s) for s in STATES}
+    rate = sum(m.pixel_months_per_s for m in runs.values() if m.state == "running")
+    log.info("grid: %d done / %d running / %d waiting / %d queued / %d failed; %.3g pixel-months/s",
+             counts["done"], counts["running"], counts["waiting"], counts["queued"],
+             counts["failed"], rate)
+    for m in runs.values():
+        if m.state == "running":
+            loss = "" if m.loss is None else f" loss {m.loss:.4g}"
+            log.info("  %s step %d/%d%s (%.3g pixel-months/s)", m.key, m.step, m.steps, loss,
+                     m.pixel_months_per_s)

@@ -1,0 +1,195 @@
+"""Experiments (issue 13): the three splits, the grid config, a grid end to end on a local Ray
+cluster (concurrent members, a failing member, the ensemble and the scores), and a killed
+driver resumed to bit-identical member networks."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from differland_dist.data import splits
+from differland_dist.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+CACHE = "/tmp/differland-test-jax-cache"
+
+
+# -- three splits ---------------------------------------------------------------------------------
+def test_synth_makes_train_dev_and_test_by_patch():
+    from differland_dist.data.synth import make_synthetic
+
+    ds = make_synthetic(resolution=15, years=1, seed=0, max_patch_size=8, dev_fraction=0.2,
+                        test_fraction=0.15)
+    split, patch = ds["split"].values, ds["patch"].values
+    n = int(patch.max()) + 1
+    per_patch = {int(p): set(split[patch == p].tolist()) for p in range(n)}
+    assert all(len(v) == 1 for v in per_patch.values())  # constant within a patch
+    codes = np.array([next(iter(per_patch[p])) for p in range(n)])
+    assert (codes == 2).sum() == round(0.15 * n) and (codes == 1).sum() == round(0.2 * n)
+    assert ds.attrs[splits.CONVENTION_ATTR] == splits.CONVENTION
+    with pytest.raises(ConfigError, match="dev_fraction"):
+        make_synthetic(resolution=15, years=1, dev_fraction=1.2)
+
+
+def test_member_split_redraw_keeps_test_fixed():
+    written = splits.PatchSplit(np.arange(0, 16), np.arange(16, 18), np.arange(18, 20))
+    a, b, a2 = splits.redraw(written, 1), splits.redraw(written, 2), splits.redraw(written, 1)
+    assert np.array_equal(a.test, written.test) and np.array_equal(b.test, written.test)
+    assert np.array_equal(a.dev, a2.dev) and not np.array_equal(a.dev, b.dev)
+    assert len(a.dev) == 2 and len(a.train) == 16
+    assert not set(a.dev) & set(a.train) and set(a.dev) | set(a.train) == set(range(18))
+
+
+def test_old_two_split_store_reads_one_as_dev(caplog):
+    runs = {0: slice(0, 2), 1: slice(2, 4), 2: slice(4, 6)}
+    split = np.array([0, 0, 1, 1, 0, 0], np.int8)
+    with caplog.at_level(logging.WARNING):
+        s = splits.from_store(runs, split, {}, "old.zarr")
+    assert list(s.train) == [0, 2] and list(s.dev) == [1] and len(s.test) == 0
+    assert "read as dev" in caplog.text
+
+
+# -- the grid config ------------------------------------------------------------------------------
+def test_grid_config_expands_and_validates(tmp_path):
+    from differland_dist.experiment import load_grid, member_config
+
+    g = load_grid(ROOT / "configs" / "experiment_demo.yaml", ["base.data.url=x.zarr"])
+    assert [m.key for m in g.members] == ["PFT/m000", "PFT/m001", "PFT/m002", "PFT+CLIM+SOIL+AGE/m000",
+                                          "PFT+CLIM+SOIL+AGE/m001", "PFT+CLIM+SOIL+AGE/m002"]
+    c = member_config(g, g.members[4])
+    assert c.data.predictors == ("PFT", "CLIM", "SOIL", "AGE") and c.training.seed == 1
+    assert c.data.split_seed == 1 and c.training.order_seed == 1 and c.ray.workers == 1
+    assert c.training.steps == 150 and c.data.url == "x.zarr"
+    paper = load_grid(ROOT / "configs" / "experiment_paper.yaml")
+    assert len(paper.predictor_sets) == 7 and len(paper.seeds) == 20 and paper.keep_best == 10
+    assert paper.resources.gpus_per_worker == 1
+    for override, key in ((["keep_best=9"], "keep_best"), (["members=0"], "members"),
+                          (["predictor_sets=[[PFT], [FOO]]"], "predictor_sets[1]"),
+                          (["vary=[colour]"], "vary"), (["colour=1"], "colour"),
+                          (["base.training.steps=-1"], "training.steps")):
+        with pytest.raises(ConfigError, match=key.replace("[", r"\[").replace("]", r"\]")):
+            load_grid(ROOT / "configs" / "experiment_demo.yaml", override)
+
+
+# -- a grid end to end ----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def exp_store(tmp_path_factory):
+    from differland_dist.data.synth import synth_to_store
+
+    url = str(tmp_path_factory.mktemp("exp") / "earth.zarr")
+    synth_to_store(url, resolution=15, years=2, seed=5, max_patch_size=8, dev_fraction=0.2,
+                   test_fraction=0.2)
+    return url
+
+
+def _grid(store: str, sets=None, members=2, steps=12, **over):
+    from differland_dist.experiment import grid_from_dict
+
+    d = {"name": "t", "base": str(ROOT / "configs" / "demo.yaml"),
+         "set": [f"data.url={store}", f"training.steps={steps}", "training.patches_per_step=4",
+                 "training.patches_per_call=4", "training.eval_every=4", "training.checkpoint_every=4",
+                 "optimizer.warmup_steps=2", "ray.jax_threads_per_worker=1",
+                 "ray.runtime_env={env_vars: {JAX_COMPILATION_CACHE_DIR: %s}}" % CACHE],
+         "predictor_sets": sets or [["PFT"], ["PFT", "CLIM", "SOIL", "AGE"]],
+         "members": members, "keep_best": 1, "resources": {"workers": 1, "cpus_per_worker": 1},
+         "ensemble_series": ["gpp", "lai", "et"], **over}
+    return grid_from_dict(d)
+
+
+def test_grid_end_to_end_with_a_failing_member(exp_store, tmp_path):
+    from differland_dist.experiment.pipeline import prepare_dir, run_experiment
+    from differland_dist.lease import Lease
+    from differland_dist.location import Location
+
+    grid = _grid(exp_store)
+    out = str(tmp_path / "exp")
+    prepare_dir(grid, out, False, {})
+    # another live writer holds one member's run directory: that member must fail alone
+    with Lease(Location(str(tmp_path / "exp" / "members" / "PFT" / "m001")), owner="someone else"):
+        res = run_experiment(grid, out, resume=True, progress_every_s=5)
+    states = {k: m.state for k, m in res.run.members.items()}
+    assert states == {"PFT/m000": "done", "PFT/m001": "failed", "PFT+CLIM+SOIL+AGE/m000": "done",
+                      "PFT+CLIM+SOIL+AGE/m001": "done"}
+    assert "someone else" in res.run.members["PFT/m001"].error
+    assert res.kept["PFT"] == ["PFT/m000"] and len(res.kept["PFT+CLIM+SOIL+AGE"]) == 1
+    journal = [json.loads(x) for x in (tmp_path / "exp" / "experiment.jsonl").read_text().splitlines()]
+    assert {r["state"] for r in journal if r["key"] == "PFT/m000"} >= {"queued", "waiting", "running", "done"}
+    summary = json.loads((tmp_path / "exp" / "summary.json").read_text())
+    assert summary["failed"][0]["member"] == "PFT/m001"
+    # scores: set -> stream -> split -> view -> metric -> {ensemble, member_mean, member_sd}
+    scores = json.loads((tmp_path / "exp" / "scores.json").read_text())
+    assert set(scores) == {"PFT", "PFT+CLIM+SOIL+AGE"}
+    cell = scores["PFT+CLIM+SOIL+AGE"]["lai"]["test"]["flat"]["nse"]
+    assert set(cell) >= {"ensemble", "member_mean", "member_sd"} and cell["ensemble"] is not None
+    assert cell["member_mean"] == pytest.approx(cell["ensemble"], abs=1e-6)  # one kept member
+    for sp in ("train", "dev", "test"):
+        for view in ("flat", "spatial"):
+            assert set(scores["PFT"]["lai"][sp][view]) >= {"nse", "r2", "rmse", "bias", "r"}
+    import differland_dist as dl
+
+    ens = dl.open_ensemble(out)
+    assert list(ens["predictor_set"].values) == ["PFT", "PFT+CLIM+SOIL+AGE"]
+    assert list(ens["statistic"].values) == ["mean", "sd", "q05", "q50", "q95"]
+    assert ens["lai"].dims == ("predictor_set", "statistic", "pixel", "time")
+    assert ens["param_LCMA"].attrs["units"] and ens["map_LCMA"].dims[-2:] == ("lat", "lon")
+    cube = dl.gridded(ens["lai"].sel(predictor_set="PFT", statistic="mean"))
+    assert cube.dims == ("time", "lat", "lon") and int(np.isfinite(cube.values[0]).sum()) == ens.sizes["pixel"]
+    assert (tmp_path / "exp" / "figures" / "test_nse_lai.png").stat().st_size > 1000
+    md = (tmp_path / "exp" / "scores.md").read_text()
+    assert md.count("| PFT | test |") == md.count("| PFT | dev |") == len(scores["PFT"])
+    # a finished experiment reruns as a no-op for its members
+    res2 = run_experiment(grid, out, resume=True, ensemble=False)
+    assert res2.run.members["PFT/m000"].state == "done"
+
+
+def test_killed_driver_resumes_to_identical_members(exp_store, tmp_path):
+    """Kill the experiment driver (and its local Ray) mid-run; --resume gives the same
+    member networks as an uninterrupted experiment."""
+    from differland_dist import checkpoint
+    from differland_dist.experiment.pipeline import run_experiment
+
+    sets = [["PFT", "CLIM", "SOIL", "AGE"]]
+    ref = str(tmp_path / "ref")
+    run_experiment(_grid(exp_store, sets, steps=24), ref, ensemble=False)
+
+    cfg = tmp_path / "exp.yaml"
+    import yaml
+
+    grid = _grid(exp_store, sets, steps=24)
+    d = grid.to_dict()
+    cfg.write_text(yaml.safe_dump(d))
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "differland_dist.cli.main", "experiment", str(cfg), "--out",
+           str(out), "--skip-ensemble"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    deadline = time.time() + 300
+    latest = out / "members" / "PFT+CLIM+SOIL+AGE" / "m000" / "checkpoints" / "latest.json"
+    while time.time() < deadline:
+        if latest.exists() and json.loads(latest.read_text())["step"] >= 4:
+            break
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "members" / "PFT+CLIM+SOIL+AGE" / "m001" / "network.npz").exists() or \
+        not (out / "members" / "PFT+CLIM+SOIL+AGE" / "m000" / "network.npz").exists()
+    r = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 1 and "lease" in r.stderr  # the killed driver's lease: not taken silently
+    r = subprocess.run(cmd + ["--resume", "--force"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    for m in ("m000", "m001"):
+        a, _ = checkpoint.load(str(tmp_path / "ref" / "members" / "PFT+CLIM+SOIL+AGE" / m / "network.npz"))
+        b, _ = checkpoint.load(str(out / "members" / "PFT+CLIM+SOIL+AGE" / m / "network.npz"))
+        assert a.keys() == b.keys()
+        for k in a:
+            assert np.array_equal(a[k], b[k]), (m, k)
