@@ -295,19 +295,18 @@ def test_gcs_upload_does_not_stall_on_a_short_listen_queue(small_ds, stock_gcs_e
     each retried by the kernel after 1, 3, 7 ... s); one by one takes ~2 s."""
     import uuid
 
-    import fsspec
-
-    from differland_dist.data.store import list_objects, write_store
+    from differland_dist.data.store import write_store
+    from differland_dist.location import Location
 
     url = f"gs://stock/{uuid.uuid4().hex}/small.zarr"
     t0 = time.perf_counter()
     write_store(small_ds, url, stock_gcs_emulator)
     took = time.perf_counter() - t0
     # the same bytes as the local store of the same Dataset (writes are deterministic)
-    fs = fsspec.filesystem("gs", **stock_gcs_emulator)
-    root = url[len("gs://"):]
-    local = list_objects(fsspec.filesystem("file"), small_store_url)
-    assert list_objects(fs, root) == local
+    remote = Location(url, stock_gcs_emulator)
+    fs, root = remote.fs, remote.path
+    local = Location(small_store_url).list_objects()
+    assert remote.list_objects() == local
     for key in local:
         assert fs.cat_file(f"{root}/{key}") == (Path(small_store_url) / key).read_bytes(), key
     assert took < 30, f"write_store to the emulator took {took:.1f} s"

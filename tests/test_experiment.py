@@ -91,18 +91,18 @@ def exp_store(tmp_path_factory):
     return url
 
 
-def _grid(store: str, sets=None, members=2, steps=12, **over):
-    from differland_dist.experiment import grid_from_dict
+def _grid(store: str, sets=None, members=2, steps=12):
+    """configs/experiment_demo.yaml, made smaller (the demo grid the docs show)."""
+    from differland_dist.experiment import load_grid
 
-    d = {"name": "t", "base": str(ROOT / "configs" / "demo.yaml"),
-         "set": [f"data.url={store}", f"training.steps={steps}", "training.patches_per_step=4",
-                 "training.patches_per_call=4", "training.eval_every=4", "training.checkpoint_every=4",
-                 "optimizer.warmup_steps=2", "ray.jax_threads_per_worker=1",
-                 "ray.runtime_env={env_vars: {JAX_COMPILATION_CACHE_DIR: %s}}" % CACHE],
-         "predictor_sets": sets or [["PFT"], ["PFT", "CLIM", "SOIL", "AGE"]],
-         "members": members, "keep_best": 1, "resources": {"workers": 1, "cpus_per_worker": 1},
-         "ensemble_series": ["gpp", "lai", "et"], **over}
-    return grid_from_dict(d)
+    over = [f"base.data.url={store}", f"base.training.steps={steps}", "base.training.patches_per_step=4",
+            "base.training.patches_per_call=4", "base.training.eval_every=4",
+            "base.training.checkpoint_every=4", "base.optimizer.warmup_steps=2",
+            "base.ray.runtime_env={env_vars: {JAX_COMPILATION_CACHE_DIR: %s}}" % CACHE,
+            f"members={members}", "keep_best=1", "ensemble_series=[gpp, lai, et]"]
+    if sets is not None:
+        over.append("predictor_sets=" + json.dumps(sets))
+    return load_grid(ROOT / "configs" / "experiment_demo.yaml", over)
 
 
 def test_grid_end_to_end_with_a_failing_member(exp_store, tmp_path):

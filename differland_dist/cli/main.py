@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import logging
 import os
 import pkgutil
@@ -74,13 +73,9 @@ def check_storage_options(args: argparse.Namespace) -> None:
     for dest, value in sorted(vars(args).items()):
         if not (dest.endswith("storage_options") and isinstance(value, str) and value.strip()):
             continue
-        flag = "--" + dest.replace("_", "-")
-        try:
-            opts = json.loads(value)
-        except json.JSONDecodeError as e:
-            raise DifferlandError(f"{flag}: not valid JSON ({e})") from None
-        if not isinstance(opts, dict):
-            raise DifferlandError(f"{flag}: expected a JSON object, got {type(opts).__name__}")
+        from differland_dist.data.store import parse_storage_options
+
+        parse_storage_options(value, "--" + dest.replace("_", "-"))
 
 
 def main(argv: list[str] | None = None) -> int:

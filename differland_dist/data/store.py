@@ -23,17 +23,15 @@ from contextlib import contextmanager
 from functools import cached_property
 from typing import Any, Iterator, NamedTuple
 
-os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+import fsspec
+import numpy as np
+import xarray as xr
+import zarr
+from zarr.storage import FsspecStore, LocalStore
 
-import fsspec  # noqa: E402
-import numpy as np  # noqa: E402
-import xarray as xr  # noqa: E402
-import zarr  # noqa: E402
-from zarr.storage import FsspecStore, LocalStore  # noqa: E402
-
-from differland_dist.data import schema, splits  # noqa: E402
-from differland_dist.errors import DataValidationError, DifferlandError  # noqa: E402
-from differland_dist.location import OWNER_MARKER, Location  # noqa: E402
+from differland_dist.data import schema, splits
+from differland_dist.errors import DataValidationError, DifferlandError
+from differland_dist.location import OWNER_MARKER, Location, filesystem, is_local
 
 log = logging.getLogger(__name__)
 
@@ -52,62 +50,34 @@ def _quiet_zarr() -> Iterator[None]:
         yield
 
 
-def parse_storage_options(text: str | None) -> dict[str, Any]:
-    """Parse ``--storage-options`` JSON (an object) from the command line; ``None`` -> ``{}``."""
-    if not text:
+def parse_storage_options(text: str | None, flag: str = "--storage-options") -> dict[str, Any]:
+    """Parse ``--storage-options`` JSON (an object) from the command line; ``None`` -> ``{}``.
+    Errors name the flag, never the value (it may hold credentials)."""
+    if not text or not text.strip():
         return {}
     try:
         opts = json.loads(text)
     except json.JSONDecodeError as e:
-        raise DifferlandError(f"--storage-options: not valid JSON ({e}): {text!r}") from None
+        raise DifferlandError(f"{flag}: not valid JSON ({e})") from None
     if not isinstance(opts, dict):
-        raise DifferlandError(f"--storage-options: expected a JSON object, got {type(opts).__name__}")
+        raise DifferlandError(f"{flag}: expected a JSON object, got {type(opts).__name__}")
     return opts
-
-
-def _is_local(fs: fsspec.AbstractFileSystem) -> bool:
-    return "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
 
 
 def resolve(url: str, storage_options: dict | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
     """(synchronous fsspec filesystem, root path inside it) for a store URL."""
-    try:
-        fs, root = fsspec.core.url_to_fs(str(url), **(storage_options or {}))
-    except (ValueError, ImportError, TypeError) as e:
-        raise DifferlandError(f"store URL {url!r}: cannot open its filesystem: {e}") from None
-    return fs, root.rstrip("/")
+    return filesystem(url, storage_options)
 
 
 def zarr_store(url: str, storage_options: dict | None = None, read_only: bool = True) -> zarr.abc.store.Store:
     """The zarr store object for a URL: :class:`LocalStore` for local paths, else FsspecStore."""
     fs, root = resolve(url, storage_options)
-    if _is_local(fs):
+    if is_local(fs):
         if not read_only:
             os.makedirs(root, exist_ok=True)
         return LocalStore(root, read_only=read_only)
     return FsspecStore.from_url(str(url), storage_options=dict(storage_options or {}),
                                 read_only=read_only)
-
-
-def list_objects(fs: fsspec.AbstractFileSystem, root: str) -> dict[str, int]:
-    """Every object under ``root``: key relative to root -> size in bytes (one listing)."""
-    try:
-        fs.invalidate_cache(root)
-    except Exception:  # noqa: BLE001 - a filesystem without a listing cache
-        pass
-    try:
-        found = fs.find(root, detail=True)
-    except FileNotFoundError:
-        return {}
-    out = {}
-    prefix = root + "/"
-    for path, info in found.items():
-        if info.get("type", "file") != "file":
-            continue
-        path = path.rstrip("/")
-        key = path[len(prefix):] if path.startswith(prefix) else path
-        out[key] = int(info.get("size") or 0)
-    return out
 
 
 def pixel_chunks(ds_or_arrays, max_patch_size: int) -> dict[str, tuple[int, ...]]:
@@ -183,14 +153,14 @@ def write_store(ds: xr.Dataset, url: str, storage_options: dict | None = None,
         var.encoding = {}
     log.info("writing %s: %d pixels x %d steps, %d variables, pixel chunks of %d",
              url, out.sizes.get("pixel", 0), out.sizes.get("time", 0), len(out.variables), C)
-    if _is_local(fs):
+    if is_local(fs):
         _write_zarr(out, LocalStore(root), C)
     else:
         # Object stores: write locally, then upload every object concurrently and the root
         # zarr.json (complete=True) last; zarr's own writes would go one request at a time.
         with tempfile.TemporaryDirectory(prefix="differland-store-") as tmp:
             _write_zarr(out, LocalStore(tmp), C)
-            keys = sorted(k for k in list_objects(fsspec.filesystem("file"), tmp) if k != ROOT_META)
+            keys = sorted(k for k in Location(tmp).list_objects() if k != ROOT_META)
             log.info("uploading %d objects to %s", len(keys) + 1, url)
             t0 = time.perf_counter()
             window = upload(fs, [(os.path.join(tmp, k), f"{root}/{k}") for k in keys], url)
@@ -569,7 +539,7 @@ class PixelStore:
     def list_objects(self) -> dict[str, int]:
         """Every object of the store: relative key -> size (one listing, not cached), less the
         ownership marker (bookkeeping of the writer, not data)."""
-        objects = list_objects(self.fs, self.root)
+        objects = Location(self.url, self.storage_options).list_objects()
         objects.pop(OWNER_MARKER, None)
         return objects
 
