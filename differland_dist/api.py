@@ -36,7 +36,7 @@ def open_store(url: str, storage_options: dict | None = None, *, validate: bool 
       validate: also run the full validation of ``differland validate`` (reads every value;
         DataValidationError listing every problem). Without it only completeness is checked.
     """
-    from differland_dist.data.store import PixelStore, _quiet_zarr, zarr_store
+    from differland_dist.data.store import PixelStore, quiet_zarr, zarr_store
     from differland_dist.inference.output import store_grid
 
     store = PixelStore(url, storage_options)
@@ -47,10 +47,10 @@ def open_store(url: str, storage_options: dict | None = None, *, validate: bool 
         from differland_dist.data.validate import check_store
 
         check_store(store)
-    with _quiet_zarr():
+    with quiet_zarr():
         ds = xr.open_dataset(zarr_store(url, storage_options), engine="zarr", chunks=None,
                              zarr_format=3, decode_timedelta=False,
-                             consolidated="consolidated_metadata" in store._root_meta)
+                             consolidated="consolidated_metadata" in store.root_meta)
     ds = ds.rename({k: f"pixel_{k}" for k in ("lat", "lon") if k in ds.variables})
     ds = ds.set_coords([c for c in _PIXEL_COORDS if c in ds.variables])
     ds = ds.assign_coords(pixel=np.arange(ds.sizes["pixel"], dtype=np.int64))

@@ -8,6 +8,9 @@ os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# JAX's persistent compilation cache, shared by the test process, its subprocesses and Ray
+# workers (they inherit the environment): the suite compiles the same rollouts many times.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", "/tmp/differland-test-jax-cache")
 
 import pytest  # noqa: E402
 

@@ -107,6 +107,7 @@ def _grid(store: str, sets=None, members=2, steps=12):
 
 def test_grid_end_to_end_with_a_failing_member(exp_store, tmp_path):
     from differland_dist.experiment.pipeline import prepare_dir, run_experiment
+    from differland_dist.inference.pipeline import InferenceOptions
     from differland_dist.lease import Lease
     from differland_dist.location import Location
 
@@ -115,7 +116,9 @@ def test_grid_end_to_end_with_a_failing_member(exp_store, tmp_path):
     prepare_dir(grid, out, False, {})
     # another live writer holds one member's run directory: that member must fail alone
     with Lease(Location(str(tmp_path / "exp" / "members" / "PFT" / "m001")), owner="someone else"):
-        res = run_experiment(grid, out, resume=True, progress_every_s=5)
+        # member inference in this process (the Ray Data path is tested in test_inference.py)
+        res = run_experiment(grid, out, resume=True, progress_every_s=5,
+                             inference_options=InferenceOptions(executor="local"))
     states = {k: m.state for k, m in res.run.members.items()}
     assert states == {"PFT/m000": "done", "PFT/m001": "failed", "PFT+CLIM+SOIL+AGE/m000": "done",
                       "PFT+CLIM+SOIL+AGE/m001": "done"}

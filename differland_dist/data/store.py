@@ -40,7 +40,7 @@ ROOT_META = "zarr.json"
 
 
 @contextmanager
-def _quiet_zarr() -> Iterator[None]:
+def quiet_zarr() -> Iterator[None]:
     """Silence zarr's notice that consolidated metadata is not yet in the v3 spec (we use it)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
@@ -233,7 +233,7 @@ def _put(fs: fsspec.AbstractFileSystem, batch: list[tuple[str, str]], concurrenc
 
 def _write_zarr(ds: xr.Dataset, store: zarr.abc.store.Store, max_patch_size: int) -> None:
     """Every array, then consolidated metadata with ``complete`` set, as the last write."""
-    with _quiet_zarr():
+    with quiet_zarr():
         # "a" into the folder that holds only our marker; "w" would first clear the whole folder (our ownership marker included)
         ds.to_zarr(store, mode="a", zarr_format=3, consolidated=False,
                    encoding=_encoding(ds, max_patch_size), write_empty_chunks=True)
@@ -268,9 +268,9 @@ class PixelStore:
         self.storage_options = dict(storage_options or {})
         self.fs, self.root = resolve(self.url, self.storage_options)
         self._zstore = zarr_store(self.url, self.storage_options, read_only=True)
-        meta = self._root_meta  # checked here: zarr's own errors would be a JSONDecodeError
+        meta = self.root_meta  # checked here: zarr's own errors would be a JSONDecodeError
         try:
-            with _quiet_zarr():
+            with quiet_zarr():
                 # without consolidated metadata, zarr reads each array's zarr.json
                 self.group = zarr.open_group(self._zstore, mode="r", zarr_format=3,
                                              use_consolidated=bool(meta.get("consolidated_metadata")))
@@ -288,13 +288,13 @@ class PixelStore:
     @cached_property
     def array_names(self) -> tuple[str, ...]:
         """Names of every array in the group (from consolidated metadata when present)."""
-        with _quiet_zarr():
+        with quiet_zarr():
             return tuple(sorted(name for name, _ in self.group.arrays()))
 
     def array(self, name: str) -> zarr.Array:
         """The zarr array ``name`` (cached)."""
         if name not in self._arrays:
-            with _quiet_zarr():
+            with quiet_zarr():
                 self._arrays[name] = self.group[name]
         return self._arrays[name]
 
@@ -304,14 +304,14 @@ class PixelStore:
     @cached_property
     def ds(self) -> xr.Dataset:
         """The store as a lazy xarray Dataset (no data read until indexed; times not decoded)."""
-        with _quiet_zarr():
+        with quiet_zarr():
             return xr.open_dataset(self._zstore, engine="zarr", chunks=None, cache=False,
                                    decode_times=False, decode_timedelta=False,
-                                   consolidated="consolidated_metadata" in self._root_meta,
+                                   consolidated="consolidated_metadata" in self.root_meta,
                                    zarr_format=3)
 
     @cached_property
-    def _root_meta(self) -> dict:
+    def root_meta(self) -> dict:
         """The root ``zarr.json``; DataValidationError if it is missing, not JSON or not the
         metadata of a zarr v3 group."""
         try:
@@ -466,7 +466,7 @@ class PixelStore:
     def _zarr_chunk(self, name: str, coords: tuple[int, ...]) -> np.ndarray:
         """One chunk through zarr (layouts :func:`fast_codec` does not decode)."""
         try:
-            with _quiet_zarr():
+            with quiet_zarr():
                 return np.asarray(self.array(name)[self.chunk_bounds(name, coords)])
         except (RuntimeError, ValueError, TypeError) as e:  # zarr's codec errors
             raise self.corrupt(name, coords, f"it cannot be decoded ({type(e).__name__}: {e})") from None
@@ -552,7 +552,7 @@ class PixelStore:
         given), no chunk data. Independent of the URL the store is opened by.
         """
         h = hashlib.sha256()
-        h.update(json.dumps(self._root_meta, sort_keys=True).encode())
+        h.update(json.dumps(self.root_meta, sort_keys=True).encode())
         manifest = self.list_objects() if manifest is None else manifest
         for key, size in sorted(manifest.items()):
             h.update(f"{key}\t{size}\n".encode())

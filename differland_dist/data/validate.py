@@ -359,7 +359,7 @@ def _check_chunks(store: PixelStore, manifest: dict[str, int], only: frozenset[s
     the store listing."""
     out, broken = [], set()
     C = store.attrs.get("max_patch_size")
-    consolidated = (store._root_meta.get("consolidated_metadata") or {}).get("metadata", {})
+    consolidated = (store.root_meta.get("consolidated_metadata") or {}).get("metadata", {})
     names = [n for n in store.array_names if only is None or n in only]
     present = [n for n in names if f"{n}/zarr.json" in manifest]
     own = store.fs.cat([f"{store.root}/{n}/zarr.json" for n in present]) if consolidated else {}

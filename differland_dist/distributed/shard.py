@@ -81,6 +81,7 @@ class Shard:
         self.time_test = "time_test" in self.store.array_names
         reader = PatchReader(self.store, names, config.data.products, cache=config.data.cache)
         self.patches: dict[int, PatchArrays] = {}
+        from differland_dist.model.structures import Forcing
         from differland_dist.network.standardize import hemisphere_feature
 
         ids = [int(p) for p in patch_ids]
@@ -89,7 +90,8 @@ class Shard:
             b = reader.read(ids)
         finally:
             reader.close()
-        raw = np.concatenate([hemisphere_feature(b.forcing[:, 0, 9])[:, None], b.predictors], axis=1)
+        lat = Forcing.column(b.forcing, "lat")[:, 0]
+        raw = np.concatenate([hemisphere_feature(lat)[:, None], b.predictors], axis=1)
         labels = b.labels
         if self.time_test:
             tt = self.store.array("time_test")

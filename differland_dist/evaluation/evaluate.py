@@ -33,7 +33,7 @@ import numpy as np
 from differland_dist.config import ExperimentConfig, from_dict
 from differland_dist.data import schema, splits
 from differland_dist.data.reader import with_retries
-from differland_dist.data.store import PixelStore, _quiet_zarr, resolve
+from differland_dist.data.store import PixelStore, quiet_zarr, resolve
 from differland_dist.errors import DifferlandError
 from differland_dist.evaluation import carbon as C_
 from differland_dist.evaluation import metrics as M
@@ -148,7 +148,7 @@ class _Blocks:
             lambda n: self._read(self.store.array(n), s, f"{n} of {self.store.url}"), names)))
 
     def series(self, names: Sequence[str], s: slice) -> dict[str, np.ndarray]:
-        with _quiet_zarr():
+        with quiet_zarr():
             arrays = [self.group[n] for n in names]
         return dict(zip(names, self.pool.map(lambda a: self._read(a, s, f"output {a.path}"), arrays)))
 
@@ -306,7 +306,7 @@ def parameter_recovery(true: np.ndarray, est: np.ndarray, split: np.ndarray,
 
 
 def _read_params(group) -> np.ndarray:
-    with _quiet_zarr():
+    with quiet_zarr():
         return np.stack([np.asarray(group[out_mod.param_var(n)][:], np.float64)
                          for n in out_mod.PARAM_NAMES], axis=1)
 
@@ -360,7 +360,7 @@ def read_metrics_jsonl(text: str) -> tuple[list[dict], list[dict], list[str]]:
 def _times(group) -> np.ndarray:
     import xarray as xr
 
-    with _quiet_zarr():
+    with quiet_zarr():
         t = group["time"]
         num = np.asarray(t[:], np.float64)
         units = t.attrs.get("units", "days since 2001-01-01")
@@ -395,7 +395,7 @@ def make_figures(store: PixelStore, group, cfg: ExperimentConfig, plan: dict, sa
     """file name (under figures/) -> PNG bytes (``split``: per-pixel split codes of the run)."""
     figs: dict[str, bytes] = {}
     attrs = dict(group.attrs)
-    with _quiet_zarr():
+    with quiet_zarr():
         if attrs.get("has_maps") and options.map_params:
             maps = {p: np.asarray(group[out_mod.map_var(p)][:]) for p in options.map_params}
             units = {p: group[out_mod.map_var(p)].attrs.get("units", "") for p in options.map_params}
@@ -414,7 +414,7 @@ def make_figures(store: PixelStore, group, cfg: ExperimentConfig, plan: dict, sa
         for sname, stream in _TS_PANELS:
             if sname not in series:
                 continue
-            with _quiet_zarr():
+            with quiet_zarr():
                 sim = np.asarray(group[sname][s])[0]
                 units = group[sname].attrs.get("units", "")
             obs = None
@@ -455,7 +455,7 @@ def carbon_products(group, warm_up: int, block_pixels: int) -> dict[str, Any] | 
     """Global annual totals (PgC yr-1) and zonal means of a gridded output, read block by
     block (see :mod:`differland_dist.evaluation.carbon`); None for outputs without a grid."""
     attrs = dict(group.attrs)
-    with _quiet_zarr():
+    with quiet_zarr():
         names = set(group.array_keys())
     if not attrs.get("has_maps") or "pixel_area" not in names:
         return None
@@ -465,7 +465,7 @@ def carbon_products(group, warm_up: int, block_pixels: int) -> dict[str, Any] | 
     N, T, spy = int(attrs["n_pixels"]), int(attrs["n_time"]), int(attrs["steps_per_year"])
     C = int(attrs["chunk_pixels"])
     bp = max(C, (block_pixels // C) * C)
-    with _quiet_zarr():
+    with quiet_zarr():
         area = np.asarray(group["pixel_area"][:], np.float64)
         row = np.asarray(group["row"][:], np.int64)
         lat = np.asarray(group["lat"][:], np.float64)
@@ -510,10 +510,10 @@ def products_dataset(group, skill: dict[str, dict[str, np.ndarray]], carbon: dic
 
     from differland_dist.inference.export import with_bounds
 
-    with _quiet_zarr():
+    with quiet_zarr():
         grid = out_mod.Grid(np.asarray(group["lat"][:]), np.asarray(group["lon"][:]),
                             np.asarray(group["row"][:], np.int64), np.asarray(group["col"][:], np.int64))
-    with _quiet_zarr():
+    with quiet_zarr():
         src = with_bounds(xr.open_zarr(group.store, zarr_format=3, consolidated=True))
     coords = {k: xr.Variable(src[k].dims, np.asarray(src[k].values), dict(src[k].attrs))
               for k in ("lat", "lon", "lat_bnds", "lon_bnds", "cell_area", "crs") if k in src.variables}
@@ -548,14 +548,14 @@ def write_products(url: str, ds, so: dict | None) -> None:
     if loc.check_replaceable(PRODUCTS_KIND, overwrite=True):
         loc.clear_owned(PRODUCTS_KIND)
     loc.claim(PRODUCTS_KIND, ["zarr.json", *(str(n) for n in ds.variables)])
-    with _quiet_zarr():
+    with quiet_zarr():
         ds.to_zarr(zarr_store(url, so, read_only=False), mode="a", zarr_format=3, consolidated=True)
 
 
 def carbon_figures(group, skill: dict, carbon: dict, plan: dict) -> dict[str, bytes]:
     """``skill_<stream>.png`` (NSE, KGE, r, bias maps), ``zonal_means.png``, ``global_totals.png``."""
     figs: dict[str, bytes] = {}
-    with _quiet_zarr():
+    with quiet_zarr():
         lat, lon = np.asarray(group["lat"][:]), np.asarray(group["lon"][:])
         grid = out_mod.Grid(lat, lon, np.asarray(group["row"][:], np.int64),
                             np.asarray(group["col"][:], np.int64))

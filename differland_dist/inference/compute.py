@@ -53,9 +53,11 @@ def simulate_batch(trained, batch, network=None):
     import jax.numpy as jnp
 
     from differland_dist.model import simulate
+    from differland_dist.model.structures import Forcing
     from differland_dist.network import apply_network, to_parameters
 
-    x = network_inputs(batch.predictors, batch.forcing[:, 0, 9], trained.standardizer)
+    lat = Forcing.column(batch.forcing, "lat")[:, 0]
+    x = network_inputs(batch.predictors, lat, trained.standardizer)
     net = trained.network if network is None else network
     p = to_parameters(apply_network(net, jnp.asarray(x), trained.network_config.activation))
     _, out = simulate(jnp.asarray(batch.forcing), p.process.stack(), jnp.stack(p.phenology, -1),

@@ -20,7 +20,7 @@ import tempfile
 import numpy as np
 import xarray as xr
 
-from differland_dist.data.store import _quiet_zarr, resolve
+from differland_dist.data.store import quiet_zarr, resolve
 from differland_dist.inference import output as out_mod
 from differland_dist.errors import DifferlandError
 
@@ -34,7 +34,7 @@ def open_output_dataset(url: str, storage_options: dict | None = None) -> xr.Dat
     """The output as a lazy Dataset (times decoded), without the bookkeeping arrays."""
     from differland_dist.data.store import zarr_store
 
-    with _quiet_zarr():
+    with quiet_zarr():
         ds = xr.open_zarr(zarr_store(url, storage_options), zarr_format=3, consolidated=True)
     return ds.drop_vars([out_mod.DONE, out_mod.WRITTEN_AT], errors="ignore")
 
@@ -130,11 +130,11 @@ def _write_part(path: str, part: xr.Dataset, group, chunk_pixels: int) -> None:
 
     big = list(part.data_vars)
     skeleton = part.drop_vars(big)
-    with _quiet_zarr():
+    with quiet_zarr():
         time_attrs = dict(group["time"].attrs)
     skeleton.load().to_netcdf(path, engine="netcdf4", format="NETCDF4",
                               encoding=_skeleton_encoding(skeleton, time_attrs))
-    with netCDF4.Dataset(path, "a") as nc, _quiet_zarr():
+    with netCDF4.Dataset(path, "a") as nc, quiet_zarr():
         for name in big:
             arr = group[name]
             dims = tuple(part[name].dims)

@@ -50,7 +50,7 @@ import numpy as np
 import xarray as xr
 import zarr
 
-from differland_dist.data.store import PixelStore, _quiet_zarr, resolve, zarr_store
+from differland_dist.data.store import PixelStore, quiet_zarr, resolve, zarr_store
 from differland_dist.errors import DifferlandError
 from differland_dist.location import Location
 from differland_dist.model.parameters import (
@@ -367,7 +367,7 @@ def create_output(url: str, store: PixelStore, series: Sequence[str], attrs: dic
         ROOT_META, DONE, WRITTEN_AT, *(str(n) for n in coords.variables), *series,
         *(param_var(n) for n in PARAM_NAMES), *(map_var(n) for n in PARAM_NAMES if grid is not None)])
     zs = zarr_store(url, storage_options, read_only=False)
-    with _quiet_zarr():
+    with quiet_zarr():
         # "a" into the folder that holds only our marker; "w" would first clear the folder, our ownership marker included
         coords.to_zarr(
             zs, mode="a", zarr_format=3, consolidated=False,
@@ -422,13 +422,13 @@ def read_attrs(url: str, storage_options: dict | None = None) -> dict[str, Any] 
 def open_output(url: str, storage_options: dict | None = None, mode: str = "r") -> zarr.Group:
     """The output's zarr group (consolidated metadata)."""
     zs = zarr_store(url, storage_options, read_only=(mode == "r"))
-    with _quiet_zarr():
+    with quiet_zarr():
         return zarr.open_group(zs, mode=mode, zarr_format=3, use_consolidated=True)
 
 
 def done_chunks(group: zarr.Group) -> np.ndarray:
     """(n_chunks,) bool: which chunks are committed."""
-    with _quiet_zarr():
+    with quiet_zarr():
         return np.asarray(group[DONE][:]) == 1
 
 
@@ -467,7 +467,7 @@ class ChunkWriter:
 
     def array(self, name: str) -> zarr.Array:
         if name not in self._arrays:
-            with _quiet_zarr():
+            with quiet_zarr():
                 self._arrays[name] = self.group[name]
         return self._arrays[name]
 
@@ -502,7 +502,7 @@ def finish(url: str, storage_options: dict | None = None) -> None:
     if not done.all():
         raise DifferlandError(f"{url}: {int((~done).sum())} chunk(s) not written; not complete")
     if g.attrs.get("has_maps"):
-        with _quiet_zarr():
+        with quiet_zarr():
             grid = Grid(np.asarray(g["lat"][:]), np.asarray(g["lon"][:]),
                         np.asarray(g["row"][:], np.int64), np.asarray(g["col"][:], np.int64))
             for name in PARAM_NAMES:

@@ -37,6 +37,11 @@ class Forcing(NamedTuple):
         """From an array whose last axis holds the 17 golden-file columns (norm_* ignored)."""
         return cls(*(met[..., i] for i in range(len(cls._fields))))
 
+    @classmethod
+    def column(cls, met, name: str):
+        """One field of a packed (..., 17) forcing array by name, e.g. ``"lat"`` -> (...)."""
+        return met[..., cls._fields.index(name)]
+
 
 class Pools(NamedTuple):
     """The seven pools: carbon in gC m-2, water in mm."""
