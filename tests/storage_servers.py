@@ -86,9 +86,10 @@ def _exact_multipart_reader(stock):
 
 
 @contextlib.contextmanager
-def gcs_emulator_server(bucket: str = "differland-test") -> Iterator[dict]:
+def gcs_emulator_server(bucket: str = "differland-test", stock_backlog: bool = False) -> Iterator[dict]:
     """gcp-storage-emulator serving in-process (in memory) on 127.0.0.1, with a bucket;
-    sets STORAGE_EMULATOR_HOST while it runs. Yields the dict described above."""
+    sets STORAGE_EMULATOR_HOST while it runs. Yields the dict described above.
+    ``stock_backlog``: keep the installed server's listen backlog of 5 (as users get it)."""
     import gcp_storage_emulator.server as emulator
 
     port = _free_port()
@@ -99,7 +100,8 @@ def gcs_emulator_server(bucket: str = "differland-test") -> Iterator[dict]:
     if storage is not None and hasattr(storage, "_write_config_to_file"):
         storage._write_config_to_file = lambda: None
     stock_http, stock_read = emulator.server, emulator._read_data
-    emulator.server = _HTTPModule  # the server thread builds its HTTPServer during start()
+    if not stock_backlog:
+        emulator.server = _HTTPModule  # the server thread builds its HTTPServer during start()
     emulator._read_data = _exact_multipart_reader(stock_read)
     try:
         server.start()

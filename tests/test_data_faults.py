@@ -261,32 +261,10 @@ def stock_gcs_emulator():
     backlog of 5 and one connection per request (the shared fixture raises the backlog to 256,
     which hides the stall). Only the emulator's lost-trailing-CR upload bug is mended (see
     storage_servers), so that stored bytes can be compared."""
-    import os
-    import socket
+    from storage_servers import gcs_emulator_server
 
-    import gcp_storage_emulator.server as emulator
-    from storage_servers import _exact_multipart_reader
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = emulator.create_server("127.0.0.1", port, in_memory=True, default_bucket="stock")
-    server._storage._write_config_to_file = lambda: None  # as the shared fixture: no index file
-    stock_read = emulator._read_data
-    emulator._read_data = _exact_multipart_reader(stock_read)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    previous = os.environ.get("STORAGE_EMULATOR_HOST")
-    os.environ["STORAGE_EMULATOR_HOST"] = endpoint
-    try:
-        yield {"token": "anon", "endpoint_url": endpoint, "project": "test"}
-    finally:
-        server.stop()
-        emulator._read_data = stock_read
-        if previous is None:
-            os.environ.pop("STORAGE_EMULATOR_HOST", None)
-        else:
-            os.environ["STORAGE_EMULATOR_HOST"] = previous
+    with gcs_emulator_server("stock", stock_backlog=True) as info:
+        yield info["storage_options"]
 
 
 def test_gcs_upload_does_not_stall_on_a_short_listen_queue(small_ds, stock_gcs_emulator,  # noqa: F811

@@ -24,7 +24,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from differland_dist.errors import DifferlandError
 from differland_dist.experiment.grid import GridConfig, Member, member_config
 from differland_dist.location import Location, join
 
@@ -153,17 +152,16 @@ def _start_ray(address: str, runtime_env: dict) -> bool:
     """Connect to (or start) the cluster; True when this call started Ray."""
     import ray
 
+    from differland_dist.distributed.trainer import check_ray_address
+
     if ray.is_initialized():
         return False
+    check_ray_address(address)  # a cluster that is not there fails now, with one line
     kw: dict[str, Any] = {"runtime_env": runtime_env, "include_dashboard": False,
                           "log_to_driver": log.isEnabledFor(logging.DEBUG)}
     if address != "local":
         kw["address"] = address
-    try:
-        ray.init(**kw)
-    except (ConnectionError, RuntimeError) as e:
-        raise DifferlandError(f"ray.address={address!r}: cannot connect to a Ray cluster "
-                              f"({str(e).splitlines()[0]})") from None
+    ray.init(**kw)
     return True
 
 
