@@ -81,7 +81,12 @@ def open_output(url: str, storage_options: dict | None = None) -> xr.Dataset:
                     "`differland infer` again to finish it", url)
     ds = open_output_dataset(url, storage_options)
     ds = ds.set_coords([c for c in _PIXEL_COORDS if c in ds.data_vars])
-    ds = ds.assign_coords(pixel=np.arange(ds.sizes["pixel"], dtype=np.int64))
+    return _with_pixel_index(ds)
+
+
+def _with_pixel_index(ds: xr.Dataset) -> xr.Dataset:
+    """The pixel dimension gets its store index as a coordinate (int32: CF 1.8 has no int64)."""
+    ds = ds.assign_coords(pixel=np.arange(ds.sizes["pixel"], dtype=np.int32))
     ds["pixel"].attrs.update({"long_name": "pixel index in the store", "units": "1"})
     return ds
 
@@ -107,7 +112,7 @@ def open_ensemble(experiment_dir: str, storage_options: dict | None = None) -> x
         raise DifferlandError(f"{url}: not complete; rerun `differland experiment --resume`")
     ds = xr.open_zarr(zarr_store(url, storage_options), consolidated=True, zarr_format=3)
     ds = ds.set_coords([c for c in _PIXEL_COORDS if c in ds.data_vars])
-    return ds.assign_coords(pixel=np.arange(ds.sizes["pixel"], dtype=np.int64))
+    return _with_pixel_index(ds)
 
 
 def _fit_axis(index: np.ndarray, position: np.ndarray, lo: int, hi: int) -> np.ndarray:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cf_check import COMBINED_VIEWS, UWUE, cf_problems, unexpected
 
 from differland_dist.data import splits
 from differland_dist.errors import ConfigError
@@ -144,6 +145,8 @@ def test_grid_end_to_end_with_a_failing_member(exp_store, tmp_path):
     assert list(ens["statistic"].values) == ["mean", "sd", "q05", "q50", "q95"]
     assert ens["lai"].dims == ("predictor_set", "statistic", "pixel", "time")
     assert ens["param_LCMA"].attrs["units"] and ens["map_LCMA"].dims[-2:] == ("lat", "lon")
+    problems = cf_problems(ens, str(tmp_path), "ensemble")  # CF 1.8, like every output
+    assert unexpected(problems, COMBINED_VIEWS + UWUE) == [], problems
     cube = dl.gridded(ens["lai"].sel(predictor_set="PFT", statistic="mean"))
     assert cube.dims == ("time", "lat", "lon") and int(np.isfinite(cube.values[0]).sum()) == ens.sizes["pixel"]
     assert (tmp_path / "exp" / "figures" / "test_nse_lai.png").stat().st_size > 1000

@@ -155,6 +155,7 @@ def write_ensemble(url: str, store: PixelStore, members_by_set: dict[str, list[s
     zs = zarr_store(url, storage_options, read_only=False)
     xr.Dataset(coords=coords, attrs={
         "title": "DifferLand experiment ensemble", "Conventions": "CF-1.8",
+        "history": f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} created by differland experiment",
         "members_json": json.dumps(members_by_set), "n_pixels": N, "n_time": T,
         "complete": False}).to_zarr(zs, mode="a", zarr_format=3, consolidated=False)
     g = zarr.open_group(zs, mode="r+", zarr_format=3)
