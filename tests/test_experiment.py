@@ -70,12 +70,18 @@ def test_grid_config_expands_and_validates(tmp_path):
     assert c.data.predictors == ("PFT", "CLIM", "SOIL", "AGE") and c.training.seed == 1
     assert c.data.split_seed == 1 and c.training.order_seed == 1 and c.ray.workers == 1
     assert c.training.steps == 150 and c.data.url == "x.zarr"
+    # vary run: member seed s trains on the paper's published partition s + 1
+    runs = load_grid(ROOT / "configs" / "experiment_demo.yaml",
+                     ["base.data.url=x.zarr", "vary=[network_seed, run]", "members=[0, 4]"])
+    assert [member_config(runs, m).data.run for m in runs.members[:2]] == [1, 5]
+    assert member_config(runs, runs.members[1]).data.split_seed is None
     paper = load_grid(ROOT / "configs" / "experiment_paper.yaml")
     assert len(paper.predictor_sets) == 7 and len(paper.seeds) == 20 and paper.keep_best == 10
     assert paper.resources.gpus_per_worker == 1
     for override, key in ((["keep_best=9"], "keep_best"), (["members=0"], "members"),
                           (["predictor_sets=[[PFT], [FOO]]"], "predictor_sets[1]"),
                           (["vary=[colour]"], "vary"), (["colour=1"], "colour"),
+                          (["vary=[run, split_seed]"], "vary: run and split_seed"),
                           (["base.training.steps=-1"], "training.steps")):
         with pytest.raises(ConfigError, match=key.replace("[", r"\[").replace("]", r"\]")):
             load_grid(ROOT / "configs" / "experiment_demo.yaml", override)

@@ -10,7 +10,7 @@ An experiment config (YAML) names a base calibration config and the grid::
       - [PFT, CLIM, SOIL, AGE]
       - {predictors: [LATLON], set: [network.width=64]}   # per-set overrides
     members: 20                      # count (seeds 0..19) or explicit seeds [3, 7, 11]
-    vary: [network_seed, patch_order, split_seed]
+    vary: [network_seed, patch_order, split_seed]   # or run: the paper's runs seed + 1
     keep_best: 10                    # members kept per set by dev loss (default: half)
     resources: {workers: 1, cpus_per_worker: 1, gpus_per_worker: 0}
 
@@ -35,8 +35,11 @@ PAPER_SETS: tuple[tuple[str, ...], ...] = (
     ("PFT",), ("PFT", "CLIM"), ("PFT", "CLIM", "SOIL"), ("PFT", "CLIM", "SOIL", "AGE"),
     ("CLIM", "SOIL", "AGE"), ("LATLON",), ("CONTROL",))
 
-#: What may vary between the members of a set (each drawn from the member's seed).
-VARY = ("network_seed", "patch_order", "split_seed")
+#: What may vary between the members of a set (each drawn from the member's seed). ``run``:
+#: the published partition ``data.run = seed + 1`` of a store imported from the paper's driver
+#: (its per-run batch index), so members 0..19 train on the paper's runs 1..20.
+VARY = ("network_seed", "patch_order", "split_seed", "run")
+DEFAULT_VARY = ("network_seed", "patch_order", "split_seed")
 
 
 def set_name(predictors: tuple[str, ...]) -> str:
@@ -94,7 +97,7 @@ class GridConfig:
     name: str = "experiment"
     predictor_sets: tuple[PredictorSet, ...] = tuple(PredictorSet(p) for p in PAPER_SETS)
     seeds: tuple[int, ...] = tuple(range(20))
-    vary: tuple[str, ...] = VARY
+    vary: tuple[str, ...] = DEFAULT_VARY
     keep_best: int = 10
     resources: Resources = field(default_factory=Resources)
     inference: bool = True
@@ -112,6 +115,9 @@ class GridConfig:
         bad = [v for v in self.vary if v not in VARY]
         if bad:
             raise ConfigError(f"vary: unknown {bad}; choose from {list(VARY)}")
+        if {"run", "split_seed"} <= set(self.vary):
+            raise ConfigError("vary: run and split_seed both choose a member's train/dev "
+                              "partition; name one of them")
         if not 1 <= self.keep_best <= len(self.seeds):
             raise ConfigError(f"keep_best: must be in 1..{len(self.seeds)} (the members per set), "
                               f"got {self.keep_best}")
@@ -150,6 +156,8 @@ def member_config(grid: GridConfig, member: Member) -> ExperimentConfig:
         d["training"]["order_seed"] = member.seed
     if "split_seed" in grid.vary:
         d["data"]["split_seed"] = member.seed
+    if "run" in grid.vary:
+        d["data"]["run"] = member.seed + 1
     r = grid.resources
     d["ray"].update(workers=r.workers, cpus_per_worker=r.cpus_per_worker,
                     gpus_per_worker=r.gpus_per_worker)
@@ -244,7 +252,7 @@ def grid_from_dict(d: Mapping[str, Any], base_dir: Path | None = None,
         resources = Resources(**{k: (float(v) if k != "workers" else v) for k, v in res.items()})
     except (TypeError, ValueError) as e:
         raise ConfigError(f"resources: {e}") from None
-    vary = d.get("vary", list(VARY))
+    vary = d.get("vary", list(DEFAULT_VARY))
     series = d.get("ensemble_series", ["gpp", "nee", "nbe", "et", "lai", "sif"])
     name = d.get("name", "experiment")
     if not isinstance(name, str) or not name or "/" in name:
