@@ -57,16 +57,23 @@ class DataConfig:
     #: stream -> product variable (``obs_<product>`` in the store), or None to switch it off
     products: Mapping[str, str | None] = field(default_factory=lambda: dict(DEFAULT_PRODUCTS))
     cache: str | None = None   # None, "memory" or a local directory
+    #: bytes of decoded, padded patches a training worker keeps (LRU); it streams the rest
+    cache_bytes: int = 2 * 1024**3
     #: draw this run's own train/dev partition of the store's non-test patches with this seed
     #: (an experiment member's "run"); None: the store's split as written
     split_seed: int | None = None
     #: with split_seed: the share of the non-test patches that go to dev (None: the store's)
     dev_fraction: float | None = None
+    #: published run (1..100) whose train/dev/test partition to use, from the store's per-run
+    #: batch index (stores of `differland import-netcdf`); None: the store's split as written
+    run: int | None = None
 
     def __post_init__(self):
         checks.string("data.url", self.url)
         if self.split_seed is not None:
             _set(self, "split_seed", checks.integer("data.split_seed", self.split_seed, 0, MAX_SEED))
+        if self.run is not None:
+            _set(self, "run", checks.integer("data.run", self.run, 1))
         if self.dev_fraction is not None:
             if self.split_seed is None:
                 raise ConfigError("data.dev_fraction: only used with data.split_seed (set both)")
@@ -94,6 +101,7 @@ class DataConfig:
             if product is not None:
                 checks.string(f"data.products.{stream}", product, empty=False)
         _set(self, "products", {**DEFAULT_PRODUCTS, **products})
+        _set(self, "cache_bytes", checks.integer("data.cache_bytes", self.cache_bytes, 0))
         if self.cache is not None:
             checks.string("data.cache", self.cache, empty=False)
             if "://" in self.cache:  # decoded chunks are written with os-level file calls
@@ -130,14 +138,18 @@ class TrainingConfig:
     on_nonfinite: str = "skip"         # skip | reduce_lr | rollback
     max_nonfinite: int = 10            # consecutive non-finite steps before giving up
     lr_reduction: float = 0.5          # factor for reduce_lr
-    patches_per_call: int = 1          # patches per compiled call on a worker (fixed shape;
-                                       # raise it on GPUs to fill the device)
+    pixels_per_call: int | None = None  # padded pixels per compiled call and device (None:
+                                       # by platform, see distributed.shard.DEFAULT_PIXELS_PER_CALL)
+    patches_per_call: int | None = None  # patches per call instead (wins over pixels_per_call)
     order_seed: int | None = None      # seed of the patch order (None: training.seed, which
                                        # also seeds the network's initialisation)
 
     def __post_init__(self):
         for name, lo in (("steps", 1), ("patches_per_step", 1), ("eval_every", 0),
-                         ("checkpoint_every", 0), ("max_nonfinite", 1), ("patches_per_call", 1)):
+                         ("checkpoint_every", 0), ("max_nonfinite", 1), ("patches_per_call", 1),
+                         ("pixels_per_call", 1)):
+            if getattr(self, name) is None and name in ("patches_per_call", "pixels_per_call"):
+                continue
             _set(self, name, checks.integer(f"training.{name}", getattr(self, name), lo))
         _set(self, "seed", checks.integer("training.seed", self.seed, 0, MAX_SEED))
         if self.order_seed is not None:

@@ -15,15 +15,32 @@ store, the finished run and complete outputs, and only re-evaluates.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import time
 from pathlib import Path
 from typing import Any
 
+import jax
 import numpy as np
 
+from differland_dist import api
+from differland_dist.config import load_config
 from differland_dist.data import splits
+from differland_dist.data.store import open_store as open_pixel_store
+from differland_dist.data.synth import synth_to_store
+from differland_dist.distributed.trainer import calibrate
+from differland_dist.errors import OutputMismatchError
+from differland_dist.evaluation.evaluate import EvaluationOptions, evaluate
+from differland_dist.evaluation.metrics import flat
+from differland_dist.evaluation.report import clean
+from differland_dist.inference.pipeline import InferenceOptions, run_inference
+from differland_dist.location import Location
+from differland_dist.network.io import save_network
+from differland_dist.network.mlp import init_network
+from differland_dist.runs import latest_checkpoint
+from differland_dist.trained import TrainedModel
 
 log = logging.getLogger(__name__)
 
@@ -40,19 +57,13 @@ def _stage(k: int, what: str, t0: float) -> None:
 def write_untrained(run_dir: str, url: str) -> str:
     """Save the run's initial network (before step 1) as a checkpoint: the trainer's
     ``init_network(PRNGKey(training.seed))`` with the run's standardisation and config."""
-    import jax
-
-    from differland_dist.network.io import save_network
-    from differland_dist.network.mlp import init_network
-    from differland_dist.runs import load_trained
-
-    tm = load_trained(run_dir)
+    tm = TrainedModel.from_checkpoint(run_dir)
     cfg = tm.config
     net0 = init_network(jax.random.PRNGKey(cfg.training.seed), len(tm.standardizer.mean) - 1,
                         cfg.network)
     save_network(url, net0, tm.network_config, predictor_sets=cfg.data.predictors,
                  standardizer=tm.standardizer,
-                 extra={"kind": "training", "step": 0, "config": tm.meta["config"],
+                 extra={"kind": "training", "step": 0, "config": tm.record.meta["config"],
                         "note": f"initial network of {tm.source} (untrained)"})
     return url
 
@@ -60,8 +71,6 @@ def write_untrained(run_dir: str, url: str) -> str:
 def infer(checkpoint: str, out: str, store: str, workers: int):
     """``differland infer --checkpoint CKPT --store STORE --out OUT`` (Ray Data, ``workers``
     actors at most); an output of an older network of the run is replaced (it is ours)."""
-    from differland_dist.inference.pipeline import InferenceOptions, OutputMismatchError, run_inference
-
     opts = InferenceOptions(max_actors=max(1, workers))
     try:
         return run_inference(checkpoint, out, store, options=opts)
@@ -75,17 +84,13 @@ def gpp_against_truth(store_url: str, outputs: dict[str, str], checkpoint: str, 
     """Scores of each output's GPP against the hidden truth's GPP on the held-out (dev and test)
     pixels after
     the warm-up: the store's true parameters run through DALEC with the run's model options."""
-    from differland_dist.api import open_output, open_store
-    from differland_dist.evaluation.metrics import flat
-    from differland_dist.trained import TrainedModel
-
-    ds = open_store(store_url)
+    ds = api.open_store(store_url)
     test = ds.isel(pixel=np.flatnonzero(ds["split"].values != splits.TRAIN))
     truth = TrainedModel.from_checkpoint(checkpoint).simulate(
         test, series=["gpp"], parameters=test["true_params"])["gpp"].values[:, warm_up:]
     res = {}
     for name, url in outputs.items():
-        sim = open_output(url)["gpp"].sel(pixel=test["pixel"]).values[:, warm_up:]
+        sim = api.open_output(url)["gpp"].sel(pixel=test["pixel"]).values[:, warm_up:]
         res[name] = flat(truth, sim)
     return res
 
@@ -93,19 +98,16 @@ def gpp_against_truth(store_url: str, outputs: dict[str, str], checkpoint: str, 
 def plot_map(store_url: str, output: str, param: str = MAP_PARAM) -> bytes:
     """PNG of the learnt map of ``param`` (the inference output's ``map_<param>``) next to its
     true map (the store's ``true_params``), one colour scale, held-out pixels outlined."""
-    import io
-
+    # matplotlib only here, with the file backend chosen before pyplot loads (no display)
     import matplotlib
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    from differland_dist.api import gridded, open_output, open_store
-
-    ds = open_store(store_url)
-    out = open_output(output)
+    ds = api.open_store(store_url)
+    out = api.open_output(output)
     learnt = out[f"map_{param}"].values
-    true = gridded(ds["true_params"].sel(param=param), grid=ds).values
+    true = api.gridded(ds["true_params"].sel(param=param), grid=ds).values
     lat, lon = ds["lat"].values, ds["lon"].values
     r = float(abs(lon[1] - lon[0])) if lon.size > 1 else 1.0
     extent = (float(lon.min()) - r / 2, float(lon.max()) + r / 2,
@@ -141,14 +143,6 @@ def _fmt(v) -> str:
 def run_demo(out: str, resolution: float = 5.0, years: int = 5, steps: int | None = None,
              seed: int = 0, workers: int = 2, progress: bool = True) -> dict:
     """Run the whole demo into directory ``out``; returns the summary written to summary.json."""
-    from differland_dist.config import load_config
-    from differland_dist.data.store import open_store
-    from differland_dist.data.synth import synth_to_store
-    from differland_dist.distributed.trainer import calibrate
-    from differland_dist.evaluation.evaluate import EvaluationOptions, evaluate
-    from differland_dist.evaluation.report import clean
-    from differland_dist.location import Location
-    from differland_dist.runs import latest_checkpoint
 
     t0 = time.perf_counter()
     out_dir = Path(out)
@@ -163,7 +157,7 @@ def run_demo(out: str, resolution: float = 5.0, years: int = 5, steps: int | Non
 
     _stage(1, f"synth: the synthetic Earth at {store_url}", t0)
     try:
-        open_store(store_url)
+        open_pixel_store(store_url)
         log.info("reusing the synthetic Earth at %s", store_url)
     except Exception:  # noqa: BLE001 - missing or unusable: (re)make it (synth refuses foreign data)
         log.info("making the synthetic Earth (%.3g deg, %d years) at %s", resolution, years, store_url)

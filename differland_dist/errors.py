@@ -20,3 +20,15 @@ class DataValidationError(DifferlandError, ValueError):
 
 class CheckpointError(DifferlandError, ValueError):
     """A checkpoint that cannot be read, or is refused as unsafe."""
+
+
+class StorageReadError(DifferlandError, OSError):
+    """A read from the store that still failed after every retry."""
+
+
+class TrainingDiverged(DifferlandError):
+    """Too many consecutive steps with a non-finite loss or gradient."""
+
+
+class OutputMismatchError(DifferlandError):
+    """An existing output was made from another network, store, series or model options."""

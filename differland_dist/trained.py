@@ -25,10 +25,25 @@ import logging
 from functools import lru_cache
 from typing import Any, Sequence
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 
+from differland_dist.data.batch import (
+    FORCING_PIXEL_VARS, FORCING_VARS, assemble_forcing, assemble_predictors, predictor_names)
+from differland_dist.data.importers import PER_PIXEL_FORCING, by_pixel_name
 from differland_dist.errors import ConfigError, DifferlandError
+from differland_dist.inference.compute import (
+    check_standardizer, compiled_forward, flat_parameters, network_inputs, network_parameters,
+    pad_pixels, required_store_vars)
+from differland_dist.inference.output import (
+    DEFAULT_SERIES, PARAM_NAMES, PARAMETERS, SERIES_BY_NAME, check_series, model_outputs_for)
+from differland_dist.model.parameters import PHENOLOGY_PARAMETERS, PROCESS_PARAMETERS
+from differland_dist.model.rollout import rollout
+from differland_dist.model.structures import Forcing, Parameters
+from differland_dist.network.standardize import input_names
+from differland_dist.runs import load_trained
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +83,6 @@ class TrainedModel:
     def from_checkpoint(cls, url: str, storage_options: dict | None = None) -> "TrainedModel":
         """Load a checkpoint ``.npz`` or a run directory (its final network, else its latest
         checkpoint), local or ``gs://`` / ``s3://`` with fsspec ``storage_options``."""
-        from differland_dist.runs import load_trained
-
         return cls(load_trained(url, storage_options))
 
     # -- what it is -------------------------------------------------------------------------------
@@ -83,6 +96,20 @@ class TrainedModel:
         return self.record.step
 
     @property
+    def network(self):
+        """The network weights (:class:`~differland_dist.network.mlp.NetworkParams`)."""
+        return self.record.network
+
+    @property
+    def network_config(self):
+        return self.record.network_config
+
+    @property
+    def standardizer(self):
+        """The training pixels' statistics of the network inputs ``[hemisphere, predictors]``."""
+        return self.record.standardizer
+
+    @property
     def source(self) -> str:
         """The checkpoint file it was loaded from."""
         return self.record.source
@@ -90,14 +117,10 @@ class TrainedModel:
     @property
     def predictor_names(self) -> list[str]:
         """Raw predictors in network order (without the hemisphere feature)."""
-        from differland_dist.data.batch import predictor_names
-
         return predictor_names(self.config.data.predictors)
 
     def required_variables(self) -> list[str]:
         """Store variables a batch must hold (forcing, position, predictors)."""
-        from differland_dist.inference.compute import required_store_vars
-
         return required_store_vars(self.predictor_names)
 
     def __repr__(self) -> str:
@@ -127,8 +150,6 @@ class TrainedModel:
 
     def _read(self, batch: xr.Dataset, names: Sequence[str]) -> dict[str, np.ndarray]:
         """Store variables of the batch as numpy arrays (ConfigError naming missing ones)."""
-        from differland_dist.data.importers import PER_PIXEL_FORCING, by_pixel_name
-
         found = {n: self._name(batch, n) for n in names}
         missing = [n for n, b in found.items() if b is None]
         if missing:
@@ -165,9 +186,6 @@ class TrainedModel:
 
     # -- the model ----------------------------------------------------------------------------
     def _inputs_array(self, batch: xr.Dataset) -> np.ndarray:
-        from differland_dist.data.batch import assemble_predictors
-        from differland_dist.inference.compute import check_standardizer, network_inputs
-
         names = self.predictor_names
         check_standardizer(self.record.standardizer, names)
         v = self._read(batch, ["lat", *(n for n in names if n != "null")])
@@ -179,29 +197,22 @@ class TrainedModel:
         as in training (``input`` coordinate: their names)."""
         self._check_batch(batch)
         x = self._inputs_array(batch)
-        names = ["hemisphere", *self.predictor_names]
+        names = input_names(self.predictor_names)
         return xr.DataArray(x, dims=("pixel", "input"),
                             coords={**self._pixel_coords(batch), "input": names},
                             name="inputs", attrs={"units": "1", "long_name":
                                                   "standardised network inputs"})
 
     def _flat_parameters(self, x: np.ndarray) -> np.ndarray:
-        import jax.numpy as jnp
-
-        from differland_dist.network import apply_network, to_parameters
-
-        p = to_parameters(apply_network(self.record.network, jnp.asarray(x),
-                                        self.record.network_config.activation))
-        return np.concatenate([np.asarray(p.process.stack()), np.stack([np.asarray(a) for a in p.phenology], -1),
-                               np.asarray(p.initial_pools.stack())], axis=-1).astype(np.float32)
+        p = network_parameters(self.record.network, jnp.asarray(x),
+                               self.record.network_config.activation)
+        return np.asarray(flat_parameters(p), np.float32)
 
     def parameters(self, batch: xr.Dataset) -> xr.Dataset:
         """The 40 physical parameters per pixel (31 process, ``Bday``, ``Fday``, 7 initial
         pools ``init_<pool>``): variables (pixel,) float32 named as the parameter table (the
         inference output's ``param_<name>`` without the prefix), with ``units`` and
         ``long_name``."""
-        from differland_dist.inference.output import PARAMETERS
-
         self._check_batch(batch)
         flat = self._flat_parameters(self._inputs_array(batch))
         data = {name: xr.Variable("pixel", flat[:, j], {"units": units, "long_name": long_name})
@@ -231,10 +242,6 @@ class TrainedModel:
         Returns a Dataset of (pixel, time) float32 series with ``units`` and ``long_name``
         (the inference output's), the batch's ``time`` and pixel coordinates.
         """
-        from differland_dist.data.batch import FORCING_PIXEL_VARS, FORCING_VARS, assemble_forcing
-        from differland_dist.inference.compute import compiled_forward, pad_pixels
-        from differland_dist.inference.output import DEFAULT_SERIES, SERIES_BY_NAME, check_series
-
         self._check_batch(batch)
         names = check_series(series if series is not None else DEFAULT_SERIES)
         if block_pixels < 1:
@@ -279,8 +286,6 @@ class TrainedModel:
 
     def _parameter_array(self, parameters, batch: xr.Dataset) -> np.ndarray:
         """(P, 40) float32 in ``PARAM_NAMES`` order from a Dataset or a (pixel, param) array."""
-        from differland_dist.inference.output import PARAM_NAMES
-
         P = batch.sizes["pixel"]
         if isinstance(parameters, xr.DataArray):
             if set(parameters.dims) != {"pixel", "param"} or "param" not in parameters.coords:
@@ -318,14 +323,6 @@ class TrainedModel:
 def _series_fn(series: tuple[str, ...], closed_budget: bool, unroll: int):
     """Jitted ``f(params (P, 40), forcing (P, T, 17)) -> series (P, T, S)``: DALEC with given
     physical parameters (the counterpart of ``compute.forward_fn`` without the network)."""
-    import jax
-    import jax.numpy as jnp
-
-    from differland_dist.inference.output import SERIES_BY_NAME, model_outputs_for
-    from differland_dist.model.parameters import PHENOLOGY_PARAMETERS, PROCESS_PARAMETERS
-    from differland_dist.model.rollout import rollout
-    from differland_dist.model.structures import Forcing, Parameters
-
     needed = model_outputs_for(series)
     sources = [SERIES_BY_NAME[n].sources for n in series]
 

@@ -11,6 +11,14 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 # JAX's persistent compilation cache, shared by the test process, its subprocesses and Ray
 # workers (they inherit the environment): the suite compiles the same rollouts many times.
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", "/tmp/differland-test-jax-cache")
+# A size limit turns on JAX's file lock around cache reads and writes, which the processes that
+# share the cache at the same time (pytest-xdist workers, Ray workers, subprocesses) need.
+os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(8 << 30))
+# The suite runs in two pytest-xdist workers (pyproject's addopts). `ray.init()` without an
+# address joins the newest `ray start` cluster recorded in Ray's temp dir, so each worker gets
+# its own temp dir: a test's own cluster is never another worker's.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("RAY_TMPDIR", f"/tmp/rt-{os.environ['PYTEST_XDIST_WORKER']}")
 
 import pytest  # noqa: E402
 

@@ -36,7 +36,8 @@ def small_store(tmp_path_factory):
 def _cfg(url, **kw):
     sets = [f"data.url={url}", "training.steps=4", "training.patches_per_step=5",
             "training.eval_every=2", "training.checkpoint_every=2", "training.seed=7",
-            "ray.workers=2", "ray.runtime_env={env_vars: {JAX_COMPILATION_CACHE_DIR: %s}}" % CACHE]
+            "ray.workers=2", "ray.runtime_env={env_vars: {JAX_COMPILATION_CACHE_DIR: %s}}" % CACHE,
+            "training.patches_per_call=1"]  # 5 calls a step: every worker computes
     sets += [f"{k}={v}" for k, v in kw.items()]
     return load_config(None, sets)
 

@@ -39,7 +39,7 @@ def copy(small_store_url, tmp_path):  # noqa: F811
 
 @pytest.fixture(scope="module")
 def checkpoint(small_store_url, tmp_path_factory):  # noqa: F811
-    from differland_dist.inference.demo import random_checkpoint
+    from differland_dist.inference.random_checkpoint import random_checkpoint
 
     path = str(tmp_path_factory.mktemp("ckpt") / "network.npz")
     return random_checkpoint(small_store_url, path, config={"loss": {"warm_up": 3}})

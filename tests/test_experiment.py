@@ -11,11 +11,13 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
 import pytest
 from cf_check import COMBINED_VIEWS, UWUE, cf_problems, unexpected
+from storage_servers import gcs_emulator  # noqa: F401 - fixture
 
 from differland_dist.data import splits
 from differland_dist.errors import ConfigError
@@ -98,7 +100,7 @@ def exp_store(tmp_path_factory):
     return url
 
 
-def _grid(store: str, sets=None, members=2, steps=12):
+def _grid(store: str, sets=None, members=2, steps=12, keep_best=1):
     """configs/experiment_demo.yaml, made smaller (the demo grid the docs show)."""
     from differland_dist.experiment import load_grid
 
@@ -106,31 +108,46 @@ def _grid(store: str, sets=None, members=2, steps=12):
             "base.training.patches_per_call=4", "base.training.eval_every=4",
             "base.training.checkpoint_every=4", "base.optimizer.warmup_steps=2",
             "base.ray.runtime_env={env_vars: {JAX_COMPILATION_CACHE_DIR: %s}}" % CACHE,
-            f"members={members}", "keep_best=1", "ensemble_series=[gpp, lai, et]"]
+            f"members={members}", f"keep_best={keep_best}", "ensemble_series=[gpp, lai, et]"]
     if sets is not None:
         over.append("predictor_sets=" + json.dumps(sets))
     return load_grid(ROOT / "configs" / "experiment_demo.yaml", over)
 
 
-def test_grid_end_to_end_with_a_failing_member(exp_store, tmp_path):
+@pytest.fixture(scope="module")
+def finished_grid(exp_store, tmp_path_factory):
+    """(dir, result) of the demo grid made small (2 sets x 2 members, best 2 kept), one member
+    failing; the end-to-end test and `differland analyze`'s tests read it."""
     from differland_dist.experiment.pipeline import prepare_dir, run_experiment
     from differland_dist.inference.pipeline import InferenceOptions
     from differland_dist.lease import Lease
     from differland_dist.location import Location
 
-    grid = _grid(exp_store)
-    out = str(tmp_path / "exp")
+    grid = _grid(exp_store, keep_best=2)
+    tmp = tmp_path_factory.mktemp("grid")
+    out = str(tmp / "exp")
     prepare_dir(grid, out, False, {})
     # another live writer holds one member's run directory: that member must fail alone
-    with Lease(Location(str(tmp_path / "exp" / "members" / "PFT" / "m001")), owner="someone else"):
+    with Lease(Location(str(tmp / "exp" / "members" / "PFT" / "m001")), owner="someone else"):
         # member inference in this process (the Ray Data path is tested in test_inference.py)
         res = run_experiment(grid, out, resume=True, progress_every_s=5,
                              inference_options=InferenceOptions(executor="local"))
+    return out, res
+
+
+def test_grid_end_to_end_with_a_failing_member(finished_grid, exp_store):
+    from differland_dist.experiment.pipeline import run_experiment
+    from differland_dist.lease import Lease
+    from differland_dist.location import Location
+
+    out, res = finished_grid
+    tmp_path = Path(out).parent
+    grid = _grid(exp_store, keep_best=2)
     states = {k: m.state for k, m in res.run.members.items()}
     assert states == {"PFT/m000": "done", "PFT/m001": "failed", "PFT+CLIM+SOIL+AGE/m000": "done",
                       "PFT+CLIM+SOIL+AGE/m001": "done"}
     assert "someone else" in res.run.members["PFT/m001"].error
-    assert res.kept["PFT"] == ["PFT/m000"] and len(res.kept["PFT+CLIM+SOIL+AGE"]) == 1
+    assert res.kept["PFT"] == ["PFT/m000"] and len(res.kept["PFT+CLIM+SOIL+AGE"]) == 2
     journal = [json.loads(x) for x in (tmp_path / "exp" / "experiment.jsonl").read_text().splitlines()]
     assert {r["state"] for r in journal if r["key"] == "PFT/m000"} >= {"queued", "waiting", "running", "done"}
     summary = json.loads((tmp_path / "exp" / "summary.json").read_text())
@@ -140,6 +157,8 @@ def test_grid_end_to_end_with_a_failing_member(exp_store, tmp_path):
     assert set(scores) == {"PFT", "PFT+CLIM+SOIL+AGE"}
     cell = scores["PFT+CLIM+SOIL+AGE"]["lai"]["test"]["flat"]["nse"]
     assert set(cell) >= {"ensemble", "member_mean", "member_sd"} and cell["ensemble"] is not None
+    assert cell["member_sd"] > 0  # two kept members that differ
+    cell = scores["PFT"]["lai"]["test"]["flat"]["nse"]
     assert cell["member_mean"] == pytest.approx(cell["ensemble"], abs=1e-6)  # one kept member
     for sp in ("train", "dev", "test"):
         for view in ("flat", "spatial"):
@@ -158,25 +177,123 @@ def test_grid_end_to_end_with_a_failing_member(exp_store, tmp_path):
     assert (tmp_path / "exp" / "figures" / "test_nse_lai.png").stat().st_size > 1000
     md = (tmp_path / "exp" / "scores.md").read_text()
     assert md.count("| PFT | test |") == md.count("| PFT | dev |") == len(scores["PFT"])
-    # a finished experiment reruns as a no-op for its members
-    res2 = run_experiment(grid, out, resume=True, ensemble=False)
+    # a finished experiment reruns as a no-op for its finished members (the other writer still
+    # holds the failed one's directory, so the grid stays as the analyze tests below expect)
+    with Lease(Location(str(tmp_path / "exp" / "members" / "PFT" / "m001")), owner="someone else"):
+        res2 = run_experiment(grid, out, resume=True, ensemble=False)
     assert res2.run.members["PFT/m000"].state == "done"
+    assert res2.run.members["PFT/m001"].state == "failed"
 
 
-def test_killed_driver_resumes_to_identical_members(exp_store, tmp_path):
+# -- differland analyze end to end, on the grid above ------------------------------------------------
+PARAMS = ["f_gpp", "canopy_efficiency", "LCMA", "field_capacity", "init_som", "Bday"]
+
+
+SMALL_SHAP = ["--shap-pixels", "16", "--shap-background", "8", "--shap-nsamples", "64",
+              "--shap-chunk", "8", "--partition-iterations", "30"]
+
+
+def test_analyze_writes_every_analysis_and_the_truth_check(finished_grid, capsys):
+    from differland_dist.cli.main import main
+
+    experiment, _ = finished_grid
+    assert main(["analyze", experiment, "--params", *PARAMS, *SMALL_SHAP]) == 0
+    printed = capsys.readouterr().out
+    an = Path(experiment) / "analysis"
+    assert "median pft_share" in printed and f"analysis: {experiment}/analysis" in printed
+    for f in ("generalisation.json", "variance_partition.json", "gradients.json", "shap.json",
+              "uncertainty.json", "identifiability.json", "truth_check.json", "summary.json",
+              "report.md"):
+        assert (an / f).stat().st_size > 100, f
+    vp = json.loads((an / "variance_partition.json").read_text())
+    assert list(vp["parameters"]) == PARAMS and "truth" in vp
+    for v in vp["parameters"].values():
+        assert set(v) >= {"r2_all", "r2_PFT", "r2_CLIM", "r2_SOIL", "r2_AGE", "pft_share", "direct_share"}
+    gr = json.loads((an / "gradients.json").read_text())
+    assert abs(sum(gr["explained"]) - 1) < 1e-6 and len(gr["truth_cosines"]) == 3
+    assert set(gr["components"]["PC1"]["predictor_r"]) >= {"MAT", "SAND", "EBF", "forest_age"}
+    sh = json.loads((an / "shap.json").read_text())
+    assert sh["members"] == 2 and sh["pixels"] == 16 and sh["executor"] == "ray"
+    assert sh["features"][-1] == "lat" and set(sh["truth_mean_abs"]) == set(PARAMS)
+    import xarray as xr
+
+    z = xr.open_zarr(an / "shap.zarr", zarr_format=3, consolidated=False)
+    assert z["shap"].shape == (2, 16, len(sh["features"]), len(PARAMS)) and "shap_truth" in z
+    g = xr.open_zarr(an / "gradients.zarr", zarr_format=3, consolidated=False)
+    assert g["loadings"].shape == (len(PARAMS), len(PARAMS)) and g["scores"].dims == ("pixel", "component")
+    tc = json.loads((an / "truth_check.json").read_text())
+    names = [c["name"] for c in tc["criteria"]]
+    assert any(n.startswith("pft_share") for n in names) and any(n.startswith("PCA") for n in names)
+    assert sum(n.startswith("generalisation") for n in names) == 3
+    for c in tc["criteria"]:
+        assert set(c) >= {"name", "value", "threshold", "passed"} and isinstance(c["passed"], bool)
+        if c["name"].startswith("PCA"):
+            assert c["passed"] == (c["value"] >= 0.8)
+        if c["value"] is None:
+            assert c["passed"] is False  # nothing to compare never passes
+    idf = json.loads((an / "identifiability.json").read_text())
+    assert idf["pixels"] in ("test", "dev+test") and set(idf["parameters"]) == set(PARAMS)
+    assert tc["identifiable"] == idf["identifiable"]
+    md = (an / "report.md").read_text()
+    for head in ("## Generalisation", "## PFTs versus environment", "## Parameter gradients",
+                 "## What drives each parameter (SHAP)", "## Uncertainty", "## Identifiability",
+                 "## Checks against the truth"):
+        assert head in md
+    for fig in ("variance_partition", "pca_loadings", "pca_scores", "shap_importance", "uncertainty",
+                "generalisation"):
+        assert (an / "figures" / f"{fig}.png").stat().st_size > 2000 and f"figures/{fig}.png" in md
+    # a rerun replaces what the analysis wrote (ownership marker), and refuses foreign files
+    (an / "notes.txt").write_text("mine")
+    assert main(["analyze", experiment, "--params", *PARAMS, *SMALL_SHAP, "--local"]) == 1
+    assert "notes.txt" in capsys.readouterr().err
+    (an / "notes.txt").unlink()
+
+
+def test_analyze_rejects_bad_input_before_work(finished_grid, capsys, tmp_path):
+    from differland_dist.cli.main import main
+
+    experiment, _ = finished_grid
+    assert main(["analyze", experiment, "--params", "f_gpp", "nope", "LCMA"]) == 1
+    assert "--params ['nope']: unknown parameter" in capsys.readouterr().err
+    assert main(["analyze", experiment, "--sets", "CLIM", "--out", str(tmp_path / "a")]) == 1
+    assert "--sets ['CLIM']: not in the experiment" in capsys.readouterr().err
+    assert main(["analyze", str(tmp_path), "--out", str(tmp_path / "a")]) == 1
+    assert "not an experiment directory" in capsys.readouterr().err
+
+
+def test_analyze_on_object_storage(finished_grid, gcs_emulator):  # noqa: F811
+    import fsspec
+
+    from differland_dist.analysis.pipeline import run_analysis
+    from differland_dist.analysis.shap_values import ShapOptions
+
+    experiment, _ = finished_grid
+    so = gcs_emulator["storage_options"]
+    url = f"{gcs_emulator['url_prefix']}/{uuid.uuid4().hex}/exp"
+    fs = fsspec.filesystem("gs", **so)
+    fs.put(experiment, url.removeprefix("gs://"), recursive=True)
+    s = run_analysis(url, params=PARAMS[:4], storage_options=so, figures=False, partition_max_iter=20,
+                     shap=ShapOptions(pixels=8, background=6, nsamples=48, executor="local"))
+    tc = json.loads(fs.cat_file(f"{url.removeprefix('gs://')}/analysis/truth_check.json"))
+    assert tc == s["truth_check"]
+    assert fs.exists(f"{url.removeprefix('gs://')}/analysis/shap.zarr/zarr.json")
+    assert "figures/pca_scores.png" not in s["files"] and "report.md" in s["files"]
+    assert fs.exists(f"{url.removeprefix('gs://')}/analysis/report.md")
+
+
+def test_killed_driver_resumes_to_identical_members(exp_store, finished_grid, tmp_path):
     """Kill the experiment driver (and its local Ray) mid-run; --resume gives the same
-    member networks as an uninterrupted experiment."""
+    member networks as an uninterrupted experiment (the finished grid's members of that set:
+    a member's config does not depend on the rest of the grid)."""
     from differland_dist import checkpoint
-    from differland_dist.experiment.pipeline import run_experiment
 
     sets = [["PFT", "CLIM", "SOIL", "AGE"]]
-    ref = str(tmp_path / "ref")
-    run_experiment(_grid(exp_store, sets, steps=24), ref, ensemble=False)
+    ref, _ = finished_grid
 
     cfg = tmp_path / "exp.yaml"
     import yaml
 
-    grid = _grid(exp_store, sets, steps=24)
+    grid = _grid(exp_store, sets)
     d = grid.to_dict()
     cfg.write_text(yaml.safe_dump(d))
     out = tmp_path / "killed"
@@ -200,7 +317,7 @@ def test_killed_driver_resumes_to_identical_members(exp_store, tmp_path):
     r = subprocess.run(cmd + ["--resume", "--force"], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     for m in ("m000", "m001"):
-        a, _ = checkpoint.load(str(tmp_path / "ref" / "members" / "PFT+CLIM+SOIL+AGE" / m / "network.npz"))
+        a, _ = checkpoint.load(str(Path(ref) / "members" / "PFT+CLIM+SOIL+AGE" / m / "network.npz"))
         b, _ = checkpoint.load(str(out / "members" / "PFT+CLIM+SOIL+AGE" / m / "network.npz"))
         assert a.keys() == b.keys()
         for k in a:

@@ -362,7 +362,7 @@ def make_global_files(d: Path, seed: int = 0, north: float = 52.5, west: float =
         x = np.asarray(x, np.float64)
         x[..., ocean] = np.nan
         v[name] = (dims, x)
-    v["T_min"][1][:, 0, 2] = np.nan  # forcing gap at a cell the run index leaves out
+    v["T_min"][1][:, 0, 3] = np.nan  # forcing gap at a cell the run index leaves out (NaN)
     attrs = {"T_min": "degC", "T_max": "degC", "SOLR": "MJ m-2 d-1", "VPD": "hPa",
              "PREC": "mm/day", "LAI": "m2/m2", "NBE": "gC/m2/day"}
     ds = xr.Dataset({k: (dims, x, {"units": attrs[k]} if k in attrs else {})
@@ -381,7 +381,8 @@ def make_global_files(d: Path, seed: int = 0, north: float = 52.5, west: float =
         perm = rng.permutation(block.max() + 1) + 1
         idx[r] = perm[block]
         idx[r][ocean] = np.nan
-        idx[r][0, 2] = -1  # left out
+        idx[r][0, 2] = -1  # a fixed test cell (the paper's negative indices)
+        idx[r][0, 3] = np.nan  # left out
     xr.Dataset({nc.RUN_INDEX_VAR: (("run", "lat", "lon"), idx)},
                coords={"lat": lat, "lon": lon}).to_netcdf(d / nc.RUN_INDEX_FILE)
     bulk = np.ones((NLAT, NLON), bool)
@@ -399,19 +400,25 @@ def make_global_files(d: Path, seed: int = 0, north: float = 52.5, west: float =
 
 
 def published_order(truth: dict, run: int, sets=("PFT", "CLIM", "AGE", "SOIL")):
-    """The published calibration's pixel selection, order and split, written out again."""
+    """The published calibration's pixel selection, order and train/dev split (evaluate_
+    performance.py's), then its test pixels (negative index, split 2), written out again."""
     names = ["LAT"] + [nc.PREDICTOR_VARS[n] for s in sets for n in schema.PREDICTOR_SETS[s]]
-    pm = np.stack([truth["vars"][n][1].ravel() for n in names])
     ridx = truth["idx"][run - 1].ravel().copy()
-    invalid = np.isnan(ridx) | ~truth["valid"].ravel() | (np.nan_to_num(ridx, nan=-1) < 0)
-    pm[:, invalid] = np.nan
-    not_nan = ~(np.isnan(pm).sum(axis=0) > 0)
-    flat = np.flatnonzero(not_nan)
-    vi = ridx[not_nan]
-    shuffle = np.argsort(vi, kind="mergesort")
-    svi = vi[shuffle]
+    out = []
+    for test in (False, True):
+        pm = np.stack([truth["vars"][n][1].ravel() for n in names])
+        invalid = np.isnan(ridx) | ~truth["valid"].ravel() | (
+            (np.nan_to_num(ridx, nan=-1) >= 0) if test else (np.nan_to_num(ridx, nan=-1) < 0))
+        pm[:, invalid] = np.nan
+        not_nan = ~(np.isnan(pm).sum(axis=0) > 0)
+        flat = np.flatnonzero(not_nan)
+        vi = ridx[not_nan]
+        shuffle = np.argsort(vi, kind="mergesort")
+        out.append((flat[shuffle], vi[shuffle]))
+    (flat, svi), (tflat, tsvi) = out
     thr = np.round(np.max(svi) * 0.9).astype(np.int32)
-    return flat[shuffle], svi, (svi > thr).astype(np.int8)
+    split = np.r_[(svi > thr).astype(np.int8), np.full(tsvi.size, 2, np.int8)]
+    return np.r_[flat, tflat], np.r_[svi, tsvi], split
 
 
 @pytest.fixture(scope="module")
@@ -433,16 +440,23 @@ def test_netcdf_import(global_files, global_store):
     url, store, summary = global_store
     sd = store.ds
     flat, svi, split = published_order(truth, run=2)
-    assert store.n_pixels == flat.size == NLAT * NLON - 2 - 1 - 1 - 1  # ocean, index -1, invalid, no soil
+    assert store.n_pixels == flat.size == NLAT * NLON - 2 - 1 - 1 - 1  # ocean, index NaN, invalid, no soil
+    assert (sd["split"].values == 2).sum() == 1  # the test cell (index -1) is kept, as test
     assert store.n_time == NT and store.steps_per_year == 12 and store.max_patch_size == 4
     rows, cols = np.divmod(flat, NLON)
     assert np.array_equal(sd["row"].values, rows) and np.array_equal(sd["col"].values, cols)
     assert np.array_equal(sd["split"].values, split)
     assert np.array_equal(sd["run_simulation_idx"].values, svi)
     # one patch per index value, in index order
-    assert np.array_equal(sd["patch"].values, np.unique(svi, return_inverse=True)[1])
+    fit = svi >= 0
+    n_fit = np.unique(svi[fit]).size
+    assert np.array_equal(sd["patch"].values, np.r_[np.unique(svi[fit], return_inverse=True)[1],
+                                                   n_fit + np.unique(svi[~fit], return_inverse=True)[1]])
     assert summary["patches"] == np.unique(svi).size
-    assert store.attrs["train_test_threshold"] == int(np.round(svi.max() * 0.9))
+    assert store.attrs["train_dev_threshold"] == int(np.round(svi.max() * 0.9))
+    # every run's index, in store pixel order
+    assert np.array_equal(sd["run_simulation_idx_runs"].values,
+                          truth["idx"].reshape(RUNS, -1)[:, flat].T.astype(np.float32))
     # a known pixel: grid cell (4, 5)
     p = int(np.flatnonzero((rows == 4) & (cols == 5))[0])
     v = truth["vars"]

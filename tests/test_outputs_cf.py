@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
+from cf_check import COMBINED_VIEWS, UWUE, cf_problems, unexpected
 from synth_fixtures import small_ds, small_store_url  # noqa: F401 - fixtures
 
 from differland_dist.evaluation import carbon as C
@@ -119,7 +120,7 @@ def nc_output(small_store_url, tmp_path_factory):  # noqa: F811
     """A complete output of the small store with its netCDF export, exported in many small
     blocks (the streaming path: 5 pixels' values per block at most)."""
     from differland_dist.inference import export
-    from differland_dist.inference.demo import random_checkpoint
+    from differland_dist.inference.random_checkpoint import random_checkpoint
     from differland_dist.inference.pipeline import InferenceOptions, run_inference
 
     d = tmp_path_factory.mktemp("cf")
@@ -173,6 +174,16 @@ def test_netcdf_files_pass_the_cf_checker(nc_output, tmp_path):
         np.testing.assert_array_equal(m.map_LCMA.values, z.map_LCMA.values)
 
 
+def test_inference_zarr_passes_the_cf_checker(nc_output, tmp_path):
+    """The zarr output itself (not only its export): nothing but the messages that a store
+    holding both the gridded and the gathered view cannot avoid, and uWUE's unit."""
+    _, zarr_url = nc_output
+    z = xr.open_zarr(zarr_url, zarr_format=3, consolidated=True)
+    problems = cf_problems(z, str(tmp_path), "inference")
+    assert unexpected(problems, COMBINED_VIEWS + UWUE) == [], problems
+    assert any("uWUE" in m for m in problems)  # the allowance is used, not a blanket pass
+
+
 def test_evaluate_totals_zonal_means_and_skill_maps(nc_output, small_ds, tmp_path):  # noqa: F811
     from differland_dist.evaluation.evaluate import EvaluationOptions, evaluate
     from differland_dist.evaluation.streams import RULES, comparable
@@ -219,6 +230,8 @@ def test_evaluate_totals_zonal_means_and_skill_maps(nc_output, small_ds, tmp_pat
     assert {"figures/skill_lai.png", "figures/zonal_means.png", "figures/global_totals.png"} <= figs
     for f in ("skill_lai.png", "zonal_means.png", "global_totals.png"):
         assert (tmp_path / "ev" / "figures" / f).read_bytes()[:4] == b"\x89PNG"
+    # the skill-map store passes the CF checker like every other output
+    assert unexpected(cf_problems(p, str(tmp_path), "evaluation"), ()) == []
     # a second evaluation replaces its own products store
     evaluate(zarr_url, out=str(tmp_path / "ev"), options=EvaluationOptions(figures=False))
     assert (tmp_path / "ev" / "evaluation.zarr" / "lai_nse").exists()

@@ -1,11 +1,9 @@
 """The notebook API: stores and outputs as xarray, the TrainedModel façade against `differland
-infer`, the gridded view, the lazy top-level names, and every ```python block of docs/python.md
-run after a small demo."""
+infer`, the gridded view and the lazy top-level names (docs/python.md's blocks run in
+tests/test_demo.py, on the demo's output)."""
 
 from __future__ import annotations
 
-import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -26,7 +24,7 @@ WARM_UP = 3
 
 @pytest.fixture(scope="module")
 def checkpoint(small_store_url, tmp_path_factory):  # noqa: F811
-    from differland_dist.inference.demo import random_checkpoint
+    from differland_dist.inference.random_checkpoint import random_checkpoint
 
     path = str(tmp_path_factory.mktemp("api_ckpt") / "network.npz")
     return random_checkpoint(small_store_url, path, seed=3, config={"loss": {"warm_up": WARM_UP}})
@@ -174,36 +172,3 @@ def test_top_level_is_lazy_and_complete():
             "print('ok', len(dl.__all__))\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and r.stdout.startswith("ok"), r.stderr[-2000:]
-
-
-def python_blocks(text: str) -> list[tuple[int, str]]:
-    """(line number, code) of every ```python block of a Markdown text."""
-    blocks = []
-    for m in re.finditer(r"^```python\n(.*?)^```", text, flags=re.S | re.M):
-        blocks.append((text[: m.start()].count("\n") + 1, m.group(1)))
-    return blocks
-
-
-def test_docs_python_blocks_run_after_a_demo(tmp_path):
-    """Every ```python block of docs/python.md, in order and in one process (as notebook cells),
-    in a directory where a small demo ran (the demo in the same process: one Ray start)."""
-    blocks = python_blocks((ROOT / "docs" / "python.md").read_text())
-    assert len(blocks) >= 8
-    parts = ["import differland_dist as _dl\n"
-             "_dl.run_demo('demo_out', resolution=15.0, years=2, steps=20, workers=1, progress=False)\n"
-             "print('=== demo done', flush=True)\n"]
-    for line, code in blocks:
-        parts.append(f"print('=== docs/python.md block at line {line}', flush=True)\n{code}")
-    script = tmp_path / "docs_python.py"
-    script.write_text("\n".join(parts))
-    env = {**os.environ, "MPLBACKEND": "Agg", "JAX_PLATFORMS": "cpu"}
-    r = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True,
-                       text=True, timeout=900, env=env)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-4000:]
-    assert r.stdout.count("=== docs/python.md block") == len(blocks)
-    out = tmp_path / "demo_out"
-    for f in ("report.md", "summary.json", "map_field_capacity.png", "loss_curves.png",
-              "evaluation/evaluation.json", "notebook_maps.png",
-              "notebook_run/network.npz", "notebook_run/inference_evaluation/evaluation.json"):
-        assert (out / f).exists(), f
-    assert "error: the batch lacks variable(s) ['t_max']" in r.stdout

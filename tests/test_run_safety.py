@@ -202,7 +202,7 @@ def test_second_calibrate_into_a_held_run_directory_is_refused(ray_local, small_
 
 
 def test_second_infer_into_a_held_output_is_refused(small_store_url, tmp_path):
-    from differland_dist.inference.demo import random_checkpoint
+    from differland_dist.inference.random_checkpoint import random_checkpoint
     from differland_dist.inference.pipeline import InferenceOptions, run_inference
 
     ckpt = random_checkpoint(small_store_url, str(tmp_path / "net.npz"))

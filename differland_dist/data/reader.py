@@ -28,7 +28,7 @@ from differland_dist.data.batch import (
     assemble_predictors)
 from differland_dist.data.importers import PER_PIXEL_FORCING, by_pixel_name
 from differland_dist.data.store import FastCodec, PixelStore, fast_codec
-from differland_dist.errors import ConfigError, DataValidationError, DifferlandError
+from differland_dist.errors import ConfigError, DataValidationError, DifferlandError, StorageReadError
 
 log = logging.getLogger(__name__)
 R = TypeVar("R")
@@ -37,10 +37,6 @@ R = TypeVar("R")
 _SPECIAL_PREDICTORS = {"null"}
 #: Errors that say the object is not there or not readable: retrying will not help.
 _PERMANENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
-
-
-class StorageReadError(DifferlandError, OSError):
-    """A read from the store that still failed after every retry."""
 
 
 def is_transient(err: BaseException) -> bool:
@@ -329,6 +325,18 @@ class PatchReader:
             labels=assemble_labels(v, self.products, P, T),
         )
 
+    def read_predictors(self, patch_ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(patch (P,) int32, lat (P,) float32, raw predictors (P, n) float32) of the patches'
+        pixels in the order of ``patch_ids``; reads only the per-pixel variables, not the
+        series (what the predictor standardisation needs)."""
+        slices = self.pixel_slices(patch_ids)
+        v = self._read_pixels(slices, self._pixel_vars)
+        P = sum(s.stop - s.start for s in slices)
+        pixel_index = (np.concatenate([np.arange(s.start, s.stop) for s in slices]).astype(np.int64)
+                       if slices else np.empty(0, np.int64))
+        return (self.store.patch[pixel_index].astype(np.int32), np.asarray(v["lat"], np.float32),
+                assemble_predictors(v, self.predictors, P))
+
     def iter_batches(self, batches: Iterable[Sequence[int]], prefetch: int = 1) -> Iterator[PatchBatch]:
         """Yield :meth:`read` of each list of patch ids, reading up to ``prefetch`` batches ahead
         in a background thread while the caller works on the current one."""
@@ -373,3 +381,107 @@ class PatchReader:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class PatchCache:
+    """Decoded patches kept for the coming steps: a least-recently-used cache bounded in bytes,
+    filled on demand and by :meth:`prefetch` in a background thread.
+
+    A training worker streams its patches through this: :meth:`get` returns the patches of a
+    call (loading the missing ones with ``load``), :meth:`prefetch` starts loading the next
+    step's while the caller computes. At most ``cache_bytes`` of items stay resident (the
+    least recently used are evicted first); the items a :meth:`get` returns are the caller's
+    until it drops them, so a call larger than the cache still runs.
+
+    Args:
+      load: patch ids -> {id: item}; called from the caller's thread or the prefetch thread.
+      nbytes: the resident size of an item in bytes.
+      cache_bytes: the bound on resident items (0: keep nothing between calls).
+    """
+
+    def __init__(self, load: Callable[[list[int]], dict[int, object]],
+                 nbytes: Callable[[object], int], cache_bytes: int):
+        from collections import OrderedDict
+
+        self._load = load
+        self._nbytes = nbytes
+        self.cache_bytes = max(0, int(cache_bytes))
+        self._items: OrderedDict[int, object] = OrderedDict()
+        self._sizes: dict[int, int] = {}
+        self._lock = threading.Lock()
+        self._ahead = ThreadPoolExecutor(max_workers=1, thread_name_prefix="patch-prefetch")
+        self._pending: dict[int, Future] = {}
+        #: loads (patches read from the store), hits, evictions, resident and peak bytes,
+        #: patches loaded by prefetch, and seconds the caller waited for loads.
+        self.stats = {"loaded": 0, "hits": 0, "evicted": 0, "bytes": 0, "peak_bytes": 0,
+                      "prefetched": 0, "wait_s": 0.0}
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, pid: int) -> bool:
+        return int(pid) in self._items
+
+    def _insert(self, items: Mapping[int, object]) -> None:
+        with self._lock:
+            for p, item in items.items():
+                if p in self._items:
+                    continue
+                n = int(self._nbytes(item))
+                self._items[p], self._sizes[p] = item, n
+                self.stats["bytes"] += n
+            self.stats["peak_bytes"] = max(self.stats["peak_bytes"], self.stats["bytes"])
+            while self.stats["bytes"] > self.cache_bytes and self._items:
+                p, _ = self._items.popitem(last=False)
+                self.stats["bytes"] -= self._sizes.pop(p)
+                self.stats["evicted"] += 1
+
+    def _load_into(self, ids: list[int], prefetched: bool) -> dict[int, object]:
+        got = self._load(ids)
+        with self._lock:
+            self.stats["loaded"] += len(got)
+            if prefetched:
+                self.stats["prefetched"] += len(got)
+        self._insert(got)
+        return got
+
+    def get(self, patch_ids: Sequence[int]) -> list[object]:
+        """The items of ``patch_ids`` in that order (waiting for a prefetch that holds some)."""
+        ids = [int(p) for p in patch_ids]
+        t0 = time.perf_counter()
+        for p in ids:
+            f = self._pending.get(p)
+            if f is not None:
+                f.result()  # its error, if any, is raised here
+        found: dict[int, object] = {}
+        with self._lock:
+            for p in ids:
+                if p in self._items:
+                    self._items.move_to_end(p)
+                    found[p] = self._items[p]
+            self.stats["hits"] += len(found)
+        missing = list(dict.fromkeys(p for p in ids if p not in found))
+        if missing:
+            found.update(self._load_into(missing, False))
+        self.stats["wait_s"] += time.perf_counter() - t0
+        return [found[p] for p in ids]
+
+    def prefetch(self, patch_ids: Sequence[int]) -> None:
+        """Start loading those of ``patch_ids`` that are neither resident nor being loaded,
+        in the background; :meth:`get` waits for them."""
+        self._pending = {p: f for p, f in self._pending.items() if not f.done()}
+        with self._lock:
+            todo = [int(p) for p in dict.fromkeys(patch_ids)
+                    if int(p) not in self._items and int(p) not in self._pending]
+        if not todo or self.cache_bytes == 0:
+            return
+        f = self._ahead.submit(self._load_into, todo, True)
+        for p in todo:
+            self._pending[p] = f
+
+    def close(self) -> None:
+        self._ahead.shutdown(wait=True, cancel_futures=True)
+        with self._lock:
+            self._items.clear()
+            self._sizes.clear()
+            self.stats["bytes"] = 0

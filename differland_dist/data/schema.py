@@ -8,12 +8,15 @@ A store is one zarr v3 group readable by ``xarray.open_zarr``. Dimensions:
 
 Variables carry ``units`` and ``long_name`` attributes; the group carries ``attrs`` listed in
 :data:`GLOBAL_ATTRS`. Observation gaps are NaN in the value and 0 in the weight.
-This module is the single source of these facts; docs/data.md explains them for people.
+This module is the single source of these facts (the observation streams' come from
+``differland_dist.streams``); docs/data.md explains them for people.
 """
 
 from __future__ import annotations
 
 from typing import NamedTuple
+
+from differland_dist import streams as _streams
 
 
 class Var(NamedTuple):
@@ -83,9 +86,11 @@ PREDICTOR_SETS: dict[str, tuple[str, ...]] = {
 #: The order in which sets are concatenated (the paper's order: PFT, CLIM, AGE, SOIL).
 PREDICTOR_SET_ORDER = ("PFT", "CLIM", "AGE", "SOIL", "LATLON", "CONTROL")
 
-#: The 12 observation streams, in the label order of the published loss, with their units.
-#: ``level``: "pixel" terms compare pixel values; "patch" terms compare patch means.
 class Stream(NamedTuple):
+    """A stream's store facts (derived from :data:`differland_dist.streams.STREAMS`, the one
+    stream table). ``level``: "pixel" terms compare pixel values; "patch" terms compare patch
+    means."""
+
     name: str
     default_product: str
     units: str
@@ -94,20 +99,9 @@ class Stream(NamedTuple):
     hi: float
 
 
-STREAMS: tuple[Stream, ...] = (
-    Stream("sif", "sif", "SIF units", "pixel", -5, 10),
-    Stream("nbe", "nbe", "gC m-2 d-1", "patch", -50, 50),
-    Stream("lai", "lai", "m2 m-2", "pixel", 0, 15),
-    Stream("ewt", "ewt", "mm", "patch", -5000, 5000),
-    Stream("biomass", "biomass", "gC m-2", "pixel", 0, 1e5),
-    Stream("fire", "fire", "gC m-2 d-1", "patch", 0, 100),
-    Stream("som", "som", "gC m-2", "pixel", 0, 2e5),
-    Stream("vod", "vod", "1", "pixel", 0, 5),
-    Stream("gpp_flux", "gpp_flux", "gC m-2 d-1", "pixel", -5, 50),
-    Stream("reco_flux", "reco_flux", "gC m-2 d-1", "pixel", -5, 50),
-    Stream("et_flux", "et_flux", "mm d-1", "pixel", -5, 30),
-    Stream("et_gleam", "et_gleam", "mm d-1", "pixel", -5, 30),
-)
+#: The 12 observation streams, in the label order of the published loss, with their units.
+STREAMS: tuple[Stream, ...] = tuple(
+    Stream(s.name, s.default_product, s.units, s.level, s.lo, s.hi) for s in _streams.label_order())
 STREAM_NAMES = tuple(s.name for s in STREAMS)
 STREAM_INDEX = {s.name: i for i, s in enumerate(STREAMS)}
 

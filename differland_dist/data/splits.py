@@ -7,7 +7,10 @@ open with 1 read as dev (and a warning), since their held-out patches were used 
 training loss, which is what dev is for.
 
 A member of an experiment may draw its own train/dev partition from the store's non-test
-patches with a seed (the paper's "run" index), keeping the test patches fixed.
+patches with a seed, keeping the test patches fixed. A store imported from the paper's driver
+also holds every published run's batch index (``run_simulation_idx_runs``, (pixel, run)):
+``data.run`` = r then takes run r's own partition at open time (:func:`of_published_run`), as
+the published calibration does: index < 0 test, 0..round(0.9 x max) train, above dev.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Mapping, NamedTuple
 
 import numpy as np
 
-from differland_dist.errors import ConfigError
+from differland_dist.errors import ConfigError, DataValidationError
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +30,10 @@ NAMES = ("train", "dev", "test")
 #: The store attribute that marks the three-split convention.
 CONVENTION_ATTR = "split_convention"
 CONVENTION = "train=0,dev=1,test=2"
+#: The store variable with every published run's batch index, (pixel, run); column r-1 = run r.
+RUN_TABLE_VAR = "run_simulation_idx_runs"
+#: Share of the largest non-negative index that trains (the published rule).
+TRAIN_FRACTION = 0.9
 
 
 class PatchSplit(NamedTuple):
@@ -112,8 +119,73 @@ def pixel_codes(patch: np.ndarray, split: PatchSplit) -> np.ndarray:
     return codes[np.asarray(patch, np.int64)]
 
 
+def run_split_codes(index: np.ndarray, threshold: int) -> np.ndarray:
+    """int8 split codes of published batch indices: < 0 test, <= ``threshold`` train, else dev."""
+    index = np.asarray(index)
+    return np.where(index < 0, TEST, np.where(index <= threshold, TRAIN, DEV)).astype(np.int8)
+
+
+def of_published_run(patch_slices: Mapping[int, slice], run_table: np.ndarray | None, run: int,
+                     train_fraction: float = TRAIN_FRACTION, source: str = "store") -> PatchSplit:
+    """The patch split of published run ``run`` (1-based) from the store's (pixel, run) table.
+
+    Every store patch must be one batch of that run (one index value per patch; the paper's
+    runs renumber the same cells, so this holds for all 100 runs): otherwise
+    DataValidationError names the patches and says to import with ``--run``.
+    """
+    if run_table is None:
+        raise ConfigError(f"data.run={run}: {source} holds no per-run batch index ({RUN_TABLE_VAR}); "
+                          "only stores imported with `differland import-netcdf` have one (use "
+                          "data.split_seed to redraw train/dev instead)")
+    run_table = np.asarray(run_table)
+    n_runs = run_table.shape[1]
+    if not 1 <= int(run) <= n_runs:
+        raise ConfigError(f"data.run: {source} holds runs 1..{n_runs}, got {run}")
+    col = np.asarray(run_table[:, int(run) - 1], np.float64)
+    missing = np.flatnonzero(~np.isfinite(col))
+    if missing.size:
+        raise DataValidationError([f"{RUN_TABLE_VAR}: run {run} has no index at {missing.size} "
+                                   f"pixel(s) of the store (first pixel {int(missing[0])}): the run "
+                                   "leaves out pixels the store holds; import with --run "
+                                   f"{run} to train on its pixels"], source=source)
+    mixed = [p for p, s in patch_slices.items() if col[s].min() != col[s].max()]
+    if mixed:
+        listed = ", ".join(f"patch {p} (pixels {patch_slices[p].start}..{patch_slices[p].stop - 1})"
+                           for p in sorted(mixed)[:8])
+        raise DataValidationError([f"{RUN_TABLE_VAR}: run {run} splits {len(mixed)} store "
+                                   f"patch(es) over several batches: {listed}; its batches are not "
+                                   f"the store's patches: import with --run {run}"], source=source)
+    first = {int(p): col[s.start] for p, s in patch_slices.items()}
+    fit = [v for v in first.values() if v >= 0]
+    if not fit:
+        raise DataValidationError([f"{RUN_TABLE_VAR}: run {run} has no index >= 0 (no training "
+                                   "pixels)"], source=source)
+    threshold = int(np.round(max(fit) * float(train_fraction)))
+    by = {c: [] for c in (TRAIN, DEV, TEST)}
+    for p, v in first.items():
+        by[int(run_split_codes(np.array([v]), threshold)[0])].append(p)
+    out = PatchSplit(*(np.array(sorted(by[c]), np.int64) for c in (TRAIN, DEV, TEST)))
+    log.info("%s: run %d's split (train index <= %d): %s", source, run, threshold, out.counts())
+    return out
+
+
 def of_run(patch_slices: Mapping[int, slice], split: np.ndarray, attrs: Mapping,
-           split_seed: int | None, dev_fraction: float | None = None, source: str = "store") -> PatchSplit:
-    """The patch split a run trained with: the store's, or the one ``data.split_seed`` drew."""
-    written = from_store(patch_slices, split, attrs, source)
+           split_seed: int | None, dev_fraction: float | None = None, source: str = "store",
+           run: int | None = None, run_table: np.ndarray | None = None) -> PatchSplit:
+    """The patch split a run trained with: the store's, published run ``run``'s (``data.run``,
+    from ``run_table``), or the one ``data.split_seed`` drew from either."""
+    if run is not None:
+        written = of_published_run(patch_slices, run_table, run,
+                                   float(attrs.get("train_fraction", TRAIN_FRACTION)), source)
+    else:
+        written = from_store(patch_slices, split, attrs, source)
     return written if split_seed is None else redraw(written, split_seed, dev_fraction)
+
+
+def of_data(store, data) -> PatchSplit:
+    """The patch split a :class:`~differland_dist.config.DataConfig` asks of an opened
+    :class:`~differland_dist.data.store.PixelStore`: ``data.run`` (a published run), then
+    ``data.split_seed`` (a redraw of train/dev)."""
+    run = getattr(data, "run", None)
+    return of_run(store.patch_slices, store.split, store.attrs, data.split_seed, data.dev_fraction,
+                  store.url, run=run, run_table=store.run_table if run is not None else None)

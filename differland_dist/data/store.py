@@ -388,6 +388,20 @@ class PixelStore:
     def test_patches(self) -> np.ndarray:
         return self.patch_split.test
 
+    @cached_property
+    def run_table(self) -> np.ndarray | None:
+        """(pixel, run) float32 batch index of every published run (stores imported from the
+        paper's driver; None otherwise): ``data.run`` derives its splits from it."""
+        if splits.RUN_TABLE_VAR not in self.array_names:
+            return None
+        return np.asarray(self.array(splits.RUN_TABLE_VAR)[:], dtype=np.float32)
+
+    def run_split(self, run: int) -> splits.PatchSplit:
+        """Sorted patch ids of train, dev and test under published run ``run`` (1-based)."""
+        return splits.of_published_run(self.patch_slices, self.run_table, run,
+                                       float(self.attrs.get("train_fraction", splits.TRAIN_FRACTION)),
+                                       self.url)
+
     def patch_chunks(self, patch_id: int) -> range:
         """Indices of the pixel chunks holding a patch (one or two)."""
         s = self.patch_slices[int(patch_id)]

@@ -33,7 +33,8 @@ from differland_dist.data import schema, splits
 from differland_dist.data.batch import assemble_forcing
 from differland_dist.errors import DifferlandError
 from differland_dist.model.parameters import (
-    OUTPUT_INDEX, PHENOLOGY_PARAMETERS, POOLS, PROCESS_PARAMETERS, bounds_array)
+    OUTPUT_INDEX, PHENOLOGY_PARAMETERS, POOLS, PROCESS_PARAMETERS, all_bounds, to_bounded,
+    to_unbounded)
 
 log = logging.getLogger(__name__)
 
@@ -372,18 +373,17 @@ class Truth(NamedTuple):
 
 
 def _bounds_all() -> tuple[np.ndarray, np.ndarray]:
-    los, his = zip(*(bounds_array(t) for t in (PROCESS_PARAMETERS, PHENOLOGY_PARAMETERS, POOLS)))
-    return np.concatenate(los).astype(np.float64), np.concatenate(his).astype(np.float64)
+    return all_bounds()
 
 
 def _unbounded(p, lo, hi):
     """Inverse of the bounded transform (numpy, float64)."""
-    return np.tan((np.log(p / lo) / np.log(hi / lo) - 0.5) * np.pi)
+    return to_unbounded(p, lo, hi)
 
 
 def _bounded(x, lo, hi):
     """The bounded transform ``lo * (hi/lo) ** (atan(x)/pi + 0.5)`` (numpy, float64)."""
-    return lo * (hi / lo) ** (np.arctan(x) / np.pi + 0.5)
+    return to_bounded(x, lo, hi)
 
 
 def make_truth(seed: int) -> Truth:

@@ -1,11 +1,13 @@
 """The computation a worker does for its patches, independent of Ray.
 
-A :class:`Shard` owns a set of patches: it reads them from the store once (the driver never
-carries the data), pads every patch to the store's ``max_patch_size`` pixels, and computes
-per-patch loss terms and gradients with one jit-compiled function of a fixed shape:
-``group`` patches at a time, vmapped over patches. Each patch's gradient is thus the same
-bits whichever worker computes it and whatever other patches share its group, so the
-driver's fixed-order sum makes training independent of the number of workers.
+A :class:`Shard` streams the patches it is asked for from the store (the driver never
+carries the data) through a bounded cache (:class:`~differland_dist.data.reader.PatchCache`,
+``data.cache_bytes``), reading the next step's patches in the background while it computes.
+Every patch is padded to the store's largest patch, and per-patch loss terms and gradients
+come from one jit-compiled function of a fixed shape: ``group`` patches at a time, vmapped
+over patches. Each patch's gradient is thus the same bits whichever worker computes it and
+whatever other patches share its call, so the driver's fixed-order sum makes training
+independent of the number of workers.
 
 With several local devices (GPUs, TPU chips) the group axis is sharded across them.
 """
@@ -21,6 +23,28 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
+#: Padded pixels per compiled call and device when ``training.pixels_per_call`` is not set:
+#: on CPUs a call's cost grows with its pixels from a few hundred on (no gain in batching
+#: more); a GPU or TPU needs ~1e5 pixels in flight to saturate (``differland bench``).
+DEFAULT_PIXELS_PER_CALL = {"cpu": 2048, "gpu": 131072, "cuda": 131072, "rocm": 131072,
+                           "tpu": 131072}
+
+
+def patches_per_call(training, patch_size: int, n_devices: int = 1, platform: str = "cpu",
+                     cap: int | None = None) -> int:
+    """Patches per compiled call: ``training.patches_per_call`` if set, else
+    ``training.pixels_per_call`` (or the platform's default) padded pixels per device over
+    ``patch_size``, times the devices; at most ``cap`` (rounded up to whole devices)."""
+    n_devices = max(1, int(n_devices))
+    if training.patches_per_call:
+        g = int(training.patches_per_call)
+    else:
+        ppc = training.pixels_per_call or DEFAULT_PIXELS_PER_CALL.get(platform, 2048)
+        g = max(1, int(ppc) // max(1, int(patch_size))) * n_devices
+    if cap is not None:
+        g = min(g, max(1, int(cap)))
+    return int(np.ceil(g / n_devices) * n_devices)
+
 
 @dataclass
 class PatchArrays:
@@ -32,6 +56,11 @@ class PatchArrays:
     labels: np.ndarray
     valid: np.ndarray
     n_pixels: int
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.predictors_raw.nbytes + self.forcing.nbytes + self.labels.nbytes
+                   + self.valid.nbytes)
 
 
 def pad_patch(forcing, predictors_raw, labels, size: int) -> PatchArrays:
@@ -51,20 +80,23 @@ def pad_patch(forcing, predictors_raw, labels, size: int) -> PatchArrays:
 
 
 class Shard:
-    """Patches of one worker and the compiled per-patch loss/gradient.
+    """A worker's view of the store: streamed, cached patches and the compiled per-patch
+    loss/gradient.
 
     Args:
       config: the experiment config (:class:`differland_dist.config.ExperimentConfig`).
-      patch_ids: the patches this shard owns (train and held-out).
+      patch_ids: patches to read now (the rest are read when first asked for).
       group: patches per compiled call (fixed; padded with empty patches).
+      storage_options: fsspec options added to ``config.data.storage_options``.
+      cache_bytes: bound on the cached patches (default ``config.data.cache_bytes``).
     """
 
-    def __init__(self, config, patch_ids: Sequence[int], group: int = 1,
-                 storage_options: dict | None = None):
+    def __init__(self, config, patch_ids: Sequence[int] = (), group: int = 1,
+                 storage_options: dict | None = None, cache_bytes: int | None = None):
         import jax
 
         from differland_dist.data.batch import predictor_names
-        from differland_dist.data.reader import PatchReader
+        from differland_dist.data.reader import PatchCache, PatchReader
         from differland_dist.data.store import open_store
 
         self.config = config
@@ -79,45 +111,66 @@ class Shard:
         self.loss_cfg = config.loss_for_store(self.store.steps_per_year)
         names = predictor_names(config.data.predictors)
         self.time_test = "time_test" in self.store.array_names
-        reader = PatchReader(self.store, names, config.data.products, cache=config.data.cache)
-        self.patches: dict[int, PatchArrays] = {}
+        # The patch cache bounds the decoded data a worker holds; the reader's own chunk cache
+        # is used only on disk ("memory" would keep every chunk, unbounded).
+        chunk_cache = None if config.data.cache == "memory" else config.data.cache
+        self.reader = PatchReader(self.store, names, config.data.products, cache=chunk_cache)
+        self.cache = PatchCache(self._read, lambda a: a.nbytes,
+                                config.data.cache_bytes if cache_bytes is None else cache_bytes)
+        self.devices = jax.devices()
+        self._fns: dict = {}
+        if len(patch_ids):
+            self.cache.get(patch_ids)
+        self.read_s = time.perf_counter() - t0
+        log.info("shard: %d patches (%d pixels) read in %.1fs; cache %.3g MB; %d device(s) %s",
+                 len(self.cache), self.pixels(patch_ids), self.read_s, self.cache.cache_bytes / 1e6,
+                 len(self.devices), self.devices[0].platform)
+
+    def _read(self, ids: list[int]) -> dict[int, PatchArrays]:
+        """The padded arrays of patches ``ids``, read from the store in one batch (the reader
+        fetches their chunks concurrently)."""
         from differland_dist.model.structures import Forcing
         from differland_dist.network.standardize import hemisphere_feature
 
-        ids = [int(p) for p in patch_ids]
-        try:
-            # one read of all owned patches: the reader fetches their chunks concurrently
-            b = reader.read(ids)
-        finally:
-            reader.close()
+        b = self.reader.read(ids)
         lat = Forcing.column(b.forcing, "lat")[:, 0]
         raw = np.concatenate([hemisphere_feature(lat)[:, None], b.predictors], axis=1)
         labels = b.labels
         if self.time_test:
             tt = self.store.array("time_test")
             labels = np.concatenate([labels, np.concatenate(
-                [np.asarray(tt[s], np.float32) for s in reader.pixel_slices(ids)])[..., None]], axis=-1)
-        start = 0
+                [np.asarray(tt[s], np.float32) for s in self.reader.pixel_slices(ids)])[..., None]], axis=-1)
+        out, start = {}, 0
         for p in ids:  # pixels come back in the order of the patch ids, each patch contiguous
             n = int(np.count_nonzero(b.patch == p))
             sl = slice(start, start + n)
-            self.patches[p] = pad_patch(b.forcing[sl], raw[sl], labels[sl], self.size)
+            out[int(p)] = pad_patch(b.forcing[sl], raw[sl], labels[sl], self.size)
             start += n
-        self.read_s = time.perf_counter() - t0
-        self.devices = jax.devices()
-        self._fns: dict = {}
-        log.info("shard: %d patches (%d pixels) read in %.1fs; %d device(s) %s", len(self.patches),
-                 sum(p.n_pixels for p in self.patches.values()), self.read_s, len(self.devices),
-                 self.devices[0].platform)
+        return out
+
+    def prefetch(self, patch_ids: Sequence[int]) -> None:
+        """Start reading patches needed soon (the next step's) in the background."""
+        self.cache.prefetch(patch_ids)
+
+    def pixels(self, patch_ids: Sequence[int]) -> int:
+        sl = self.store.patch_slices
+        return int(sum(sl[int(p)].stop - sl[int(p)].start for p in patch_ids))
 
     # -- statistics for the predictor standardisation -------------------------------------
     def predictor_sums(self, patch_ids: Sequence[int]) -> dict[int, tuple[int, np.ndarray, np.ndarray]]:
-        """Per patch: (pixels, sum, sum of squares) of the raw predictors, float64."""
+        """Per patch: (pixels, sum, sum of squares) of the raw predictors, float64. Reads only
+        the per-pixel variables (not the series), without touching the cache."""
+        from differland_dist.network.standardize import hemisphere_feature
+
+        ids = [int(p) for p in patch_ids]
         out = {}
-        for p in patch_ids:
-            a = self.patches[int(p)]
-            x = a.predictors_raw[: a.n_pixels].astype(np.float64)
-            out[int(p)] = (a.n_pixels, x.sum(0), (x * x).sum(0))
+        for i in range(0, len(ids), 256):  # bounded reads, whatever the store's size
+            part = ids[i:i + 256]
+            patch, lat, pred = self.reader.read_predictors(part)
+            raw = np.concatenate([hemisphere_feature(lat)[:, None], pred], axis=1).astype(np.float64)
+            for p in part:
+                x = raw[patch == p]
+                out[p] = (int(x.shape[0]), x.sum(0), (x * x).sum(0))
         return out
 
     # -- the compiled per-patch function --------------------------------------------------
@@ -167,10 +220,10 @@ class Shard:
         g = self.group
         if len(self.devices) > 1:  # the group axis is split across devices
             g = int(np.ceil(g / len(self.devices)) * len(self.devices))
-        ids = list(patch_ids)
+        ids = [int(p) for p in patch_ids]
         for i in range(0, len(ids), g):
             chunk = ids[i:i + g]
-            arrays = [self.patches[int(p)] for p in chunk]
+            arrays = self.cache.get(chunk)
             # pad the group with copies of its first patch; valid = 0 removes them from every term
             while len(arrays) < g:
                 a = arrays[0]
@@ -211,5 +264,8 @@ class Shard:
         return results
 
     def pixel_months(self, patch_ids: Sequence[int]) -> int:
-        T = self.store.n_time
-        return int(sum(self.patches[int(p)].n_pixels for p in patch_ids) * T)
+        return self.pixels(patch_ids) * int(self.store.n_time)
+
+    def close(self) -> None:
+        self.cache.close()
+        self.reader.close()

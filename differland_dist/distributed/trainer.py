@@ -1,12 +1,18 @@
-"""The calibration driver: shards patches onto Ray actors, aggregates their gradients in a
-fixed order, applies optax updates, evaluates the dev patches, checkpoints, and survives
-lost workers.
+"""The calibration loop: each step deals its patches' calls to the workers, sums their
+per-patch gradients in a fixed order, applies the optax update, handles non-finite steps,
+evaluates the dev patches and checkpoints.
+
+The parts it drives: the run directory (:mod:`~differland_dist.distributed.rundir`), the
+Ray workers and their failure policy (:mod:`~differland_dist.distributed.pool`), which
+worker computes which patches (:mod:`~differland_dist.distributed.policy`), and a worker's
+streamed patches and compiled loss (:mod:`~differland_dist.distributed.shard`).
 
 Determinism: the patches of step s are a slice of a permutation drawn from
-``numpy.random.default_rng([seed, epoch])``; each patch's gradient is computed at a fixed
-shape (see :mod:`differland_dist.distributed.shard`) and the driver sums the per-patch
-gradients in the step's patch order. The same config and seed therefore give the same
-network with 1, 2 or 3 workers, after a resume, and after a worker was replaced.
+``numpy.random.default_rng([seed, epoch])``, cut into calls of a fixed size that does not
+depend on the number of workers; each patch's gradient is computed at a fixed shape and
+the driver sums the per-patch gradients in the step's patch order. The same config and
+seed therefore give the same network with 1 to 4 workers, after a resume, and after a
+worker (or a whole node) was replaced.
 """
 
 from __future__ import annotations
@@ -21,27 +27,19 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
-import yaml
 
-from differland_dist import checkpoint
 from differland_dist.config import ExperimentConfig, check_against_store
 from differland_dist.data import splits
-from differland_dist.errors import CheckpointError, ConfigError, DifferlandError
+from differland_dist.errors import CheckpointError, ConfigError, DifferlandError, TrainingDiverged
+from differland_dist.distributed.policy import deal, step_patches  # noqa: F401 (re-exported)
+from differland_dist.distributed.pool import (WorkersLost, WorkerPool, check_ray_address,  # noqa: F401
+                                             connect)
+from differland_dist.distributed.rundir import RunDir
 from differland_dist.lease import Lease
 from differland_dist.location import Location
-from differland_dist.runs import (checkpoint_name, checkpoint_steps, join, read_latest,
-                                  remove_stale_temp_files)
 from differland_dist.secrets import safe_config_dict
 
 log = logging.getLogger(__name__)
-
-
-class TrainingDiverged(DifferlandError):
-    """Too many consecutive steps with a non-finite loss or gradient."""
-
-
-class WorkersLost(DifferlandError):
-    """Workers kept dying beyond ``ray.max_worker_restarts``."""
 
 
 @dataclass
@@ -52,16 +50,6 @@ class TrainState:
     lr_scale: float = 1.0            # lowered by on_nonfinite = reduce_lr / rollback
     nonfinite_in_a_row: int = 0
     skipped: list[int] = field(default_factory=list)
-
-
-def step_patches(train_patches: np.ndarray, step: int, per_step: int, seed: int) -> list[int]:
-    """The patches of ``step`` (0-based): epochs are seeded permutations of the train patches."""
-    n = len(train_patches)
-    per_step = min(per_step, n)
-    steps_per_epoch = max(1, n // per_step)
-    epoch, k = divmod(step, steps_per_epoch)
-    perm = np.random.default_rng([seed, epoch]).permutation(n)
-    return [int(train_patches[i]) for i in perm[k * per_step:(k + 1) * per_step]]
 
 
 def describe_nonfinite(loss: float, grad: np.ndarray) -> str:
@@ -78,38 +66,6 @@ def describe_nonfinite(loss: float, grad: np.ndarray) -> str:
     return "; ".join(parts) or "all finite"
 
 
-def check_ray_address(address: str, timeout_s: float = 10.0) -> str | None:
-    """The ``host:port`` a non-local ``ray.address`` points at, checked to accept connections
-    within ``timeout_s``; DifferlandError naming the address otherwise (instead of Ray retrying
-    for minutes). ``local`` gives None."""
-    import socket
-
-    if address == "local":
-        return None
-    import ray
-    from ray._private import services
-
-    if ray.is_initialized():  # this process already joined a cluster: that one is used
-        return None
-
-    try:
-        resolved = services.canonicalize_bootstrap_address(address.removeprefix("ray://"))
-    except (ConnectionError, ValueError) as e:
-        raise DifferlandError(f"ray.address={address}: no running Ray cluster found ({e}); start "
-                              "one (ray start --head) or use ray.address=local") from None
-    if resolved is None:
-        raise DifferlandError(f"ray.address={address}: no running Ray cluster found; start one "
-                              "(ray start --head) or use ray.address=local")
-    host, _, port = resolved.rpartition(":")
-    try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
-            pass
-    except (OSError, ValueError) as e:
-        raise DifferlandError(f"ray.address={address}: no Ray cluster answers at {resolved} "
-                              f"within {timeout_s:.0f} s ({e}); is it running?") from None
-    return resolved
-
-
 def _same_or_inside(a: Location, b: Location) -> bool:
     """Whether ``a`` is ``b`` or below it (same filesystem kind, path prefix)."""
     pa, pb = a.fs.protocol, b.fs.protocol
@@ -122,7 +78,7 @@ def _same_or_inside(a: Location, b: Location) -> bool:
 
 
 class Calibration:
-    """One calibration run (see :func:`calibrate`)."""
+    """One calibration run (see :func:`calibrate`): the loop over steps."""
 
     def __init__(self, config: ExperimentConfig, out_dir: str, *, resume: bool = False,
                  progress: bool = False, hooks: list[Callable[[int, "Calibration"], None]] | None = None,
@@ -140,7 +96,7 @@ class Calibration:
         self.loc = Location(self.out, self.out_so)
         self.force = force
         self._lease: Lease | None = None
-        self._metrics_saved = 0   # records of self.metrics already in metrics.jsonl
+        self.rundir = RunDir(self.out, self.out_so, check=self._check_lease)
         self.progress = progress
         self.hooks = hooks or []
         # Validation first: a bad store fails here, before Ray or any long work starts.
@@ -155,15 +111,14 @@ class Calibration:
             self.train_patches = np.asarray(self.store.patch_ids)
             self.dev_patches = np.asarray(self.store.patch_ids)
         else:
-            split = splits.from_store(self.store.patch_slices, self.store.split, self.store.attrs,
-                                      self.store.url)
-            if config.data.split_seed is not None:
-                split = splits.redraw(split, config.data.split_seed, config.data.dev_fraction)
+            # the store's split, the published run's (data.run) or a redraw (data.split_seed)
+            split = splits.of_data(self.store, config.data)
             # test patches are never read: not for training, not for selection
             self.train_patches, self.dev_patches = split.train, split.dev
+            how = [f"data.run={config.data.run}"] if config.data.run is not None else []
+            how += [f"data.split_seed={config.data.split_seed}"] if config.data.split_seed is not None else []
             log.info("%s: %s%s", config.data.url, split.counts(),
-                     "" if config.data.split_seed is None else
-                     f" (train/dev drawn with data.split_seed={config.data.split_seed})")
+                     f" (train/dev of {', '.join(how)})" if how else "")
         if len(self.train_patches) == 0:
             raise DifferlandError(f"{config.data.url}: no training patches (split == 0)")
         self.T = self.store.n_time
@@ -171,10 +126,30 @@ class Calibration:
         # A cluster that is not there fails now, not after minutes of Ray retries.
         check_ray_address(config.ray.address)
         self.resume = resume
-        self.metrics: list[dict] = []
-        self.restarts = 0
-        self._workers: list = []
-        self._owned: list[list[int]] = []
+        self.patch_size = max(s.stop - s.start for s in self.store.patch_slices.values())
+        self.group = self._group()
+        self.pool: WorkerPool | None = None
+
+    def _group(self) -> int:
+        """Patches per call: from the config and the workers' platform, never from the number
+        of workers (a call's contents change its patches' bits); at most a step's patches."""
+        from differland_dist.distributed.shard import patches_per_call
+        from differland_dist.distributed.worker import worker_env
+
+        rc, tc = self.config.ray, self.config.training
+        platform = worker_env(rc)["JAX_PLATFORMS"].split(",")[0] or "cpu"
+        per_worker_devices = max(1, int(rc.gpus_per_worker or rc.tpus_per_worker or 1))
+        return patches_per_call(tc, self.patch_size, per_worker_devices, platform,
+                                cap=min(tc.patches_per_step, len(self.train_patches)))
+
+    @property
+    def metrics(self) -> list[dict]:
+        """Every record of this run (``metrics.jsonl``'s, and this session's)."""
+        return self.rundir.metrics
+
+    @property
+    def restarts(self) -> int:
+        return 0 if self.pool is None else self.pool.restarts
 
     # -- run directory ---------------------------------------------------------------------
     def _ckpt_meta(self, state: TrainState) -> dict:
@@ -190,194 +165,44 @@ class Calibration:
         from differland_dist.distributed.optim import state_to_arrays
         from differland_dist.network.mlp import network_to_arrays
 
-        net = self._unravel(state.flat)
-        arrays = network_to_arrays(net)
+        arrays = network_to_arrays(self._unravel(state.flat))
         arrays["std_mean"], arrays["std_std"] = self.std_mean, self.std_std
         arrays.update(state_to_arrays(state.opt_state, "opt/"))
-        meta = self._ckpt_meta(state)
-        name = checkpoint_name(state.step)
-        # Metrics first: latest.json commits the checkpoint, and its records must be there by then.
-        self._write_metrics(commit=True)
-        self._check_lease()
-        checkpoint.save(join(self.out, "checkpoints", name), arrays, meta, self.out_so)
-        self.loc.join("checkpoints", "latest.json").write_json({"step": state.step, "path": name})
-        if final:
-            checkpoint.save(join(self.out, "network.npz"), arrays, meta, self.out_so)
+        url = self.rundir.save_checkpoint(state.step, arrays, self._ckpt_meta(state), final=final)
         self._last_ckpt = (state.step, state.flat.copy(), state.opt_state, state.lr_scale)
-        log.info("checkpoint %s", join(self.out, "checkpoints", name))
+        log.info("checkpoint %s", url)
 
     def _check_lease(self):
         if self._lease is not None:
             self._lease.check()
 
-    def _write_metrics(self, commit: bool = False):
-        """Save the records not yet in ``metrics.jsonl``. Locally they are appended (one
-        write, fsynced; a kill mid-write leaves a partial last line, which loading drops).
-        Object stores cannot append: there the whole file is rewritten in one atomic upload,
-        only when ``commit`` (at checkpoints and the end)."""
-        new = self.metrics[self._metrics_saved:]
-        if not new:
-            return
-        self._check_lease()
-        target = self.loc.join("metrics.jsonl")
-        if target.local:
-            os.makedirs(os.path.dirname(target.path) or ".", exist_ok=True)
-            with open(target.path, "a", encoding="utf-8") as f:
-                f.write("".join(json.dumps(m) + "\n" for m in new))
-                f.flush()
-                os.fsync(f.fileno())
-        elif commit:
-            target.write_atomic("".join(json.dumps(m) + "\n" for m in self.metrics).encode())
-        else:
-            return
-        self._metrics_saved = len(self.metrics)
+    @staticmethod
+    def _validate_ckpt(arrays: dict, meta: dict, url: str) -> None:
+        missing = [k for k in ("std_mean", "std_std") if k not in arrays]
+        if missing or not isinstance(meta.get("step"), int) or "config" not in meta:
+            raise CheckpointError(f"{url}: incomplete training checkpoint (missing "
+                                  f"{missing or 'step/config'})")
 
-    def _reset_metrics(self, upto_step: int | None):
-        """Start ``metrics.jsonl`` afresh (None) or keep the records up to ``upto_step`` (a
-        resume: later records, and a partial last line, belong to steps that will be redone);
-        rewritten atomically, then appended to."""
-        self.metrics = []
-        target = self.loc.join("metrics.jsonl")
-        if upto_step is not None:
-            try:
-                lines = target.read_bytes().decode("utf-8", "replace").splitlines()
-            except FileNotFoundError:
-                lines = []
-            for i, x in enumerate(lines):
-                if not x.strip():
-                    continue
-                try:
-                    m = json.loads(x)
-                except json.JSONDecodeError:
-                    log.warning("%s: dropping unreadable line %d (a write cut short by a kill)",
-                                target.url, i + 1)
-                    continue
-                if isinstance(m, dict) and isinstance(m.get("step"), int) and m["step"] <= upto_step:
-                    self.metrics.append(m)
-        target.write_atomic("".join(json.dumps(m) + "\n" for m in self.metrics).encode())
-        self._metrics_saved = len(self.metrics)
-
-    def _load_metrics(self, upto_step: int):
-        """The records up to ``upto_step`` (read only: for a finished run)."""
-        try:
-            lines = self.loc.join("metrics.jsonl").read_bytes().decode("utf-8", "replace").splitlines()
-        except FileNotFoundError:
-            return
-        recs = []
-        for x in lines:
-            try:
-                recs.append(json.loads(x))
-            except json.JSONDecodeError:
-                continue
-        self.metrics = [m for m in recs if isinstance(m, dict) and m.get("step", upto_step + 1) <= upto_step]
-        self._metrics_saved = len(self.metrics)
-
-    def _resume_checkpoint(self) -> tuple[str, tuple[dict, dict]] | None:
-        """The newest readable checkpoint to resume from: latest.json's, else (if that one or
-        latest.json is corrupt) the newest older one that loads, with a warning. None if the
-        run directory has no checkpoints."""
-        steps = checkpoint_steps(self.out, self.out_so)
-        try:
-            latest = read_latest(self.out, self.out_so)
-        except CheckpointError as e:
-            log.warning("%s; looking for the newest readable checkpoint instead", e)
-            latest = None
-        else:
-            if latest is not None:
-                steps = [latest["step"]] + [s for s in steps if s < latest["step"]]
-        if latest is None and not steps:
-            return None
-        problems = []
-        for step in steps:
-            url = join(self.out, "checkpoints", checkpoint_name(step))
-            try:
-                arrays, meta = checkpoint.load(url, self.out_so)
-                missing = [k for k in ("std_mean", "std_std") if k not in arrays]
-                if missing or not isinstance(meta.get("step"), int) or "config" not in meta:
-                    raise CheckpointError(f"{url}: incomplete training checkpoint (missing "
-                                          f"{missing or 'step/config'})")
-            except CheckpointError as e:
-                log.warning("cannot resume from %s (%s); trying the previous checkpoint", url, e)
-                problems.append(str(e))
-                continue
-            if problems:
-                log.warning("resuming from %s, the newest readable checkpoint", url)
-            return url, (arrays, meta)
-        raise CheckpointError(f"{self.out}: no readable checkpoint to resume from: "
-                              + "; ".join(problems))
-
-    # -- Ray ------------------------------------------------------------------------------
-    def _start_ray(self):
-        import ray
-
+    # -- workers ---------------------------------------------------------------------------
+    def _start_workers(self):
         from differland_dist.distributed.worker import worker_env
 
         rc = self.config.ray
-        env = worker_env(rc)
         runtime_env = {k: v for k, v in rc.runtime_env.items() if k != "env_vars"}
-        runtime_env["env_vars"] = env
-        if not ray.is_initialized():
-            if rc.address == "local":
-                need = rc.workers * rc.cpus_per_worker
-                ray.init(num_cpus=max(int(math.ceil(need)), os.cpu_count() or 1),
-                         include_dashboard=False, runtime_env=runtime_env,
-                         log_to_driver=log.isEnabledFor(logging.DEBUG))
-            else:
-                try:
-                    ray.init(address=rc.address, runtime_env=runtime_env)
-                except (ConnectionError, TimeoutError) as e:
-                    first = (str(e).splitlines() or [""])[0]
-                    raise DifferlandError(f"ray.address={rc.address}: cannot join the Ray cluster "
-                                          f"({type(e).__name__}: {first})") from None
-        self._runtime_env = runtime_env
+        runtime_env["env_vars"] = worker_env(rc)
+        connect(rc, runtime_env)
+        self.pool = WorkerPool(self.config, runtime_env, self.group, self.placement_group)
+        self.pool.start(rc.workers)
 
-    def _new_worker(self, w: int):
-        from differland_dist.distributed.worker import make_actor_class
-
-        rc = self.config.ray
-        opts: dict[str, Any] = {"num_cpus": rc.cpus_per_worker, "runtime_env": self._runtime_env}
-        if rc.gpus_per_worker:
-            opts["num_gpus"] = rc.gpus_per_worker
-        if rc.tpus_per_worker:
-            opts["resources"] = {"TPU": rc.tpus_per_worker}
-        if self.placement_group is not None:  # an experiment member: its reserved bundles
-            from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
-
-            opts["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
-                self.placement_group, placement_group_bundle_index=w % self.placement_group.bundle_count)
-        cls = make_actor_class()
-        return cls.options(**opts).remote(self.config.to_dict(), self._owned[w],
-                                          self.config.training.patches_per_call)
-
-    def _call(self, method: str, jobs: dict[int, tuple]):
-        """Run ``method(*args)`` on workers {w: args}; replace dead workers and retry."""
-        import ray
-        from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
-
-        pending = dict(jobs)
-        results: dict[int, Any] = {}
-        while pending:
-            refs = {w: getattr(self._workers[w], method).remote(*args) for w, args in pending.items()}
-            for w, ref in refs.items():
-                try:
-                    results[w] = ray.get(ref)
-                    pending.pop(w)
-                except (RayActorError, ActorDiedError, ActorUnavailableError) as e:
-                    self.restarts += 1
-                    if self.restarts > self.config.ray.max_worker_restarts * len(self._workers):
-                        raise WorkersLost(f"workers died {self.restarts} times (limit "
-                                          f"{self.config.ray.max_worker_restarts} per worker): {e}") from e
-                    log.warning("worker %d died (%s); starting a replacement that re-reads its %d patches",
-                                w, type(e).__name__, len(self._owned[w]))
-                    try:
-                        ray.kill(self._workers[w])
-                    except Exception:
-                        pass
-                    self._workers[w] = self._new_worker(w)
-        return results
+    def _call(self, method: str, jobs: dict[int, tuple], kwargs: dict[int, dict] | None = None):
+        return self.pool.call(method, jobs, kwargs)
 
     def worker_pids(self) -> list[int]:
-        return [r["pid"] for r in self._call("info", {w: () for w in range(len(self._workers))}).values()]
+        return [r["pid"] for r in self.pool.info()]
+
+    def worker_info(self) -> list[dict]:
+        """Per worker: pid, node id, host, cached patches and cache counters, devices."""
+        return self.pool.info()
 
     # -- the run --------------------------------------------------------------------------
     def run(self) -> TrainState:
@@ -396,26 +221,20 @@ class Calibration:
 
         from differland_dist.data.batch import predictor_names
         from differland_dist.distributed.optim import make_optimizer, state_from_arrays
-        from differland_dist.network.mlp import init_network
+        from differland_dist.network.mlp import init_network, network_from_arrays
 
         cfg, tc = self.config, self.config.training
-        if not self.resume:
-            try:
-                has = read_latest(self.out, self.out_so) is not None
-            except CheckpointError:
-                has = True
-            if has or checkpoint_steps(self.out, self.out_so):
-                raise DifferlandError(f"{self.out} already holds checkpoints: pass --resume to "
-                                      "continue it, or choose another --out")
+        if not self.resume and self.rundir.has_checkpoints():
+            raise DifferlandError(f"{self.out} already holds checkpoints: pass --resume to "
+                                  "continue it, or choose another --out")
         # We hold the lease: temporary files here are a killed writer's, never a live one's.
-        remove_stale_temp_files(self.out, self.out_so)
+        self.rundir.remove_stale_temp_files()
+        found = self.rundir.find_resume(self._validate_ckpt) if self.resume else None
         ckpt = None
-        found = self._resume_checkpoint() if self.resume else None
         if found is not None:
             resume_from, ckpt = found
             self._check_resumable(ckpt[1], resume_from)
-        self.loc.join("config.yaml").write_atomic(
-            yaml.safe_dump(self.saved_config, sort_keys=False).encode())
+        self.rundir.write_config(self.saved_config)
 
         names = predictor_names(cfg.data.predictors)
         self.std_names = ["hemisphere"] + names
@@ -423,47 +242,44 @@ class Calibration:
         flat0, self._unravel = ravel_pytree(net0)
         tx = make_optimizer(cfg.optimizer, tc.steps)
 
-        # Shard the patches: patch i (sorted) goes to worker i mod W.
         W = cfg.ray.workers
-        needed = np.union1d(self.train_patches, self.dev_patches)
-        self._owned = [[int(p) for p in needed[w::W]] for w in range(W)]
-        self.owner = {p: w for w in range(W) for p in self._owned[w]}
-        if ckpt is not None and int(ckpt[1]["step"]) >= tc.steps and \
-                checkpoint.exists(join(self.out, "network.npz"), self.out_so):
+        if ckpt is not None and int(ckpt[1]["step"]) >= tc.steps and self.rundir.final_exists():
             # A finished run: a rerun is a no-op (no cluster, no recomputation).
-            from differland_dist.network.mlp import network_from_arrays
-
             arrays, meta = ckpt
             self.std_mean, self.std_std = arrays["std_mean"], arrays["std_std"]
-            self._load_metrics(int(meta["step"]))
+            self.rundir.load_metrics(int(meta["step"]))
             flat = np.asarray(ravel_pytree(network_from_arrays(arrays))[0])
             log.info("%s is complete at step %d: nothing to do", self.out, meta["step"])
             return TrainState(flat, state_from_arrays(tx.init(net0), arrays, "opt/"), int(meta["step"]),
                               float(meta.get("lr_scale", 1.0)))
-        self._start_ray()
         t0 = time.perf_counter()
-        self._workers = [self._new_worker(w) for w in range(W)]
+        self._start_workers()
 
         if ckpt is not None:
             arrays, meta = ckpt
             self.std_mean, self.std_std = arrays["std_mean"], arrays["std_std"]
-            from differland_dist.network.mlp import network_from_arrays
-
             flat = np.asarray(ravel_pytree(network_from_arrays(arrays))[0])
             opt_state = state_from_arrays(tx.init(net0), arrays, "opt/")
             state = TrainState(flat, opt_state, int(meta["step"]), float(meta.get("lr_scale", 1.0)),
                                int(meta.get("nonfinite_in_a_row", 0)), list(meta.get("skipped", [])))
-            self._reset_metrics(state.step)
+            self.rundir.reset_metrics(state.step)
             self._last_ckpt = (state.step, state.flat.copy(), state.opt_state, state.lr_scale)
             log.info("resuming %s at step %d", self.out, state.step)
         else:
-            self._reset_metrics(None)
+            self.rundir.reset_metrics(None)
             self.std_mean, self.std_std = self._standardisation()
             state = TrainState(np.asarray(flat0), tx.init(net0), 0)
             self._last_ckpt = (0, state.flat.copy(), state.opt_state, 1.0)
-        log.info("%d workers ready in %.1fs: %d train / %d dev patches, %d steps of %d patches",
-                 W, time.perf_counter() - t0, len(self.train_patches), len(self.dev_patches),
-                 tc.steps, min(tc.patches_per_step, len(self.train_patches)))
+        n_step = min(tc.patches_per_step, len(self.train_patches))
+        n_calls = -(-n_step // self.group)
+        log.info("%d workers ready in %.1fs: %d train / %d dev patches, %d steps of %d patches "
+                 "in %d calls of %d (%d padded pixels each)", W, time.perf_counter() - t0,
+                 len(self.train_patches), len(self.dev_patches), tc.steps, n_step, n_calls,
+                 self.group, self.group * self.patch_size)
+        if n_calls < W:
+            log.warning("a step has %d call(s) of %d patches for %d workers: %d worker(s) idle; "
+                        "raise training.patches_per_step or lower training.pixels_per_call",
+                        n_calls, self.group, W, W - n_calls)
 
         @jax.jit
         def apply(flat, grad, opt_state, lr_scale):
@@ -489,7 +305,7 @@ class Calibration:
                 if (tc.checkpoint_every and state.step % tc.checkpoint_every == 0) or done:
                     self._save_checkpoint(state, final=done)
                 else:
-                    self._write_metrics()
+                    self.rundir.flush_metrics()
         finally:
             if bar is not None:
                 bar.close()
@@ -502,9 +318,12 @@ class Calibration:
                                   f"{meta.get('data_fingerprint')} != {self.fingerprint})")
         saved = json.loads(json.dumps(meta["config"]))
         mine = json.loads(json.dumps(self.saved_config))
-        # Only the number of steps, cadences, the cluster and how the data is reached
-        # (storage options: credentials, endpoints) may change on resume.
-        saved.get("data", {}).pop("storage_options", None), mine["data"].pop("storage_options", None)
+        # Only the number of steps, cadences, the cluster, how the data is reached (storage
+        # options: credentials, endpoints) and the worker's cache may change on resume.
+        for cfg_ in (saved, mine):
+            cfg_.get("data", {}).pop("storage_options", None)
+            cfg_.get("data", {}).pop("cache_bytes", None)
+            cfg_.get("data", {}).pop("cache", None)
         for sec, keys in (("training", ("steps", "eval_every", "checkpoint_every")), ("ray", None)):
             if keys is None:
                 saved.pop(sec, None), mine.pop(sec, None)
@@ -514,15 +333,15 @@ class Calibration:
         if json.dumps(saved, sort_keys=True) != json.dumps(mine, sort_keys=True):
             diff = [k for k in mine if json.dumps(mine[k], sort_keys=True) != json.dumps(saved.get(k), sort_keys=True)]
             raise CheckpointError(f"{src}: config differs from the checkpoint's in {diff}; "
-                                  "only training.steps/eval_every/checkpoint_every and ray may change on resume")
+                                  "only training.steps/eval_every/checkpoint_every, ray and the data "
+                                  "cache may change on resume")
 
     def _standardisation(self):
         """Training pixels' mean and std of [hemisphere, predictors...], from per-patch sums
         added in patch order (independent of the number of workers)."""
-        jobs: dict[int, tuple] = {}
-        train = set(int(p) for p in self.train_patches)
-        for w in range(len(self._workers)):
-            jobs[w] = ([p for p in self._owned[w] if p in train],)
+        train = sorted(int(p) for p in self.train_patches)
+        W = len(self.pool)
+        jobs = {w: (train[w::W],) for w in range(W) if train[w::W]}
         res = self._call("predictor_sums", jobs)
         per_patch = {p: v for r in res.values() for p, v in r.items()}
         n, s, ss = 0, 0.0, 0.0
@@ -535,20 +354,20 @@ class Calibration:
         std = np.where(std > 1e-12 * np.maximum(1.0, np.abs(mean)), std, 1.0)
         return mean.astype(np.float64), std.astype(np.float64)
 
-    def _route(self, patches: list[int]) -> dict[int, list[int]]:
-        jobs: dict[int, list[int]] = {}
-        for p in patches:
-            jobs.setdefault(self.owner[p], []).append(p)
-        return jobs
-
-    def _gather(self, patches, flat, with_grad, test):
+    def _gather(self, patches, flat, with_grad, test, prefetch: list[int] | None = None):
+        """Per-patch (terms, gradient) of ``patches``, their calls dealt to the workers;
+        ``prefetch``: the patches that come next (each worker starts reading its share)."""
         import ray
 
+        W = len(self.pool)
         ref = ray.put(flat)
-        jobs = {w: (ref, ids, self.std_mean.astype(np.float32), self.std_std.astype(np.float32), with_grad, test)
-                for w, ids in self._route(patches).items()}
+        mean, std = self.std_mean.astype(np.float32), self.std_std.astype(np.float32)
+        dealt = deal(patches, self.group, W)
+        ahead = deal(prefetch, self.group, W) if prefetch and self.config.data.cache_bytes else {}
+        jobs = {w: (ref, ids, mean, std, with_grad, test) for w, ids in dealt.items()}
+        kwargs = {w: {"prefetch": ahead[w]} for w in dealt if ahead.get(w)}
         t0 = time.perf_counter()
-        res = self._call("compute", jobs)
+        res = self._call("compute", jobs, kwargs)
         wall = time.perf_counter() - t0
         by_patch = {}
         compute_s = 0.0
@@ -558,6 +377,8 @@ class Calibration:
             pm += pms
             for p, terms, grad in items:
                 by_patch[p] = (terms, grad)
+        self._last_compute = {w: r[1] for w, r in res.items()}
+        self._last_calls = [-(-len(dealt.get(w, ())) // self.group) for w in range(W)]
         return by_patch, wall, compute_s, pm
 
     def _train_step(self, state: TrainState, apply, bar) -> TrainState:
@@ -567,7 +388,12 @@ class Calibration:
         t_step = time.perf_counter()
         order = tc.seed if tc.order_seed is None else tc.order_seed
         patches = step_patches(self.train_patches, state.step, tc.patches_per_step, order)
-        by_patch, wall, compute_s, pm = self._gather(patches, state.flat, True, False)
+        nxt = (step_patches(self.train_patches, state.step + 1, tc.patches_per_step, order)
+               if state.step + 1 < tc.steps else [])
+        if self.pool is None:  # the driver logic alone (tests replace _gather)
+            by_patch, wall, compute_s, pm = self._gather(patches, state.flat, True, False)
+        else:
+            by_patch, wall, compute_s, pm = self._gather(patches, state.flat, True, False, nxt)
         t1 = time.perf_counter()
         # Fixed-order sums: the step's patch order, whatever worker computed each patch.
         grad = np.zeros_like(by_patch[patches[0]][1], dtype=np.float32)
@@ -581,8 +407,12 @@ class Calibration:
         finite = math.isfinite(loss) and bool(np.all(np.isfinite(grad)))
         rec = {"step": state.step + 1, "split": "train", **terms, "patches": len(patches),
                "pixel_months": pm, "lr_scale": state.lr_scale, "applied": finite,
-               "workers": len(self._workers), "time_compute_s": compute_s,
-               "time_comm_s": max(wall - compute_s, 0.0)}
+               "workers": 0 if self.pool is None else len(self.pool), "calls": -(-len(patches) // self.group),
+               "time_compute_s": compute_s, "time_comm_s": max(wall - compute_s, 0.0)}
+        if self.pool is not None:
+            secs = list(getattr(self, "_last_compute", {}).values())
+            rec["time_compute_min_s"] = min(secs) if secs else 0.0
+            rec["worker_calls"] = list(getattr(self, "_last_calls", []))
         if not finite:
             rec["nonfinite"] = describe_nonfinite(loss, grad)
         if finite:
@@ -595,7 +425,7 @@ class Calibration:
         rec["time_driver_s"] = time.perf_counter() - t1
         rec["time_step_s"] = time.perf_counter() - t_step
         rec["pixel_months_per_s"] = pm / max(rec["time_step_s"], 1e-9)
-        self.metrics.append(rec)
+        self.rundir.append(rec)
         if bar is not None:
             bar.n = state.step
             bar.set_postfix(loss=f"{loss:.4g}", pm_s=f"{rec['pixel_months_per_s']:.3g}", refresh=False)
@@ -633,19 +463,13 @@ class Calibration:
         for p in patches:
             for k, v in by_patch[p][0].items():
                 terms[k] = terms.get(k, 0.0) + v
-        self.metrics.append({"step": state.step, "split": "dev", **terms, "patches": len(patches),
-                             "pixel_months": pm, "time_s": wall})
+        self.rundir.append({"step": state.step, "split": "dev", **terms, "patches": len(patches),
+                            "pixel_months": pm, "time_s": wall})
         log.info("step %d dev loss %.6g (%d patches)", state.step, terms.get("loss", float("nan")), len(patches))
 
     def shutdown(self):
-        import ray
-
-        for a in self._workers:
-            try:
-                ray.kill(a)
-            except Exception:
-                pass
-        self._workers = []
+        if self.pool is not None:
+            self.pool.shutdown()
 
 
 def calibrate(config: ExperimentConfig, out_dir: str, *, resume: bool = False, progress: bool = False,

@@ -35,9 +35,11 @@ def make_actor_class():
 
     @ray.remote(max_restarts=0)
     class ShardWorker:
-        """Owns patches; computes per-patch loss terms and gradients for the driver."""
+        """Streams patches; computes per-patch loss terms and gradients for the driver."""
 
         def __init__(self, config: dict, patch_ids: Sequence[int], group: int):
+            """``patch_ids``: patches to read at once (others are read when first needed);
+            ``group``: patches per compiled call."""
             import logging
 
             logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -57,18 +59,27 @@ def make_actor_class():
             _, self._unravel = ravel_pytree(template)
 
         def info(self) -> dict[str, Any]:
-            import jax
+            import socket
 
-            return {"pid": os.getpid(), "patches": len(self.shard.patches),
+            import jax
+            import ray
+
+            return {"pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id(),
+                    "host": socket.gethostname(), "cached_patches": len(self.shard.cache),
+                    "cache": dict(self.shard.cache.stats), "group": self.shard.group,
                     "devices": [str(d) for d in jax.devices()], "read_s": self.shard.read_s,
                     "jax_platforms": os.environ.get("JAX_PLATFORMS", "")}
 
         def predictor_sums(self, patch_ids):
             return self.shard.predictor_sums(patch_ids)
 
-        def compute(self, flat_params, patch_ids, mean, std, with_grad=True, test=False):
+        def compute(self, flat_params, patch_ids, mean, std, with_grad=True, test=False, prefetch=()):
+            """Per-patch results of ``patch_ids``, (seconds, pixel-months); ``prefetch``: the
+            patches of this worker's next call, read in the background meanwhile."""
             t0 = time.perf_counter()
             net = self._unravel(flat_params)
+            if len(prefetch):
+                self.shard.prefetch(prefetch)
             res = self.shard.compute(net, patch_ids, mean, std, with_grad=with_grad, test=test)
             return res, time.perf_counter() - t0, self.shard.pixel_months(patch_ids)
 

@@ -9,7 +9,7 @@ always reads stored model output, block by block.
 What is written to the output directory (default: ``RUN_DIR/evaluation`` for a run directory,
 ``<output without .zarr>_evaluation`` beside an output store):
 
-* ``evaluation.json``: inputs, per stream (of ``schema.STREAMS``) and split (train / dev / test:
+* ``evaluation.json``: inputs, per stream (of ``differland_dist.streams``) and split (train / dev / test:
   the split the run trained with, i.e. its own draw when ``data.split_seed`` is set) the
   flat, spatial and temporal metrics (:mod:`differland_dist.evaluation.metrics`; NaN as null),
   and, for synthetic stores, the recovery of the true parameters per parameter;
@@ -29,19 +29,25 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
+import xarray as xr
 
+from differland_dist import streams as streams_table
 from differland_dist.config import ExperimentConfig, from_dict
 from differland_dist.data import schema, splits
 from differland_dist.data.reader import with_retries
-from differland_dist.data.store import PixelStore, quiet_zarr, resolve
-from differland_dist.errors import DifferlandError
+from differland_dist.data.store import PixelStore, quiet_zarr, resolve, zarr_store
+from differland_dist.errors import DifferlandError, OutputMismatchError
 from differland_dist.evaluation import carbon as C_
 from differland_dist.evaluation import metrics as M
 from differland_dist.evaluation import plots, report
 from differland_dist.evaluation.streams import (
-    RULES, SPLITS, PatchAccumulator, UnitAccumulator, comparable, model_side, pairs)
+    SPLITS, PatchAccumulator, UnitAccumulator, comparable, model_side, pairs, rules)
 from differland_dist.inference import output as out_mod
+from differland_dist.inference.export import with_bounds
+from differland_dist.inference.pipeline import InferenceOptions, run_inference
 from differland_dist.location import Location, join
+from differland_dist.model.parameters import all_bounds, to_unbounded
+from differland_dist.runs import resolve_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -107,10 +113,6 @@ def resolve_target(target: str, store: str | None, so: dict | None, out_so: dict
     For a run directory, inference runs into ``RUN_DIR/inference.zarr`` if that is missing or
     partial (resumed), or was made from another network than the run's current one (replaced).
     """
-    from differland_dist.inference.pipeline import (
-        InferenceOptions, OutputMismatchError, run_inference)
-    from differland_dist.runs import resolve_checkpoint
-
     attrs = out_mod.read_attrs(target, out_so)
     if attrs is not None:
         return target, find_run_dir(attrs, so), False
@@ -172,10 +174,11 @@ def stream_plan(cfg: ExperimentConfig, store: PixelStore, series: Sequence[str])
     or nothing (compared)."""
     have = set(store.array_names)
     plan = {}
-    for st in schema.STREAMS:
-        rule = RULES[st.name]
+    rule_of = rules()
+    for st in streams_table.label_order():
+        rule = rule_of[st.name]
         product = cfg.data.products.get(st.name)
-        entry: dict[str, Any] = {"product": product, "units": st.units, "level": st.level,
+        entry: dict[str, Any] = {"product": product, "units": st.units, "level": rule.level,
                                  "kind": rule.kind, "model": " + ".join(rule.series)}
         missing = [n for n in rule.series if n not in series]
         if product is None:
@@ -199,6 +202,7 @@ def compare(store: PixelStore, group, cfg: ExperimentConfig, options: Evaluation
     series_names = list(attrs.get("series", []))
     plan = stream_plan(cfg, store, series_names)
     active = [s for s, e in plan.items() if "note" not in e]
+    rule_of = rules()
     N, T = store.n_pixels, store.n_time
     wu = int(cfg.loss.warm_up)
     spy = int(store.steps_per_year)
@@ -212,17 +216,17 @@ def compare(store: PixelStore, group, cfg: ExperimentConfig, options: Evaluation
     patch_split = np.array([codes[store.patch_slices[int(p)].start] for p in patch_ids])
     accs: dict[str, Any] = {}
     for s in active:
-        rule = RULES[s]
+        rule = rule_of[s]
         accs[s] = (PatchAccumulator(patch_ids, patch_split, n_x[rule.kind], **kw)
                    if rule.level == "patch" else UnitAccumulator(**kw))
     obs_vars = sorted({v for s in active for v in (schema.obs_value_name(plan[s]["product"]),
                                                     schema.obs_weight_name(plan[s]["product"]))})
-    need_series = sorted({n for s in active for n in RULES[s].series})
+    need_series = sorted({n for s in active for n in rule_of[s].series})
     C = int(attrs["chunk_pixels"])
     bp = max(C, (options.block_pixels // C) * C)
     if skill is not None:
         for name in active:
-            if RULES[name].level == "pixel":
+            if rule_of[name].level == "pixel":
                 skill[name] = {k: np.full(N, np.nan, np.float32) for k in ("n", *C_.SKILL_METRICS)}
     reader = _Blocks(store, group)
     t0 = time.perf_counter()
@@ -234,7 +238,7 @@ def compare(store: PixelStore, group, cfg: ExperimentConfig, options: Evaluation
             sim_series = {k: x[:, wu:] for k, x in reader.series(need_series, s).items()}
             split_s, patch = codes[s], store.patch[s]
             for name in active:
-                rule = RULES[name]
+                rule = rule_of[name]
                 val, w = _obs_pair(v, plan[name]["product"], P, T)
                 o, sm, m = comparable(rule, val[:, wu:], w[:, wu:], model_side(rule, sim_series), spy)
                 if rule.level == "patch":
@@ -264,17 +268,9 @@ def compare(store: PixelStore, group, cfg: ExperimentConfig, options: Evaluation
 
 
 def _unbounded(p: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """The network's unbounded scale of physical values (inverse of the bounded transform)."""
-    q = np.clip(np.asarray(p, np.float64), lo * (1 + 1e-7), hi * (1 - 1e-7))
-    return np.tan((np.log(q / lo) / np.log(hi / lo) - 0.5) * np.pi)
-
-
-def _bounds() -> tuple[np.ndarray, np.ndarray]:
-    from differland_dist.model.parameters import (
-        PHENOLOGY_PARAMETERS, POOLS, PROCESS_PARAMETERS, bounds_array)
-
-    los, his = zip(*(bounds_array(t) for t in (PROCESS_PARAMETERS, PHENOLOGY_PARAMETERS, POOLS)))
-    return np.concatenate(los).astype(np.float64), np.concatenate(his).astype(np.float64)
+    """The network's unbounded scale of physical values (``to_unbounded``, float64), with
+    values on or past a bound moved just inside it (the transform is infinite there)."""
+    return to_unbounded(np.clip(np.asarray(p, np.float64), lo * (1 + 1e-7), hi * (1 - 1e-7)), lo, hi)
 
 
 def _median(values) -> float:
@@ -289,7 +285,7 @@ def parameter_recovery(true: np.ndarray, est: np.ndarray, split: np.ndarray,
     """Recovery of true parameters (P, 40) by estimates (P, 40) per split: per parameter
     ``r2`` (1 - SSE/SST vs the 1:1 line, physical values), ``r2_unbounded`` (same on the
     network's unbounded scale; ``true_x`` when given), ``r``, ``n``; and median ``r2``."""
-    lo, hi = _bounds()
+    lo, hi = all_bounds()
     xt = _unbounded(true, lo, hi) if true_x is None else np.asarray(true_x, np.float64)
     xe = _unbounded(est, lo, hi)
     out = {}
@@ -331,10 +327,9 @@ def read_metrics_jsonl(text: str) -> tuple[list[dict], list[dict], list[str]]:
     """(training records, held-out records, loss term names) from ``metrics.jsonl`` text.
 
     Each line is a JSON object with ``step`` and ``loss``; held-out lines have
-    ``"split": "dev"`` (``"test"`` in runs made before the three splits). Terms are the loss terms (``loss.terms.TERMS`` names) present, at the
-    top level or inside a ``terms`` object."""
-    from differland_dist.loss.terms import TERMS
-
+    ``"split": "dev"`` (``"test"`` in runs made before the three splits). Terms are the loss
+    terms (``differland_dist.streams.terms`` names, the loss's order) present, at the top level
+    or inside a ``terms`` object."""
     train, test = [], []
     for i, line in enumerate(text.splitlines()):
         line = line.strip()
@@ -352,14 +347,12 @@ def read_metrics_jsonl(text: str) -> tuple[list[dict], list[dict], list[str]]:
         (test if rec.get("split") in ("dev", "test") else train).append(rec)
     present = {k for r in train + test for k, v in r.items()
                if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    terms = [t for t in TERMS if t in present]
+    terms = [t.name for _, t in streams_table.terms() if t.name in present]
     return train, test, terms
 
 
 # -- figures ---------------------------------------------------------------------------------------
 def _times(group) -> np.ndarray:
-    import xarray as xr
-
     with quiet_zarr():
         t = group["time"]
         num = np.asarray(t[:], np.float64)
@@ -506,10 +499,6 @@ def carbon_products(group, warm_up: int, block_pixels: int) -> dict[str, Any] | 
 def products_dataset(group, skill: dict[str, dict[str, np.ndarray]], carbon: dict[str, Any],
                      plan: dict[str, dict], title: str):
     """The skill maps (lat, lon), zonal means (lat) and global totals (year) as a CF Dataset."""
-    import xarray as xr
-
-    from differland_dist.inference.export import with_bounds
-
     with quiet_zarr():
         grid = out_mod.Grid(np.asarray(group["lat"][:]), np.asarray(group["lon"][:]),
                             np.asarray(group["row"][:], np.int64), np.asarray(group["col"][:], np.int64))
@@ -538,12 +527,13 @@ def products_dataset(group, skill: dict[str, dict[str, np.ndarray]], carbon: dic
             "units": "Pg yr-1", "long_name": f"global annual total {n}, as carbon (PgC yr-1)",
             "comment": carbon["arithmetic"]})
     coords["year"] = xr.Variable("year", years, {"long_name": "calendar year", "units": "1"})
-    return xr.Dataset(data, coords=coords, attrs={"Conventions": "CF-1.8", "title": title})
+    history = f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} created by differland evaluate"
+    return xr.Dataset(data, coords=coords, attrs={"Conventions": "CF-1.8", "title": title,
+                                                  "history": history})
 
 
 def write_products(url: str, ds, so: dict | None) -> None:
     """Write the products store at ``url``, replacing only a products store we wrote before."""
-    from differland_dist.data.store import zarr_store
     loc = Location(url, so)
     if loc.check_replaceable(PRODUCTS_KIND, overwrite=True):
         loc.clear_owned(PRODUCTS_KIND)
@@ -612,10 +602,9 @@ def evaluate(target: str, *, store: str | None = None, out: str | None = None,
     if attrs.get("has_maps"):  # refuse a foreign evaluation.zarr before the long work
         Location(join(out_dir, PRODUCTS_NAME), oso).check_replaceable(PRODUCTS_KIND, overwrite=True)
     skill: dict[str, dict[str, np.ndarray]] = {}
-    # the split the run trained with: the store's, or its own draw (data.split_seed)
-    codes = splits.pixel_codes(pstore.patch, splits.of_run(
-        pstore.patch_slices, pstore.split, pstore.attrs, cfg.data.split_seed,
-        cfg.data.dev_fraction, pstore.url))
+    # the split the run trained with: the store's, a published run's (data.run) or its own
+    # draw (data.split_seed)
+    codes = splits.pixel_codes(pstore.patch, splits.of_data(pstore, cfg.data))
     plan, samples = compare(pstore, group, cfg, options, skill=skill, split=codes)
     rec = recovery_from_store(pstore, group, codes)
     carbon = carbon_products(group, int(cfg.loss.warm_up), options.block_pixels)

@@ -1,7 +1,8 @@
 """How each observation stream is compared with the model, and the block-wise accumulators.
 
-The model side of a stream is a sum of inference output series (see :data:`RULES`), compared
-after the warm-up steps the way the loss compares it:
+Each stream's rule derives from the stream table (``differland_dist.streams``): the model side
+is a sum of inference output series (see :func:`rules`), compared after the warm-up steps the
+way the loss compares it (the table's aggregation):
 
 * ``monthly``: every observed step (sif, lai, nbe, fire, gpp_flux, reco_flux = gpp + nee,
   et_flux, et_gleam);
@@ -10,7 +11,7 @@ after the warm-up steps the way the loss compares it:
 * ``static``: one value per pixel vs the model's time mean after warm-up (som);
 * ``anomaly``: the water pool minus its mean over the pixel's observed steps (ewt).
 
-Units are pixels, or patches for patch-level streams (``schema.STREAMS`` level; nbe, fire, ewt):
+Units are pixels, or patches for patch-level streams (the table's level; nbe, fire, ewt):
 a patch's value at a step is the mean over its pixels observed at that step, for both sides.
 Observation weights only mark gaps (weight > 0 = observed); metrics are unweighted.
 """
@@ -21,8 +22,9 @@ from typing import Mapping, NamedTuple
 
 import numpy as np
 
-from differland_dist.data import schema
+from differland_dist import streams as S
 from differland_dist.evaluation import metrics as M
+from differland_dist.inference import output as out_mod
 
 SPLITS = ("train", "dev", "test")  # by split code 0, 1, 2 (differland_dist.data.splits)
 
@@ -34,16 +36,16 @@ class Rule(NamedTuple):
     level: str               # pixel | patch
 
 
-_SERIES = {
-    "sif": (("sif",), "monthly"), "nbe": (("nbe",), "monthly"), "lai": (("lai",), "monthly"),
-    "ewt": (("pool_water",), "anomaly"),
-    "biomass": (("pool_labile", "pool_foliar", "pool_wood", "pool_root"), "annual"),
-    "fire": (("fire",), "monthly"), "som": (("pool_som",), "static"), "vod": (("vod",), "annual"),
-    "gpp_flux": (("gpp",), "monthly"), "reco_flux": (("reco",), "monthly"),
-    "et_flux": (("et",), "monthly"), "et_gleam": (("et",), "monthly"),
-}
-#: stream -> comparison rule, in ``schema.STREAMS`` order.
-RULES: dict[str, Rule] = {s.name: Rule(s.name, *_SERIES[s.name], s.level) for s in schema.STREAMS}
+def rules() -> dict[str, Rule]:
+    """stream -> comparison rule, in label order, from the stream table (``differland_dist.
+    streams``, read at call time): its aggregation, level, and the inference output series
+    that hold its model side."""
+    return {st.name: Rule(st.name, out_mod.stream_series(st.outputs), st.aggregation, st.level)
+            for st in S.label_order()}
+
+
+#: stream -> comparison rule, in label order (:func:`rules` at import).
+RULES: dict[str, Rule] = rules()
 
 
 def model_side(rule: Rule, series: Mapping[str, np.ndarray]) -> np.ndarray:

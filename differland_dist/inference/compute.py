@@ -1,6 +1,10 @@
 """What one inference task computes: predictors -> network -> parameters -> DALEC series.
 
-Pure functions of arrays (JAX is imported lazily, so the driver never needs a device).
+Pure functions of arrays (importing JAX initialises no device: that happens at the first
+computation, in the Ray actors that call these). The network-input rule is
+:func:`differland_dist.network.standardize.network_inputs`, the bounded transform
+``model.parameters.to_bounded``; :func:`network_parameters` is the one network -> physical
+parameters step (inference, the ``TrainedModel`` façade, benchmarks).
 """
 
 from __future__ import annotations
@@ -8,35 +12,43 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Callable, Mapping, Sequence
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
+from differland_dist.data.batch import (
+    FORCING_PIXEL_VARS, FORCING_VARS, assemble_forcing, assemble_predictors, predictor_names)
+from differland_dist.data.importers import PER_PIXEL_FORCING, by_pixel_name
+from differland_dist.data.reader import PatchReader
+from differland_dist.data.schema import PREDICTOR_SETS
 from differland_dist.errors import CheckpointError, ConfigError, DataValidationError
 from differland_dist.inference.output import SERIES_BY_NAME, model_outputs_for
-from differland_dist.network.standardize import Standardizer, hemisphere_feature
+from differland_dist.model.rollout import rollout, simulate
+from differland_dist.model.structures import Forcing
+from differland_dist.network.mlp import apply_network, to_parameters
+from differland_dist.network.standardize import Standardizer, network_inputs
+
+__all__ = ["network_inputs", "network_parameters", "flat_parameters", "read_patches",
+           "simulate_batch", "check_standardizer", "pad_pixels", "forward_fn", "compiled_forward",
+           "required_store_vars", "input_variables", "check_finite", "check_store_inputs",
+           "stack_inputs"]
 
 
-def network_inputs(raw: np.ndarray, lat: np.ndarray, standardizer: Standardizer) -> np.ndarray:
-    """(P, 1 + n) float32 standardised network inputs: [sigmoid(lat), raw predictors].
+def network_parameters(net, inputs, activation: str):
+    """Physical :class:`~differland_dist.model.structures.Parameters` (fields (P,)) of a network
+    for standardised inputs (P, 1 + n): the network head, then the bounded transform."""
+    return to_parameters(apply_network(net, inputs, activation))
 
-    Args:
-      raw: (P, n) raw predictors in ``predictor_names(config.data.predictors)`` order.
-      lat: (P,) pixel latitude, degrees north.
-      standardizer: the training pixels' statistics of [hemisphere, raw...].
-    """
-    full = np.concatenate([hemisphere_feature(lat)[:, None], np.asarray(raw, np.float64)], axis=1)
-    if full.shape[1] != np.shape(standardizer.mean)[0]:
-        raise CheckpointError(f"the checkpoint standardises {np.shape(standardizer.mean)[0]} "
-                              f"predictor columns, the store gives {full.shape[1]} "
-                              "(hemisphere + predictors)")
-    return standardizer.apply(full)
+
+def flat_parameters(params):
+    """(P, 40) of Parameters: 31 process, 2 phenology, 7 initial pools (network-head order)."""
+    return jnp.concatenate([params.process.stack(), jnp.stack(params.phenology, axis=-1),
+                            params.initial_pools.stack()], axis=-1)
 
 
 def read_patches(trained, store, patch_ids: Sequence[int]):
     """One :class:`PatchBatch` of ``patch_ids`` with the predictors and products the trained
     run was calibrated on."""
-    from differland_dist.data.batch import predictor_names
-    from differland_dist.data.reader import PatchReader
-
     cfg = trained.config.data
     with PatchReader(store, predictor_names(cfg.predictors), cfg.products) as reader:
         return reader.read([int(p) for p in patch_ids])
@@ -45,21 +57,17 @@ def read_patches(trained, store, patch_ids: Sequence[int]):
 def simulate_batch(trained, batch, network=None):
     """Parameters and all 44 outputs of a trained model for a :class:`PatchBatch`.
 
-    ``network``: other weights of the same architecture (e.g. the untrained initialisation)
-    instead of the trained ones.
+    ``trained``: a ``runs.load_trained`` record or a :class:`differland_dist.trained.
+    TrainedModel`; ``network``: other weights of the same architecture (e.g. the untrained
+    initialisation) instead of the trained ones.
 
     Returns (Parameters of (P,) fields, outputs (P, T, 44) numpy array).
     """
-    import jax.numpy as jnp
-
-    from differland_dist.model import simulate
-    from differland_dist.model.structures import Forcing
-    from differland_dist.network import apply_network, to_parameters
-
+    trained = getattr(trained, "record", trained)
     lat = Forcing.column(batch.forcing, "lat")[:, 0]
     x = network_inputs(batch.predictors, lat, trained.standardizer)
     net = trained.network if network is None else network
-    p = to_parameters(apply_network(net, jnp.asarray(x), trained.network_config.activation))
+    p = network_parameters(net, jnp.asarray(x), trained.network_config.activation)
     _, out = simulate(jnp.asarray(batch.forcing), p.process.stack(), jnp.stack(p.phenology, -1),
                       p.initial_pools.stack(), closed_budget=trained.config.model.closed_budget)
     return p, np.asarray(out)
@@ -91,13 +99,6 @@ def forward_fn(series: tuple[str, ...], activation: str, closed_budget: bool, un
     """A jitted ``f(net, predictors (P, 1+n), forcing (P, T, 17)) -> (params (P, 40),
     series (P, T, len(series)))``: physical parameters (31 process, 2 phenology, 7 initial
     pools) and the output series (sums of model outputs, see ``output.SERIES``), float32."""
-    import jax
-    import jax.numpy as jnp
-
-    from differland_dist.model.rollout import rollout
-    from differland_dist.model.structures import Forcing
-    from differland_dist.network.mlp import apply_network, to_parameters
-
     needed = model_outputs_for(series)
     specs = [SERIES_BY_NAME[n] for n in series]
 
@@ -109,13 +110,11 @@ def forward_fn(series: tuple[str, ...], activation: str, closed_budget: bool, un
 
     @jax.jit
     def f(net, predictors, forcing):
-        params = to_parameters(apply_network(net, predictors, activation))
+        params = network_parameters(net, predictors, activation)
         _, out, _ = rollout(params, Forcing.from_array(forcing), outputs=needed,
                             closed_budget=closed_budget, unroll=unroll)
         ys = [total(out, s.sources) for s in specs]
-        flat = jnp.concatenate([params.process.stack(), jnp.stack(params.phenology, axis=-1),
-                                params.initial_pools.stack()], axis=-1)
-        return flat, jnp.stack(ys, axis=-1)
+        return flat_parameters(params), jnp.stack(ys, axis=-1)
 
     return f
 
@@ -127,8 +126,6 @@ def compiled_forward(net, series: Sequence[str], activation: str, closed_budget:
                      size: int, n_inputs: int, n_time: int, unroll: int = 1):
     """:func:`forward_fn` compiled ahead of time for ``size`` pixels, ``n_inputs`` network
     inputs and ``n_time`` steps (cached in this process: workers sharing it compile once)."""
-    import jax
-
     shapes = tuple((tuple(a.shape), str(a.dtype)) for a in jax.tree.leaves(net))
     key = (tuple(series), activation, bool(closed_budget), int(unroll), int(size),
            int(n_inputs), int(n_time), shapes)
@@ -142,8 +139,6 @@ def compiled_forward(net, series: Sequence[str], activation: str, closed_budget:
 
 def required_store_vars(predictor_names: Sequence[str]) -> list[str]:
     """Store variables inference reads (forcing and raw predictors; ``null`` is built)."""
-    from differland_dist.data.batch import FORCING_PIXEL_VARS, FORCING_VARS
-
     return list(dict.fromkeys([*FORCING_VARS, *FORCING_PIXEL_VARS,
                                *(p for p in predictor_names if p != "null")]))
 
@@ -151,8 +146,6 @@ def required_store_vars(predictor_names: Sequence[str]) -> list[str]:
 def input_variables(array_names: Sequence[str], predictor_names: Sequence[str]) -> list[str]:
     """Every store variable an inference task reads: :func:`required_store_vars` plus the
     ``<name>_by_pixel`` overrides of per-step forcing the store has."""
-    from differland_dist.data.importers import PER_PIXEL_FORCING, by_pixel_name
-
     have = set(array_names)
     return [*required_store_vars(predictor_names),
             *(by_pixel_name(v) for v in PER_PIXEL_FORCING if by_pixel_name(v) in have)]
@@ -193,8 +186,6 @@ def check_finite(values: Mapping[str, np.ndarray], dims: Mapping[str, tuple[str,
 def check_store_inputs(array_names: Sequence[str], predictor_sets: Sequence[str],
                        predictor_names: Sequence[str], url: str) -> None:
     """ConfigError naming every missing variable (and its predictor set) before any work."""
-    from differland_dist.data.schema import PREDICTOR_SETS
-
     have = set(array_names)
     missing = [v for v in required_store_vars(predictor_names) if v not in have]
     if missing:
@@ -207,8 +198,6 @@ def check_store_inputs(array_names: Sequence[str], predictor_sets: Sequence[str]
 def stack_inputs(v: Mapping[str, np.ndarray], predictor_names: Sequence[str],
                  standardizer: Standardizer) -> tuple[np.ndarray, np.ndarray]:
     """(standardised predictors (P, 1+n), forcing (P, T, 17)) from store variables."""
-    from differland_dist.data.batch import assemble_forcing, assemble_predictors
-
     forcing = assemble_forcing(v)
     raw = assemble_predictors(v, list(predictor_names), forcing.shape[0])
     return network_inputs(raw, np.asarray(v["lat"]), standardizer), forcing

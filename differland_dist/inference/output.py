@@ -50,11 +50,13 @@ import numpy as np
 import xarray as xr
 import zarr
 
+from differland_dist import streams as _streams
 from differland_dist.data.store import PixelStore, quiet_zarr, resolve, zarr_store
 from differland_dist.errors import DifferlandError
 from differland_dist.location import Location
 from differland_dist.model.parameters import (
     OUTPUT_UNITS, PHENOLOGY_PARAMETERS, POOLS, PROCESS_PARAMETERS)
+from differland_dist.units import udunits  # also ``output.udunits``, where it lived
 
 log = logging.getLogger(__name__)
 
@@ -70,26 +72,6 @@ WRITTEN_AT = "chunk_written_at"
 
 #: Earth radius of the cell areas: the authalic sphere (same surface as WGS84), m.
 EARTH_RADIUS_M = 6371007.181
-
-#: Table units (``parameters.py``) -> UDUNITS-2 strings. Carbon masses are grams (the
-#: "carbon" goes into ``long_name``/``standard_name``, as CF does); the SIF proxy is in the
-#: units of its calibration target LCSPP (mW m-2 nm-1 sr-1); water fluxes are kg m-2 d-1
-#: (numerically equal to mm d-1 of liquid water) so that CF standard names apply.
-_UDUNITS = {
-    "SIF units": "mW m-2 nm-1 sr-1",
-    "gC m-2 d-1 per SIF unit": "g m-2 d-1 (mW m-2 nm-1 sr-1)-1",
-    "gC hPa kgH2O-1": "g hPa kg-1",
-    # sqrt(hPa) has no UDUNITS form (integer powers only): kept readable and deliberately
-    # unparseable, so no CF tool converts it wrongly
-    "gC hPa^0.5 kgH2O-1": "g hPa^(1/2) kg-1",
-}
-
-
-def udunits(units: str) -> str:
-    """A units string of the parameter table as a UDUNITS-2 string (``gC`` -> ``g``)."""
-    if units in _UDUNITS:
-        return _UDUNITS[units]
-    return " ".join("g" if t == "gC" else "g-1" if t == "gC-1" else t for t in units.split())
 
 
 class SeriesSpec(NamedTuple):
@@ -142,6 +124,27 @@ SERIES: tuple[SeriesSpec, ...] = (
 )
 SERIES_BY_NAME = {s.name: s for s in SERIES}
 DEFAULT_SERIES = tuple(s.name for s in SERIES)
+
+
+def stream_series(outputs: Sequence[str]) -> tuple[str, ...]:
+    """The stored series whose sum is the sum of these model outputs (an observation stream's
+    model side, ``differland_dist.streams.Stream.outputs``): the one series with exactly these
+    sources, else one single-source series per output, in order."""
+    outputs = tuple(outputs)
+    for s in SERIES:
+        if s.sources == outputs:
+            return (s.name,)
+    names = []
+    for o in outputs:
+        match = [s.name for s in SERIES if s.sources == (o,)]
+        if not match:
+            raise ValueError(f"no stored series holds model output {o!r} alone: add one to SERIES")
+        names.append(match[0])
+    return tuple(names)
+
+
+#: Every stream's model side is stored (checked at import: a new stream needs its series).
+STREAM_SERIES = {st.name: stream_series(st.outputs) for st in _streams.STREAMS}
 
 #: The 40 per-pixel parameters: (name, units, long name), in network-head order.
 PARAMETERS: tuple[tuple[str, str, str], ...] = (

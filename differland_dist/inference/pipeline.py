@@ -30,7 +30,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from differland_dist.data.store import PixelStore, resolve
-from differland_dist.errors import DifferlandError
+from differland_dist.errors import DifferlandError, OutputMismatchError
 from differland_dist.inference import output as out_mod
 from differland_dist.inference.compute import (
     check_finite, check_standardizer, check_store_inputs, input_variables, pad_pixels,
@@ -286,10 +286,6 @@ def _identity(trained, store: PixelStore, series: Sequence[str], checkpoint: str
         "warm_up": int(cfg.loss.warm_up),
         "config_json": json.dumps(cfg.to_dict(), sort_keys=True),
     }
-
-
-class OutputMismatchError(DifferlandError):
-    """An existing output was made from another network, store, series or model options."""
 
 
 #: What an existing output must share with this call to be resumed (its chunking is kept).

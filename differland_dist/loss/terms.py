@@ -1,7 +1,10 @@
 """The DifferLand loss: every term by name, configurable streams and weights.
 
-Inputs are the per-step series of a lean rollout (P, T), labels (P, T, 24) as value/weight
-pairs in the stream order of ``data.schema.STREAMS``, and the batch's patch structure:
+The terms come from the stream table (``differland_dist.streams``): each stream's term(s),
+dispatched on aggregation (monthly, annual, static, anomaly) and level (pixel, patch), then
+the two physical penalties (violation, EDC). Inputs are the per-step series of a lean rollout
+(P, T), labels (P, T, 24) as value/weight pairs in the table's label order, and the batch's
+patch structure:
 ``patch`` (P,) local patch index in [0, n_patches) and ``valid`` (P,) 1 for real pixels,
 0 for padding. Patch-level terms compare patch means and are summed over patches.
 
@@ -24,32 +27,28 @@ import jax
 import jax.numpy as jnp
 
 from differland_dist import checks
-from differland_dist.data.schema import STREAM_INDEX, STREAM_NAMES
+from differland_dist import streams as S
 from differland_dist.errors import ConfigError
 
-#: Term name -> (stream it reads, paper weight). "violation" and "edc" read no stream
-#: (EDC is switched per pixel by the LAI weight at the first step, as published).
-TERMS: dict[str, tuple[str | None, float]] = {
-    "sif": ("sif", 400.0),
-    "lai": ("lai", 10.0),
-    "biomass": ("biomass", 5e-5),
-    "som": ("som", 3e-6),
-    "nbe": ("nbe", 3000.0),
-    "nbe_iav": ("nbe", 3000.0 * 3.46),
-    "fire": ("fire", 1000.0),
-    "ewt": ("ewt", 0.2),
-    "vod": ("vod", 100.0),
-    "gpp_flux": ("gpp_flux", 100.0),
-    "reco_flux": ("reco_flux", 100.0),
-    "et_flux": ("et_flux", 100.0),
-    "et_gleam": ("et_gleam", 1.0),
-    "violation": (None, 400.0),
-    "edc": (None, 10.0),
-}
+
+def _term_table() -> dict[str, tuple[str | None, float]]:
+    """Term name -> (stream it reads, paper weight), from the stream table (read at call time,
+    so a changed table changes the loss)."""
+    return {t.name: (st.name if st else None, t.weight) for st, t in S.terms()}
+
+
+def _default_enabled() -> dict[str, bool]:
+    """Every term on except a non-assimilated stream's main term (VOD, as in the paper)."""
+    return {t.name: st is None or t.name != st.name or st.assimilated for st, t in S.terms()}
+
+
+#: Term name -> (stream it reads, paper weight), derived from ``differland_dist.streams``.
+#: "violation" and "edc" read no stream (EDC is switched per pixel by the LAI weight at the
+#: first step, as published).
+TERMS: dict[str, tuple[str | None, float]] = _term_table()
 TERM_NAMES = tuple(TERMS)
-_DEFAULT_OFF = ("vod",)  # the paper does not assimilate VOD
 #: Terms that compare annual means of whole years after warm-up.
-ANNUAL_TERMS = ("biomass", "nbe_iav", "vod")
+ANNUAL_TERMS = tuple(t.name for _, t in S.terms() if t.aggregation == "annual")
 
 EDC_FLUXES = (
     "labile_production", "labile_release", "labile_fire_combust", "labile_fire_transfer",
@@ -67,8 +66,8 @@ _POOL_SERIES = ("next_labile_pool", "next_foliar_pool", "next_root_pool", "next_
 class LossConfig:
     """Which terms are on, their weights (paper defaults), and the time conventions."""
 
-    enabled: Mapping[str, bool] = field(default_factory=lambda: {t: t not in _DEFAULT_OFF for t in TERMS})
-    weights: Mapping[str, float] = field(default_factory=lambda: {t: w for t, (_, w) in TERMS.items()})
+    enabled: Mapping[str, bool] = field(default_factory=_default_enabled)
+    weights: Mapping[str, float] = field(default_factory=lambda: {t: w for t, (_, w) in _term_table().items()})
     warm_up: int = 0                 # steps excluded from data terms
     steps_per_year: int = 12
     parity: bool = False
@@ -76,15 +75,16 @@ class LossConfig:
 
     def __post_init__(self):
         given = {}
+        table = _term_table()
         for name, m in (("loss.enabled", self.enabled), ("loss.weights", self.weights)):
             given[name] = checks.mapping(name, m)
-            unknown = set(m) - set(TERMS)
+            unknown = set(m) - set(table)
             if unknown:
-                raise ConfigError(f"{name}: unknown term(s) {sorted(unknown)}; known: {list(TERMS)}")
+                raise ConfigError(f"{name}: unknown term(s) {sorted(unknown)}; known: {list(table)}")
         # Fill defaults for terms not mentioned, so a partial mapping from YAML works.
-        en = {t: t not in _DEFAULT_OFF for t in TERMS}
+        en = _default_enabled()
         en.update({k: checks.boolean(f"loss.enabled.{k}", v) for k, v in given["loss.enabled"].items()})
-        w = {t: wt for t, (_, wt) in TERMS.items()}
+        w = {t: wt for t, (_, wt) in table.items()}
         w.update({k: checks.number(f"loss.weights.{k}", v, 0) for k, v in given["loss.weights"].items()})
         if not any(en.values()):
             raise ConfigError("loss.enabled: every term is off (a stream whose data.products "
@@ -99,7 +99,7 @@ class LossConfig:
 
     @property
     def active(self) -> tuple[str, ...]:
-        return tuple(t for t in TERMS if self.enabled[t])
+        return tuple(t for t in self.enabled if self.enabled[t])
 
     def __hash__(self):  # usable as a static jit argument
         return hash((tuple(sorted(self.enabled.items())), tuple(sorted(self.weights.items())),
@@ -113,39 +113,19 @@ class LossConfig:
 def required_series(cfg: LossConfig) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(per-step outputs, time-summed outputs) that a lean rollout must provide for ``cfg``."""
     need: list[str] = ["violation"]
-    on = cfg.enabled
-    if on["sif"]:
-        need.append("SIF")
-    if on["lai"]:
-        need.append("lai")
-    if on["biomass"]:
-        need += ["next_labile_pool", "next_foliar_pool", "next_wood_pool", "next_root_pool"]
-    if on["som"]:
-        need.append("next_som_pool")
-    if on["nbe"] or on["nbe_iav"]:
-        need.append("nbe")
-    if on["fire"]:
-        need.append("total_fire_combust")
-    if on["ewt"]:
-        need.append("next_water_pool")
-    if on["vod"]:
-        need.append("vod")
-    if on["gpp_flux"] or on["reco_flux"]:
-        need.append("gpp")
-    if on["reco_flux"]:
-        need.append("nee")
-    if on["et_flux"] or on["et_gleam"]:
-        need.append("ET")
+    for st, t in S.terms():
+        if st is not None and cfg.enabled[t.name]:
+            need += st.outputs
     sums: tuple[str, ...] = ()
-    if on["edc"]:
+    if cfg.enabled["edc"]:
         need += list(_POOL_SERIES)
         sums = EDC_FLUXES
     return tuple(dict.fromkeys(need)), sums
 
 
-def _label(labels, stream):
-    i = STREAM_INDEX[stream]
-    return labels[..., 2 * i], labels[..., 2 * i + 1]
+def _label(labels, st: S.Stream):
+    """(value, weight) (P, T) of a stream in labels (P, T, 2 * n_streams)."""
+    return labels[..., 2 * st.label], labels[..., 2 * st.label + 1]
 
 
 def _sse(pred, obs, w):
@@ -190,75 +170,63 @@ def _edc(series, totals, initial_pools, eps, spy):
     return total  # (P,)
 
 
+def _model_side(series, st: S.Stream):
+    """(P, T) the sum of the stream's model outputs, in table order."""
+    out = series[st.outputs[0]]
+    for name in st.outputs[1:]:
+        out = out + series[name]
+    return out
+
+
+def _stream_term(st: S.Stream, term: S.Term, series, labels, patch, valid, n_patches: int,
+                 cfg: LossConfig, spy: int):
+    """One stream term, unweighted: dispatch on the term's aggregation and the stream's level."""
+    wu = cfg.warm_up
+    val, w_all = _label(labels, st)
+    obs, w = val[:, wu:], w_all[:, wu:] * valid[:, None]
+    model = _model_side(series, st)
+    if term.aggregation == "static":  # one observation per pixel (step 0) vs the time mean
+        return _sse(jnp.mean(model[:, wu:], axis=1), val[:, 0], w_all[:, 0] * valid)
+    if term.aggregation == "anomaly":
+        if cfg.parity:  # published: the mean over all observed steps, warm-up included
+            ref, w_ref = model, w_all
+        else:
+            ref, w_ref = model[:, wu:], w
+        mean = jnp.sum(ref * w_ref, axis=1) / (jnp.sum(w_ref, axis=1) + cfg.epsilon)
+        pred = model[:, wu:] - mean[:, None]
+    elif term.aggregation == "annual":
+        pred, obs = _annual(model[:, wu:], spy).mean(2), _annual(obs, spy).mean(2)
+        w = jnp.prod(_annual(w, spy), axis=2)
+    else:  # monthly
+        pred = model[:, wu:]
+    if st.level == "patch":
+        return _patch_error(pred, obs, w, patch, valid, n_patches)
+    return _sse(pred, obs, w)
+
+
 def loss_terms(series: Mapping[str, jax.Array], totals: Mapping[str, jax.Array], initial_pools,
                labels, patch, valid, n_patches: int, cfg: LossConfig) -> dict[str, jax.Array]:
-    """Every enabled term, weighted, by name (scalars).
+    """Every enabled term, weighted, by name (scalars): one per stream term of the stream
+    table (``differland_dist.streams``), in its order, then the two physical penalties.
 
     Args:
       series: name -> (P, T) per-step outputs (see :func:`required_series`).
       totals: name -> (P,) time sums (EDC fluxes).
       initial_pools: (P, 7) physical initial pools.
-      labels: (P, T, 24); patch: (P,) int; valid: (P,) float; n_patches: static int.
+      labels: (P, T, 2 * n_streams); patch: (P,) int; valid: (P,) float; n_patches: static int.
     """
     on, W = cfg.enabled, cfg.weights
-    wu = cfg.warm_up
     spy = 12 if cfg.parity else cfg.steps_per_year
-    v2 = valid[:, None]
     out: dict[str, jax.Array] = {}
-
-    def lab(stream):
-        val, w = _label(labels, stream)
-        return val[:, wu:], w[:, wu:] * v2
-
-    def cut(name):
-        return series[name][:, wu:]
-
-    for term, (stream, model_side) in {
-        "sif": ("sif", "SIF"), "lai": ("lai", "lai"), "gpp_flux": ("gpp_flux", "gpp"),
-        "et_flux": ("et_flux", "ET"), "et_gleam": ("et_gleam", "ET"),
-    }.items():
-        if on[term]:
-            obs, w = lab(stream)
-            out[term] = _sse(cut(model_side), obs, w) * W[term]
-    if on["reco_flux"]:
-        obs, w = lab("reco_flux")
-        out["reco_flux"] = _sse(cut("gpp") + cut("nee"), obs, w) * W["reco_flux"]
-    if on["biomass"]:
-        obs, w = lab("biomass")
-        bio = cut("next_labile_pool") + cut("next_foliar_pool") + cut("next_wood_pool") + cut("next_root_pool")
-        out["biomass"] = _sse(_annual(bio, spy).mean(2), _annual(obs, spy).mean(2),
-                              jnp.prod(_annual(w, spy), axis=2)) * W["biomass"]
-    if on["som"]:
-        val, w = _label(labels, "som")
-        out["som"] = _sse(jnp.mean(cut("next_som_pool"), axis=1), val[:, 0], w[:, 0] * valid) * W["som"]
-    if on["nbe"]:
-        obs, w = lab("nbe")
-        out["nbe"] = _patch_error(cut("nbe"), obs, w, patch, valid, n_patches) * W["nbe"]
-    if on["nbe_iav"]:
-        obs, w = lab("nbe")
-        out["nbe_iav"] = _patch_error(_annual(cut("nbe"), spy).mean(2), _annual(obs, spy).mean(2),
-                                      jnp.prod(_annual(w, spy), axis=2), patch, valid, n_patches) * W["nbe_iav"]
-    if on["fire"]:
-        obs, w = lab("fire")
-        out["fire"] = _patch_error(cut("total_fire_combust"), obs, w, patch, valid, n_patches) * W["fire"]
-    if on["ewt"]:
-        obs, w = lab("ewt")
-        water = series["next_water_pool"]
-        if cfg.parity:  # published: the mean over all observed steps, warm-up included
-            _, w_all = _label(labels, "ewt")
-        else:
-            water, w_all = water[:, wu:], w
-        mean = jnp.sum(water * w_all, axis=1) / (jnp.sum(w_all, axis=1) + cfg.epsilon)
-        anomaly = series["next_water_pool"][:, wu:] - mean[:, None]
-        out["ewt"] = _patch_error(anomaly, obs, w, patch, valid, n_patches) * W["ewt"]
-    if on["vod"]:
-        obs, w = lab("vod")
-        out["vod"] = _sse(_annual(cut("vod"), spy).mean(2), _annual(obs, spy).mean(2),
-                          jnp.prod(_annual(w, spy), axis=2)) * W["vod"]
+    for st, term in S.terms():
+        if st is not None and on[term.name]:
+            out[term.name] = _stream_term(st, term, series, labels, patch, valid, n_patches,
+                                          cfg, spy) * W[term.name]
     if on["violation"]:
-        out["violation"] = jnp.sum(series["violation"] * v2) * W["violation"]
+        out["violation"] = jnp.sum(series["violation"] * valid[:, None]) * W["violation"]
     if on["edc"]:
-        _, lai_w = _label(labels, "lai")
+        lai = next(s for s in S.STREAMS if s.name == "lai")
+        _, lai_w = _label(labels, lai)
         edc = _edc(series, totals, initial_pools, cfg.epsilon, spy)
         out["edc"] = jnp.sum(edc * lai_w[:, 0] * valid) * W["edc"]
     return out
@@ -271,5 +239,3 @@ def total_loss(terms: Mapping[str, jax.Array]) -> jax.Array:
 def stream_of_term(term: str) -> str | None:
     return TERMS[term][0]
 
-
-assert set(s for s, _ in TERMS.values() if s) <= set(STREAM_NAMES)

@@ -133,15 +133,33 @@ def bounds_array(table: tuple[Bound, ...]) -> tuple[np.ndarray, np.ndarray]:
     return lo, hi
 
 
-def to_bounded(x, lo, hi):
-    """Map unbounded x to [lo, hi]: ``lo * (hi/lo) ** (atan(x)/pi + 0.5)`` (log-uniform)."""
-    import jax.numpy as jnp
+def all_bounds() -> tuple[np.ndarray, np.ndarray]:
+    """(lo, hi) float64 (40,) of the 31 process, 2 phenology and 7 pool parameters, in
+    network-head order (float32 values of the table, as the network sees them)."""
+    los, his = zip(*(bounds_array(t) for t in (PROCESS_PARAMETERS, PHENOLOGY_PARAMETERS, POOLS)))
+    return np.concatenate(los).astype(np.float64), np.concatenate(his).astype(np.float64)
 
-    return lo * (hi / lo) ** (jnp.arctan(x) / jnp.pi + 0.5)
+
+def _xp(*arrays):
+    """numpy for numpy/Python inputs (float64 stays float64: synthesis and evaluation),
+    jax.numpy otherwise (the network's traced outputs)."""
+    if all(isinstance(a, (np.ndarray, np.generic, float, int)) for a in arrays):
+        return np
+    import jax.numpy as jnp  # only when given JAX arrays: numpy callers need no JAX
+
+    return jnp
+
+
+def to_bounded(x, lo, hi):
+    """Map unbounded x to [lo, hi]: ``lo * (hi/lo) ** (atan(x)/pi + 0.5)`` (log-uniform).
+
+    The one bounded transform: JAX arrays give JAX arrays (the network head), numpy arrays
+    give numpy arrays in their own precision."""
+    xp = _xp(x, lo, hi)
+    return lo * (hi / lo) ** (xp.arctan(x) / xp.pi + 0.5)
 
 
 def to_unbounded(p, lo, hi):
-    """Inverse of :func:`to_bounded`, for p strictly inside (lo, hi)."""
-    import jax.numpy as jnp
-
-    return jnp.tan((jnp.log(p / lo) / jnp.log(hi / lo) - 0.5) * jnp.pi)
+    """Inverse of :func:`to_bounded`, for p strictly inside (lo, hi) (numpy or JAX, as there)."""
+    xp = _xp(p, lo, hi)
+    return xp.tan((xp.log(p / lo) / xp.log(hi / lo) - 0.5) * xp.pi)

@@ -118,3 +118,78 @@ def check_shapes(embed: list[Dense], dalec: Dense, pools: Dense, pheno: Dense, s
         if tuple(d.weights.shape) != expected:
             raise CheckpointError(f"{source}: {what}: weights {tuple(d.weights.shape)} do not fit the "
                                   f"embedding of width {width} (expected {expected})")
+
+
+# -- the published predictor standardisation (predictor_mean_df_v6.csv / predictor_std_df_v6.csv)
+#: CSV column (the driver's variable name) of each of our predictor names, where they differ.
+CSV_COLUMNS = {"forest_age": "tree_age_000_filled", "lat": "lat_deg", "lon": "lon_deg"}
+#: The CSV column of the hemisphere feature, sigmoid(latitude), when the CSVs hold it.
+HEMISPHERE_COLUMN = "LAT_SIGMOID"
+#: Rows of the CSVs: row r-1 holds run r's training-pixel statistics; this row the train+dev ones.
+TRAIN_AND_DEV_ROW = 100
+#: The vegetation-type predictors (percent in the published driver, fractions in our stores).
+PFT_NAMES = ("NF", "DBF", "EBF", "MF", "SH", "SAV", "GRA", "WET", "CRO", "NVG")
+
+
+def read_stat_csv(text: str, source: str):
+    """A published statistics CSV (one row per run, one column per predictor) as a DataFrame;
+    CheckpointError naming the file when it is not a CSV."""
+    import pandas as pd
+
+    try:
+        df = pd.read_csv(io.StringIO(text))
+    except (ValueError, pd.errors.ParserError) as e:
+        raise CheckpointError(f"{source}: cannot parse as CSV: {e}") from None
+    df.columns = [str(c).strip() for c in df.columns]
+    return df
+
+
+def published_standardisation(mean_df, std_df, names, row: int, *, pft_percent: bool = True,
+                              hemisphere: tuple[float, float] | None = None,
+                              sources: tuple[str, str] = ("mean CSV", "std CSV")):
+    """The :class:`~differland_dist.network.standardize.Standardizer` of a published network.
+
+    Args:
+      mean_df, std_df: the published per-run statistics (``predictor_mean_df_v6.csv`` and
+        ``predictor_std_df_v6.csv``): row ``row`` (run r: r - 1; train+dev: 100), columns
+        named as the driver's variables.
+      names: our predictor names in network order (without the hemisphere feature).
+      pft_percent: the CSVs' PFT statistics are in percent (the published driver's units)
+        while our stores hold fractions: their mean and std are divided by 100, so the network
+        sees the same standardised inputs.
+      hemisphere: (mean, std) of sigmoid(lat) when the CSVs have no ``LAT_SIGMOID`` column
+        (e.g. computed from the run's training pixels, as the published calibration does).
+
+    Returns a Standardizer over ``["hemisphere", *names]`` (float64).
+    """
+    from differland_dist.network.standardize import Standardizer
+
+    for df, src in ((mean_df, sources[0]), (std_df, sources[1])):
+        if not 0 <= int(row) < len(df):
+            raise CheckpointError(f"{src}: row {row} asked for (run {int(row) + 1}, or "
+                                  f"{TRAIN_AND_DEV_ROW} for train+dev), the file has rows "
+                                  f"0..{len(df) - 1}")
+    columns = [CSV_COLUMNS.get(n, n) for n in names]
+    mean, std = [], []
+    for df, src, out in ((mean_df, sources[0], mean), (std_df, sources[1], std)):
+        want = list(columns) + ([HEMISPHERE_COLUMN] if hemisphere is None else [])
+        missing = [c for c in want if c not in df.columns]
+        if missing:
+            hint = (f" (without {HEMISPHERE_COLUMN}, give a store to compute it from the run's "
+                    "training pixels)" if missing == [HEMISPHERE_COLUMN] else "")
+            raise CheckpointError(f"{src}: column(s) {missing} missing{hint}; columns: "
+                                  f"{list(df.columns)}")
+        out.extend(float(pd_value) for pd_value in df[want].iloc[int(row)].to_numpy(np.float64))
+    h_mean, h_std = ((mean[-1], std[-1]) if hemisphere is None else hemisphere)
+    mean, std = np.array(mean[:len(names)]), np.array(std[:len(names)])
+    bad = [n for n, m, s in zip(names, mean, std) if not (np.isfinite(m) and np.isfinite(s) and s >= 0)]
+    if bad or not (np.isfinite(h_mean) and np.isfinite(h_std)):
+        raise CheckpointError(f"row {row}: non-finite or negative statistics for {bad or ['hemisphere']}")
+    if pft_percent:
+        pft = np.array([n in PFT_NAMES for n in names])
+        mean = np.where(pft, mean / 100.0, mean)
+        std = np.where(pft, std / 100.0, std)
+    full_mean = np.r_[h_mean, mean]
+    full_std = np.r_[h_std, std]
+    full_std = np.where(full_std > 0, full_std, 1.0)  # as Standardizer.fit: constant columns
+    return Standardizer(("hemisphere", *names), full_mean.astype(np.float64), full_std.astype(np.float64))

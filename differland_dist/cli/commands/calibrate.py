@@ -42,9 +42,7 @@ def run(args) -> int:
 
         store = open_store(cfg.data.url, dict(cfg.data.storage_options), validate=True)
         check_against_store(cfg, store.n_time, store.steps_per_year)
-        split = splits.from_store(store.patch_slices, store.split, store.attrs, store.url)
-        if cfg.data.split_seed is not None:
-            split = splits.redraw(split, cfg.data.split_seed, cfg.data.dev_fraction)
+        split = splits.of_data(store, cfg.data)
         print(f"config OK: {args.config}")
         print(f"store OK: {store.url}: {store.n_pixels} pixels x {store.n_time} steps, "
               f"{split.counts()} (test patches are never read in training)")

@@ -1,4 +1,9 @@
-"""``differland import-checkpoint``: published network pickle -> our safe checkpoint."""
+"""``differland import-checkpoint``: published network pickle -> our safe checkpoint.
+
+With the published predictor statistics (``--mean-csv``/``--std-csv``) it writes a complete
+trained-model checkpoint (network, standardisation, config) that ``differland infer`` and
+``evaluate`` take as they take one of our runs; without them, the network alone.
+"""
 
 from __future__ import annotations
 
@@ -12,26 +17,84 @@ def add_arguments(p):
     p.add_argument("--predictors", default="PFT,CLIM,SOIL,AGE",
                    help="predictor sets the network was trained with (recorded in the checkpoint; "
                         "their number of predictors must match the network's inputs)")
+    p.add_argument("--mean-csv", metavar="FILE",
+                   help="the published predictor means (predictor_mean_df_v6.csv): with --std-csv, "
+                        "writes a complete checkpoint for infer/evaluate")
+    p.add_argument("--std-csv", metavar="FILE", help="the published predictor stds (predictor_std_df_v6.csv)")
+    p.add_argument("--run", type=int, default=1, metavar="R",
+                   help="the network's run: CSV row R-1 holds its training pixels' statistics (default 1)")
+    p.add_argument("--train-and-dev", action="store_true",
+                   help="the network was trained on train+dev: use CSV row 100")
+    p.add_argument("--csv-pft-units", choices=("percent", "fraction"), default="percent",
+                   help="units of the PFT statistics in the CSVs (default percent, the published "
+                        "driver's); percent ones are divided by 100 to fit our fraction stores")
+    p.add_argument("--store", metavar="URL",
+                   help="the imported driver store (recorded as data.url; without a LAT_SIGMOID "
+                        "column in the CSVs, the hemisphere statistics come from its training pixels)")
+    p.add_argument("--config", metavar="YAML",
+                   help="base config recorded in the checkpoint (default: configs' defaults with the "
+                        "published model, closed_budget false)")
     p.add_argument("--storage-options", default="{}", help="JSON fsspec options for the URLs")
 
 
+def _read_text(url: str, so: dict, what: str) -> str:
+    from differland_dist.errors import DifferlandError
+    from differland_dist.location import Location
+
+    try:
+        return Location(url, so).read_bytes().decode("utf-8-sig")
+    except FileNotFoundError:
+        raise DifferlandError(f"{url}: {what} not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise DifferlandError(f"{url}: cannot read {what} ({type(e).__name__}: {e})") from None
+
+
+def _hemisphere_from_store(url: str, so: dict, run: int | None) -> tuple[float, float]:
+    """(mean, std) of sigmoid(lat) over the store's training pixels (run ``run``'s when the
+    store holds the per-run index), as the published calibration standardises it."""
+    import numpy as np
+
+    from differland_dist.data import splits
+    from differland_dist.data.store import open_store
+    from differland_dist.network.standardize import hemisphere_feature
+
+    store = open_store(url, so, validate=False)
+    part = store.run_split(run) if (run is not None and store.run_table is not None) else store.patch_split
+    codes = splits.pixel_codes(store.patch, part)
+    lat = np.asarray(store.array("lat")[:], np.float32)[codes == splits.TRAIN]
+    h = np.asarray(hemisphere_feature(lat), np.float32)
+    return float(h.mean(dtype=np.float64)), float(h.std(dtype=np.float64))
+
+
 def run(args) -> int:
+    from differland_dist.config import from_dict, read_yaml
     from differland_dist.data.batch import predictor_names
     from differland_dist.data.store import parse_storage_options
     from differland_dist.errors import CheckpointError, ConfigError, DifferlandError
     from differland_dist.location import Location
     from differland_dist.network.io import save_network
     from differland_dist.network.mlp import infer_config
-    from differland_dist.network.published import load_published_network
+    from differland_dist.network.published import (
+        HEMISPHERE_COLUMN, TRAIN_AND_DEV_ROW, load_published_network, published_standardisation,
+        read_stat_csv)
 
     so = parse_storage_options(args.storage_options)
     sets = [s.strip() for s in args.predictors.split(",") if s.strip()]
     try:
-        n_predictors = len(predictor_names(sets))
+        names = predictor_names(sets)
     except ConfigError as e:
         raise ConfigError(f"--predictors: {e}") from None
     if not sets:
         raise ConfigError("--predictors: expected a comma-separated list of predictor sets")
+    if bool(args.mean_csv) != bool(args.std_csv):
+        raise ConfigError("--mean-csv and --std-csv: give both (or neither)")
+    if not 1 <= args.run <= TRAIN_AND_DEV_ROW:
+        raise ConfigError(f"--run: must be in 1..{TRAIN_AND_DEV_ROW}, got {args.run}")
+    row = TRAIN_AND_DEV_ROW if args.train_and_dev else args.run - 1
+    mean_df = std_df = None
+    if args.mean_csv:  # every input is read and checked before the conversion
+        mean_df = read_stat_csv(_read_text(args.mean_csv, so, "mean CSV"), args.mean_csv)
+        std_df = read_stat_csv(_read_text(args.std_csv, so, "std CSV"), args.std_csv)
     try:
         data = Location(args.pickle, so).read_bytes()
     except FileNotFoundError:
@@ -40,12 +103,45 @@ def run(args) -> int:
         raise DifferlandError(f"{args.pickle}: cannot read ({type(e).__name__}: {e})") from None
     net = load_published_network(data, source=args.pickle)
     n_in = int(net.embed[0].weights.shape[0])
-    if n_in != n_predictors:
+    if n_in != len(names):
         raise CheckpointError(f"{args.pickle}: embedding layer 0 takes {n_in} predictors, but "
-                              f"--predictors {','.join(sets)} gives {n_predictors}")
+                              f"--predictors {','.join(sets)} gives {len(names)}")
     cfg = infer_config(net)
-    save_network(args.out, net, cfg, predictor_sets=sets,
-                 extra={"imported_from": str(args.pickle)}, storage_options=so)
+    extra = {"imported_from": str(args.pickle)}
+    std = None
+    if mean_df is not None:
+        hemi = None
+        if HEMISPHERE_COLUMN not in mean_df.columns or HEMISPHERE_COLUMN not in std_df.columns:
+            if not args.store:
+                raise CheckpointError(f"{args.mean_csv}: no {HEMISPHERE_COLUMN} column; give "
+                                      "--store to compute the hemisphere statistics from the run's "
+                                      "training pixels")
+            hemi = _hemisphere_from_store(args.store, so, None if args.train_and_dev else args.run)
+        std = published_standardisation(mean_df, std_df, names, row,
+                                        pft_percent=args.csv_pft_units == "percent",
+                                        hemisphere=hemi, sources=(args.mean_csv, args.std_csv))
+        base = read_yaml(args.config) if args.config else {"model": {"closed_budget": False}}
+        base.setdefault("data", {})
+        base["data"]["predictors"] = list(sets)
+        if args.store:
+            base["data"]["url"] = str(args.store)
+            base["data"]["storage_options"] = {}  # never the credentials
+        if not args.train_and_dev:
+            base["data"]["run"] = int(args.run)
+        try:
+            full = from_dict(base)
+        except ConfigError as e:
+            raise ConfigError(f"{args.config or 'config'}: {e}") from None
+        extra.update({"kind": "training", "step": 0, "config": full.to_dict(),
+                      "standardisation": {"mean_csv": str(args.mean_csv), "std_csv": str(args.std_csv),
+                                          "row": int(row), "pft_units": args.csv_pft_units,
+                                          "hemisphere": ("store training pixels" if hemi is not None
+                                                         else HEMISPHERE_COLUMN)}})
+    save_network(args.out, net, cfg, predictor_sets=sets, standardizer=std, extra=extra,
+                 storage_options=so)
+    what = (f"with CSV row {row} standardisation ({'train+dev' if args.train_and_dev else f'run {args.run}'})"
+            if std is not None else "network only (no standardisation: give --mean-csv/--std-csv "
+                                    "for infer/evaluate)")
     print(f"imported {args.pickle}: embedding {[tuple(l.weights.shape) for l in net.embed]}, "
-          f"heads 31/7/2 -> {args.out}")
+          f"heads 31/7/2, {what} -> {args.out}")
     return 0

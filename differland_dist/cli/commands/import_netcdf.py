@@ -13,10 +13,12 @@ HELP = "import the paper's gridded global driver (DifferLand_Global layout) as a
 DESCRIPTION = (
     "Import the global driver of the DifferLand paper: the driver netCDF (time/lat/lon "
     "variables named as in DifferLand_Global), the NOAA CO2 CSV, the valid-pixel mask, the "
-    "split-index file (one run of it) and the bulk-assimilation mask. Pixels, their order, the "
-    "patches (one per batch index value) and the train/test split follow the published "
-    "calibration for the chosen run. Inputs are checked before the long work; the store is "
-    "marked complete only when fully written.")
+    "split-index file and the bulk-assimilation mask. Pixels, their order, the patches (one "
+    "per batch index value) and the train/dev split follow the published calibration for the "
+    "chosen run; pixels with a negative index are the paper's test cells (split 2). Every run's "
+    "index is stored, so a config's data.run picks another run's split without a new import. "
+    "PFT fractions in percent are converted to fractions. Inputs are checked before the long "
+    "work; the store is marked complete only when fully written.")
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"bulk-assimilation mask (default DIR/{nc.BULK_FILE})")
     parser.add_argument("--out", required=True, metavar="URL", help="store URL to write")
     parser.add_argument("--run", type=int, default=1, metavar="R",
-                        help="run of the split-index file, 1-based as the published --run (default 1)")
+                        help="run of the split-index file whose batches are the patches and whose "
+                             "split is written, 1-based as the published --run (default 1; every "
+                             "run's index is stored for data.run)")
     parser.add_argument("--predictor-sets", default=",".join(nc.DEFAULT_PREDICTOR_SETS),
                         metavar="SETS", help="predictor sets to import; pixels with a gap in any of "
                         "them are left out (default PFT,CLIM,AGE,SOIL)")
@@ -46,7 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="largest patch in pixels, also the pixel chunk (default 320, the "
                              "published batch size)")
     parser.add_argument("--train-fraction", type=float, default=nc.TRAIN_FRACTION, metavar="F",
-                        help="indices <= round(F x max index) train, the rest test (default 0.9)")
+                        help="indices 0..round(F x max index) train, larger ones dev, negative "
+                             "ones test (default 0.9)")
     parser.add_argument("--skip-products", default="", metavar="P,P",
                         help="default products not to import, e.g. sif,ewt")
     parser.add_argument("--scratch", default=None, metavar="DIR",
@@ -75,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
         train_fraction=args.train_fraction, skip_products=_list(args.skip_products),
         scratch_dir=args.scratch, memory_limit_bytes=int(args.memory_limit_gb * (1 << 30)),
         storage_options=parse_storage_options(args.storage_options), overwrite=args.overwrite)
-    print(f"wrote {args.out}: {summary['pixels']} pixels ({summary['test_pixels']} test) in "
-          f"{summary['patches']} patches, {summary['time']} months, products "
-          f"{', '.join(summary['products'])} in {time.perf_counter() - t0:.1f} s")
+    print(f"wrote {args.out}: {summary['pixels']} pixels ({summary['dev_pixels']} dev, "
+          f"{summary['test_pixels']} test) in {summary['patches']} patches, {summary['time']} "
+          f"months, products {', '.join(summary['products'])}; {summary['runs']} run(s), PFTs "
+          f"from {summary['pft_units_source']}; {time.perf_counter() - t0:.1f} s")
     return 0

@@ -13,15 +13,21 @@ Input files (names of the published calibration, all on one regular lat/lon grid
   comment lines allowed), taken from the month of the first DAYS on;
 * ``era_valid_v6.nc``: ``era_valid`` (lat, lon) bool, pixels with valid meteorology;
 * ``run_simulation_idx_v6.nc``: ``run_simulation_idx`` (run, lat, lon): per run, the batch index
-  of every pixel (NaN or negative = not used);
+  of every pixel (NaN = not used; negative = one of the paper's fixed test cells);
 * ``assimilate_bulk_variable_v6.nc``: ``assimilate_bulk_variable`` (lat, lon) bool: where False,
   the NBE and GRACE water (ewt) labels are masked out.
 
-As the published calibration does for run r: pixels are kept where the run's index is finite
-and >= 0, ``era_valid`` is True and no chosen predictor (nor LAT, MAT, MAP) is NaN; they are
-sorted by index (stable, in the file's row-major lat/lon order); each distinct index value is one
-batch of the published code and one patch here; indices above ``round(0.9 * max index)`` are
-test (split 1). ``delta_t`` is 30 days for every month (the published DELTA_T), ``time`` = DAYS
+As the published calibration and evaluation do for run r: pixels are kept where the run's index
+is finite, ``era_valid`` is True and no chosen predictor (nor LAT, MAT, MAP) is NaN. Pixels with
+an index >= 0 come first, sorted by index (stable, in the file's row-major lat/lon order); each
+distinct index value is one batch of the published code and one patch here; indices <=
+``round(0.9 * max index)`` train (split 0), the rest dev (split 1). Pixels with a negative
+index are the paper's fixed test cells (split 2): they follow, sorted by index, one patch per
+value, and are never trained on. Every run's index is stored as ``run_simulation_idx_runs``
+(pixel, run), so ``data.run`` chooses a run's splits at open time (:mod:`..splits`).
+Vegetation-type fractions given in percent (the paper's MODIS MCD12C1 layout; units attribute
+``%``/``percent``, or values above 1) are divided by 100; ``attrs["pft_units_source"]`` records
+what the file held. ``delta_t`` is 30 days for every month (the published DELTA_T), ``time`` = DAYS
 and ``doy`` = DOY (both must be the same for every pixel), ``co2`` from the CSV. Product names:
 the default product of each stream (``obs_sif`` = LCSPP, ``obs_nbe``, ``obs_lai``, ``obs_ewt`` =
 LWE_normalized, ``obs_biomass`` = agb_yan + bgb_yan, ``obs_fire`` = GFED_FIRE_EMISSION,
@@ -47,7 +53,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from differland_dist.data import schema
+from differland_dist.data import schema, splits
+from differland_dist.data.splits import RUN_TABLE_VAR, run_split_codes
 from differland_dist.data.importers import SCHEMA_VARS, base_attrs, obs_variables, schema_var, spans
 from differland_dist.errors import DataValidationError, DifferlandError
 
@@ -270,8 +277,7 @@ def _mask_2d(path: Path, var: str, shape: tuple[int, int], lat: np.ndarray, lon:
             if not 1 <= run <= n_runs:
                 raise DataValidationError([f"{var}: run {run} asked for, the file holds runs "
                                            f"1..{n_runs} (dimension {da.dims[0]!r})"], source=str(path))
-            da = da[run - 1]
-        if da.ndim != 2 or tuple(da.shape) != shape:
+        if da.ndim != (3 if run is not None and da.ndim == 3 else 2) or tuple(da.shape[-2:]) != shape:
             raise DataValidationError([f"{var}: dims {da.dims} shape {tuple(da.shape)}, expected "
                                        f"(lat, lon) = {shape} as the driver"
                                        + (" (or (run, lat, lon))" if run is not None else "")],
@@ -287,7 +293,55 @@ def _mask_2d(path: Path, var: str, shape: tuple[int, int], lat: np.ndarray, lon:
             if ds[mlon].size != lon.size or not np.allclose(ds[mlon].values, lon, atol=1e-4):
                 raise DataValidationError([f"{mlon}: the grid differs from the driver's "
                                            f"({ds[mlon].values[:3]}... vs {lon[:3]}...)"], source=str(path))
+        if run is not None:  # every run, (runs, lat, lon) float32 (one 2-D field: one run)
+            x = np.asarray(da.values, np.float32)
+            return x if x.ndim == 3 else x[None]
         return np.asarray(da.values)
+
+
+#: Spellings of a percent units attribute (lower case, no spaces).
+PERCENT_UNITS = ("%", "percent", "percentage", "pct")
+
+
+def _pft_to_fractions(ds: xr.Dataset, path: Path, raw: dict[str, np.ndarray],
+                      keep: np.ndarray) -> str:
+    """Convert the vegetation-type predictors of ``raw`` to fractions in place; returns what the
+    file held ("percent" or "fraction").
+
+    The paper's driver holds MODIS MCD12C1 percentages (its SHAP conditions on ``NF > 80``):
+    percent when a PFT variable's units attribute says so, or, without one, when any kept value
+    exceeds 1. The ten variables must agree.
+    """
+    names = schema.PREDICTOR_SETS["PFT"]
+    by_attr = {}
+    for n in names:
+        u = ds[PREDICTOR_VARS[n]].attrs.get("units")
+        if u is not None:
+            by_attr[n] = "percent" if _norm_units(u) in PERCENT_UNITS else "fraction"
+    kinds = set(by_attr.values())
+    if len(kinds) > 1:
+        listed = ", ".join(f"{n}: {ds[PREDICTOR_VARS[n]].attrs['units']!r}" for n in by_attr)
+        raise DataValidationError([f"PFT predictors disagree on their units ({listed}); "
+                                   "expected all percent or all fractions"], source=str(path))
+    top = max(float(np.max(raw[n][keep], initial=0.0)) for n in names)
+    kind = kinds.pop() if kinds else ("percent" if top > 1.0 + 1e-6 else "fraction")
+    hi = 100.0 if kind == "percent" else 1.0
+    for n in names:
+        x = raw[n]
+        bad = np.flatnonzero(keep & ((x < 0) | (x > hi * (1 + 1e-6))))
+        if bad.size:
+            raise DataValidationError([f"{PREDICTOR_VARS[n]}: {bad.size} value(s) outside "
+                                       f"[0, {hi:g}] ({kind}, "
+                                       + ("from its units attribute" if by_attr else
+                                          "judged from the values") +
+                                       f") at grid cell(s) {spans(bad)} (flat lat x lon index; "
+                                       f"actual max {x[bad].max():g})"], source=str(path))
+        if kind == "percent":
+            raw[n] = np.clip(x / 100.0, 0.0, 1.0)  # the schema's fractions
+    if kind == "percent":
+        log.info("%s: vegetation-type fractions in percent (%s), divided by 100", path.name,
+                 "units attribute" if by_attr else f"values up to {top:g}")
+    return kind
 
 
 def _as_bool(x: np.ndarray) -> np.ndarray:
@@ -311,7 +365,8 @@ def import_netcdf(inputs: Inputs, run: int = 1,
         with NaN in any of their variables are left out, as in the published code.
       n_time: use the first ``n_time`` months (default: all of the driver's).
       max_patch_size: largest patch; a batch index value with more pixels is an error.
-      train_fraction: indices <= round(train_fraction * max index) train, the rest test.
+      train_fraction: indices 0..round(train_fraction * max index) train, larger ones dev
+        (negative ones are test).
       skip_products: default products (e.g. ``"sif"``) not to import.
       scratch_dir: stage the big arrays as memory maps here (None: in memory); the directory
         must outlive the returned Dataset.
@@ -399,40 +454,54 @@ def import_netcdf(inputs: Inputs, run: int = 1,
         if problems:
             raise DataValidationError(problems, source=str(path))
 
-        # -- the pixels of the run, in the published order
-        idx = _mask_2d(inputs.run_index, RUN_INDEX_VAR, shape, lat_c, lon_c, run=run)
-        idx = np.asarray(idx, np.float64).ravel()
+        # -- the pixels of the run, in the published order (train and dev), then the test pixels
+        all_idx = _mask_2d(inputs.run_index, RUN_INDEX_VAR, shape, lat_c, lon_c, run=run)
+        all_idx = all_idx.reshape(all_idx.shape[0], -1)
+        idx = np.asarray(all_idx[min(run, all_idx.shape[0]) - 1], np.float64)
         valid = _as_bool(_mask_2d(inputs.valid, VALID_VAR, shape, lat_c, lon_c)).ravel()
         bulk = _as_bool(_mask_2d(inputs.bulk, BULK_VAR, shape, lat_c, lon_c)).ravel()
         lat_source = "LAT" if "LAT" in ds.variables else lat_name
         lat2d = (np.asarray(ds["LAT"].values, np.float64) if "LAT" in ds.variables
                  else np.broadcast_to(lat_c[:, None], shape)).ravel()
-        keep = np.isfinite(idx) & valid & (np.nan_to_num(idx, nan=-1.0) >= 0) & np.isfinite(lat2d)
+        # negative indices are the paper's fixed test cells: kept (split 2), never trained on
+        keep = np.isfinite(idx) & valid & np.isfinite(lat2d)
         n_candidates = int(keep.sum())
         pred_raw: dict[str, np.ndarray] = {}
         for n in pred_names:
             x = np.asarray(ds[PREDICTOR_VARS[n]].values, np.float64).ravel()
             pred_raw[n] = x
             keep &= np.isfinite(x)
+        pft_source = None
+        if "PFT" in predictor_sets:
+            pft_source = _pft_to_fractions(ds, path, pred_raw, keep)
         log.info("run %d: %d pixel(s) with an index and valid meteorology, %d with every chosen "
                  "predictor", run, n_candidates, int(keep.sum()))
         kept = np.flatnonzero(keep)
-        if kept.size == 0:
+        kept_trainable = kept[idx[kept] >= 0]
+        if kept_trainable.size == 0:
             raise DataValidationError([f"no pixel left for run {run}: {n_candidates} pixel(s) "
-                                       f"have a finite index >= 0 and era_valid, none of them a "
-                                       f"value in every predictor of {list(predictor_sets)}"],
-                                      source=str(path))
-        order = kept[np.argsort(idx[kept], kind="mergesort")]
+                                       f"have a finite index and era_valid, none of them an index "
+                                       f">= 0 and a value in every predictor of "
+                                       f"{list(predictor_sets)}"], source=str(path))
+        kept_test = kept[idx[kept] < 0]
+        order = np.concatenate([kept_trainable[np.argsort(idx[kept_trainable], kind="mergesort")],
+                                kept_test[np.argsort(idx[kept_test], kind="mergesort")]])
         sorted_idx = idx[order]
-        values, patch, counts = np.unique(sorted_idx, return_inverse=True, return_counts=True)
+        n_fit = kept_trainable.size
+        v_fit, p_fit, c_fit = np.unique(sorted_idx[:n_fit], return_inverse=True, return_counts=True)
+        v_test, p_test, c_test = np.unique(sorted_idx[n_fit:], return_inverse=True, return_counts=True)
+        values = np.concatenate([v_fit, v_test])
+        counts = np.concatenate([c_fit, c_test])
+        patch = np.concatenate([p_fit.ravel(), p_test.ravel() + v_fit.size])
         big = np.flatnonzero(counts > max_patch_size)
         if big.size:
             listed = "; ".join(f"index {values[b]:g}: {counts[b]} pixels" for b in big[:8])
             raise DataValidationError([f"{RUN_INDEX_VAR} run {run}: {big.size} batch index "
                                        f"value(s) with more than max_patch_size={max_patch_size} "
                                        f"pixels: {listed}"], source=str(inputs.run_index))
-        threshold = int(np.round(sorted_idx.max() * train_fraction))
-        split = (sorted_idx > threshold).astype(np.int8)
+        threshold = int(np.round(sorted_idx[:n_fit].max() * train_fraction))
+        split = run_split_codes(sorted_idx, threshold)
+        run_table = np.ascontiguousarray(all_idx[:, order].T)  # (pixel, run)
         rows, cols = np.divmod(order, shape[1])  # grid indices of the store's pixels
         P = order.size
 
@@ -601,7 +670,11 @@ def import_netcdf(inputs: Inputs, run: int = 1,
                               note="30 d for every month, as the published DELTA_T"),
         "co2": schema_var("co2", co2, source_file=inputs.co2.name),
         RUN_INDEX_VAR: xr.Variable("pixel", sorted_idx.astype(np.float32), {
-            "units": "1", "long_name": f"batch index of run {run} (one patch per value)"}),
+            "units": "1", "long_name": f"batch index of run {run} (one patch per value; "
+                                       "negative: test)"}),
+        RUN_TABLE_VAR: xr.Variable(("pixel", "run"), run_table, {
+            "units": "1", "long_name": f"{RUN_INDEX_VAR} of every run (column r-1 = run r; "
+                                       "negative: test); data.run derives the splits from it"}),
         "assimilate_bulk": xr.Variable("pixel", bulk_pix.astype(np.int8), {
             "units": "1", "long_name": f"{BULK_VAR}: 0 = NBE and ewt labels masked out"}),
     })
@@ -625,8 +698,13 @@ def import_netcdf(inputs: Inputs, run: int = 1,
         grid_origin="row 0 = northernmost, col 0 = westernmost cell of the driver grid",
         source_files={k: v.name for k, v in inputs._asdict().items()},
         run=int(run),
-        train_test_threshold=threshold,
-        split_rule=f"{RUN_INDEX_VAR} > round({train_fraction:g} x max index) = {threshold}: test",
+        runs=int(run_table.shape[1]),
+        train_fraction=float(train_fraction),
+        train_dev_threshold=threshold,
+        split_rule=(f"{RUN_INDEX_VAR} < 0: test (2); <= round({train_fraction:g} x max index) = "
+                    f"{threshold}: train (0); above: dev (1)"),
+        **{splits.CONVENTION_ATTR: splits.CONVENTION},
+        **({"pft_units_source": pft_source} if pft_source else {}),
         patch_rule="one patch per distinct run_simulation_idx value (a batch of the published "
                    "code), pixels sorted by index (stable, row-major grid order)",
         predictor_sets=list(predictor_sets),
@@ -635,8 +713,9 @@ def import_netcdf(inputs: Inputs, run: int = 1,
         co2_start=f"{y}-{m:02d}",
     )
     out_ds = xr.Dataset(data, coords=coords, attrs=attrs)
-    log.info("global driver imported: %d pixels, %d patches (%d test), %d months, %d products "
-             "in %.1f s", P, n_patch, int(np.unique(patch[split == 1]).size), T, len(products),
+    log.info("global driver imported: %d pixels, %d patches (%d dev, %d test), %d months, %d "
+             "products in %.1f s", P, n_patch, int(np.unique(patch[split == splits.DEV]).size),
+             int(np.unique(patch[split == splits.TEST]).size), T, len(products),
              _time.perf_counter() - t0)
     return out_ds
 
@@ -683,7 +762,10 @@ def netcdf_to_store(inputs: Inputs, url: str, run: int = 1,
         write_store(ds, url, storage_options=storage_options, overwrite=overwrite)
         summary = {"pixels": int(ds.sizes["pixel"]), "time": int(ds.sizes["time"]),
                    "patches": int(ds["patch"].values.max()) + 1,
-                   "test_pixels": int(ds["split"].values.sum()),
+                   "dev_pixels": int((ds["split"].values == splits.DEV).sum()),
+                   "test_pixels": int((ds["split"].values == splits.TEST).sum()),
+                   "runs": int(ds.sizes.get("run", 1)),
+                   "pft_units_source": ds.attrs.get("pft_units_source"),
                    "products": sorted(ds.attrs["products"]), "staged_on_disk": bool(use_disk)}
         del ds
     return summary

@@ -1,18 +1,28 @@
-"""A checkpoint of an untrained network for a store: for plumbing tests, benchmarks and demos.
+"""A random-checkpoint fixture: an untrained network for a store, for plumbing tests,
+benchmarks and demos.
 
 The network is randomly initialised (Glorot-normal, biases 1); the predictor standardisation is
-fitted on the store's training pixels exactly as training does ([hemisphere, raw predictors]),
-and the config (``data.url`` = the store) is saved with it, so :func:`differland_dist.runs.
-load_trained` and ``differland infer`` read it like a checkpoint from ``differland calibrate``.
+fitted on the store's training pixels with the training input rule
+(:func:`differland_dist.network.standardize.raw_inputs`), and the config (``data.url`` = the
+store) is saved with it, so :func:`differland_dist.runs.load_trained` and ``differland infer``
+read it like a checkpoint from ``differland calibrate``.
 """
 
 from __future__ import annotations
 
 from typing import Any, Mapping
 
+import jax
 import numpy as np
 
 from differland_dist.config import from_dict
+from differland_dist.data.batch import predictor_names
+from differland_dist.data.reader import PatchReader
+from differland_dist.data.splits import TRAIN
+from differland_dist.data.store import PixelStore
+from differland_dist.network.io import save_network
+from differland_dist.network.mlp import init_network
+from differland_dist.network.standardize import Standardizer, input_names, raw_inputs
 
 
 def random_checkpoint(store_url: str, out_url: str, *, predictor_sets=("PFT", "CLIM", "SOIL", "AGE"),
@@ -27,15 +37,6 @@ def random_checkpoint(store_url: str, out_url: str, *, predictor_sets=("PFT", "C
       config: further config sections (e.g. ``{"loss": {"warm_up": 3}}``), merged.
       storage_options: fsspec options of the store and ``out_url`` (not saved in the config).
     """
-    import jax
-
-    from differland_dist.data.batch import predictor_names
-    from differland_dist.data.reader import PatchReader
-    from differland_dist.data.store import PixelStore
-    from differland_dist.network.io import save_network
-    from differland_dist.network.mlp import init_network
-    from differland_dist.network.standardize import Standardizer, hemisphere_feature
-
     d: dict[str, Any] = {k: dict(v) for k, v in (config or {}).items()}
     d.setdefault("data", {})
     d["data"].update({"url": store_url, "predictors": list(predictor_sets)})
@@ -44,9 +45,8 @@ def random_checkpoint(store_url: str, out_url: str, *, predictor_sets=("PFT", "C
     names = predictor_names(cfg.data.predictors)
     with PatchReader(store, names) as reader:
         raw = reader.read_predictors_all("train")
-    lat = np.asarray(store.array("lat")[:])[store.split == 0]
-    std = Standardizer.fit(["hemisphere", *names],
-                           np.concatenate([hemisphere_feature(lat)[:, None], raw], axis=1))
+    lat = np.asarray(store.array("lat")[:])[store.split == TRAIN]
+    std = Standardizer.fit(input_names(names), raw_inputs(raw, lat))
     net = init_network(jax.random.PRNGKey(seed), len(names), cfg.network)
     save_network(out_url, net, cfg.network, predictor_sets=cfg.data.predictors, standardizer=std,
                  extra={"kind": "training", "step": int(step), "config": cfg.to_dict()},

@@ -1,0 +1,159 @@
+"""What the analyses read from an experiment directory: each set's kept members' parameter
+maps in the network's unbounded space, the store's predictors, patches, splits and (synthetic
+stores) the true parameters."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from differland_dist.data import schema
+from differland_dist.errors import DifferlandError
+from differland_dist.location import Location, join
+
+log = logging.getLogger(__name__)
+
+#: Unbounded values are clipped to this: a parameter on its bound maps to +-inf.
+X_CLIP = 50.0
+
+
+def unbounded(physical: np.ndarray) -> np.ndarray:
+    """(P, 40) physical parameters (``param_*`` order) -> the network's unbounded space."""
+    from differland_dist.model.parameters import all_bounds
+    from differland_dist.model.parameters import to_unbounded
+
+    lo, hi = all_bounds()
+    p = np.clip(np.asarray(physical, np.float64), lo, hi)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        x = to_unbounded(p, lo, hi)
+    return np.clip(np.nan_to_num(x, nan=0.0, posinf=X_CLIP, neginf=-X_CLIP), -X_CLIP, X_CLIP)
+
+
+@dataclass
+class SetMaps:
+    """One predictor set: kept member keys, run directories and (M, P, 40) unbounded maps."""
+
+    name: str
+    predictors: list[str]
+    members: list[str]
+    run_dirs: list[str]
+    x: np.ndarray
+
+    @property
+    def mean(self) -> np.ndarray:
+        return self.x.mean(axis=0)
+
+    @property
+    def sd(self) -> np.ndarray:
+        return self.x.std(axis=0, ddof=1) if self.x.shape[0] > 1 else np.zeros(self.x.shape[1:])
+
+
+@dataclass
+class ExperimentData:
+    """Everything the analyses need, read once."""
+
+    url: str
+    storage_options: dict
+    store_url: str
+    param_names: tuple[str, ...]
+    sets: dict[str, SetMaps]
+    predictors: dict[str, np.ndarray]        # every predictor the store holds, raw (P,)
+    lat: np.ndarray
+    lon: np.ndarray
+    row: np.ndarray
+    col: np.ndarray
+    patch: np.ndarray
+    split: np.ndarray
+    grid_shape: tuple[int, int] | None
+    true_x: np.ndarray | None = None         # (P, 40) unbounded truth (synthetic stores)
+    truth: object | None = None              # synth.Truth: the hidden relation
+    scores: dict = field(default_factory=dict)
+    member_scores: dict = field(default_factory=dict)  # set -> member key -> evaluation.json
+
+
+def full_set_name(sets: dict[str, SetMaps]) -> str:
+    """The set with the most predictors (the 'full' set)."""
+    return max(sets, key=lambda s: (len(sets[s].predictors), s))
+
+
+def pft_set_name(sets: dict[str, SetMaps]) -> str | None:
+    """The PFT-only set, if the experiment has one."""
+    for s, m in sets.items():
+        if list(m.predictors) == list(schema.PREDICTOR_SETS["PFT"]):
+            return s
+    return None
+
+
+def load(url: str, storage_options: dict | None = None, sets: list[str] | None = None,
+         store_storage_options: dict | None = None) -> ExperimentData:
+    """Read an experiment directory (local or object storage) for the analyses."""
+    from differland_dist.data.batch import predictor_names
+    from differland_dist.data.store import open_store
+    from differland_dist.experiment.pipeline import load_experiment
+    from differland_dist.inference import output as out_mod
+
+    so = dict(storage_options or {})
+    root = Location(url, so)
+    grid = load_experiment(url, so)
+    try:
+        selection = root.join("selection.json").read_json()
+    except FileNotFoundError:
+        raise DifferlandError(f"{url}: no selection.json: the experiment has no finished ensemble "
+                              "(run `differland experiment ... --resume` to finish it)") from None
+    known = [s.name for s in grid.predictor_sets]
+    chosen = list(sets) if sets else [s for s in known if selection.get(s, {}).get("kept")]
+    unknown = [s for s in chosen if s not in known]
+    if unknown:
+        raise DifferlandError(f"--sets {unknown}: not in the experiment (its sets: {known})")
+    empty = [s for s in chosen if not selection.get(s, {}).get("kept")]
+    if empty:
+        raise DifferlandError(f"set(s) {empty}: no kept member in {url}/selection.json")
+    store = open_store(grid.base.data.url, store_storage_options or dict(grid.base.data.storage_options),
+                       validate=False)  # the experiment validated it; analyses only read
+    ds = store.ds
+    P = store.n_pixels
+    out_sets = {}
+    for s in chosen:
+        ps = next(p for p in grid.predictor_sets if p.name == s)
+        keys = list(selection[s]["kept"])
+        dirs = [join(url, "members", k) for k in keys]
+        xs = []
+        for k, d in zip(keys, dirs):
+            if not Location(join(d, "inference.zarr", "zarr.json"), so).exists():
+                raise DifferlandError(f"{d}: kept member {k} has no inference.zarr; run `differland "
+                                      "experiment CONFIG --out DIR --ensemble-only` first")
+            g = out_mod.open_output(join(d, "inference.zarr"), so)
+            phys = np.stack([np.asarray(g[out_mod.param_var(n)][:]) for n in out_mod.PARAM_NAMES], axis=1)
+            if phys.shape[0] != P:
+                raise DifferlandError(f"{d}/inference.zarr: {phys.shape[0]} pixels, the store has {P}")
+            xs.append(unbounded(phys))
+        out_sets[s] = SetMaps(s, predictor_names(list(ps.predictors)), keys, dirs, np.stack(xs))
+        log.info("analysis: set %s, %d kept member(s)", s, len(keys))
+    preds = {v.name: np.asarray(ds[v.name].values, np.float64) for v in schema.PREDICTORS
+             if v.name in ds.variables and ds[v.name].dims == ("pixel",)}
+    lat = np.asarray(ds["pixel_lat"].values if "pixel_lat" in ds.variables else ds["lat"].values)
+    lon = np.asarray(ds["pixel_lon"].values if "pixel_lon" in ds.variables else ds["lon"].values)
+    shape = store.attrs.get("grid_shape")
+    data = ExperimentData(url, so, grid.base.data.url, tuple(out_mod.PARAM_NAMES), out_sets, preds,
+                          lat, lon, np.asarray(ds["row"].values), np.asarray(ds["col"].values),
+                          np.asarray(store.patch), np.asarray(store.split),
+                          tuple(shape) if shape else None)
+    if "true_x" in ds.variables:
+        data.true_x = np.asarray(ds["true_x"].values, np.float64)
+        if "truth_w1" in ds.variables:
+            from differland_dist.data.synth import Truth
+
+            data.truth = Truth(*(np.asarray(ds[k].values, np.float64) for k in (
+                "truth_centre", "truth_scale", "truth_w1", "truth_b1", "truth_w2",
+                "truth_b2_north", "truth_b2_south")))
+    if root.join("scores.json").exists():
+        data.scores = root.join("scores.json").read_json()
+    for s, m in out_sets.items():
+        data.member_scores[s] = {}
+        for k, d in zip(m.members, m.run_dirs):
+            ev = Location(join(d, "evaluation", "evaluation.json"), so)
+            if ev.exists():
+                data.member_scores[s][k] = ev.read_json()
+    return data

@@ -1,0 +1,226 @@
+"""Figures (PNG bytes) and ``report.md`` of an analysis: each finding in one sentence with its
+number, followed by its figure."""
+
+from __future__ import annotations
+
+import io
+import math
+from typing import Mapping, Sequence
+
+import numpy as np
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig) -> bytes:
+    plt = _plt()
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def to_grid(values: np.ndarray, row: np.ndarray, col: np.ndarray, shape: tuple[int, int] | None) -> np.ndarray:
+    """(P,) pixel values -> (rows, cols) map, NaN off land (the bounding box without a grid)."""
+    if shape is None:
+        shape = (int(row.max()) + 1, int(col.max()) + 1)
+    out = np.full(shape, np.nan)
+    out[row, col] = values
+    return out
+
+
+def partition_figure(vp: Mapping, truth: Mapping | None = None) -> bytes:
+    plt = _plt()
+    names = list(vp["parameters"])
+    y = np.arange(len(names))
+    fig, ax = plt.subplots(1, 2, figsize=(10, 0.22 * len(names) + 1.5), dpi=100, sharey=True)
+    r2a = [vp["parameters"][n]["r2_all"] for n in names]
+    r2p = [vp["parameters"][n]["r2_PFT"] for n in names]
+    ax[0].barh(y - 0.2, r2a, 0.4, label="all predictors", color="#6baed6")
+    ax[0].barh(y + 0.2, r2p, 0.4, label="PFT only", color="#fd8d3c")
+    ax[0].set_xlabel("cross-validated R²"), ax[0].legend(fontsize=7)
+    share = [vp["parameters"][n]["pft_share"] for n in names]
+    ax[1].barh(y, share, 0.5, color="#74c476", label="learnt")
+    if truth is not None:
+        ts = [truth["parameters"].get(n, {}).get("pft_share", np.nan) for n in names]
+        ax[1].scatter(ts, y, color="k", s=12, zorder=3, label="truth")
+    ax[1].axvline(0.5, color="0.6", lw=0.8)
+    ax[1].set_xlabel("pft_share = r2_pft / r2_all"), ax[1].legend(fontsize=7)
+    ax[0].set_yticks(y, names, fontsize=7)
+    ax[0].invert_yaxis()
+    return _png(fig)
+
+
+def loadings_figure(loadings: np.ndarray, param_names: Sequence[str], explained: np.ndarray, n: int = 5) -> bytes:
+    plt = _plt()
+    n = min(n, loadings.shape[0])
+    fig, ax = plt.subplots(figsize=(0.25 * len(param_names) + 2, 0.4 * n + 1.6), dpi=100)
+    v = float(np.max(np.abs(loadings[:n]))) or 1.0
+    im = ax.imshow(loadings[:n], cmap="RdBu_r", vmin=-v, vmax=v, aspect="auto")
+    ax.set_xticks(range(len(param_names)), param_names, rotation=90, fontsize=6)
+    ax.set_yticks(range(n), [f"PC{i + 1} ({100 * explained[i]:.0f} %)" for i in range(n)], fontsize=7)
+    fig.colorbar(im, ax=ax, label="loading")
+    return _png(fig)
+
+
+def maps_figure(maps: Sequence[np.ndarray], titles: Sequence[str], cmap: str = "RdBu_r",
+                symmetric: bool = True) -> bytes:
+    plt = _plt()
+    fig, axes = plt.subplots(len(maps), 1, figsize=(6, 2.6 * len(maps)), dpi=100, squeeze=False)
+    for a, m, t in zip(axes[:, 0], maps, titles):
+        v = float(np.nanmax(np.abs(m))) if np.isfinite(m).any() else 1.0
+        im = a.imshow(m, cmap=cmap, vmin=-v if symmetric else None, vmax=v if symmetric else None,
+                      aspect="auto")
+        a.set_title(t, fontsize=8), a.set_xticks([]), a.set_yticks([])
+        fig.colorbar(im, ax=a, shrink=0.8)
+    return _png(fig)
+
+
+def shap_figure(mean_abs: np.ndarray, features: Sequence[str], param_names: Sequence[str]) -> bytes:
+    """Heat map of mean |SHAP| (F, K), each parameter's column normalised to sum 1."""
+    plt = _plt()
+    col = mean_abs / np.where(mean_abs.sum(axis=0) > 0, mean_abs.sum(axis=0), 1.0)
+    fig, ax = plt.subplots(figsize=(0.25 * len(param_names) + 2.5, 0.25 * len(features) + 1.8), dpi=100)
+    im = ax.imshow(col, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(len(param_names)), param_names, rotation=90, fontsize=6)
+    ax.set_yticks(range(len(features)), features, fontsize=7)
+    fig.colorbar(im, ax=ax, label="share of mean |SHAP|")
+    return _png(fig)
+
+
+def dependence_figure(x: Mapping[str, np.ndarray], shap_vals: Mapping[str, np.ndarray], param: str) -> bytes:
+    plt = _plt()
+    names = list(x)
+    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 2.8), dpi=100, squeeze=False)
+    for a, n in zip(axes[0], names):
+        a.scatter(x[n], shap_vals[n], s=6, alpha=0.7)
+        a.set_xlabel(n, fontsize=8), a.set_ylabel(f"SHAP on {param}", fontsize=7)
+        a.axhline(0, color="0.6", lw=0.6)
+    return _png(fig)
+
+
+def generalisation_figure(gen: Mapping) -> bytes:
+    plt = _plt()
+    streams = list(gen["streams"])
+    sets = sorted({s for st in streams for s in gen["streams"][st]})
+    fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(streams) * len(sets) / 2 + 2), 3.4), dpi=100)
+    w = 0.8 / max(1, len(sets))
+    for i, s in enumerate(sets):
+        xs = np.arange(len(streams)) + i * w
+        mm = [gen["streams"][st].get(s, {}).get("member_mean") for st in streams]
+        sd = [gen["streams"][st].get(s, {}).get("member_sd") or 0.0 for st in streams]
+        ax.bar(xs, [np.nan if v is None else v for v in mm], w, yerr=sd, capsize=2, label=s)
+    ax.set_xticks(np.arange(len(streams)) + 0.4 - w / 2, streams, rotation=30, fontsize=7)
+    ax.set_ylabel(f"{gen['split']} {gen['metric'].upper()} (member mean ± sd)")
+    ax.axhline(0, color="0.6", lw=0.6)
+    ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def _f(x, d: int = 2) -> str:
+    return "–" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.{d}f}"
+
+
+def markdown(summary: Mapping) -> str:
+    """The report from the analysis summary (see pipeline.run_analysis)."""
+    s = summary
+    L = [f"# Analysis of experiment `{s['experiment']}`", "",
+         f"Full set **{s['full_set']}** ({s['members'][s['full_set']]} kept members)"
+         + (f", compared with **{s['pft_set']}**" if s.get("pft_set") else "") + f"; {s['n_pixels']} "
+         "land pixels; parameters in the network's unbounded space. "
+         + ("Parameters marked † are not identifiable (correlation with the truth on test pixels "
+            f"< {s['identifiability']['threshold_r']}): statements about them are not trusted."
+            if s.get("identifiability") else "Parameters marked † are not pinned down by the "
+            "ensemble (member spread ≥ half the spatial spread): read them beside their spread."), ""]
+    untrusted = set(s["untrusted"])
+
+    def mark(n):
+        return f"{n}†" if n in untrusted else n
+
+    g = s.get("generalisation")
+    if g:
+        L += ["## Generalisation", ""]
+        for st, rows in g["streams"].items():
+            for name, r in rows.items():
+                if r.get("diff") is None:
+                    continue
+                L.append(f"- {st}: {name} test NSE {_f(r['member_mean'])} ± {_f(r['member_sd'])} vs "
+                         f"{g['reference']} {_f(rows[g['reference']]['member_mean'])} ± "
+                         f"{_f(rows[g['reference']]['member_sd'])}: difference {_f(r['diff'])}, "
+                         f"{'beyond' if r['beyond_spread'] else 'within'} the member spread "
+                         f"(p = {_f(r['p_value'], 3)}, {r['test']}).")
+        L += ["", "![generalisation](figures/generalisation.png)", ""]
+    vp = s["variance_partition"]
+    L += ["## PFTs versus environment", "",
+          f"PFTs account for a median {_f(vp['summary']['median_pft_share'])} of the explainable "
+          f"spatial variation of the {vp['summary']['n_explainable']} parameters with r2_all ≥ "
+          f"{vp['recipe']['explainable_r2_all_min']}"
+          + (f" (truth: {_f(s['variance_partition_truth']['summary']['median_pft_share'])})"
+             if s.get("variance_partition_truth") else "") + ".", "",
+          "| parameter | r2_all | r2_PFT | r2_CLIM | r2_SOIL | r2_AGE | pft_share | direct share | "
+          "spread ratio |", "|---|---|---|---|---|---|---|---|---|"]
+    for n, v in vp["parameters"].items():
+        L.append(f"| {mark(n)} | {_f(v['r2_all'])} | {_f(v['r2_PFT'])} | {_f(v['r2_CLIM'])} | "
+                 f"{_f(v['r2_SOIL'])} | {_f(v['r2_AGE'])} | {_f(v['pft_share'])} | "
+                 f"{_f(v.get('direct_share'))} | {_f(s['uncertainty']['parameters'][n]['ratio'])} |")
+    L += ["", "![variance partition](figures/variance_partition.png)", ""]
+    gr = s["gradients"]
+    L += ["## Parameter gradients", ""]
+    for c, v in gr["components"].items():
+        tops = ", ".join(f"{k} ({_f(r)})" for k, r in v["top_predictors"])
+        pars = ", ".join(f"{mark(k)} ({_f(w)})" for k, w in v["top_parameters"][:4])
+        L.append(f"- {c} explains {100 * v['explained']:.0f} % of the variance; it follows {tops}; "
+                 f"it moves {pars}.")
+    if s.get("pca_cosines") is not None:
+        L.append(f"- The first three components span the truth's subspace with principal-angle "
+                 f"cosines {', '.join(_f(c) for c in s['pca_cosines'])}.")
+    L += ["", "![loadings](figures/pca_loadings.png)", "", "![scores](figures/pca_scores.png)", ""]
+    sh = s.get("shap")
+    if sh:
+        L += ["## What drives each parameter (SHAP)", "",
+              f"Kernel SHAP over {sh['members']} member(s), {sh['pixels']} pixels, background "
+              f"{sh['background']}, {sh['nsamples']} coalitions per pixel ({_f(sh['seconds'], 0)} s)."]
+        for n, v in sh["top"].items():
+            L.append(f"- {mark(n)}: " + ", ".join(f"{k} {_f(m, 3)} ± {_f(sd, 3)}" for k, m, sd in v))
+        if sh.get("pft_conditional"):
+            L.append("- Within PFTs (dominant PFT ≥ 80 %): " + "; ".join(
+                f"{p} ({d['pixels']} px): " + ", ".join(k for k, _ in d["top"][:3])
+                for p, d in sh["pft_conditional"].items()))
+        L += ["", "![shap](figures/shap_importance.png)", ""]
+        L += [f"![dependence {p}](figures/{f})" for p, f in sh["dependence_figures"].items()] + [""]
+    u = s["uncertainty"]
+    L += ["## Uncertainty", "",
+          f"With {u['members']} member(s), {len(u['not_pinned'])} of {len(u['parameters'])} "
+          f"parameters are not pinned down by the ensemble (median member sd ≥ "
+          f"{u['threshold']} × spatial sd): {', '.join(u['not_pinned']) or 'none'}.", "",
+          "![uncertainty](figures/uncertainty.png)", ""]
+    idf = s.get("identifiability")
+    if idf:
+        L += ["## Identifiability (synthetic truth)", "",
+              f"Against the true parameters on {idf['n_pixels']} {idf['pixels']} pixels, the "
+              f"median R² is {_f(idf['median_r2'])}; spatial pattern identifiable (r ≥ "
+              f"{idf['threshold_r']}): {', '.join(idf['identifiable']) or 'none'}; values recovered "
+              f"(also R² ≥ {idf['threshold_r2']}): {', '.join(idf['values_recovered']) or 'none'}.", "",
+              "| parameter | R² | r | bias | truth sd | ensemble sd | truth spread / range |",
+              "|---|---|---|---|---|---|---|"]
+        for n, v in idf["parameters"].items():
+            L.append(f"| {n} | {_f(v['r2'])} | {_f(v['r'])} | {_f(v['bias'])} | {_f(v['truth_sd'])} | "
+                     f"{_f(v['ensemble_sd'])} | {_f(v.get('truth_range_fraction'), 3)} |")
+        L.append("")
+    tc = s.get("truth_check")
+    if tc:
+        L += ["## Checks against the truth", "", "| criterion | value | threshold | passed |",
+              "|---|---|---|---|"]
+        for c in tc["criteria"]:
+            L.append(f"| {c['name']} | {_f(c['value'], 3) if isinstance(c['value'], float) else c['value']} "
+                     f"| {c['threshold']} | {'yes' if c['passed'] else '**no**'} |")
+        L.append("")
+    return "\n".join(L)

@@ -1,0 +1,133 @@
+"""The synthetic Earth as the reference: parameter recovery (identifiability) and the
+comparisons of every analysis of the learnt fields with the same analysis of the truth
+(``truth_check.json``)."""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+from scipy import stats
+
+#: A parameter's spatial pattern is identifiable (the analyses, which standardise each map and
+#: are therefore blind to offset and scale, can be trusted for it) when the ensemble mean's
+#: correlation with the truth on test pixels is at least IDENTIFIABLE_R; its values are
+#: recovered when also R² >= IDENTIFIABLE_R2.
+IDENTIFIABLE_R = 0.7
+IDENTIFIABLE_R2 = 0.5
+PFT_SHARE_TOL = 0.15
+PCA_COS_MIN = 0.8
+SHAP_RHO_MIN = 0.7
+GENERALISATION_STREAMS = ("sif", "lai", "et_gleam")
+
+
+def _r2(y: np.ndarray, yhat: np.ndarray) -> float:
+    sst = float(np.sum((y - y.mean()) ** 2))
+    return float(1.0 - np.sum((y - yhat) ** 2) / sst) if sst > 0 else float("nan")
+
+
+def _r(a: np.ndarray, b: np.ndarray) -> float:
+    ok = np.std(a) > 1e-9 * max(1.0, np.abs(a).max()) and np.std(b) > 1e-9 * max(1.0, np.abs(b).max())
+    return float(np.corrcoef(a, b)[0, 1]) if ok else float("nan")
+
+
+def recovery(members: np.ndarray, true_x: np.ndarray, split: np.ndarray, param_names: Sequence[str],
+             physical_range: np.ndarray | None = None, min_pixels: int = 20) -> dict:
+    """Per parameter, on test pixels (split 2; dev and test pixels when there are fewer than
+    ``min_pixels`` test pixels, all pixels when there are no held-out ones), in unbounded
+    space: ``r2``, ``r``, ``bias`` of the ensemble mean against the truth, ``member_r2`` (each
+    member's R²), ``ensemble_sd`` (median member sd), ``truth_sd`` (spatial sd of the truth),
+    ``identifiable`` (pattern: r >= IDENTIFIABLE_R), ``values_recovered`` (also r2 >=
+    IDENTIFIABLE_R2); ``truth_range_fraction`` when ``physical_range`` (K,) is given (the
+    truth's 1-99 % spread as a fraction of the parameter's range, :func:`truth_range_fraction`)."""
+    test, held = split == 2, split >= 1
+    if test.sum() >= min_pixels or (test.any() and held.sum() == test.sum()):
+        sel, which = test, "test"
+    elif held.any():
+        sel, which = held, "dev+test"
+    else:
+        sel, which = np.ones_like(test, bool), "all"
+    x = np.asarray(members, np.float64)[:, sel]
+    t = np.asarray(true_x, np.float64)[sel]
+    mean = x.mean(axis=0)
+    per = {}
+    for j, n in enumerate(param_names):
+        r2, r = _r2(t[:, j], mean[:, j]), _r(t[:, j], mean[:, j])
+        per[n] = {"r2": r2, "r": r, "bias": float(np.mean(mean[:, j] - t[:, j])),
+                  "member_r2": [_r2(t[:, j], x[m, :, j]) for m in range(x.shape[0])],
+                  "ensemble_sd": float(np.median(x[:, :, j].std(axis=0, ddof=1))) if x.shape[0] > 1 else None,
+                  "truth_sd": float(t[:, j].std()),
+                  "identifiable": bool(np.isfinite(r) and r >= IDENTIFIABLE_R),
+                  "values_recovered": bool(np.isfinite(r) and r >= IDENTIFIABLE_R and r2 >= IDENTIFIABLE_R2)}
+        if physical_range is not None:
+            per[n]["truth_range_fraction"] = float(physical_range[j])
+    r2s = np.array([v["r2"] for v in per.values()])
+    return {"pixels": which, "n_pixels": int(sel.sum()),
+            "threshold_r": IDENTIFIABLE_R, "threshold_r2": IDENTIFIABLE_R2, "parameters": per,
+            "identifiable": [n for n, v in per.items() if v["identifiable"]],
+            "values_recovered": [n for n, v in per.items() if v["values_recovered"]],
+            "median_r2": float(np.nanmedian(r2s)) if np.isfinite(r2s).any() else float("nan")}
+
+
+def truth_range_fraction(true_physical: np.ndarray) -> np.ndarray:
+    """(K,) the truth's 1-99 % spatial spread as a fraction of each parameter's allowed range."""
+    from differland_dist.model.parameters import all_bounds
+
+    lo, hi = all_bounds()
+    p = np.asarray(true_physical, np.float64)
+    return (np.percentile(p, 99, axis=0) - np.percentile(p, 1, axis=0)) / (hi - lo)
+
+
+def criterion(name: str, value, threshold, passed: bool, **extra) -> dict:
+    v = None if value is None or (isinstance(value, float) and not np.isfinite(value)) else value
+    return {"name": name, "value": v, "threshold": threshold, "passed": bool(passed and v is not None),
+            **extra}
+
+
+def check_partition(learnt: Mapping, truth: Mapping, identifiable: Sequence[str]) -> dict:
+    """|pft_share learnt - truth| over identifiable parameters that the truth explains."""
+    use = [n for n in identifiable if n in learnt["parameters"] and n in truth["parameters"]
+           and truth["parameters"][n]["r2_all"] >= 0.2]
+    diffs = {n: abs(learnt["parameters"][n]["pft_share"] - truth["parameters"][n]["pft_share"])
+             for n in use}
+    worst = max(diffs.values()) if diffs else None
+    return criterion("pft_share |learnt - truth| (identifiable parameters, worst)", worst,
+                     PFT_SHARE_TOL, worst is not None and worst <= PFT_SHARE_TOL,
+                     per_parameter=diffs, parameters=use,
+                     note=None if use else "no identifiable parameter that the truth's predictors "
+                     "explain (truth r2_all >= 0.2): nothing to compare")
+
+
+def check_pca(cosines: np.ndarray) -> dict:
+    c = [float(v) for v in cosines]
+    return criterion("PCA: principal-angle cosines, first 3 components (smallest)",
+                     min(c) if c else None, PCA_COS_MIN, bool(c) and min(c) >= PCA_COS_MIN, cosines=c)
+
+
+def shap_rank(learnt: np.ndarray, truth: np.ndarray, param_names: Sequence[str],
+              identifiable: Sequence[str]) -> dict:
+    """Spearman rho of mean |SHAP| per predictor, learnt (F, K) vs truth (F, K), per
+    identifiable parameter."""
+    out = {}
+    for n in identifiable:
+        j = list(param_names).index(n)
+        if np.std(learnt[:, j]) > 0 and np.std(truth[:, j]) > 0:
+            out[n] = float(stats.spearmanr(learnt[:, j], truth[:, j]).statistic)
+    return out
+
+
+def check_shap(rhos: Mapping[str, float]) -> dict:
+    worst = min(rhos.values()) if rhos else None
+    return criterion("SHAP: Spearman rho of mean |SHAP| per predictor (identifiable, worst)", worst,
+                     SHAP_RHO_MIN, worst is not None and worst >= SHAP_RHO_MIN, per_parameter=dict(rhos),
+                     note=None if rhos else "no identifiable parameter: nothing to compare")
+
+
+def check_generalisation(gen: Mapping, full: str) -> list[dict]:
+    out = []
+    for st in GENERALISATION_STREAMS:
+        r = gen["streams"].get(st, {}).get(full, {})
+        out.append(criterion(f"generalisation: {full} beats {gen['reference']} on test {st} NSE "
+                             "beyond the member spread", r.get("diff"), "> member sd",
+                             bool(r.get("better")), spread=r.get("spread"), p_value=r.get("p_value")))
+    return out
