@@ -32,7 +32,7 @@ import xarray as xr
 
 from differland_dist.data.batch import (
     FORCING_PIXEL_VARS, FORCING_VARS, assemble_forcing, assemble_predictors, predictor_names)
-from differland_dist.data.importers import PER_PIXEL_FORCING, by_pixel_name
+from differland_dist.data.schema import PER_PIXEL_FORCING, by_pixel_name
 from differland_dist.errors import ConfigError, DifferlandError
 from differland_dist.inference.compute import (
     check_standardizer, compiled_forward, flat_parameters, network_inputs, network_parameters,

@@ -46,3 +46,19 @@ def golden_daily(shared_dir):
     import numpy as np
 
     return dict(np.load(shared_dir / "golden" / "dalec993_daily.npz"))
+
+
+# Longest files first: pytest-xdist (--dist loadfile) hands whole files to workers in
+# collection order, so a long file collected last would run alone at the end. Seconds per file
+# as measured on the 2-core development VM (2026-11-29); files not listed keep their order, last.
+FILE_SECONDS = {
+    "test_calibrate.py": 450, "test_experiment.py": 300, "test_run_safety.py": 200,
+    "test_multinode.py": 180, "test_paper_parity.py": 170, "test_scaling.py": 150,
+    "test_loss.py": 150, "test_demo.py": 130, "test_outputs_cf.py": 110, "test_paper_data.py": 90,
+    "test_parity.py": 80, "test_cli_core.py": 70, "test_inference.py": 70, "test_evaluation.py": 70,
+    "test_analysis.py": 60, "test_data_store.py": 50, "test_member_batch.py": 40,
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: -FILE_SECONDS.get(item.path.name, 0))  # stable: file order kept

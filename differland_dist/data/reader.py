@@ -26,7 +26,7 @@ from differland_dist.data import schema, splits
 from differland_dist.data.batch import (
     FORCING_PIXEL_VARS, FORCING_VARS, PatchBatch, assemble_forcing, assemble_labels,
     assemble_predictors)
-from differland_dist.data.importers import PER_PIXEL_FORCING, by_pixel_name
+from differland_dist.data.schema import PER_PIXEL_FORCING, by_pixel_name
 from differland_dist.data.store import FastCodec, PixelStore, fast_codec
 from differland_dist.errors import ConfigError, DataValidationError, DifferlandError, StorageReadError
 

@@ -14,7 +14,9 @@ This module is the single source of these facts (the observation streams' come f
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Callable, NamedTuple
+
+import numpy as np
 
 from differland_dist import streams as _streams
 
@@ -74,6 +76,19 @@ PREDICTORS: tuple[Var, ...] = (
     Var("GRAVEL", P, "float32", "%", "soil gravel content", 0, 100, required=False),
 )
 
+#: Schema variables by name (coordinates, forcing, predictors).
+VARS: dict[str, Var] = {v.name: v for v in COORDS + FORCING + PREDICTORS}
+
+#: Per-step forcing that a store may also give per pixel, as ``<name>_by_pixel`` (pixel, time),
+#: when pixels do not share one calendar or one CO2 series (sites of different years).
+PER_PIXEL_FORCING = ("time", "doy", "delta_t", "co2")
+
+
+def by_pixel_name(name: str) -> str:
+    """Store variable holding the per-pixel series of a per-step forcing, e.g. ``co2_by_pixel``."""
+    return f"{name}_by_pixel"
+
+
 #: Predictor sets of the paper; the hemisphere feature sigmoid(lat) is always first.
 PREDICTOR_SETS: dict[str, tuple[str, ...]] = {
     "PFT": ("NF", "DBF", "EBF", "MF", "SH", "SAV", "GRA", "WET", "CRO", "NVG"),
@@ -132,3 +147,59 @@ GLOBAL_ATTRS = (
     "complete",                  # bool: set last, only when every variable is written
 )
 STORE_VERSION = 1
+
+
+# -- valid ranges: the one check and the one message ----------------------------------------------
+def outside(values, lo: float, hi: float, missing: bool = False) -> np.ndarray:
+    """Bool mask (``values``' shape): finite values below ``lo`` or above ``hi``, and with
+    ``missing`` also the non-finite ones (NaN, inf)."""
+    v = np.asarray(values)
+    if v.dtype.kind not in "fc":
+        return (v < lo) | (v > hi)
+    finite = np.isfinite(v)
+    bad = finite & ((v < lo) | (v > hi))
+    return bad | ~finite if missing else bad
+
+
+def range_problem(name: str, count: int, lo: float, hi: float, units: str, where: str | None = None,
+                  vmin: float | None = None, vmax: float | None = None, *, what: str = "value(s)",
+                  of: str = "", stream: str | None = None) -> str:
+    """The message for ``count`` values of ``name`` outside ``[lo, hi]``:
+    ``"{name}: {count} {what} outside {of}[lo, hi] {units} (stream s) at {where} (actual min,
+    max)"``; the stream, place and extremes only when given. For callers that tally offending
+    values themselves (block by block); others use :func:`out_of_range`."""
+    text = f"{name}: {count} {what} outside {of}[{lo:g}, {hi:g}] {units}"
+    if stream is not None:
+        text += f" (stream {stream})"
+    if where is not None:
+        text += f" at {where}"
+    if vmin is not None and vmax is not None:
+        text += f" (actual min {vmin:g}, max {vmax:g})"
+    return text
+
+
+def out_of_range(name: str, values, lo: float, hi: float, units: str,
+                 where: Callable[[np.ndarray], str] | None = None, *, what: str = "value(s)",
+                 of: str = "", stream: str | None = None, missing: bool = False) -> str | None:
+    """None if every value of ``name`` lies in ``[lo, hi]`` (NaN passes unless ``missing``),
+    else the one-line problem (see :func:`range_problem`).
+
+    Args:
+      values: an array, or a scalar (then the message is ``"{name} = {value} outside [lo, hi]
+        units"``).
+      where: names the offending elements for people, given their (n, values.ndim) indices
+        (``np.argwhere`` of the mask), e.g. pixel and time-step ranges or dates.
+      missing: count non-finite values as outside too (coordinates, CO2).
+    """
+    v = np.asarray(values)
+    mask = outside(v, lo, hi, missing)
+    if not mask.any():
+        return None
+    if v.ndim == 0:
+        return f"{name} = {float(v):g} outside {of}[{lo:g}, {hi:g}] {units}"
+    bad = v[mask]
+    bad = bad[np.isfinite(bad)] if bad.dtype.kind in "fc" else bad
+    return range_problem(name, int(mask.sum()), lo, hi, units,
+                         None if where is None else where(np.argwhere(mask)),
+                         float(bad.min()) if bad.size else None,
+                         float(bad.max()) if bad.size else None, what=what, of=of, stream=stream)

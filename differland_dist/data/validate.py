@@ -32,13 +32,11 @@ import numpy as np
 import xarray as xr
 
 from differland_dist.data import schema
-from differland_dist.data.importers import PER_PIXEL_FORCING, by_pixel_name
-from differland_dist.data.store import DIM_LABEL, CorruptChunkError, PixelStore, patch_runs, span
+from differland_dist.data.io import DIM_LABEL, CorruptChunkError, PixelStore, patch_runs, span
 from differland_dist.errors import DataValidationError
 
 log = logging.getLogger(__name__)
 
-_SCHEMA = {v.name: v for v in schema.COORDS + schema.FORCING + schema.PREDICTORS}
 _TABLES = (("coordinates", schema.COORDS), ("forcing", schema.FORCING),
            ("predictors", schema.PREDICTORS))
 #: Values per block read by the data scan (per variable): bounds the scan's memory.
@@ -260,8 +258,8 @@ def _check_variables(src, only: frozenset[str] | None = None,
                 out.append(f"{v.name}: units {units!r}, expected {v.units!r}")
             if ok:
                 plan[v.name] = (v.lo, v.hi, category, v.units)
-    for base in PER_PIXEL_FORCING:  # <name>_by_pixel: a per-step forcing given per pixel
-        name, v = by_pixel_name(base), _SCHEMA[base]
+    for base in schema.PER_PIXEL_FORCING:  # <name>_by_pixel: a per-step forcing given per pixel
+        name, v = schema.by_pixel_name(base), schema.VARS[base]
         if name not in names or (only is not None and name not in only):
             continue
         ok = src.dims(name) == ("pixel", "time") and src.dtype(name) == np.dtype(v.dtype)
@@ -430,7 +428,7 @@ def _scan_schema_var(src, name: str, lo: float, hi: float, key: tuple, offset: i
     rng = _Tally(dims)
     finite = np.isfinite(v) if np.issubdtype(v.dtype, np.floating) else np.ones(v.shape, bool)
     gap.add(~finite & ok, None, offset)
-    rng.add(finite & ((v < lo) | (v > hi)) & ok, v, offset)
+    rng.add(schema.outside(v, lo, hi) & ok, v, offset)
     return {(name, "gap"): gap, (name, "range"): rng}
 
 
@@ -440,7 +438,7 @@ def _scan_obs(src, name: str, wname: str, st, key: tuple, offset: int):
     dims = src.dims(name)
     t = {(name, k): _Tally(dims) for k in ("range", "weight", "gapweight")}
     finite = np.isfinite(v)
-    t[(name, "range")].add(finite & ((v < st.lo) | (v > st.hi)) & ok, v, offset)
+    t[(name, "range")].add(schema.outside(v, st.lo, st.hi) & ok, v, offset)
     t[(name, "weight")].add((~np.isfinite(w) | (w < 0)) & ok, w, offset)
     t[(name, "gapweight")].add(~finite & (w > 0) & ok, w, offset)
     return t
@@ -487,14 +485,13 @@ def _scan(src, plan: dict[str, tuple], obs_plan: list[tuple], sizes: dict[str, i
             out.append(f"{name}: {gap.n} missing value(s) (NaN) at {gap.where()}; gaps are not "
                        f"allowed in {category}")
         if rng is not None and rng.n:
-            out.append(f"{name}: {rng.n} value(s) outside the expected range [{lo:g}, {hi:g}] "
-                       f"{units} at {rng.where()} (actual min {rng.vmin:g}, max {rng.vmax:g})")
+            out.append(schema.range_problem(name, rng.n, lo, hi, units, rng.where(), rng.vmin,
+                                            rng.vmax, of="the expected range "))
     for name, wname, st in obs_plan:
         rng, wt, gw = (tallies[(name, k)] for k in ("range", "weight", "gapweight"))
         if rng.n:
-            out.append(f"{name}: {rng.n} value(s) outside the range of stream {st.name} "
-                       f"[{st.lo:g}, {st.hi:g}] {st.units} at {rng.where()} (actual min "
-                       f"{rng.vmin:g}, max {rng.vmax:g})")
+            out.append(schema.range_problem(name, rng.n, st.lo, st.hi, st.units, rng.where(),
+                                            rng.vmin, rng.vmax, of=f"the range of stream {st.name} "))
         if wt.n:
             out.append(f"{wname}: {wt.n} weight(s) negative or NaN at {wt.where()}; weights "
                        "must be finite and >= 0")

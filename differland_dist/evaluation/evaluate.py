@@ -69,12 +69,18 @@ class EvaluationOptions:
     scatter_points: int = 50_000
     min_obs_temporal: int = 3
     figures: bool = True
+    #: "paper": also score as the paper's evaluate_performance.py does (:func:`paper_conventions`)
+    conventions: str | None = None
+    #: the paper conventions' warm-up in steps (the reference's 24 months)
+    paper_warm_up: int = 24
 
     def __post_init__(self):
         bad = [p for p in self.map_params if p not in out_mod.PARAM_NAMES]
         if bad:
             raise DifferlandError(f"unknown parameter(s) to map {bad}; known: "
                                   f"{', '.join(out_mod.PARAM_NAMES)}")
+        if self.conventions not in (None, "paper"):
+            raise DifferlandError(f"conventions: {self.conventions!r}, expected 'paper' or none")
         if self.block_pixels < 1 or self.n_series_pixels < 0 or self.scatter_points < 1:
             raise DifferlandError("block_pixels and scatter_points must be >= 1, n_series_pixels >= 0")
 
@@ -320,6 +326,106 @@ def recovery_from_store(store: PixelStore, group, split: np.ndarray | None = Non
           if "true_x" in store.array_names else None)
     return parameter_recovery(true, _read_params(group), store.split if split is None else split,
                               true_x=tx)
+
+
+# -- the paper's conventions -----------------------------------------------------------------------
+PAPER_WARM_UP = 24         # months left out (evaluate_performance.py: --warm_up 12 * 2)
+PAPER_WATER_THRESHOLD = 0.7  # water: steps whose mean weight over the padded patch is below
+PAPER_EPS = 1e-8           # the weighted patch means' guard (EPS of evaluate_performance.py)
+#: published metric name of each stream (monthly streams as they are, biomass annual)
+PAPER_STREAMS = {"lai": "lai", "vod": "vod", "sif": "sif", "biomass": "agb", "et_gleam": "et",
+                 "nbe": "nbe", "fire": "fire", "ewt": "water"}
+
+
+def _paper_patch_series(x, w, patch, ids, padded: int, water: bool, thr: float):
+    """(patches, T) patch series as evaluate_performance.py forms them from padded batches.
+
+    NBE and fire: sum_p(x w) / (sum_p(w) + EPS) (0 for both sides at unobserved steps, which
+    the reference keeps as pairs). Water: the model centred per pixel by its
+    weighted time mean (sum_t(x w) / (sum_t(w) + 0.1)), then for model and observations the
+    mean over the padded batch of x·w (sum / ``padded``, the batch's 320 rows), both NaN at
+    steps whose mean weight over the padded batch is below ``thr``."""
+    out = np.full((len(ids), x.shape[1]), np.nan)
+    for k, p in enumerate(ids):
+        sel = patch == p
+        xs, ws = x[sel], w[sel]
+        if water:
+            out[k] = np.sum(xs * ws, axis=0) / padded
+            out[k, np.sum(ws, axis=0) / padded < thr] = np.nan
+        else:
+            out[k] = np.sum(xs * ws, axis=0) / (np.sum(ws, axis=0) + PAPER_EPS)
+    return out
+
+
+def paper_conventions(store: PixelStore, group, cfg: ExperimentConfig, codes: np.ndarray,
+                      warm_up: int = PAPER_WARM_UP,
+                      water_threshold: float = PAPER_WATER_THRESHOLD) -> dict[str, Any]:
+    """Scores as the paper's ``evaluate_performance.py`` makes them, per split and stream
+    (:func:`metrics.paper_scores`: flat and spatial NSE, RMSE, MAE, r, slope, intercept, and
+    mean / median / std of the per-unit temporal NSE and RMSE), after a ``warm_up``-month
+    warm-up (24, whatever the run's loss used):
+
+    * pixel streams (lai, vod, sif, et_gleam monthly; biomass as annual means of whole years
+      where every month is observed): per pixel, unobserved steps NaN;
+    * nbe and fire: per patch, the weight-averaged patch series;
+    * ewt (water): per patch, the model's anomaly (centred per pixel) and the observations,
+      each averaged over the patch padded to the store's ``max_patch_size`` rows (320 on the
+      paper's driver), and masked where the mean weight over those rows is below 0.7.
+
+    Reads each stream's observations and model series whole ((N, T) float64 each)."""
+    if warm_up >= store.n_time:
+        raise DifferlandError(f"paper conventions: the {warm_up}-month warm-up leaves nothing of "
+                              f"the store's {store.n_time} steps")
+    spy = int(store.steps_per_year)
+    padded = int(store.attrs.get("max_patch_size", 320))
+    series_names = set(dict(group.attrs).get("series", []))
+    plan = stream_plan(cfg, store, list(series_names))
+    rule_of = rules()
+    patch = np.asarray(store.patch)
+    out: dict[str, Any] = {
+        "source": "evaluate_performance.py of JianingFang/DifferLand_Global",
+        "warm_up": int(warm_up), "water_threshold": float(water_threshold),
+        "padded_patch_size": padded, "streams": {}}
+    N, T = store.n_pixels, store.n_time
+    for name, metric in PAPER_STREAMS.items():
+        entry = plan.get(name)
+        if entry is None or "note" in entry:
+            out["streams"][metric] = {"note": (entry or {}).get("note", "not a stream")}
+            continue
+        rule = rule_of[name]
+        prod = entry["product"]
+        v = {k: np.asarray(store.array(k)[:]) for k in
+             (schema.obs_value_name(prod), schema.obs_weight_name(prod))}
+        val, w = _obs_pair(v, prod, N, T)
+        with quiet_zarr():
+            sim = model_side(rule, {n: np.asarray(group[n][:], np.float64) for n in rule.series})
+        val, w, sim = val[:, warm_up:], w[:, warm_up:], sim[:, warm_up:]
+        res: dict[str, Any] = {"stream": name, "product": prod, "level": rule.level}
+        for code, sp in enumerate(SPLITS):
+            sel = codes == code
+            if rule.level == "patch":
+                ids = np.unique(patch[sel])
+                ws = np.where(w > 0, w, 0.0)
+                if name == "ewt":
+                    mean = np.sum(sim * ws, axis=1) / (np.sum(ws, axis=1) + 0.1)
+                    x_sim = sim - mean[:, None]
+                else:
+                    x_sim = sim
+                obs_v = np.nan_to_num(val)
+                o = _paper_patch_series(obs_v[sel], ws[sel], patch[sel], ids, padded,
+                                        name == "ewt", water_threshold)
+                s = _paper_patch_series(x_sim[sel], ws[sel], patch[sel], ids, padded,
+                                        name == "ewt", water_threshold)
+            elif rule.kind == "annual":
+                Y = val.shape[1] // spy
+                obs_y = val[sel, : Y * spy].reshape(-1, Y, spy)
+                o = np.where(np.all(np.isfinite(obs_y), axis=2), obs_y.mean(axis=2), np.nan)
+                s = sim[sel, : Y * spy].reshape(-1, Y, spy).mean(axis=2)
+            else:
+                o, s = val[sel], sim[sel]
+            res[sp] = M.paper_scores(o, s)
+        out["streams"][metric] = res
+    return out
 
 
 # -- training curves --------------------------------------------------------------------------------
@@ -601,6 +707,9 @@ def evaluate(target: str, *, store: str | None = None, out: str | None = None,
     out_dir = out or default_out_dir(target, is_run)
     if attrs.get("has_maps"):  # refuse a foreign evaluation.zarr before the long work
         Location(join(out_dir, PRODUCTS_NAME), oso).check_replaceable(PRODUCTS_KIND, overwrite=True)
+    if options.conventions == "paper" and options.paper_warm_up >= pstore.n_time:
+        raise DifferlandError(f"paper conventions: the {options.paper_warm_up}-step warm-up leaves "
+                              f"nothing of the store's {pstore.n_time} steps")
     skill: dict[str, dict[str, np.ndarray]] = {}
     # the split the run trained with: the store's, a published run's (data.run) or its own
     # draw (data.split_seed)
@@ -608,6 +717,8 @@ def evaluate(target: str, *, store: str | None = None, out: str | None = None,
     plan, samples = compare(pstore, group, cfg, options, skill=skill, split=codes)
     rec = recovery_from_store(pstore, group, codes)
     carbon = carbon_products(group, int(cfg.loss.warm_up), options.block_pixels)
+    paper = (paper_conventions(pstore, group, cfg, codes, warm_up=options.paper_warm_up)
+             if options.conventions == "paper" else None)
     result: dict[str, Any] = {
         "output": output,
         "inputs": {"store": store_url, "checkpoint": attrs.get("checkpoint_file"),
@@ -619,6 +730,7 @@ def evaluate(target: str, *, store: str | None = None, out: str | None = None,
                    "split_seed": cfg.data.split_seed},
         "streams": plan,
         "recovery": rec,
+        "paper_conventions": paper,
         "global_totals": None if carbon is None else
         {k: v for k, v in carbon.items() if k not in ("zonal_means", "zonal_units")},
         "products": None,

@@ -20,7 +20,7 @@ means per unit, then across units), :func:`temporal` (per-unit series, then the 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -198,4 +198,57 @@ def recovery(true: np.ndarray, est: np.ndarray, names) -> dict[str, dict[str, fl
     for j, name in enumerate(names):
         s = scores(true[:, j], est[:, j])
         out[name] = {"r2": s["nse"], "r": s["r"], "n": s["n"]}
+    return out
+
+
+# -- the paper's conventions (evaluate_performance.py of JianingFang/DifferLand_Global) ------------
+def _regression(pred: np.ndarray, obs: np.ndarray) -> dict[str, float]:
+    """NSE (= sklearn ``r2_score``), RMSE, MAE, r and the observed-on-simulated regression
+    (``linregress(pred, obs)``: slope, intercept) of paired 1-D arrays."""
+    nan = float("nan")
+    if obs.size == 0:
+        return {k: nan for k in ("nse", "rmse", "mae", "r", "slope", "intercept")}
+    err = pred - obs
+    sst = float(np.sum((obs - obs.mean()) ** 2))
+    dp = pred - pred.mean()
+    vp = float(np.sum(dp ** 2))
+    slope = float(np.sum(dp * (obs - obs.mean())) / vp) if vp > 0 else nan
+    r = float(np.sum(dp * (obs - obs.mean())) / np.sqrt(vp * sst)) if vp > 0 and sst > 0 else nan
+    return {"nse": 1 - float(np.sum(err ** 2)) / sst if sst > 0 else nan,
+            "rmse": float(np.sqrt(np.mean(err ** 2))), "mae": float(np.mean(np.abs(err))),
+            "r": r, "slope": slope,
+            "intercept": float(obs.mean() - slope * pred.mean()) if vp > 0 else nan}
+
+
+def paper_scores(obs: np.ndarray, sim: np.ndarray) -> dict[str, Any]:
+    """The published ``compute_metrics`` of (units, X) observed and simulated arrays (NaN where
+    unobserved; units are pixels, or patches for patch-level streams).
+
+    ``flat``: every observed pair; ``spatial``: the units' means over X (NaN-aware); and over
+    the units with an observation, the mean / median / std of the per-unit temporal NSE and
+    RMSE (a unit whose observations are all equal has NaN NSE and is left out of the mean, as
+    ``np.nanmean`` does)."""
+    obs = np.asarray(obs, np.float64)
+    sim = np.asarray(sim, np.float64)
+    ok = np.isfinite(obs) & np.isfinite(sim)
+    o = np.where(ok, obs, np.nan)
+    s = np.where(ok, sim, np.nan)
+    out: dict[str, Any] = {"n": int(ok.sum()), "n_units": int(ok.any(axis=1).sum()) if ok.ndim == 2 else 0}
+    out["flat"] = _regression(s[ok], o[ok])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cnt = ok.sum(axis=1)
+        om = np.where(cnt > 0, np.nansum(o, axis=1) / np.maximum(cnt, 1), np.nan)
+        sm = np.where(cnt > 0, np.nansum(s, axis=1) / np.maximum(cnt, 1), np.nan)
+    sel = np.isfinite(om) & np.isfinite(sm)
+    out["spatial"] = _regression(sm[sel], om[sel])
+    nse, rmse = [], []
+    for i in np.flatnonzero(cnt > 0):
+        reg = _regression(s[i, ok[i]], o[i, ok[i]])
+        nse.append(reg["nse"])
+        rmse.append(reg["rmse"])
+    for name, v in (("temporal_nse", nse), ("temporal_rmse", rmse)):
+        a = np.asarray(v, np.float64)
+        a = a[np.isfinite(a)]
+        out[name] = ({"mean": float(a.mean()), "median": float(np.median(a)), "std": float(a.std())}
+                     if a.size else {"mean": float("nan"), "median": float("nan"), "std": float("nan")})
     return out

@@ -73,6 +73,7 @@ def to_markdown(result: Mapping[str, Any]) -> str:
             out += [f"## {title}: {view}", ""] + _stream_table(streams, split, view) + [""]
     if off:
         out += ["Streams without comparison: " + "; ".join(f"{k}: {v}" for k, v in off.items()), ""]
+    out += _paper_section(result.get("paper_conventions"))
     gt = result.get("global_totals")
     if gt:
         yrs = gt["years"]
@@ -107,3 +108,32 @@ def to_markdown(result: Mapping[str, Any]) -> str:
     if figs:
         out += ["## Figures", ""] + [f"![{f}]({f})" for f in figs] + [""]
     return "\n".join(out)
+
+
+def _paper_section(paper: Mapping[str, Any] | None) -> list[str]:
+    """The scores under the paper's conventions (``--conventions paper``), one table per split."""
+    if not paper:
+        return []
+    out = ["## The paper's conventions", "",
+           f"As {paper['source']} scores: {paper['warm_up']}-month warm-up; units are pixels, or "
+           f"patches for nbe, fire and water (water: per-pixel anomalies averaged over the patch "
+           f"padded to {paper['padded_patch_size']} rows, steps whose mean weight is below "
+           f"{paper['water_threshold']} masked); slope and intercept of observed on simulated; "
+           "temporal NSE per unit, mean / median / std over units.", ""]
+    for split in ("train", "dev", "test"):
+        out += [f"### {split}", "",
+                "| stream | n | NSE | RMSE | r | slope | intercept | spatial NSE | spatial slope | "
+                "temporal NSE mean | median | std |",
+                "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for name, e in paper["streams"].items():
+            if "note" in e:
+                out.append(f"| {name} | {e['note']} |" + " |" * 10)
+                continue
+            sc = e[split]
+            f, sp, tn = sc["flat"], sc["spatial"], sc["temporal_nse"]
+            out.append(f"| {name} | {sc['n']} | {_fmt(f['nse'])} | {_fmt(f['rmse'])} | {_fmt(f['r'])} | "
+                       f"{_fmt(f['slope'])} | {_fmt(f['intercept'])} | {_fmt(sp['nse'])} | "
+                       f"{_fmt(sp['slope'])} | {_fmt(tn['mean'])} | {_fmt(tn['median'])} | "
+                       f"{_fmt(tn['std'])} |")
+        out.append("")
+    return out

@@ -18,9 +18,8 @@ import numpy as np
 
 from differland_dist.data.batch import (
     FORCING_PIXEL_VARS, FORCING_VARS, assemble_forcing, assemble_predictors, predictor_names)
-from differland_dist.data.importers import PER_PIXEL_FORCING, by_pixel_name
 from differland_dist.data.reader import PatchReader
-from differland_dist.data.schema import PREDICTOR_SETS
+from differland_dist.data.schema import PER_PIXEL_FORCING, PREDICTOR_SETS, by_pixel_name
 from differland_dist.errors import CheckpointError, ConfigError, DataValidationError
 from differland_dist.inference.output import SERIES_BY_NAME, model_outputs_for
 from differland_dist.model.rollout import rollout, simulate

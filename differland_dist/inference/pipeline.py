@@ -170,7 +170,7 @@ class ChunkWorker:
         self.writer = out_mod.ChunkWriter(job["out"], job.get("out_storage_options"))
         self.size = int(job["task_pixels"])
         need = input_variables(self.store.array_names, self.names)
-        from differland_dist.data.importers import PER_PIXEL_FORCING, by_pixel_name
+        from differland_dist.data.schema import PER_PIXEL_FORCING, by_pixel_name
 
         # per-step forcing given per pixel (sites of different years): <name>_by_pixel wins
         self.by_pixel = {v: by_pixel_name(v) for v in PER_PIXEL_FORCING

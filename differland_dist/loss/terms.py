@@ -6,14 +6,20 @@ the two physical penalties (violation, EDC). Inputs are the per-step series of a
 (P, T), labels (P, T, 24) as value/weight pairs in the table's label order, and the batch's
 patch structure:
 ``patch`` (P,) local patch index in [0, n_patches) and ``valid`` (P,) 1 for real pixels,
-0 for padding. Patch-level terms compare patch means and are summed over patches.
+0 for padding (a patch's padding rows carry its index). Patch-level terms compare patch means
+and are summed over patches.
 
 Parity mode (``LossConfig.parity=True``) reproduces the published loss exactly, quirks
 included:
 * annual terms and the EDC's January pools assume 12 steps a year whatever the data;
 * the water anomaly's mean is taken over all observed steps, warm-up included;
 * violation and EDC use all steps, warm-up included (also outside parity mode: they are
-  physical penalties, not data misfits).
+  physical penalties, not data misfits);
+* patch-level terms (NBE, NBE-IAV, fire, water) divide a patch's sums by its rows in the
+  batch, padding included (the published batch is padded to 320 rows and averaged over all of
+  them), not by its real pixel count: a partial patch weighs less. A worker pads every patch
+  to the store's largest patch (320 pixels on the paper's driver, whose 4° x 5° patches
+  hold 320 cells at 0.25°), so the divisor is the reference's when that patch is full.
 Outside parity mode, annual terms use the data's steps per year (``steps_per_year``) and
 only whole years after warm-up.
 """
@@ -132,9 +138,16 @@ def _sse(pred, obs, w):
     return jnp.sum((pred - obs) ** 2 * w)
 
 
-def _patch_error(pred, obs, w, patch, valid, n_patches):
-    """Σ_patches Σ_t (mean_p(pred·w) − mean_p(obs·w))² · mean_p(w); pred etc. (P, X)."""
-    count = jax.ops.segment_sum(valid, patch, num_segments=n_patches)[:, None]
+def _patch_error(pred, obs, w, patch, valid, n_patches, padded: bool = False):
+    """Σ_patches Σ_t (mean_p(pred·w) − mean_p(obs·w))² · mean_p(w); pred etc. (P, X).
+
+    The means sum over a patch's valid pixels and divide by its real pixel count, or with
+    ``padded`` (parity) by its rows in the batch, padding included: the published loss takes
+    ``jnp.mean(·, axis=0)`` over the batch padded to 320 rows (``generate_data_loader``), so a
+    patch of n < 320 pixels has its means scaled by n/320 and the term by (n/320)³.
+    """
+    rows = valid if not padded else jnp.ones_like(valid)
+    count = jax.ops.segment_sum(rows, patch, num_segments=n_patches)[:, None]
     count = jnp.maximum(count, 1.0)
 
     def pmean(x):
@@ -200,7 +213,7 @@ def _stream_term(st: S.Stream, term: S.Term, series, labels, patch, valid, n_pat
     else:  # monthly
         pred = model[:, wu:]
     if st.level == "patch":
-        return _patch_error(pred, obs, w, patch, valid, n_patches)
+        return _patch_error(pred, obs, w, patch, valid, n_patches, padded=cfg.parity)
     return _sse(pred, obs, w)
 
 

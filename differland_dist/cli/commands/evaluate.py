@@ -35,6 +35,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--block-pixels", type=int, default=4096, metavar="N",
                    help="pixels read per block (default 4096)")
     p.add_argument("--no-figures", action="store_true", help="metrics only")
+    p.add_argument("--conventions", choices=("paper",), default=None,
+                   help="also score as the paper's evaluate_performance.py (24-month warm-up, "
+                        "patch water anomalies, slope/intercept, temporal NSE mean/median/std), "
+                        "reported beside ours")
     p.add_argument("--executor", choices=("ray", "local"), default="ray",
                    help="how inference runs for a run directory without output (default ray)")
     p.add_argument("--max-actors", type=int, default=2, metavar="N",
@@ -57,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
     options = EvaluationOptions(
         block_pixels=args.block_pixels,
         map_params=tuple(s.strip() for s in args.map_params.split(",") if s.strip()),
-        n_series_pixels=args.series_pixels, figures=not args.no_figures)
+        n_series_pixels=args.series_pixels, figures=not args.no_figures,
+        conventions=args.conventions)
     inference = InferenceOptions(executor=args.executor, max_actors=args.max_actors,
                                  gpus_per_actor=args.gpus_per_actor)
     r = evaluate(args.target, store=args.store, out=args.out, storage_options=so,

@@ -11,8 +11,9 @@ site or pixel range, and what was expected), build an in-memory (or disk-staged)
 hand it to :func:`differland_dist.data.store.write_store`, which validates it and sets the
 store's ``complete`` flag last: an interrupted import never leaves a store that validates.
 
-This module holds the helpers both share. It imports only the schema: the validator and the
-reader use :data:`PER_PIXEL_FORCING` and :func:`by_pixel_name` from here.
+This module holds the helpers both share. It imports only the schema; the schema facts
+:data:`PER_PIXEL_FORCING`, :func:`by_pixel_name` and :data:`SCHEMA_VARS` (``schema.VARS``) are
+re-exported from :mod:`differland_dist.data.schema`, where they live.
 """
 
 from __future__ import annotations
@@ -23,20 +24,12 @@ import numpy as np
 import xarray as xr
 
 from differland_dist.data import schema
+from differland_dist.data.schema import PER_PIXEL_FORCING, by_pixel_name
 
-#: Schema variables by name (coordinates, forcing, predictors).
-SCHEMA_VARS: dict[str, schema.Var] = {
-    v.name: v for v in schema.COORDS + schema.FORCING + schema.PREDICTORS}
-#: Per-step forcing that a store may also give per pixel, as ``<name>_by_pixel`` (pixel, time),
-#: when pixels do not share one calendar or one CO2 series (sites of different years).
-PER_PIXEL_FORCING = ("time", "doy", "delta_t", "co2")
+#: Schema variables by name (:data:`differland_dist.data.schema.VARS`).
+SCHEMA_VARS: dict[str, schema.Var] = schema.VARS
 #: Items listed in an error message before summarising.
 MAX_LISTED = 8
-
-
-def by_pixel_name(name: str) -> str:
-    """Store variable holding the per-pixel series of a per-step forcing, e.g. ``co2_by_pixel``."""
-    return f"{name}_by_pixel"
 
 
 def schema_var(name: str, data: Any, dims: tuple[str, ...] | str | None = None,

@@ -55,7 +55,7 @@ import xarray as xr
 
 from differland_dist.data import schema, splits
 from differland_dist.data.splits import RUN_TABLE_VAR, run_split_codes
-from differland_dist.data.importers import SCHEMA_VARS, base_attrs, obs_variables, schema_var, spans
+from differland_dist.data.importers import base_attrs, obs_variables, schema_var, spans
 from differland_dist.errors import DataValidationError, DifferlandError
 
 log = logging.getLogger(__name__)
@@ -255,12 +255,12 @@ def read_co2(path: Path, year: int, month: int, n: int) -> np.ndarray:
         raise DataValidationError([f"rows are not consecutive months after line "
                                    f"{s + i + 2} ({int(yr[s + i])}-{int(mo[s + i]):02d})"], source=str(path))
     out = avg[s:s + n]
-    lo, hi = SCHEMA_VARS["co2"].lo, SCHEMA_VARS["co2"].hi
-    bad = np.flatnonzero(~np.isfinite(out) | (out < lo) | (out > hi))
-    if bad.size:
-        raise DataValidationError([f"average: {bad.size} value(s) missing or outside [{lo:g}, "
-                                   f"{hi:g}] ppm in the months used (rows {spans(s + bad + 2)}; "
-                                   f"first {out[bad[0]]!r})"], source=str(path))
+    spec = schema.VARS["co2"]
+    problem = schema.out_of_range("average", out, spec.lo, spec.hi, spec.units,
+                                  lambda i: f"rows {spans(s + i[:, 0] + 2)} of the months used",
+                                  what="value(s) missing or", missing=True)
+    if problem:
+        raise DataValidationError([problem], source=str(path))
     return out
 
 
@@ -442,12 +442,12 @@ def import_netcdf(inputs: Inputs, run: int = 1,
         if "LAT" in ds.variables and ds["LAT"].dims != grid_dims:
             problems.append(f"LAT: dims {ds['LAT'].dims}, expected {grid_dims}")
         for name, c in (("lat", lat_c), ("lon", lon_c)):
-            spec = SCHEMA_VARS[name]
-            bad = np.flatnonzero(~np.isfinite(c) | (c < spec.lo) | (c > spec.hi))
-            if bad.size:
-                problems.append(f"{grid_dims[0 if name == 'lat' else 1]}: {bad.size} "
-                                f"coordinate value(s) outside [{spec.lo:g}, {spec.hi:g}] "
-                                f"{spec.units} at index {spans(bad)} (first {c[bad[0]]:g})")
+            spec = schema.VARS[name]
+            problem = schema.out_of_range(grid_dims[0 if name == "lat" else 1], c, spec.lo,
+                                          spec.hi, spec.units, lambda i: f"index {spans(i[:, 0])}",
+                                          what="coordinate value(s)", missing=True)
+            if problem:
+                problems.append(problem)
             elif c.size > 1 and not (np.all(np.diff(c) > 0) or np.all(np.diff(c) < 0)):
                 problems.append(f"{grid_dims[0 if name == 'lat' else 1]}: coordinate not "
                                 "strictly monotonic")
@@ -536,7 +536,7 @@ def import_netcdf(inputs: Inputs, run: int = 1,
                 x = np.asarray(da[s:e].values).reshape(e - s, -1)
                 out[:, s:e] = x[:, order].T
             if name is not None:
-                scale, offset = _conversion(path, var, dict(da.attrs), SCHEMA_VARS[name].units)
+                scale, offset = _conversion(path, var, dict(da.attrs), schema.VARS[name].units)
                 if (scale, offset) != (1.0, 0.0):
                     out *= np.float32(scale)
                     out += np.float32(offset)
@@ -575,18 +575,16 @@ def import_netcdf(inputs: Inputs, run: int = 1,
         data: dict[str, xr.Variable] = {}
         for name, var in FORCING_VARS.items():
             x = temporal(var, name)
-            spec = SCHEMA_VARS[name]
+            spec = schema.VARS[name]
             problems = []
             nan = np.argwhere(~np.isfinite(x))
             if nan.size:
                 problems.append(f"{var}: {nan.shape[0]} missing value(s) (NaN) at "
                                 f"{where(nan[:, 0], nan[:, 1])}; forcing must be gap-free")
-            out = np.argwhere(np.isfinite(x) & ((x < spec.lo) | (x > spec.hi)))
-            if out.size:
-                v = x[out[:, 0], out[:, 1]]
-                problems.append(f"{var}: {out.shape[0]} value(s) outside [{spec.lo:g}, "
-                                f"{spec.hi:g}] {spec.units} at {where(out[:, 0], out[:, 1])} "
-                                f"(actual min {v.min():g}, max {v.max():g})")
+            problem = schema.out_of_range(var, x, spec.lo, spec.hi, spec.units,
+                                          lambda i: where(i[:, 0], i[:, 1]))
+            if problem:
+                problems.append(problem)
             if problems:
                 raise DataValidationError(problems, source=str(path))
             data[name] = schema_var(name, x, source_variable=var)
@@ -594,13 +592,11 @@ def import_netcdf(inputs: Inputs, run: int = 1,
         # -- predictors
         for n in pred_names:
             x = pred_raw[n][order]
-            spec = SCHEMA_VARS[n]
-            out = np.flatnonzero((x < spec.lo) | (x > spec.hi))
-            if out.size:
-                raise DataValidationError([f"{PREDICTOR_VARS[n]}: {out.size} value(s) outside "
-                                           f"[{spec.lo:g}, {spec.hi:g}] {spec.units} at "
-                                           f"{where(out)} (actual min {x[out].min():g}, max "
-                                           f"{x[out].max():g})"], source=str(path))
+            spec = schema.VARS[n]
+            problem = schema.out_of_range(PREDICTOR_VARS[n], x, spec.lo, spec.hi, spec.units,
+                                          lambda i: where(i[:, 0]))
+            if problem:
+                raise DataValidationError([problem], source=str(path))
             data[n] = schema_var(n, x, source_variable=PREDICTOR_VARS[n])
 
         # -- observations
@@ -643,16 +639,10 @@ def import_netcdf(inputs: Inputs, run: int = 1,
                 value[off_pix] = np.nan
                 weight[off_pix] = 0.0
             finite = np.isfinite(value)
-            out = np.argwhere(finite & ((value < st.lo) | (value > st.hi)))
-            if out.size:
-                v = value[tuple(out.T)]
-                raise DataValidationError([f"{' + '.join(p.sources)}: {out.shape[0]} value(s) "
-                                           f"outside [{st.lo:g}, {st.hi:g}] {st.units} (stream "
-                                           f"{p.stream}) at "
-                                           + (where(out[:, 0], out[:, 1]) if value.ndim == 2
-                                              else where(out[:, 0]))
-                                           + f" (actual min {v.min():g}, max {v.max():g})"],
-                                          source=str(path))
+            problem = schema.out_of_range(" + ".join(p.sources), value, st.lo, st.hi, st.units,
+                                          lambda i: where(*i.T), stream=p.stream)
+            if problem:
+                raise DataValidationError([problem], source=str(path))
             weight[~finite] = 0.0
             data.update(obs_variables(
                 p.product, p.stream, value, weight, p.what or p.product,

@@ -52,8 +52,8 @@ import pandas as pd
 import xarray as xr
 
 from differland_dist.data import schema, splits
-from differland_dist.data.importers import (
-    PER_PIXEL_FORCING, SCHEMA_VARS, base_attrs, by_pixel_name, obs_variables, schema_var, spans)
+from differland_dist.data.importers import base_attrs, obs_variables, schema_var, spans
+from differland_dist.data.schema import PER_PIXEL_FORCING, by_pixel_name
 from differland_dist.errors import DataValidationError, DifferlandError
 
 log = logging.getLogger(__name__)
@@ -173,10 +173,11 @@ def read_site_table(path: str | os.PathLike) -> list[Site]:
             continue
         for col, name in (("lat", "lat"), ("lon", "lon"), ("ELEV", "elevation"),
                           ("MAP", "MAP"), ("MAT", "MAT")):
-            spec = SCHEMA_VARS[name]
-            if not spec.lo <= vals[col] <= spec.hi:
-                problems.append(f"{label}: {col} = {vals[col]:g} outside [{spec.lo:g}, "
-                                f"{spec.hi:g}] {spec.units}")
+            spec = schema.VARS[name]
+            problem = schema.out_of_range(f"{label}: {col}", vals[col], spec.lo, spec.hi,
+                                          spec.units)
+            if problem:
+                problems.append(problem)
         if vals["end_year"] < vals["start_year"]:
             problems.append(f"{label}: end_year {vals['end_year']:g} before start_year "
                             f"{vals['start_year']:g}")
@@ -268,7 +269,7 @@ def load_site(path: str | os.PathLike, site: Site, need_unc: bool = False) -> Se
         for name, (var, units) in FORCING_VARS.items():
             if not _units_ok(ds[var].attrs, units):
                 problems.append(f"{var}: units {ds[var].attrs.get('units')!r}, expected "
-                                f"{SCHEMA_VARS[name].units} (one of {', '.join(units)})")
+                                f"{schema.VARS[name].units} (one of {', '.join(units)})")
             forcing[name] = np.asarray(ds[var].values, dtype=np.float64)
         if BURNED_AREA_VAR in ds.variables:
             forcing["burned_area"] = np.asarray(ds[BURNED_AREA_VAR].values, dtype=np.float64)
@@ -276,25 +277,23 @@ def load_site(path: str | os.PathLike, site: Site, need_unc: bool = False) -> Se
             forcing["burned_area"] = np.zeros(t.size)
         for name, x in forcing.items():
             var = FORCING_VARS[name][0] if name in FORCING_VARS else BURNED_AREA_VAR
-            spec = SCHEMA_VARS[name]
+            spec = schema.VARS[name]
             nan = np.flatnonzero(~np.isfinite(x))
             if nan.size:
                 problems.append(f"{var}: {nan.size} missing value(s) (NaN) at "
                                 f"{_dates(nan, start)}; forcing must be gap-free")
-            out = np.flatnonzero(np.isfinite(x) & ((x < spec.lo) | (x > spec.hi)))
-            if out.size:
-                problems.append(f"{var}: {out.size} value(s) outside [{spec.lo:g}, {spec.hi:g}] "
-                                f"{spec.units} at {_dates(out, start)} (actual min "
-                                f"{x[out].min():g}, max {x[out].max():g})")
+            problem = schema.out_of_range(var, x, spec.lo, spec.hi, spec.units,
+                                          lambda i: _dates(i[:, 0], start))
+            if problem:
+                problems.append(problem)
         obs, unc = {}, {}
         for product, (var, uvar, stream, _) in OBS_VARS.items():
             st = schema.STREAMS[schema.STREAM_INDEX[stream]]
             x = np.asarray(ds[var].values, dtype=np.float64)
-            out = np.flatnonzero(np.isfinite(x) & ((x < st.lo) | (x > st.hi)))
-            if out.size:
-                problems.append(f"{var}: {out.size} value(s) outside [{st.lo:g}, {st.hi:g}] "
-                                f"{st.units} (stream {stream}) at {_dates(out, start)} "
-                                f"(actual min {x[out].min():g}, max {x[out].max():g})")
+            problem = schema.out_of_range(var, x, st.lo, st.hi, st.units,
+                                          lambda i: _dates(i[:, 0], start), stream=stream)
+            if problem:
+                problems.append(problem)
             obs[product] = x
             if need_unc:
                 unc[product] = np.asarray(ds[uvar].values, dtype=np.float64)
@@ -524,7 +523,7 @@ def import_sites(sites_dir: str | os.PathLike, monthly: bool = False,
     for k in per_pixel:
         data[by_pixel_name(k)] = schema_var(
             k, step[k], ("pixel", "time"),
-            long_name=f"{SCHEMA_VARS[k].long_name}, per site (replaces {k} along time)")
+            long_name=f"{schema.VARS[k].long_name}, per site (replaces {k} along time)")
     for k in ("t_min", "t_max", "swrad", "vpd", "precip", "burned_area"):
         data[k] = schema_var(k, stack(lambda s, k=k: s.forcing[k]))
     sites = [s.site for s in series]
