@@ -27,3 +27,29 @@ def small_store_url(small_ds, tmp_path_factory):
     url = str(tmp_path_factory.mktemp("stores") / "small.zarr")
     write_store(small_ds, url)
     return url
+
+
+@pytest.fixture(scope="module")
+def store10(tmp_path_factory):
+    """A 10-degree, 2-year synthetic Earth (seed 3): the trainer-scaling and multi-node stores."""
+    from differland_dist.data.synth import synth_to_store
+
+    url = str(tmp_path_factory.mktemp("store") / "earth.zarr")
+    synth_to_store(url, resolution=10, years=2, seed=3)
+    return url
+
+
+def quick_config(url: str, base: dict, **overrides):
+    """A calibration config of the store ``url``: ``base`` then ``overrides`` as ``--set`` keys,
+    with the suite's JAX compilation cache passed to the Ray workers."""
+    from differland_dist.config import load_config
+
+    cache = "{env_vars: {JAX_COMPILATION_CACHE_DIR: /tmp/differland-test-jax-cache}}"
+    sets = {"data.url": url, "ray.runtime_env": cache, **base, **overrides}
+    return load_config(None, [f"{k}={v}" for k, v in sets.items()])
+
+
+def run_calibration(cfg, out, **kw):
+    from differland_dist.distributed.trainer import calibrate
+
+    return calibrate(cfg, str(out), **kw)

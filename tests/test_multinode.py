@@ -12,9 +12,8 @@ import os
 import numpy as np
 import pytest
 
-from differland_dist.config import load_config
+from synth_fixtures import quick_config, run_calibration, store10  # noqa: F401 - fixture
 
-CACHE = "/tmp/differland-test-jax-cache"
 TMP = "/tmp/dl-multinode"   # short: Ray's socket paths live under it
 
 
@@ -43,27 +42,16 @@ def cluster():
             os.environ["RAY_TMPDIR"] = old
 
 
-@pytest.fixture(scope="module")
-def store10(tmp_path_factory):
-    from differland_dist.data.synth import synth_to_store
-
-    url = str(tmp_path_factory.mktemp("store") / "earth.zarr")
-    synth_to_store(url, resolution=10, years=2, seed=3)
-    return url
+BASE = {"training.steps": 4, "training.patches_per_step": 4,
+        "training.patches_per_call": 1, "training.eval_every": 0, "training.checkpoint_every": 2,
+        "training.seed": 3, "ray.workers": 2}
 
 
 def _cfg(url, **kw):
-    sets = [f"data.url={url}", "training.steps=4", "training.patches_per_step=4",
-            "training.patches_per_call=1", "training.eval_every=0", "training.checkpoint_every=2",
-            "training.seed=3", "ray.workers=2",
-            "ray.runtime_env={env_vars: {JAX_COMPILATION_CACHE_DIR: %s}}" % CACHE]
-    return load_config(None, sets + [f"{k}={v}" for k, v in kw.items()])
+    return quick_config(url, BASE, **kw)
 
 
-def _run(cfg, out, **kw):
-    from differland_dist.distributed.trainer import calibrate
-
-    return calibrate(cfg, str(out), **kw)
+_run = run_calibration
 
 
 def _disconnect():

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from differland_dist.config import load_config
+from synth_fixtures import quick_config, run_calibration, store10  # noqa: F401 - fixture
 
 CACHE = "/tmp/differland-test-jax-cache"
 
@@ -25,27 +26,16 @@ def ray_local():
     ray.shutdown()
 
 
-@pytest.fixture(scope="module")
-def store10(tmp_path_factory):
-    from differland_dist.data.synth import synth_to_store
-
-    url = str(tmp_path_factory.mktemp("store") / "earth.zarr")
-    synth_to_store(url, resolution=10, years=2, seed=3)
-    return url
+BASE = {"training.steps": 3, "training.patches_per_step": 7,
+        "training.patches_per_call": 2, "training.eval_every": 0, "training.checkpoint_every": 0,
+        "training.seed": 11, "ray.workers": 1}
 
 
 def _cfg(url, **kw):
-    sets = [f"data.url={url}", "training.steps=3", "training.patches_per_step=7",
-            "training.patches_per_call=2", "training.eval_every=0", "training.checkpoint_every=0",
-            "training.seed=11", "ray.workers=1",
-            "ray.runtime_env={env_vars: {JAX_COMPILATION_CACHE_DIR: %s}}" % CACHE]
-    return load_config(None, sets + [f"{k}={v}" for k, v in kw.items()])
+    return quick_config(url, BASE, **kw)
 
 
-def _run(cfg, out, **kw):
-    from differland_dist.distributed.trainer import calibrate
-
-    return calibrate(cfg, str(out), **kw)
+_run = run_calibration
 
 
 # -- the split of a step ---------------------------------------------------------------------

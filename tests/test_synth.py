@@ -10,6 +10,7 @@ import pytest
 from differland_dist.cli.main import main
 from differland_dist.data import schema, synth
 from differland_dist.data.store import open_store
+from differland_dist.model.parameters import all_bounds
 from differland_dist.data.validate import validate_dataset, validate_store
 from differland_dist.errors import DifferlandError
 from differland_dist.model.parameters import PHENOLOGY_PARAMETERS, POOLS, PROCESS_PARAMETERS
@@ -192,7 +193,7 @@ def test_truth_is_stored_and_reproducible(small_ds):
     np.testing.assert_allclose(b2 + h @ ds["truth_w2"].values, ds["true_x"].values, rtol=1e-5, atol=1e-5)
     x = ds["true_x"].values
     assert np.abs(x).max() < 4  # well inside the bounds
-    lo, hi = synth._bounds_all()
+    lo, hi = all_bounds()
     p = ds["true_params"].values
     assert np.all(p > lo) and np.all(p < hi)
     np.testing.assert_allclose(p, synth._bounded(x.astype(np.float64), lo, hi), rtol=1e-5)

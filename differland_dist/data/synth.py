@@ -372,10 +372,6 @@ class Truth(NamedTuple):
     b2_south: np.ndarray  # (40,) same for southern-hemisphere pixels
 
 
-def _bounds_all() -> tuple[np.ndarray, np.ndarray]:
-    return all_bounds()
-
-
 def _unbounded(p, lo, hi):
     """Inverse of the bounded transform (numpy, float64)."""
     return to_unbounded(p, lo, hi)
@@ -388,7 +384,7 @@ def _bounded(x, lo, hi):
 
 def make_truth(seed: int) -> Truth:
     rng = _rng(seed, _RNG_TRUTH)
-    lo, hi = _bounds_all()
+    lo, hi = all_bounds()
     nf, n = len(TRUTH_FEATURES), len(PARAM_NAMES_ALL)
     centre = np.array([FEATURE_SCALING[k][0] for k in TRUTH_FEATURES])
     scale = np.array([FEATURE_SCALING[k][1] for k in TRUTH_FEATURES])
@@ -581,7 +577,7 @@ def make_synthetic(resolution: float = DEFAULT_RESOLUTION, start: int = DEFAULT_
     truth = make_truth(seed)
     feats = np.stack([pred[k] for k in TRUTH_FEATURES], axis=1)
     x = apply_truth(truth, feats, grid.lat)
-    lo, hi = _bounds_all()
+    lo, hi = all_bounds()
     params = _bounded(x, lo, hi)
     forcing = assemble_forcing({**frc, **axis, "lat": grid.lat, "MAT": pred["MAT"],
                                 "MAP": pred["MAP"]})

@@ -130,11 +130,10 @@ class Shard:
         """The padded arrays of patches ``ids``, read from the store in one batch (the reader
         fetches their chunks concurrently)."""
         from differland_dist.model.structures import Forcing
-        from differland_dist.network.standardize import hemisphere_feature
+        from differland_dist.network.standardize import raw_inputs
 
         b = self.reader.read(ids)
-        lat = Forcing.column(b.forcing, "lat")[:, 0]
-        raw = np.concatenate([hemisphere_feature(lat)[:, None], b.predictors], axis=1)
+        raw = raw_inputs(b.predictors, Forcing.column(b.forcing, "lat")[:, 0])
         labels = b.labels
         if self.time_test:
             tt = self.store.array("time_test")
@@ -160,14 +159,14 @@ class Shard:
     def predictor_sums(self, patch_ids: Sequence[int]) -> dict[int, tuple[int, np.ndarray, np.ndarray]]:
         """Per patch: (pixels, sum, sum of squares) of the raw predictors, float64. Reads only
         the per-pixel variables (not the series), without touching the cache."""
-        from differland_dist.network.standardize import hemisphere_feature
+        from differland_dist.network.standardize import raw_inputs
 
         ids = [int(p) for p in patch_ids]
         out = {}
         for i in range(0, len(ids), 256):  # bounded reads, whatever the store's size
             part = ids[i:i + 256]
             patch, lat, pred = self.reader.read_predictors(part)
-            raw = np.concatenate([hemisphere_feature(lat)[:, None], pred], axis=1).astype(np.float64)
+            raw = raw_inputs(pred, lat)
             for p in part:
                 x = raw[patch == p]
                 out[p] = (int(x.shape[0]), x.sum(0), (x * x).sum(0))
