@@ -48,7 +48,8 @@ def main() -> None:
     from differland_dist.analysis.truth import truth_range_fraction
     from differland_dist.data.batch import assemble_forcing
     from differland_dist.data.store import open_store
-    from differland_dist.data.synth import _bounds_all, run_dalec
+    from differland_dist.data.synth import run_dalec
+    from differland_dist.model.parameters import all_bounds
     from differland_dist.inference import output as out_mod
     from differland_dist.model.parameters import to_bounded
 
@@ -57,7 +58,7 @@ def main() -> None:
     ds = store.ds
     names = list(out_mod.PARAM_NAMES)
     true_x = np.asarray(ds["true_x"].values, np.float64)
-    lo, hi = _bounds_all()
+    lo, hi = all_bounds()
     res: dict = {"parameters": {n: {} for n in names}}
     frac = truth_range_fraction(to_bounded(true_x, lo, hi))
     tsd = true_x.std(axis=0)

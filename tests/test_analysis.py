@@ -196,10 +196,10 @@ def test_partition_and_gradients_of_the_truth_are_structured(earth):
 
 def test_unbounded_inverts_the_parameter_transform(earth):
     from differland_dist.analysis.inputs import X_CLIP, unbounded
-    from differland_dist.data.synth import _bounds_all
+    from differland_dist.model.parameters import all_bounds
     from differland_dist.model.parameters import to_bounded
 
-    lo, hi = _bounds_all()
+    lo, hi = all_bounds()
     x = earth["x"]
     assert np.allclose(unbounded(to_bounded(x, lo, hi)), x, atol=1e-6)
     edge = unbounded(np.stack([lo, hi]))  # a parameter on its bound: clipped, not infinite
