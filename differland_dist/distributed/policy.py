@@ -13,7 +13,7 @@ why this beats owning a fixed share of the patches.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 
@@ -44,3 +44,35 @@ def deal(patches: Sequence[int], group: int, workers: int) -> dict[int, list[int
     for c, ids in enumerate(calls(patches, group)):
         out.setdefault(c % max(1, int(workers)), []).extend(ids)
     return out
+
+
+class NonFiniteDecision(NamedTuple):
+    """What to do after a step whose loss or gradient is not finite.
+
+    ``action``: ``"skip"`` (count the step, leave network and optimizer as they are),
+    ``"reduce_lr"`` (retry the same step at ``lr_scale``), ``"rollback"`` (restart from the
+    last checkpoint at ``lr_scale``, the paper's restart-on-NaN) or ``"stop"`` (give up:
+    more than ``max_nonfinite`` in a row). ``in_a_row`` is the new count of consecutive
+    non-finite steps."""
+
+    action: str
+    in_a_row: int
+    lr_scale: float
+
+
+def on_nonfinite(action: str, in_a_row: int, max_in_a_row: int, lr_scale: float,
+                 checkpoint_lr_scale: float, lr_reduction: float) -> NonFiniteDecision:
+    """The decision after one more non-finite step (``in_a_row`` counted before it).
+
+    The counters live in the run's :class:`~differland_dist.distributed.trainer.TrainState`
+    and are checkpointed with the optimizer state, so a resumed run decides the same."""
+    n = in_a_row + 1
+    if n > max_in_a_row:
+        return NonFiniteDecision("stop", n, lr_scale)
+    if action == "skip":
+        return NonFiniteDecision("skip", n, lr_scale)
+    if action == "reduce_lr":
+        return NonFiniteDecision("reduce_lr", n, lr_scale * lr_reduction)
+    if action == "rollback":
+        return NonFiniteDecision("rollback", n, min(lr_scale, checkpoint_lr_scale) * lr_reduction)
+    raise ValueError(f"training.on_nonfinite: {action!r}, expected skip, reduce_lr or rollback")

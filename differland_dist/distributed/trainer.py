@@ -31,7 +31,7 @@ import numpy as np
 from differland_dist.config import ExperimentConfig, check_against_store
 from differland_dist.data import splits
 from differland_dist.errors import CheckpointError, ConfigError, DifferlandError, TrainingDiverged
-from differland_dist.distributed.policy import deal, step_patches  # noqa: F401 (re-exported)
+from differland_dist.distributed.policy import deal, on_nonfinite, step_patches  # noqa: F401 (re-exported)
 from differland_dist.distributed.pool import (WorkersLost, WorkerPool, check_ray_address,  # noqa: F401
                                              connect)
 from differland_dist.distributed.rundir import RunDir
@@ -437,22 +437,22 @@ class Calibration:
         return state
 
     def _nonfinite(self, state: TrainState, what: str) -> TrainState:
-        """``what``: which values were not finite (:func:`describe_nonfinite`)."""
+        """Execute :func:`policy.on_nonfinite`'s decision; ``what``: which values were not
+        finite (:func:`describe_nonfinite`)."""
         tc = self.config.training
-        n = state.nonfinite_in_a_row + 1
-        if n > tc.max_nonfinite:
-            raise TrainingDiverged(f"{n} consecutive steps with a non-finite loss or gradient "
-                                   f"(training.max_nonfinite = {tc.max_nonfinite}); last step: {what}")
-        action = tc.on_nonfinite
-        log.warning("step %d: %s: not applied; %s (%d in a row)", state.step + 1, what, action, n)
-        if action == "skip":
-            return dataclasses.replace(state, step=state.step + 1, nonfinite_in_a_row=n,
-                                       skipped=state.skipped + [state.step + 1])
-        if action == "reduce_lr":
-            return dataclasses.replace(state, lr_scale=state.lr_scale * tc.lr_reduction, nonfinite_in_a_row=n)
         step, flat, opt_state, scale = self._last_ckpt
-        return TrainState(flat.copy(), opt_state, step, min(state.lr_scale, scale) * tc.lr_reduction, n,
-                          state.skipped)
+        d = on_nonfinite(tc.on_nonfinite, state.nonfinite_in_a_row, tc.max_nonfinite, state.lr_scale,
+                         scale, tc.lr_reduction)
+        if d.action == "stop":
+            raise TrainingDiverged(f"{d.in_a_row} consecutive steps with a non-finite loss or gradient "
+                                   f"(training.max_nonfinite = {tc.max_nonfinite}); last step: {what}")
+        log.warning("step %d: %s: not applied; %s (%d in a row)", state.step + 1, what, d.action, d.in_a_row)
+        if d.action == "skip":
+            return dataclasses.replace(state, step=state.step + 1, nonfinite_in_a_row=d.in_a_row,
+                                       skipped=state.skipped + [state.step + 1])
+        if d.action == "reduce_lr":
+            return dataclasses.replace(state, lr_scale=d.lr_scale, nonfinite_in_a_row=d.in_a_row)
+        return TrainState(flat.copy(), opt_state, step, d.lr_scale, d.in_a_row, state.skipped)
 
     def _evaluate(self, state: TrainState):
         if len(self.dev_patches) == 0:
