@@ -30,6 +30,22 @@ def worker_env(ray_cfg) -> dict[str, str]:
     return env
 
 
+def resident_memory() -> dict[str, int]:
+    """This process's resident memory in bytes now (``rss_bytes``) and at its peak
+    (``peak_rss_bytes``), from /proc (empty where there is none)."""
+    keys = {"VmRSS": "rss_bytes", "VmHWM": "peak_rss_bytes"}
+    out: dict[str, int] = {}
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                k, _, v = line.partition(":")
+                if k in keys:
+                    out[keys[k]] = int(v.split()[0]) * 1024
+    except OSError:
+        pass
+    return out
+
+
 def make_actor_class():
     import ray
 
@@ -68,7 +84,7 @@ def make_actor_class():
                     "host": socket.gethostname(), "cached_patches": len(self.shard.cache),
                     "cache": dict(self.shard.cache.stats), "group": self.shard.group,
                     "devices": [str(d) for d in jax.devices()], "read_s": self.shard.read_s,
-                    "jax_platforms": os.environ.get("JAX_PLATFORMS", "")}
+                    "jax_platforms": os.environ.get("JAX_PLATFORMS", ""), **resident_memory()}
 
         def predictor_sums(self, patch_ids):
             return self.shard.predictor_sums(patch_ids)
