@@ -40,6 +40,7 @@ from differland_dist.errors import DifferlandError, OutputMismatchError
 from differland_dist.evaluation import carbon as C_
 from differland_dist.evaluation import metrics as M
 from differland_dist.evaluation import plots, report
+from differland_dist.evaluation import skill_maps as SM
 from differland_dist.evaluation.streams import (
     SPLITS, PatchAccumulator, UnitAccumulator, comparable, model_side, pairs, rules)
 from differland_dist.inference import output as out_mod
@@ -335,6 +336,9 @@ PAPER_EPS = 1e-8           # the weighted patch means' guard (EPS of evaluate_pe
 #: published metric name of each stream (monthly streams as they are, biomass annual)
 PAPER_STREAMS = {"lai": "lai", "vod": "vod", "sif": "sif", "biomass": "agb", "et_gleam": "et",
                  "nbe": "nbe", "fire": "fire", "ewt": "water"}
+#: streams the reference scores as annual means (vod is monthly there, though its loss term
+#: compares annual means)
+PAPER_ANNUAL = ("biomass",)
 
 
 def _paper_patch_series(x, w, patch, ids, padded: int, water: bool, thr: float):
@@ -357,22 +361,151 @@ def _paper_patch_series(x, w, patch, ids, padded: int, water: bool, thr: float):
     return out
 
 
+#: streams mapped per pixel (skill maps; ewt as the reference maps it: the raw water pool
+#: against the observed anomalies) and the one mapped on the 4° x 5° grid
+PAPER_PIXEL_MAPS = ("lai", "vod", "sif", "biomass", "et_gleam", "ewt")
+PAPER_COARSE_MAPS = ("nbe",)
+
+
+class PaperScores:
+    """:func:`metrics.paper_scores` over units added block by block: the flat pairs as merged
+    :class:`metrics.Moments`, the units' means and per-unit temporal NSE / RMSE kept (one
+    value per unit). Equal to ``paper_scores`` of all units at once (to rounding)."""
+
+    def __init__(self):
+        self.flat = M.Moments()
+        self.n = self.n_units = 0
+        self.om: list[np.ndarray] = []
+        self.sm: list[np.ndarray] = []
+        self.nse: list[float] = []
+        self.rmse: list[float] = []
+
+    def add(self, obs: np.ndarray, sim: np.ndarray) -> None:
+        """obs, sim: (units, X), NaN where unobserved."""
+        obs = np.asarray(obs, np.float64)
+        sim = np.asarray(sim, np.float64)
+        ok = np.isfinite(obs) & np.isfinite(sim)
+        self.n += int(ok.sum())
+        self.n_units += int(ok.any(axis=1).sum())
+        self.flat = self.flat + M.Moments.of(obs, sim, ok)
+        o, s = np.where(ok, obs, np.nan), np.where(ok, sim, np.nan)
+        cnt = ok.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            om = np.where(cnt > 0, np.nansum(o, axis=1) / np.maximum(cnt, 1), np.nan)
+            sm = np.where(cnt > 0, np.nansum(s, axis=1) / np.maximum(cnt, 1), np.nan)
+        sel = np.isfinite(om) & np.isfinite(sm)
+        self.om.append(om[sel])
+        self.sm.append(sm[sel])
+        for i in np.flatnonzero(cnt > 0):
+            reg = M._regression(s[i, ok[i]], o[i, ok[i]])
+            self.nse.append(reg["nse"])
+            self.rmse.append(reg["rmse"])
+
+    def _flat(self) -> dict[str, float]:
+        f, nan = self.flat, float("nan")
+        if f.n == 0:
+            return {k: nan for k in ("nse", "rmse", "mae", "r", "slope", "intercept")}
+        slope = f.c_os / f.m2_s if f.m2_s > 0 else nan
+        return {"nse": 1 - f.sse / f.m2_o if f.m2_o > 0 else nan, "rmse": float(np.sqrt(f.sse / f.n)),
+                "mae": f.sae / f.n,
+                "r": f.c_os / float(np.sqrt(f.m2_s * f.m2_o)) if f.m2_s > 0 and f.m2_o > 0 else nan,
+                "slope": slope, "intercept": f.mean_o - slope * f.mean_s if f.m2_s > 0 else nan}
+
+    def result(self) -> dict[str, Any]:
+        """As :func:`metrics.paper_scores`."""
+        cat = lambda parts: np.concatenate(parts) if parts else np.empty(0)  # noqa: E731
+        out: dict[str, Any] = {"n": self.n, "n_units": self.n_units, "flat": self._flat(),
+                               "spatial": M._regression(cat(self.sm), cat(self.om))}
+        for name, v in (("temporal_nse", self.nse), ("temporal_rmse", self.rmse)):
+            a = np.asarray(v, np.float64)
+            a = a[np.isfinite(a)]
+            out[name] = ({"mean": float(a.mean()), "median": float(np.median(a)), "std": float(a.std())}
+                         if a.size else {"mean": float("nan"), "median": float("nan"), "std": float("nan")})
+        return out
+
+
+def patch_blocks(store: PixelStore, block_pixels: int) -> list[slice]:
+    """Consecutive pixel slices of whole patches (patches are contiguous runs of the pixel
+    axis), each about ``block_pixels`` pixels (a larger patch is a block of its own)."""
+    runs = sorted(store.patch_slices.values(), key=lambda s: s.start)
+    blocks: list[slice] = []
+    a = b = None
+    for r in runs:
+        if a is None:
+            a, b = r.start, r.stop
+        elif r.stop - a > block_pixels:
+            blocks.append(slice(a, b))
+            a, b = r.start, r.stop
+        else:
+            b = r.stop
+    if a is not None:
+        blocks.append(slice(a, b))
+    return blocks
+
+
+def _paper_units(name: str, rule, val, w, sim, sel, patch, padded: int, spy: int,
+                 water_threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """(obs, sim) units x X of a stream for the pixels ``sel`` of a block of whole patches."""
+    if rule.level == "patch":
+        ids = np.unique(patch[sel])
+        ws = np.where(w > 0, w, 0.0)
+        if name == "ewt":
+            mean = np.sum(sim * ws, axis=1) / (np.sum(ws, axis=1) + 0.1)
+            x_sim = sim - mean[:, None]
+        else:
+            x_sim = sim
+        obs_v = np.nan_to_num(val)
+        return (_paper_patch_series(obs_v[sel], ws[sel], patch[sel], ids, padded, name == "ewt",
+                                    water_threshold),
+                _paper_patch_series(x_sim[sel], ws[sel], patch[sel], ids, padded, name == "ewt",
+                                    water_threshold))
+    if name in PAPER_ANNUAL:
+        Y = val.shape[1] // spy
+        obs_y = val[sel, : Y * spy].reshape(-1, Y, spy)
+        return (np.where(np.all(np.isfinite(obs_y), axis=2), obs_y.mean(axis=2), np.nan),
+                sim[sel, : Y * spy].reshape(-1, Y, spy).mean(axis=2))
+    return val[sel], sim[sel]
+
+
+def _map_summary(maps: dict[str, np.ndarray], codes: np.ndarray | None) -> dict[str, dict]:
+    """map name -> median over its finite values (all, and per split for pixel maps)."""
+    out = {}
+    for k, v in maps.items():
+        e = {"median": _median(v)}
+        if codes is not None:
+            for code, sp in enumerate(SPLITS):
+                e[f"median_{sp}"] = _median(v[codes == code])
+        out[k] = e
+    return out
+
+
 def paper_conventions(store: PixelStore, group, cfg: ExperimentConfig, codes: np.ndarray,
                       warm_up: int = PAPER_WARM_UP,
-                      water_threshold: float = PAPER_WATER_THRESHOLD) -> dict[str, Any]:
-    """Scores as the paper's ``evaluate_performance.py`` makes them, per split and stream
-    (:func:`metrics.paper_scores`: flat and spatial NSE, RMSE, MAE, r, slope, intercept, and
-    mean / median / std of the per-unit temporal NSE and RMSE), after a ``warm_up``-month
-    warm-up (24, whatever the run's loss used):
+                      water_threshold: float = PAPER_WATER_THRESHOLD, block_pixels: int = 4096,
+                      maps: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Scores and skill maps as the paper's ``evaluate_performance.py`` makes them, after a
+    ``warm_up``-month warm-up (24, whatever the run's loss used).
 
-    * pixel streams (lai, vod, sif, et_gleam monthly; biomass as annual means of whole years
-      where every month is observed): per pixel, unobserved steps NaN;
+    Scores per split and stream (:func:`metrics.paper_scores`: flat and spatial NSE, RMSE, MAE,
+    r, slope, intercept, and mean / median / std of the per-unit temporal NSE and RMSE):
+
+    * pixel streams (lai, vod, sif, et_gleam monthly, as the reference scores them even where
+      the loss compares annual means; biomass as annual means of whole years where every
+      month is observed): per pixel, unobserved steps NaN;
     * nbe and fire: per patch, the weight-averaged patch series;
     * ewt (water): per patch, the model's anomaly (centred per pixel) and the observations,
       each averaged over the patch padded to the store's ``max_patch_size`` rows (320 on the
       paper's driver), and masked where the mean weight over those rows is below 0.7.
 
-    Reads each stream's observations and model series whole ((N, T) float64 each)."""
+    Skill maps (:mod:`differland_dist.evaluation.skill_maps`) of every pixel: for each stream of
+    :data:`PAPER_PIXEL_MAPS` present, every map of ``skill_maps.MAPS`` from the monthly series;
+    for nbe, the same maps of the 4° x 5° cell means. With ``maps`` (a dict), it receives
+    ``pixel``: metric name -> map -> (N,) float32, ``coarse``: metric -> map -> (C,) float32,
+    ``cells``: (C,) flat 4° x 5° cell indices, and ``units``: metric -> stream units. The JSON
+    result holds the maps' medians under ``skill_maps``.
+
+    Reads the store and the output in blocks of whole patches of about ``block_pixels`` pixels
+    (every stream's observations and series of one block at a time)."""
     if warm_up >= store.n_time:
         raise DifferlandError(f"paper conventions: the {warm_up}-month warm-up leaves nothing of "
                               f"the store's {store.n_time} steps")
@@ -387,45 +520,132 @@ def paper_conventions(store: PixelStore, group, cfg: ExperimentConfig, codes: np
         "warm_up": int(warm_up), "water_threshold": float(water_threshold),
         "padded_patch_size": padded, "streams": {}}
     N, T = store.n_pixels, store.n_time
+    active = {}
     for name, metric in PAPER_STREAMS.items():
         entry = plan.get(name)
         if entry is None or "note" in entry:
             out["streams"][metric] = {"note": (entry or {}).get("note", "not a stream")}
-            continue
-        rule = rule_of[name]
-        prod = entry["product"]
-        v = {k: np.asarray(store.array(k)[:]) for k in
-             (schema.obs_value_name(prod), schema.obs_weight_name(prod))}
-        val, w = _obs_pair(v, prod, N, T)
-        with quiet_zarr():
-            sim = model_side(rule, {n: np.asarray(group[n][:], np.float64) for n in rule.series})
-        val, w, sim = val[:, warm_up:], w[:, warm_up:], sim[:, warm_up:]
-        res: dict[str, Any] = {"stream": name, "product": prod, "level": rule.level}
+        else:
+            active[name] = metric
+    accs = {name: [PaperScores() for _ in SPLITS] for name in active}
+    obs_vars = sorted({v for n in active for v in (schema.obs_value_name(plan[n]["product"]),
+                                                   schema.obs_weight_name(plan[n]["product"]))})
+    need = sorted({s for n in active for s in rule_of[n].series})
+    year, month = SM.calendar(_times(group)[warm_up:], spy, first_step=warm_up)
+    pix_maps = {PAPER_STREAMS[n]: {k: np.full(N, np.nan, np.float32) for k in SM.MAPS}
+                for n in PAPER_PIXEL_MAPS if n in active}
+    coarse_names = [n for n in PAPER_COARSE_MAPS if n in active]
+    if coarse_names:
+        cells = SM.cell_index(store.array("lat")[:], store.array("lon")[:])
+        coarse = {n: SM.CoarseMeans(cells, T - warm_up) for n in coarse_names}
+    reader = _Blocks(store, group)
+    t0 = time.perf_counter()
+    try:
+        for s in patch_blocks(store, block_pixels):
+            P = s.stop - s.start
+            v = reader.obs(obs_vars, s)
+            series = reader.series(need, s)
+            codes_b, patch_b = codes[s], patch[s]
+            for name in active:
+                rule = rule_of[name]
+                val, w = _obs_pair(v, plan[name]["product"], P, T)
+                sim = model_side(rule, series)
+                val, w, sim = val[:, warm_up:], w[:, warm_up:], sim[:, warm_up:]
+                for code in range(len(SPLITS)):
+                    sel = codes_b == code
+                    if sel.any():
+                        accs[name][code].add(*_paper_units(name, rule, val, w, sim, sel, patch_b,
+                                                           padded, spy, water_threshold))
+                if PAPER_STREAMS[name] in pix_maps:
+                    for k, x in SM.block_maps(sim, val, year, month, spy).items():
+                        pix_maps[PAPER_STREAMS[name]][k][s] = x
+                if name in coarse_names:
+                    coarse[name].add({"sim": sim, "obs": val}, cells[s])
+            log.info("paper conventions: pixels %d / %d (%.1f s)", s.stop, N, time.perf_counter() - t0)
+    finally:
+        reader.close()
+    for name, metric in active.items():
+        res: dict[str, Any] = {"stream": name, "product": plan[name]["product"],
+                               "level": rule_of[name].level}
         for code, sp in enumerate(SPLITS):
-            sel = codes == code
-            if rule.level == "patch":
-                ids = np.unique(patch[sel])
-                ws = np.where(w > 0, w, 0.0)
-                if name == "ewt":
-                    mean = np.sum(sim * ws, axis=1) / (np.sum(ws, axis=1) + 0.1)
-                    x_sim = sim - mean[:, None]
-                else:
-                    x_sim = sim
-                obs_v = np.nan_to_num(val)
-                o = _paper_patch_series(obs_v[sel], ws[sel], patch[sel], ids, padded,
-                                        name == "ewt", water_threshold)
-                s = _paper_patch_series(x_sim[sel], ws[sel], patch[sel], ids, padded,
-                                        name == "ewt", water_threshold)
-            elif rule.kind == "annual":
-                Y = val.shape[1] // spy
-                obs_y = val[sel, : Y * spy].reshape(-1, Y, spy)
-                o = np.where(np.all(np.isfinite(obs_y), axis=2), obs_y.mean(axis=2), np.nan)
-                s = sim[sel, : Y * spy].reshape(-1, Y, spy).mean(axis=2)
-            else:
-                o, s = val[sel], sim[sel]
-            res[sp] = M.paper_scores(o, s)
+            res[sp] = accs[name][code].result()
         out["streams"][metric] = res
+    coarse_maps = {}
+    for name in coarse_names:
+        means = coarse[name].result()
+        coarse_maps[PAPER_STREAMS[name]] = SM.block_maps(means["sim"], means["obs"], year, month, spy)
+    units = {PAPER_STREAMS[n]: plan[n]["units"] for n in active}
+    out["skill_maps"] = {
+        "recipe": "per pixel after the warm-up (skill_maps module, docs/paper.md): r = the "
+                  "reference's lag_linregress_3D correlation, rmse over common steps; monthly, "
+                  "calendar-year means, anomalies (linear trend then mean seasonal cycle "
+                  "removed); trend = least-squares slope per year of each side, p two-sided "
+                  "(t, n-2 dof); nbe on 4x5-degree cells (plain mean of the finite pixels)",
+        "pixel": {m: _map_summary(x, codes) for m, x in pix_maps.items()},
+        "coarse_4x5": {PAPER_STREAMS[n]: {**_map_summary(coarse_maps[PAPER_STREAMS[n]], None),
+                                          "n_cells": int(coarse[n].cells.size)}
+                       for n in coarse_names},
+        "units": units}
+    if maps is not None:
+        maps.update(pixel=pix_maps, coarse=coarse_maps, units=units,
+                    cells=coarse[coarse_names[0]].cells if coarse_names else np.empty(0, np.int64))
     return out
+
+
+def paper_map_dataset(group, maps: dict[str, Any]) -> xr.Dataset:
+    """The skill maps of :func:`paper_conventions` as CF variables: ``paper_<metric>_<map>`` on
+    the output's (lat, lon) grid, ``paper_nbe_<map>`` on (lat_4x5, lon_4x5) with its own
+    coordinates and bounds. Coarse coordinates carry no latitude/longitude standard_name (the
+    grid mapping of the fine grid requires exactly one of each); their units identify them."""
+    with quiet_zarr():
+        grid = out_mod.Grid(np.asarray(group["lat"][:]), np.asarray(group["lon"][:]),
+                            np.asarray(group["row"][:], np.int64), np.asarray(group["col"][:], np.int64))
+    data: dict[str, xr.Variable] = {}
+    coords: dict[str, xr.Variable] = {}
+
+    def attrs(metric: str, k: str, where: str) -> dict[str, str]:
+        u = out_mod.udunits(maps["units"][metric])
+        per_year = "yr-1" if u in ("1", "") else f"{u} yr-1"
+        what = {"r_monthly": ("1", "correlation (evaluate_performance.py's lag_linregress_3D) of the "
+                                   "monthly series"),
+                "rmse_monthly": (u, "root mean squared difference of the monthly series"),
+                "r_annual": ("1", "correlation of the calendar-year means"),
+                "rmse_annual": (u, "root mean squared difference of the calendar-year means"),
+                "r_anomaly": ("1", "correlation of the anomalies (linear trend, then mean seasonal "
+                                   "cycle removed)"),
+                "rmse_anomaly": (u, "root mean squared difference of the anomalies"),
+                "r2_monthly": ("1", "r2_score(simulated, observed) of the monthly series, as "
+                                    "evaluate_performance.py's r2 maps"),
+                "trend_sim": (per_year, "linear trend of the simulated monthly series"),
+                "trend_p_sim": ("1", "two-sided p-value of the simulated trend"),
+                "trend_obs": (per_year, "linear trend of the observed monthly series"),
+                "trend_p_obs": ("1", "two-sided p-value of the observed trend"),
+                "n_obs": ("1", "months observed and simulated")}[k]
+        return {"units": what[0], "long_name": f"{what[1]} of {metric} {where}, after the paper's "
+                "warm-up (evaluate --conventions paper)"}
+
+    for metric, mm in maps["pixel"].items():
+        for k, v in mm.items():
+            data[f"paper_{metric}_{k}"] = xr.Variable(
+                ("lat", "lon"), out_mod.to_grid(v, grid),
+                {**attrs(metric, k, "per pixel"), "grid_mapping": "crs",
+                 "cell_measures": "area: cell_area"})
+    if maps["coarse"]:
+        g = SM.coarse_grid()
+        coords["lat_4x5"] = xr.Variable("lat_4x5", g["lat"].astype(np.float32), {
+            "units": "degrees_north", "long_name": "latitude of the 4x5-degree cell centre",
+            "bounds": "lat_4x5_bnds"})
+        coords["lon_4x5"] = xr.Variable("lon_4x5", g["lon"].astype(np.float32), {
+            "units": "degrees_east", "long_name": "longitude of the 4x5-degree cell centre",
+            "bounds": "lon_4x5_bnds"})
+        coords["lat_4x5_bnds"] = xr.Variable(("lat_4x5", "nv"), g["lat_bnds"].astype(np.float32))
+        coords["lon_4x5_bnds"] = xr.Variable(("lon_4x5", "nv"), g["lon_bnds"].astype(np.float32))
+        for metric, mm in maps["coarse"].items():
+            for k, v in mm.items():
+                data[f"paper_{metric}_{k}"] = xr.Variable(
+                    ("lat_4x5", "lon_4x5"), SM.to_coarse_grid(v, maps["cells"]),
+                    attrs(metric, k, "per 4x5-degree cell (plain mean of its pixels' finite values)"))
+    return xr.Dataset(data, coords=coords)
 
 
 # -- training curves --------------------------------------------------------------------------------
@@ -717,7 +937,9 @@ def evaluate(target: str, *, store: str | None = None, out: str | None = None,
     plan, samples = compare(pstore, group, cfg, options, skill=skill, split=codes)
     rec = recovery_from_store(pstore, group, codes)
     carbon = carbon_products(group, int(cfg.loss.warm_up), options.block_pixels)
-    paper = (paper_conventions(pstore, group, cfg, codes, warm_up=options.paper_warm_up)
+    paper_maps: dict[str, Any] = {}
+    paper = (paper_conventions(pstore, group, cfg, codes, warm_up=options.paper_warm_up,
+                               block_pixels=options.block_pixels, maps=paper_maps)
              if options.conventions == "paper" else None)
     result: dict[str, Any] = {
         "output": output,
@@ -738,6 +960,8 @@ def evaluate(target: str, *, store: str | None = None, out: str | None = None,
     }
     if carbon is not None:
         ds = products_dataset(group, skill, carbon, plan, f"evaluation of {output}")
+        if paper_maps:  # the paper's skill maps beside ours (--conventions paper)
+            ds = ds.merge(paper_map_dataset(group, paper_maps), combine_attrs="override")
         write_products(join(out_dir, PRODUCTS_NAME), ds, oso)
         result["products"] = {"store": PRODUCTS_NAME, "variables": sorted(map(str, ds.data_vars))}
     if options.figures:

@@ -136,4 +136,17 @@ def _paper_section(paper: Mapping[str, Any] | None) -> list[str]:
                        f"{_fmt(sp['slope'])} | {_fmt(tn['mean'])} | {_fmt(tn['median'])} | "
                        f"{_fmt(tn['std'])} |")
         out.append("")
+    maps = paper.get("skill_maps") or {}
+    rows = [(f"{stream} {k}", e) for view in ("pixel", "coarse_4x5")
+            for stream, per in (maps.get(view) or {}).items()
+            for k, e in per.items() if isinstance(e, Mapping)]
+    if rows:
+        out += ["### Per-pixel skill maps", "",
+                "The maps `evaluate_performance.py` makes are in `evaluation.zarr` "
+                "(`paper_<stream>_<map>`; nbe on the 4° × 5° grid); their medians:", "",
+                "| stream map | median | train | dev | test |", "|---|---:|---:|---:|---:|"]
+        for k, e in rows:
+            out.append(f"| {k} | {_fmt(e.get('median'))} | {_fmt(e.get('median_train'))} | "
+                       f"{_fmt(e.get('median_dev'))} | {_fmt(e.get('median_test'))} |")
+        out.append("")
     return out

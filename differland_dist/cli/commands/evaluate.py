@@ -38,7 +38,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--conventions", choices=("paper",), default=None,
                    help="also score as the paper's evaluate_performance.py (24-month warm-up, "
                         "patch water anomalies, slope/intercept, temporal NSE mean/median/std), "
-                        "reported beside ours")
+                        "reported beside ours, and its per-pixel skill maps (monthly, annual and "
+                        "anomaly r and RMSE, trends and p-values; nbe on 4x5 degrees) in "
+                        "evaluation.zarr")
     p.add_argument("--executor", choices=("ray", "local"), default="ray",
                    help="how inference runs for a run directory without output (default ray)")
     p.add_argument("--max-actors", type=int, default=2, metavar="N",
