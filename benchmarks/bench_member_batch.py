@@ -51,7 +51,8 @@ def main(argv=None):
     for m in range(M):
         met, labels, pred = synthetic_batch(P, T, seed=m)
         net = init_network(jax.random.PRNGKey(m), pred.shape[1] - 1)
-        per.append((net, jnp.asarray(pred), Forcing.from_array(jnp.asarray(met)), jnp.asarray(labels),
+        per.append((net, jnp.asarray(pred), Forcing.from_array(jnp.asarray(met)),
+                    jax.tree.map(jnp.asarray, labels),
                     jnp.asarray(np.arange(P) // a.patch_size, jnp.int32), jnp.ones(P, jnp.float32)))
     stacked = stack_members(per)
 

@@ -24,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 ROOT = Path(__file__).resolve().parents[1]
 PAIRS = [("US-Var", "AU-Stp"), ("FR-Pue", "AU-How"), ("DE-Hai", "FI-Hyy"), ("NL-Loo", "US-Ha1")]
-VARS = {"GPP": ("gpp", 16), "ET": ("ET", 20), "NEE": ("nee", 2), "LAI": ("lai", 4)}
+VARS = {"GPP": ("gpp", "gpp_flux"), "ET": ("ET", "et_flux"), "NEE": ("nee", "nbe"),
+        "LAI": ("lai", "lai")}  # score: (model output, observed stream)
 
 
 def nse(sim, obs, w):
@@ -58,8 +59,9 @@ def site_scores(store_url: str, run_dir: str, time_half: str | None, warm_up: in
     for i, site in enumerate(ids):
         if time_half is None and split[i] != 1:
             continue
-        res[site] = {k: nse(out[i, :, OUTPUTS.index(name)], b.labels[i, :, col],
-                            b.labels[i, :, col + 1] * sel[i]) for k, (name, col) in VARS.items()}
+        res[site] = {k: nse(out[i, :, OUTPUTS.index(name)], b.labels.value[stream][i],
+                            b.labels.weight[stream][i] * sel[i])
+                     for k, (name, stream) in VARS.items()}
     return res
 
 

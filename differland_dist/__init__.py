@@ -30,6 +30,7 @@ _EXPORTS = {
     "load_grid": "differland_dist.experiment",
     "run_experiment": "differland_dist.experiment",
     "TrainedModel": "differland_dist.trained",
+    "Labels": "differland_dist.labels",
     "load_config": "differland_dist.config",
     "ExperimentConfig": "differland_dist.config",
     "synth_to_store": "differland_dist.data.synth",

@@ -9,40 +9,36 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from differland_dist.data import schema
-from differland_dist.data.batch import assemble_labels
+from differland_dist.labels import Labels
+from differland_dist.model.parameters import FORCING_NAMES
 
 log = logging.getLogger(__name__)
 
 
 def synthetic_batch(pixels: int, months: int, seed: int = 0):
-    """Plausible monthly forcing (P, T, 17), labels (P, T, 24) and standardised predictors."""
+    """Plausible monthly forcing (P, T, 17), :class:`Labels` of (P, T) float32 leaves and
+    standardised predictors (P, 21)."""
     rng = np.random.default_rng(seed)
     t = np.arange(months)
     lat = rng.uniform(-50, 65, pixels)
     season = np.cos(2 * np.pi * (t[None, :] - 6.5) / 12) * np.sign(lat)[:, None]
     tmean = rng.uniform(-5, 25, pixels)[:, None] + 10 * season * np.abs(lat[:, None]) / 60
-    met = np.zeros((pixels, months, 17), np.float32)
-    met[..., 0] = 15.2 + 30.4375 * t
-    met[..., 1] = tmean - 5
-    met[..., 2] = tmean + 5
-    met[..., 3] = np.clip(18 + 10 * season, 2, 35)
-    met[..., 4] = 370 + 2 * t / 12
-    met[..., 5] = (15.2 + 30.4375 * t) % 365.25
-    met[..., 6] = (rng.random((pixels, months)) < 0.01) * 0.1
-    met[..., 7] = np.clip(8 + 6 * season, 0.5, 40)
-    met[..., 8] = rng.gamma(2.0, 1.0, (pixels, months))
-    met[..., 9] = lat[:, None]
-    met[..., 10] = 30.0
-    met[..., 11] = tmean.mean(1, keepdims=True)
-    met[..., 12] = 2.0
-    # constant observations, weight 1, of four streams (the published label packing)
+    cols = {
+        "days": 15.2 + 30.4375 * t, "t_min": tmean - 5, "t_max": tmean + 5,
+        "swrad": np.clip(18 + 10 * season, 2, 35), "co2": 370 + 2 * t / 12,
+        "doy": (15.2 + 30.4375 * t) % 365.25,
+        "burned_area": (rng.random((pixels, months)) < 0.01) * 0.1,
+        "vpd": np.clip(8 + 6 * season, 0.5, 40), "precip": rng.gamma(2.0, 1.0, (pixels, months)),
+        "lat": lat[:, None], "delta_t": 30.0, "mat": tmean.mean(1, keepdims=True), "map_daily": 2.0,
+    }
+    met = np.zeros((pixels, months, len(FORCING_NAMES)), np.float32)  # norm_* columns zero
+    for name, x in cols.items():
+        met[..., FORCING_NAMES.index(name)] = x
+    # constant observations, weight 1, of four streams
     observed = {"sif": 1.0, "lai": 2.0, "et_gleam": 2.0, "nbe": 0.0}
-    obs = {}
-    for stream, value in observed.items():
-        obs[schema.obs_value_name(stream)] = np.full((pixels, months), value, np.float32)
-        obs[schema.obs_weight_name(stream)] = np.ones((pixels, months), np.float32)
-    labels = assemble_labels(obs, {s: s for s in observed}, pixels, months)
+    labels = Labels.from_observations(
+        {s: np.full((pixels, months), v, np.float32) for s, v in observed.items()},
+        {s: np.ones((pixels, months), np.float32) for s in observed}, pixels, months)
     pred = rng.normal(size=(pixels, 21)).astype(np.float32)
     return met, labels, pred
 
@@ -91,7 +87,8 @@ def run_bench(pixels: int = 2048, months: int = 276, repeats: int = 5, patch_siz
 
     met, labels, pred = synthetic_batch(pixels, months)
     net = init_network(jax.random.PRNGKey(0), pred.shape[1] - 1)
-    met, labels, pred = jnp.asarray(met), jnp.asarray(labels), jnp.asarray(pred)
+    met, pred = jnp.asarray(met), jnp.asarray(pred)
+    labels = jax.tree.map(jnp.asarray, labels)
     n_dev = jax.local_device_count()
     if n_dev > 1 and pixels % n_dev == 0:
         # every local device (GPU, or a CPU core exposed as a host device) takes a slice of
@@ -99,7 +96,7 @@ def run_bench(pixels: int = 2048, months: int = 276, repeats: int = 5, patch_siz
         from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
         sh = NamedSharding(Mesh(np.array(jax.local_devices()), ("pixel",)), PartitionSpec("pixel"))
-        met, labels, pred = (jax.device_put(x, sh) for x in (met, labels, pred))
+        met, labels, pred = (jax.device_put(x, sh) for x in (met, labels, pred))  # labels: every leaf
     p = to_parameters(apply_network(net, pred))
     dalec, pheno, pools = p.process.stack(), jnp.stack(p.phenology, -1), p.initial_pools.stack()
 

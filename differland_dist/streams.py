@@ -11,8 +11,10 @@ with). Everything else derives from :data:`STREAMS`:
   that hold each stream's model side (``inference.output.stream_series``).
 
 The row order is the published loss's term order (the order terms are computed and summed);
-``Stream.label`` is the stream's place in the published label layout: a batch's labels
-(P, T, 24) hold the value then the weight of each stream in :func:`label_order`.
+``Stream.label`` is the stream's place in the published label layout, where the golden files'
+labels (P, T, 24) hold the value then the weight of each stream in :func:`label_order`. A
+batch carries them by stream name (``differland_dist.labels.Labels``, which alone converts
+to and from that layout).
 
 Aggregations (how the model side meets the observations, after warm-up):
 
@@ -48,7 +50,7 @@ class Stream(NamedTuple):
     Attributes:
       name: the stream (and its main loss term's) name.
       label: its value/weight pair in the published label layout (columns ``2 * label`` and
-        ``2 * label + 1`` of a batch's labels); the next free number for a new stream.
+        ``2 * label + 1``, see ``Labels.from_published``); the next free number for a new stream.
       units: the units its observations are stored in (the store's ``units`` attribute; see
         :attr:`cf_units` for the UDUNITS-2 spelling).
       lo, hi: the physically plausible range of its values, in ``units``.

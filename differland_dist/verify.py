@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from differland_dist.errors import DataValidationError
+from differland_dist.labels import Labels
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,14 @@ def verify_file(path: str | Path) -> VerifyResult:
     if missing:
         raise DataValidationError([f"missing array {k!r}" for k in missing], source=str(path))
     P, T, _ = g["met"].shape
+    # the golden files hold the published label layout: by stream name from here on
+    if g["labels"].shape[:2] != (P, T):
+        raise DataValidationError([f"labels: shape {g['labels'].shape}, expected ({P}, {T}, ...) "
+                                   "like met"], source=str(path))
+    try:
+        labels = Labels.from_published(g["labels"])
+    except DataValidationError as e:
+        raise DataValidationError(e.problems, source=str(path)) from None
     final, out = simulate(g["met"], g["dalec_params"], g["pheno_params"], g["initial_pools"],
                           closed_budget=False)
     ref = g["outputs"]
@@ -71,8 +80,9 @@ def verify_file(path: str | Path) -> VerifyResult:
     X = NetworkOutputs(jnp.asarray(g["x_dalec"]), jnp.asarray(g["x_pheno"]), jnp.asarray(g["x_pools"]))
 
     def fn(X):
-        return loss_from_x(X, Forcing.from_array(jnp.asarray(g["met"])), jnp.asarray(g["labels"]),
-                           jnp.zeros(P, jnp.int32), jnp.ones(P, jnp.float32), 1, cfg, PARITY_MODEL)
+        return loss_from_x(X, Forcing.from_array(jnp.asarray(g["met"])),
+                           jax.tree.map(jnp.asarray, labels), jnp.zeros(P, jnp.int32),
+                           jnp.ones(P, jnp.float32), 1, cfg, PARITY_MODEL)
 
     (total, _), grads = jax.jit(jax.value_and_grad(fn, has_aux=True))(X)
     lerr = abs(float(total) - float(g["loss"])) / (LOSS_RTOL * abs(float(g["loss"])))

@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from differland_dist.labels import Labels
 from differland_dist.loss import TERMS, LossConfig, loss_from_x
 from differland_dist.model.config import PARITY_MODEL
 from differland_dist.model.structures import Forcing
@@ -24,7 +25,8 @@ _value_and_grad = jax.jit(jax.value_and_grad(_loss, has_aux=True), static_argnum
 
 def golden_value_and_grad(g, cfg=PARITY_LOSS):
     X = NetworkOutputs(jnp.asarray(g["x_dalec"]), jnp.asarray(g["x_pheno"]), jnp.asarray(g["x_pools"]))
-    return _value_and_grad(X, jnp.asarray(g["met"]), jnp.asarray(g["labels"]), cfg)
+    return _value_and_grad(X, jnp.asarray(g["met"]), Labels.from_published(jnp.asarray(g["labels"])),
+                           cfg)
 
 
 def output_error_ratio(out, ref):

@@ -9,6 +9,7 @@ import pytest
 
 from differland_dist.config import load_config
 from differland_dist.errors import ConfigError, DataValidationError, DifferlandError
+from differland_dist.model.parameters import FORCING_NAMES
 from storage_servers import gcs_emulator  # noqa: F401  (fixture)
 
 CACHE = "/tmp/differland-test-jax-cache"
@@ -116,13 +117,14 @@ def test_aggregated_gradient_equals_single_process(reference, small_store):
     store = open_store(small_store)
     reader = PatchReader(store, predictor_names(cfg.data.predictors), cfg.data.products)
     b = reader.read(patches)
-    raw = np.concatenate([hemisphere_feature(b.forcing[:, 0, 9])[:, None], b.predictors], 1)
+    raw = np.concatenate([hemisphere_feature(b.forcing[:, 0, FORCING_NAMES.index("lat")])[:, None], b.predictors], 1)
     x = ((raw - cal.std_mean) / cal.std_std).astype(np.float32)
     local = {p: i for i, p in enumerate(patches)}
     pidx = jnp.asarray([local[int(p)] for p in b.patch], jnp.int32)
     loss_cfg = cfg.loss_for_store(store.steps_per_year)
     (total, _), g = jax.value_and_grad(lambda n: network_loss(
-        n, jnp.asarray(x), Forcing.from_array(jnp.asarray(b.forcing)), jnp.asarray(b.labels), pidx,
+        n, jnp.asarray(x), Forcing.from_array(jnp.asarray(b.forcing)),
+        jax.tree.map(jnp.asarray, b.labels), pidx,
         jnp.ones(len(pidx)), len(patches), loss_cfg, cfg.model), has_aux=True)(net)
     single = np.asarray(ravel_pytree(g)[0])
     assert float(total) == pytest.approx(sum(t["loss"] for _, t, _ in per_patch), rel=1e-5)

@@ -185,8 +185,7 @@ def test_site_store_through_reader(sites_dir, tmp_path):
     assert np.all(fo[:, FORCING_INDEX["delta_t"]] == 1)
     np.testing.assert_allclose(fo[0, FORCING_INDEX["map_daily"]], 883 / batch.DAYS_PER_YEAR, rtol=1e-6)
     assert b.predictors.shape == (1, 13) and b.predictors[0, schema.PREDICTOR_SETS["PFT"].index("EBF")] == 1
-    gi = schema.STREAM_INDEX["gpp_flux"]
-    assert np.array_equal(b.labels[0, :, 2 * gi + 1], np.isfinite(f["GPP"].values))
+    assert np.array_equal(b.labels.weight["gpp_flux"][0], np.isfinite(f["GPP"].values))
 
 
 def test_multi_site_store_through_reader(monthly, sites_dir):

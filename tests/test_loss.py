@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from differland_dist.labels import Labels
 from differland_dist.loss import TERMS, LossConfig, loss_from_x, loss_terms, required_series
 from differland_dist.model import OUTPUTS, rollout, simulate
 from differland_dist.model.config import ModelConfig, PARITY_MODEL
@@ -18,7 +19,8 @@ ALL_ON = LossConfig(enabled={t: True for t in TERMS})
 
 def _small(g, P=4, T=48):
     X = NetworkOutputs(jnp.asarray(g["x_dalec"][:P]), jnp.asarray(g["x_pheno"][:P]), jnp.asarray(g["x_pools"][:P]))
-    return X, Forcing.from_array(jnp.asarray(g["met"][:P, :T])), jnp.asarray(g["labels"][:P, :T])
+    return (X, Forcing.from_array(jnp.asarray(g["met"][:P, :T])),
+            Labels.from_published(jnp.asarray(g["labels"][:P, :T])))
 
 
 def test_gradient_matches_finite_differences(golden_monthly):
@@ -27,7 +29,7 @@ def test_gradient_matches_finite_differences(golden_monthly):
         X, f, lab = _small(golden_monthly)
         X = jax.tree.map(lambda a: a.astype(jnp.float64), X)
         f = jax.tree.map(lambda a: a.astype(jnp.float64), f)
-        lab = lab.astype(jnp.float64)
+        lab = jax.tree.map(lambda a: a.astype(jnp.float64), lab)
         P = X.x_dalec.shape[0]
         cfg = LossConfig(warm_up=0, enabled={t: t != "edc" or True for t in TERMS})
 
@@ -106,7 +108,7 @@ def test_patches_in_one_batch_equal_separate_batches(golden_monthly):
     assert float(tot) == pytest.approx(float(sum(parts)), rel=1e-5)
     # padding: two copies of pixel 0 with valid = 0 and garbage labels change nothing
     pad = jax.tree.map(lambda a: jnp.concatenate([a, a[:2]]), (X, f))
-    lab_p = jnp.concatenate([lab, jnp.full_like(lab[:2], 7.0)])
+    lab_p = jax.tree.map(lambda a: jnp.concatenate([a, jnp.full_like(a[:2], 7.0)]), lab)
     tot_p, _ = L(*pad, lab_p, jnp.concatenate([patch, jnp.array([2, 2], jnp.int32)]),
                  jnp.concatenate([jnp.ones(12), jnp.zeros(2)]), 3)
     assert float(tot_p) == pytest.approx(float(tot), rel=1e-6)
@@ -117,7 +119,7 @@ def test_annual_terms_follow_steps_per_year(golden_daily):
     X, f, lab = _small(golden_daily, P=3, T=730)
     cfg12 = LossConfig(enabled={t: t == "biomass" for t in TERMS}, steps_per_year=12)
     cfg365 = LossConfig(enabled={t: t == "biomass" for t in TERMS}, steps_per_year=365)
-    lab = lab.at[..., 9].set(1.0)  # biomass observed every day
+    lab = lab.with_stream("biomass", weight=jnp.ones(lab.shape))  # biomass observed every day
     a = loss_from_x(X, f, lab, jnp.zeros(3, jnp.int32), jnp.ones(3), 1, cfg12, ModelConfig())[1]["biomass"]
     b = loss_from_x(X, f, lab, jnp.zeros(3, jnp.int32), jnp.ones(3), 1, cfg365, ModelConfig())[1]["biomass"]
     assert float(a) > 0 and float(b) > 0 and float(a) != pytest.approx(float(b), rel=1e-3)
@@ -129,7 +131,8 @@ def test_warm_up_excludes_steps(golden_monthly):
     X, f, lab = _small(golden_monthly, P=3, T=48)
     base = LossConfig(enabled={t: t == "sif" for t in TERMS})
     wu = LossConfig(enabled={t: t == "sif" for t in TERMS}, warm_up=24)
-    lab2 = lab.at[:, :24, 0].add(100.0)  # huge SIF misfit only in the warm-up
+    # huge SIF misfit only in the warm-up
+    lab2 = lab.with_stream("sif", value=lab.value["sif"].at[:, :24].add(100.0))
     args = (jnp.zeros(3, jnp.int32), jnp.ones(3), 1)
     a = loss_from_x(X, f, lab2, *args, base, ModelConfig())[0]
     b = loss_from_x(X, f, lab2, *args, wu, ModelConfig())[0]

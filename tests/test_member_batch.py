@@ -23,7 +23,7 @@ def test_batched_members_equal_separate_members():
     for m in range(3):  # different networks and different pixels per member
         met, labels, pred = synthetic_batch(P, T, seed=10 + m)
         per.append((init_network(jax.random.PRNGKey(m), pred.shape[1] - 1), jnp.asarray(pred),
-                    Forcing.from_array(jnp.asarray(met)), jnp.asarray(labels),
+                    Forcing.from_array(jnp.asarray(met)), jax.tree.map(jnp.asarray, labels),
                     jnp.asarray(np.arange(P) // size, jnp.int32), jnp.ones(P, jnp.float32)))
     (tot, terms), grads = members_value_and_grad(*stack_members(per), P // size, lc, mc)
     assert tot.shape == (3,)

@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 
 from differland_dist.distributed.shard import pad_patch
+from differland_dist.labels import Labels
 from differland_dist.loss import TERMS, LossConfig
 from differland_dist.loss.terms import EDC_FLUXES, loss_terms, required_series
 
@@ -39,7 +40,8 @@ def _ours(outputs, names, initial_pools, labels, patch, valid, n_patches, cfg):
     idx = {n: i for i, n in enumerate(names)}
     series = {n: jnp.asarray(outputs[..., idx[n]]) for n in series_names}
     totals = {n: jnp.asarray(outputs[..., idx[n]].sum(axis=1)) for n in sums}
-    terms = loss_terms(series, totals, jnp.asarray(initial_pools), jnp.asarray(labels),
+    terms = loss_terms(series, totals, jnp.asarray(initial_pools),
+                       Labels.from_published(jnp.asarray(labels)),
                        jnp.asarray(patch), jnp.asarray(valid), n_patches, cfg)
     return {k: float(v) for k, v in terms.items()}
 
@@ -49,8 +51,8 @@ def _padded_ours(g, pixels):
     first pixel, label weights 0, valid 0)."""
     sel = np.asarray(list(pixels))
     out = g["outputs"][sel, :T]
-    arr = pad_patch(out, g["initial_pools"][sel], g["labels"][sel, :T], SIZE)
-    return arr.forcing, arr.predictors_raw, arr.labels, arr.valid
+    arr = pad_patch(out, g["initial_pools"][sel], Labels.from_published(g["labels"][sel, :T]), SIZE)
+    return arr.forcing, arr.predictors_raw, arr.labels.to_published(), arr.valid
 
 
 def _np_patch_of_error(pred, obs, mask):

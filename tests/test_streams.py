@@ -14,6 +14,7 @@ from differland_dist import streams as S
 from differland_dist.data import schema
 from differland_dist.evaluation import streams as ev
 from differland_dist.inference import output as out_mod
+from differland_dist.labels import Labels
 from differland_dist.loss import terms as L
 from differland_dist.model.parameters import OUTPUTS
 
@@ -81,7 +82,8 @@ def test_a_new_row_reaches_the_loss_and_the_evaluation(monkeypatch):
     valid = np.array([1, 1, 0, 1, 1, 1], np.float32)
     out = L.loss_terms({k: jnp.asarray(v) for k, v in series.items()},
                        {k: jnp.asarray(v) for k, v in totals.items()}, jnp.asarray(pools),
-                       jnp.asarray(labels), jnp.asarray(patch), jnp.asarray(valid), n_patches, cfg)
+                       Labels.from_published(jnp.asarray(labels)), jnp.asarray(patch),
+                       jnp.asarray(valid), n_patches, cfg)
     assert list(out)[-2:] == ["violation", "edc"]
 
     wu = cfg.warm_up

@@ -2,7 +2,7 @@
 
 A :class:`PatchBatch` holds the pixels of whole patches: the model forcing in the 17-column
 layout of :data:`differland_dist.model.parameters.FORCING_NAMES`, the raw predictors and the
-24 label columns (value, weight for each of the 12 streams of :data:`schema.STREAMS`).
+observations as :class:`~differland_dist.labels.Labels` (value, weight per stream by name).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import numpy as np
 
 from differland_dist.data import schema
 from differland_dist.errors import ConfigError
+from differland_dist.labels import Labels
 from differland_dist.model.parameters import FORCING_NAMES
 
 #: Days per year used to turn MAP (mm yr-1) into the model's map_daily (mm d-1).
@@ -22,7 +23,8 @@ FORCING_VARS = ("time", "t_min", "t_max", "swrad", "co2", "doy", "burned_area", 
                 "precip", "delta_t")
 #: Per-pixel variables the forcing needs.
 FORCING_PIXEL_VARS = ("lat", "MAT", "MAP")
-N_LABELS = 2 * len(schema.STREAMS)
+#: The store variable of a time split (site stores): (pixel, time) 1 at test-time steps.
+TIME_TEST = "time_test"
 
 
 class PatchBatch(NamedTuple):
@@ -32,15 +34,16 @@ class PatchBatch(NamedTuple):
     patch: (P,) int32 patch id of each pixel.
     forcing: (P, T, 17) float32, columns in FORCING_NAMES order (norm_* columns zero).
     predictors: (P, n) float32 raw (unstandardised) predictors, in the order asked for.
-    labels: (P, T, 24) float32: per stream of schema.STREAMS, value then weight; weight 0
-      (and value 0) where the stream is off, its product absent, or the value missing.
+    labels: float32 (P, T) value and weight per stream by name; weight 0 (and value 0) where
+      the stream is off, its product absent, or the value missing; ``time_test`` set when the
+      store has a time split.
     """
 
     pixel_index: np.ndarray
     patch: np.ndarray
     forcing: np.ndarray
     predictors: np.ndarray
-    labels: np.ndarray
+    labels: Labels
 
 
 def predictor_names(sets: list[str] | tuple[str, ...]) -> list[str]:
@@ -93,23 +96,20 @@ def assemble_predictors(v: Mapping[str, np.ndarray], names: list[str], P: int) -
 
 
 def assemble_labels(v: Mapping[str, np.ndarray], products: Mapping[str, str | None],
-                    P: int, T: int) -> np.ndarray:
-    """(P, T, 24) float32 labels: for each stream, value (NaN -> 0) and weight (0 at gaps).
+                    P: int, T: int) -> Labels:
+    """Float32 :class:`Labels`: for each stream, value (NaN -> 0) and weight (0 at gaps).
 
     Args:
-      v: ``obs_<product>`` and ``obs_<product>_weight`` arrays, (P, T) or static (P,).
+      v: ``obs_<product>`` and ``obs_<product>_weight`` arrays, (P, T) or static (P,), and
+        ``time_test`` (P, T) if the store splits time.
       products: stream -> product; a stream mapped to None, or whose product is not in ``v``,
         gets value 0 and weight 0.
     """
-    out = np.zeros((P, T, N_LABELS), dtype=np.float32)
-    for i, st in enumerate(schema.STREAMS):
+    values, weights = {}, {}
+    for st in schema.STREAMS:
         prod = products.get(st.name)
         vname = schema.obs_value_name(prod) if prod else None
         if vname is None or vname not in v:
             continue
-        val = _series(v[vname], P, T, "pixel")  # static products: (P,) over all steps
-        w = _series(v[schema.obs_weight_name(prod)], P, T, "pixel")
-        ok = np.isfinite(val) & (w > 0)
-        out[:, :, 2 * i] = np.where(ok, val, 0.0)
-        out[:, :, 2 * i + 1] = np.where(ok, w, 0.0)
-    return out
+        values[st.name], weights[st.name] = v[vname], v[schema.obs_weight_name(prod)]
+    return Labels.from_observations(values, weights, P, T, time_test=v.get(TIME_TEST))

@@ -24,7 +24,7 @@ import numpy as np
 
 from differland_dist.data import schema, splits
 from differland_dist.data.batch import (
-    FORCING_PIXEL_VARS, FORCING_VARS, PatchBatch, assemble_forcing, assemble_labels,
+    FORCING_PIXEL_VARS, FORCING_VARS, TIME_TEST, PatchBatch, assemble_forcing, assemble_labels,
     assemble_predictors)
 from differland_dist.data.schema import PER_PIXEL_FORCING, by_pixel_name
 from differland_dist.data.store import FastCodec, PixelStore, fast_codec
@@ -82,7 +82,8 @@ def _fast_codec(arr) -> FastCodec | None:
 
 
 class PatchReader:
-    """Reads whole patches of a store: forcing, raw predictors and labels.
+    """Reads whole patches of a store: forcing, raw predictors and labels (with the store's
+    ``time_test`` split, if it has one).
 
     Args:
       store: an opened (validated) :class:`PixelStore`.
@@ -123,6 +124,8 @@ class PatchReader:
             elif products and stream in products:
                 log.warning("stream %s: product %r is not in %s; its labels are zero-weighted",
                             stream, prod, store.url)
+        if TIME_TEST in names:  # the store's time split travels with the labels
+            self._label_vars.append(TIME_TEST)
         self._pixel_vars = sorted({*FORCING_PIXEL_VARS,
                                    *(p for p in self.predictors if p not in _SPECIAL_PREDICTORS)})
         self._series_vars = [v for v in FORCING_VARS if store.dims(v)[:1] == ("pixel",)]

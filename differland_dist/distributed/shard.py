@@ -21,6 +21,8 @@ from typing import Sequence
 
 import numpy as np
 
+from differland_dist.labels import Labels
+
 log = logging.getLogger(__name__)
 
 #: Padded pixels per compiled call and device when ``training.pixels_per_call`` is not set:
@@ -48,12 +50,13 @@ def patches_per_call(training, patch_size: int, n_devices: int = 1, platform: st
 
 @dataclass
 class PatchArrays:
-    """One patch padded to S pixels: predictors (S, 1+n) standardised, forcing (S, T, 17),
-    labels (S, T, 24), valid (S,) 1/0, raw predictor sums for standardisation."""
+    """One patch padded to S pixels: raw predictors (S, 1+n), forcing (S, T, 17), labels
+    (:class:`Labels` of (S, T) leaves, with the store's ``time_test`` if it has one), valid
+    (S,) 1/0."""
 
     predictors_raw: np.ndarray
     forcing: np.ndarray
-    labels: np.ndarray
+    labels: Labels
     valid: np.ndarray
     n_pixels: int
 
@@ -63,7 +66,7 @@ class PatchArrays:
                    + self.valid.nbytes)
 
 
-def pad_patch(forcing, predictors_raw, labels, size: int) -> PatchArrays:
+def pad_patch(forcing, predictors_raw, labels: Labels, size: int) -> PatchArrays:
     """Pad a patch's pixels to ``size`` by repeating its first pixel with valid = 0.
 
     Copies of a real pixel keep the padded rollout finite (zeros could divide by zero);
@@ -73,10 +76,11 @@ def pad_patch(forcing, predictors_raw, labels, size: int) -> PatchArrays:
     if n > size:
         raise ValueError(f"patch of {n} pixels exceeds max_patch_size {size}")
     idx = np.concatenate([np.arange(n), np.zeros(size - n, np.int64)])
-    lab = labels[idx].copy()
-    lab[n:, :, 1::2] = 0.0
-    valid = (np.arange(size) < n).astype(np.float32)
-    return PatchArrays(predictors_raw[idx], forcing[idx], lab, valid, n)
+    real = np.arange(size) < n
+    lab = labels.map(lambda a: np.asarray(a)[idx])
+    lab = lab._replace(weight={k: np.where(real[:, None], w, np.float32(0.0))
+                               for k, w in lab.weight.items()})
+    return PatchArrays(predictors_raw[idx], forcing[idx], lab, real.astype(np.float32), n)
 
 
 class Shard:
@@ -110,7 +114,6 @@ class Shard:
         self.size = max(s.stop - s.start for s in self.store.patch_slices.values())
         self.loss_cfg = config.loss_for_store(self.store.steps_per_year)
         names = predictor_names(config.data.predictors)
-        self.time_test = "time_test" in self.store.array_names
         # The patch cache bounds the decoded data a worker holds; the reader's own chunk cache
         # is used only on disk ("memory" would keep every chunk, unbounded).
         chunk_cache = None if config.data.cache == "memory" else config.data.cache
@@ -134,16 +137,12 @@ class Shard:
 
         b = self.reader.read(ids)
         raw = raw_inputs(b.predictors, Forcing.column(b.forcing, "lat")[:, 0])
-        labels = b.labels
-        if self.time_test:
-            tt = self.store.array("time_test")
-            labels = np.concatenate([labels, np.concatenate(
-                [np.asarray(tt[s], np.float32) for s in self.reader.pixel_slices(ids)])[..., None]], axis=-1)
         out, start = {}, 0
         for p in ids:  # pixels come back in the order of the patch ids, each patch contiguous
             n = int(np.count_nonzero(b.patch == p))
             sl = slice(start, start + n)
-            out[int(p)] = pad_patch(b.forcing[sl], raw[sl], labels[sl], self.size)
+            out[int(p)] = pad_patch(b.forcing[sl], raw[sl], b.labels.map(lambda a: a[sl]),
+                                    self.size)
             start += n
         return out
 
@@ -185,16 +184,11 @@ class Shard:
 
         cfg, loss_cfg, model_cfg = self.config, self.loss_cfg, self.config.model
         act = cfg.network.activation
-        time_test = self.time_test
 
         def per_patch(net, pred, forcing, labels, valid, mean, std, test):
             x = (pred - mean) / std
-            if time_test:
-                # the store marks each step as train (0) or test (1) time: weight labels by it
-                tt = labels[..., -1:]
-                labels = labels[..., :-1]
-                keep = jnp.where(test, tt, 1.0 - tt)
-                labels = labels.at[..., 1::2].multiply(keep)
+            # a store split by time (time_test) trains on its train steps, scores the test ones
+            labels = labels.time_split(test)
             zeros = jnp.zeros(pred.shape[0], jnp.int32)
             return network_loss(net, x, Forcing.from_array(forcing), labels, zeros, valid, 1,
                                 loss_cfg, model_cfg, act)
@@ -244,9 +238,10 @@ class Shard:
         std = jnp.asarray(std, jnp.float32)
         results = []
         for chunk, arrays in self._groups(patch_ids):
-            stack = [jnp.asarray(np.stack([getattr(a, k) for a in arrays])) for k in
-                     ("predictors_raw", "forcing", "labels", "valid")]
-            out = fn(net, *stack, mean, std, jnp.asarray(test))
+            pred, forcing, valid = (jnp.asarray(np.stack([getattr(a, k) for a in arrays]))
+                                    for k in ("predictors_raw", "forcing", "valid"))
+            labels = jax.tree.map(jnp.asarray, Labels.stack([a.labels for a in arrays]))
+            out = fn(net, pred, forcing, labels, valid, mean, std, jnp.asarray(test))
             if with_grad:
                 (total, terms), grads = out
                 flat = jax.vmap(lambda g: ravel_pytree(g)[0])(grads)

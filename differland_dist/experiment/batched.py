@@ -16,6 +16,7 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 
+from differland_dist.labels import Labels
 from differland_dist.loss import LossConfig
 from differland_dist.loss.objective import network_loss
 from differland_dist.model.config import ModelConfig
@@ -33,14 +34,15 @@ def member(tree, m: int):
 
 
 @partial(jax.jit, static_argnames=("n_patches", "loss_cfg", "model_cfg", "activation"))
-def members_value_and_grad(nets: NetworkParams, predictors, forcing, labels, patch, valid,
+def members_value_and_grad(nets: NetworkParams, predictors, forcing, labels: Labels, patch, valid,
                            n_patches: int, loss_cfg: LossConfig, model_cfg: ModelConfig,
                            activation: str = "leaky_relu"):
     """((total (M,), terms {name: (M,)}), d total / d net (M, ...)) for M stacked networks.
 
     Every argument but the static ones carries a leading member axis: ``nets`` (stacked
     :class:`NetworkParams`), ``predictors`` (M, P, 1 + n), ``forcing`` (a Forcing of (M, P, T)
-    fields), ``labels`` (M, P, T, L), ``patch`` (M, P) int, ``valid`` (M, P). Each member is
+    fields), ``labels`` (a :class:`~differland_dist.labels.Labels` of (M, P, T) leaves),
+    ``patch`` (M, P) int, ``valid`` (M, P); :func:`stack_members` builds them. Each member is
     the loss of :func:`differland_dist.loss.network_value_and_grad` on its own slice."""
     def one(net, pred, forc, lab, pat, val):
         return jax.value_and_grad(network_loss, has_aux=True)(

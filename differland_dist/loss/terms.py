@@ -3,8 +3,8 @@
 The terms come from the stream table (``differland_dist.streams``): each stream's term(s),
 dispatched on aggregation (monthly, annual, static, anomaly) and level (pixel, patch), then
 the two physical penalties (violation, EDC). Inputs are the per-step series of a lean rollout
-(P, T), labels (P, T, 24) as value/weight pairs in the table's label order, and the batch's
-patch structure:
+(P, T), the observations as :class:`~differland_dist.labels.Labels` ((P, T) value and weight
+per stream by name), and the batch's patch structure:
 ``patch`` (P,) local patch index in [0, n_patches) and ``valid`` (P,) 1 for real pixels,
 0 for padding (a patch's padding rows carry its index). Patch-level terms compare patch means
 and are summed over patches.
@@ -34,7 +34,8 @@ import jax.numpy as jnp
 
 from differland_dist import checks
 from differland_dist import streams as S
-from differland_dist.errors import ConfigError
+from differland_dist.errors import ConfigError, DifferlandError
+from differland_dist.labels import Labels
 
 
 def _term_table() -> dict[str, tuple[str | None, float]]:
@@ -129,9 +130,15 @@ def required_series(cfg: LossConfig) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return tuple(dict.fromkeys(need)), sums
 
 
-def _label(labels, st: S.Stream):
-    """(value, weight) (P, T) of a stream in labels (P, T, 2 * n_streams)."""
-    return labels[..., 2 * st.label], labels[..., 2 * st.label + 1]
+def check_labels(labels) -> None:
+    """Raise for labels the loss cannot take (checks only the pytree's structure, so it costs
+    nothing under ``jax.jit``)."""
+    if not isinstance(labels, Labels):
+        raise DifferlandError(f"loss: labels must be a Labels pytree, got {type(labels).__name__} "
+                              "(Labels.from_published converts a (P, T, 24) published array)")
+    if labels.time_test is not None:
+        raise DifferlandError("loss: the labels carry the store's time split (time_test); "
+                              "choose its train or test steps with labels.time_split(test) first")
 
 
 def _sse(pred, obs, w):
@@ -195,7 +202,7 @@ def _stream_term(st: S.Stream, term: S.Term, series, labels, patch, valid, n_pat
                  cfg: LossConfig, spy: int):
     """One stream term, unweighted: dispatch on the term's aggregation and the stream's level."""
     wu = cfg.warm_up
-    val, w_all = _label(labels, st)
+    val, w_all = labels.stream(st.name)
     obs, w = val[:, wu:], w_all[:, wu:] * valid[:, None]
     model = _model_side(series, st)
     if term.aggregation == "static":  # one observation per pixel (step 0) vs the time mean
@@ -226,8 +233,10 @@ def loss_terms(series: Mapping[str, jax.Array], totals: Mapping[str, jax.Array],
       series: name -> (P, T) per-step outputs (see :func:`required_series`).
       totals: name -> (P,) time sums (EDC fluxes).
       initial_pools: (P, 7) physical initial pools.
-      labels: (P, T, 2 * n_streams); patch: (P,) int; valid: (P,) float; n_patches: static int.
+      labels: :class:`Labels` of (P, T) leaves (no ``time_test``: see ``Labels.time_split``);
+      patch: (P,) int; valid: (P,) float; n_patches: static int.
     """
+    check_labels(labels)
     on, W = cfg.enabled, cfg.weights
     spy = 12 if cfg.parity else cfg.steps_per_year
     out: dict[str, jax.Array] = {}
@@ -238,8 +247,7 @@ def loss_terms(series: Mapping[str, jax.Array], totals: Mapping[str, jax.Array],
     if on["violation"]:
         out["violation"] = jnp.sum(series["violation"] * valid[:, None]) * W["violation"]
     if on["edc"]:
-        lai = next(s for s in S.STREAMS if s.name == "lai")
-        _, lai_w = _label(labels, lai)
+        _, lai_w = labels.stream("lai")
         edc = _edc(series, totals, initial_pools, cfg.epsilon, spy)
         out["edc"] = jnp.sum(edc * lai_w[:, 0] * valid) * W["edc"]
     return out

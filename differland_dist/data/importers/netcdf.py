@@ -79,7 +79,7 @@ PREDICTOR_VARS = {**{n: n for n in schema.PREDICTOR_SETS["PFT"]}, "MAT": "MAT", 
                   "forest_age": "tree_age_000_filled", "BULK_DEN": "BULK_DEN", "SAND": "SAND",
                   "SILT": "SILT", "CLAY": "CLAY", "GRAVEL": "GRAVEL"}
 DEFAULT_PREDICTOR_SETS = ("PFT", "CLIM", "AGE", "SOIL")
-#: Streams whose labels the bulk-assimilation mask removes (label columns 2-3 and 6-7).
+#: Streams whose labels the bulk-assimilation mask removes.
 BULK_STREAMS = ("nbe", "ewt")
 
 
