@@ -296,6 +296,23 @@ def _to_plain(obj):
     return obj
 
 
+def with_defaults(saved: Mapping[str, Any]) -> dict:
+    """A config mapping saved by an earlier version (a checkpoint's ``config``, a run's
+    ``config.yaml``) with every key it lacks set to this version's default, so that a key
+    added since (``training.pixels_per_call``) compares equal to a config that leaves it at
+    its default and unequal to one that sets it. Keys it has are kept as they are (unknown
+    ones too: the comparison reports them). A new dict; ``saved`` is not changed."""
+    return _fill_defaults(copy.deepcopy(dict(saved)), _to_plain(ExperimentConfig()))
+
+
+def _fill_defaults(have, default):
+    if not isinstance(have, dict) or not isinstance(default, Mapping):
+        return have
+    for k, v in default.items():
+        have[k] = copy.deepcopy(v) if k not in have else _fill_defaults(have[k], v)
+    return have
+
+
 def _build(cls, d: Mapping[str, Any], where: str):
     """One section: unknown keys here; types and ranges in the dataclass's checks."""
     if not isinstance(d, Mapping):

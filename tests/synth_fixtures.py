@@ -53,3 +53,63 @@ def run_calibration(cfg, out, **kw):
     from differland_dist.distributed.trainer import calibrate
 
     return calibrate(cfg, str(out), **kw)
+
+
+def write_cli_config(cfg, path) -> str:
+    """``cfg`` as a YAML file for ``differland calibrate`` (returns its path)."""
+    import yaml
+
+    with open(path, "w") as f:
+        yaml.safe_dump(cfg.to_dict(), f, sort_keys=False)
+    return str(path)
+
+
+def calibrate_cli(config_path: str, out, *args: str, env: dict | None = None, timeout: float = 240):
+    """``differland calibrate CONFIG --out OUT --no-progress ARGS`` in a subprocess (a driver of
+    its own, as a user runs it); the CompletedProcess."""
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "differland_dist.cli.main", "calibrate", config_path,
+                           "--out", str(out), "--no-progress", *args],
+                          capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def final_arrays(run_dir) -> dict:
+    """Every array of a run's ``network.npz`` (network, standardisation, optimizer state)."""
+    from differland_dist import checkpoint
+
+    arrays, _ = checkpoint.load(f"{run_dir}/network.npz")
+    return arrays
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 nothing listens on (now)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def shard_worker_pids(logs_dir: str) -> set[int]:
+    """Pids of the worker processes of a Ray session (its ``logs`` directory) that hosted a
+    ShardWorker actor (Ray writes ``:actor_name:ShardWorker`` into their ``worker-*-PID.out``)."""
+    import glob
+    import os
+
+    found = set()
+    for path in glob.glob(os.path.join(logs_dir, "worker-*.out")):
+        with open(path, errors="replace") as f:
+            if ":actor_name:ShardWorker" in f.read():
+                found.add(int(os.path.basename(path)[:-len(".out")].rpartition("-")[2]))
+    return found
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie, exited but not yet reaped, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

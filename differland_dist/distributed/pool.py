@@ -25,10 +25,26 @@ class WorkersLost(DifferlandError):
     """Workers kept dying beyond ``ray.max_worker_restarts``."""
 
 
+#: The Ray Client server's port when a ``ray://`` address names none (``ray start``'s default).
+RAY_CLIENT_PORT = 10001
+
+
+def _client_address(address: str) -> str:
+    """``ray://host[:port]`` with the port made explicit (gRPC alone would take 443)."""
+    rest = address.removeprefix("ray://")
+    host, sep, port = rest.rpartition(":")
+    if not sep or not port.isdigit() or (rest.startswith("[") and not host.endswith("]")):
+        rest = f"{rest}:{RAY_CLIENT_PORT}"
+    return "ray://" + rest
+
+
 def check_ray_address(address: str, timeout_s: float = 10.0) -> str | None:
     """The ``host:port`` a non-local ``ray.address`` points at, checked to accept connections
     within ``timeout_s``; DifferlandError naming the address otherwise (instead of Ray retrying
-    for minutes). ``local`` gives None (unless ``RAY_ADDRESS`` is set: that one is checked)."""
+    for minutes). ``auto`` is resolved as Ray does (``RAY_ADDRESS``, else the address file
+    ``ray start`` wrote under ``$RAY_TMPDIR/ray``, else a Ray process found on this machine);
+    ``ray://host[:port]`` is checked at that host and port (10001 when none is given).
+    ``local`` gives None (unless ``RAY_ADDRESS`` is set: that one is checked)."""
     import socket
 
     address = effective_address(address)
@@ -40,14 +56,17 @@ def check_ray_address(address: str, timeout_s: float = 10.0) -> str | None:
     if ray.is_initialized():  # this process already joined a cluster: that one is used
         return None
 
-    try:
-        resolved = services.canonicalize_bootstrap_address(address.removeprefix("ray://"))
-    except (ConnectionError, ValueError) as e:
-        raise DifferlandError(f"ray.address={address}: no running Ray cluster found ({e}); start "
-                              "one (ray start --head) or use ray.address=local") from None
-    if resolved is None:
-        raise DifferlandError(f"ray.address={address}: no running Ray cluster found; start one "
-                              "(ray start --head) or use ray.address=local")
+    if address.startswith("ray://"):  # Ray Client: the client server's own host and port
+        resolved = _client_address(address).removeprefix("ray://")
+    else:
+        try:
+            resolved = services.canonicalize_bootstrap_address(address)
+        except (ConnectionError, ValueError) as e:
+            raise DifferlandError(f"ray.address={address}: no running Ray cluster found ({e}); "
+                                  "start one (ray start --head) or use ray.address=local") from None
+        if resolved is None:
+            raise DifferlandError(f"ray.address={address}: no running Ray cluster found; start one "
+                                  "(ray start --head) or use ray.address=local")
     host, _, port = resolved.rpartition(":")
     try:
         with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
@@ -67,8 +86,13 @@ def effective_address(address: str) -> str:
 
 def connect(ray_cfg, runtime_env: dict) -> bool:
     """Join the cluster of ``ray_cfg.address`` (``local``: start one in this process, sized
-    for the workers, even if another cluster runs on this machine); True if this call
-    connected. Nothing happens if this process is already connected."""
+    for the workers, even if another cluster runs on this machine; ``auto``: the one Ray
+    finds; ``host:port``: its GCS; ``ray://host[:port]``: through Ray Client); True if this
+    call connected. Nothing happens if this process is already connected.
+
+    A cluster with token authentication (Ray's default once ``~/.ray/auth_token`` exists) is
+    joined at an explicit address only with ``RAY_AUTH_MODE=token`` set here, as Ray wants;
+    a failure to join says so."""
     import ray
 
     if ray.is_initialized():
@@ -85,12 +109,24 @@ def connect(ray_cfg, runtime_env: dict) -> bool:
     if address != ray_cfg.address:
         log.info("ray.address=local and RAY_ADDRESS=%s: joining that cluster", address)
         check_ray_address(address)
+    if address.startswith("ray://"):
+        address = _client_address(address)
+    from ray.exceptions import AuthenticationError
+
     try:
         ray.init(address=address, runtime_env=runtime_env, log_to_driver=not quiet)
-    except (ConnectionError, TimeoutError) as e:
-        first = (str(e).splitlines() or [""])[0]
-        raise DifferlandError(f"ray.address={address}: cannot join the Ray cluster "
-                              f"({type(e).__name__}: {first})") from None
+    except (ConnectionError, TimeoutError, AuthenticationError, RuntimeError) as e:
+        first = (str(e).strip().splitlines() or [""])[0]
+        hint = ""
+        if isinstance(e, ConnectionAbortedError) and address.startswith("ray://"):
+            # the client server's session process died at start (ray-project/ray#63202)
+            hint = ("; the Ray Client server could not start a session, which happens now and "
+                    "then: run it again, or start the cluster with GRPC_ENABLE_FORK_SUPPORT=false")
+        elif address != "auto" and os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
+            hint = ("; if the cluster uses token authentication, set RAY_AUTH_MODE=token (and "
+                    "its token in ~/.ray/auth_token or RAY_AUTH_TOKEN_PATH)")
+        raise DifferlandError(f"ray.address={ray_cfg.address}: cannot join the Ray cluster at "
+                              f"{address} ({type(e).__name__}: {first}){hint}") from None
     return True
 
 

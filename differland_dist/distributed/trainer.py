@@ -28,7 +28,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from differland_dist.config import ExperimentConfig, check_against_store
+from differland_dist.config import ExperimentConfig, check_against_store, with_defaults
 from differland_dist.data import splits
 from differland_dist.errors import CheckpointError, ConfigError, DifferlandError, TrainingDiverged
 from differland_dist.distributed.policy import deal, on_nonfinite, step_patches  # noqa: F401 (re-exported)
@@ -316,7 +316,8 @@ class Calibration:
         if meta.get("data_fingerprint") != self.fingerprint:
             raise CheckpointError(f"{src}: made on different data (fingerprint "
                                   f"{meta.get('data_fingerprint')} != {self.fingerprint})")
-        saved = json.loads(json.dumps(meta["config"]))
+        # a key added since the checkpoint was written counts as its default
+        saved = json.loads(json.dumps(with_defaults(meta["config"])))
         mine = json.loads(json.dumps(self.saved_config))
         # Only the number of steps, cadences, the cluster, how the data is reached (storage
         # options: credentials, endpoints) and the worker's cache may change on resume.
