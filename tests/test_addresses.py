@@ -27,7 +27,7 @@ import pytest
 from synth_fixtures import (calibrate_cli, final_arrays, free_port, quick_config,  # noqa: F401
                             shard_worker_pids, store10, write_cli_config)
 
-from differland_dist.distributed.pool import RAY_CLIENT_PORT, _client_address
+from differland_dist.distributed.pool import RAY_CLIENT_PORT, client_address
 
 WORKERS = 2
 BASE = {"training.steps": 1, "training.patches_per_step": 4, "training.patches_per_call": 1,
@@ -164,8 +164,8 @@ def test_an_unreachable_address_fails_fast_with_one_line(store10, tmp_path, form
     assert not (tmp_path / "run").exists()
 
 
-def test_a_ray_client_address_without_port_means_10001():
-    assert _client_address("ray://head") == f"ray://head:{RAY_CLIENT_PORT}"
-    assert _client_address("ray://head:4242") == "ray://head:4242"
-    assert _client_address("ray://[::1]") == f"ray://[::1]:{RAY_CLIENT_PORT}"
-    assert _client_address("ray://[::1]:7") == "ray://[::1]:7"
+def test_a_rayclient_address_without_port_means_10001():
+    assert client_address("ray://head") == f"ray://head:{RAY_CLIENT_PORT}"
+    assert client_address("ray://head:4242") == "ray://head:4242"
+    assert client_address("ray://[::1]") == f"ray://[::1]:{RAY_CLIENT_PORT}"
+    assert client_address("ray://[::1]:7") == "ray://[::1]:7"

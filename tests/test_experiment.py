@@ -89,6 +89,27 @@ def test_grid_config_expands_and_validates(tmp_path):
             load_grid(ROOT / "configs" / "experiment_demo.yaml", override)
 
 
+def test_an_experiment_written_before_a_new_config_key_resumes(tmp_path):
+    """experiment.yaml of an earlier version lacks keys added since (training.pixels_per_call):
+    --resume reads them as defaults; a genuinely changed value is still refused."""
+    import yaml
+
+    from differland_dist.errors import DifferlandError
+    from differland_dist.experiment.pipeline import CONFIG_NAME, prepare_dir
+
+    store = str(tmp_path / "x.zarr")
+    out = tmp_path / "exp"
+    prepare_dir(_grid(store), str(out), False, {})
+    saved = yaml.safe_load((out / CONFIG_NAME).read_text())
+    assert saved["base"]["training"].pop("pixels_per_call") is None
+    (out / CONFIG_NAME).write_text(yaml.safe_dump(saved))
+    prepare_dir(_grid(store), str(out), True, {})   # accepted: the missing key is its default
+    (out / CONFIG_NAME).write_text(yaml.safe_dump(saved))
+    changed = _grid(store, extra=["base.training.pixels_per_call=4096"])
+    with pytest.raises(DifferlandError, match=r"differs in \['base'\]"):
+        prepare_dir(changed, str(out), True, {})
+
+
 # -- a grid end to end ----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def exp_store(tmp_path_factory):
@@ -100,7 +121,7 @@ def exp_store(tmp_path_factory):
     return url
 
 
-def _grid(store: str, sets=None, members=2, steps=12, keep_best=1):
+def _grid(store: str, sets=None, members=2, steps=12, keep_best=1, extra=()):
     """configs/experiment_demo.yaml, made smaller (the demo grid the docs show)."""
     from differland_dist.experiment import load_grid
 
@@ -111,6 +132,7 @@ def _grid(store: str, sets=None, members=2, steps=12, keep_best=1):
             f"members={members}", f"keep_best={keep_best}", "ensemble_series=[gpp, lai, et]"]
     if sets is not None:
         over.append("predictor_sets=" + json.dumps(sets))
+    over += list(extra)
     return load_grid(ROOT / "configs" / "experiment_demo.yaml", over)
 
 

@@ -29,7 +29,7 @@ class WorkersLost(DifferlandError):
 RAY_CLIENT_PORT = 10001
 
 
-def _client_address(address: str) -> str:
+def client_address(address: str) -> str:
     """``ray://host[:port]`` with the port made explicit (gRPC alone would take 443)."""
     rest = address.removeprefix("ray://")
     host, sep, port = rest.rpartition(":")
@@ -57,7 +57,7 @@ def check_ray_address(address: str, timeout_s: float = 10.0) -> str | None:
         return None
 
     if address.startswith("ray://"):  # Ray Client: the client server's own host and port
-        resolved = _client_address(address).removeprefix("ray://")
+        resolved = client_address(address).removeprefix("ray://")
     else:
         try:
             resolved = services.canonicalize_bootstrap_address(address)
@@ -110,7 +110,7 @@ def connect(ray_cfg, runtime_env: dict) -> bool:
         log.info("ray.address=local and RAY_ADDRESS=%s: joining that cluster", address)
         check_ray_address(address)
     if address.startswith("ray://"):
-        address = _client_address(address)
+        address = client_address(address)
     from ray.exceptions import AuthenticationError
 
     try:

@@ -26,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from differland_dist.config import with_defaults
 from differland_dist.errors import DifferlandError
 from differland_dist.experiment import ensemble as ens
 from differland_dist.experiment import scores as sc
@@ -96,7 +97,8 @@ def _comparable(d: dict) -> dict:
     """The experiment minus what may change on resume: steps, cadences, the cluster, the
     number of members and what is kept and ensembled."""
     d = json.loads(json.dumps(d))
-    base = d.get("base", {})
+    # a key added to the calibration config since the experiment was written reads as its default
+    base = d["base"] = with_defaults(d.get("base", {}))
     base.pop("ray", None)
     for k in ("steps", "eval_every", "checkpoint_every"):
         base.get("training", {}).pop(k, None)

@@ -149,18 +149,19 @@ class ExperimentRun:
 
 
 def _start_ray(address: str, runtime_env: dict) -> bool:
-    """Connect to (or start) the cluster; True when this call started Ray."""
+    """Connect to (or start) the cluster; True when this call started Ray. ``local`` starts
+    one here (or joins ``RAY_ADDRESS`` when set), ``ray://host`` means port 10001."""
     import ray
 
-    from differland_dist.distributed.trainer import check_ray_address
+    from differland_dist.distributed.pool import check_ray_address, client_address, effective_address
 
     if ray.is_initialized():
         return False
     check_ray_address(address)  # a cluster that is not there fails now, with one line
+    address = effective_address(address)
     kw: dict[str, Any] = {"runtime_env": runtime_env, "include_dashboard": False,
-                          "log_to_driver": log.isEnabledFor(logging.DEBUG)}
-    if address != "local":
-        kw["address"] = address
+                          "log_to_driver": log.isEnabledFor(logging.DEBUG),
+                          "address": client_address(address) if address.startswith("ray://") else address}
     ray.init(**kw)
     return True
 
