@@ -5,6 +5,11 @@ from 1 to 2 workers with one core each (JAX pinned to one thread per worker).
 
 Both worker counts run in this one process against the same store, so their ratio is
 comparable; the first steps (compilation) are excluded from the medians.
+
+``--kernel`` also runs ``differland bench``'s loss+gradient kernel (:func:`differland_dist.bench.
+run_bench`) in a Ray task set up exactly like a worker (one CPU, JAX on one thread), on one
+call's padded pixels and the store's months, before and after the calibrations, and reports
+each calibration's pixel-months per second per core against the kernel's per core.
 """
 
 from __future__ import annotations
@@ -28,8 +33,12 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--skip", type=int, default=5, help="first steps excluded (compilation)")
     ap.add_argument("--patches-per-step", type=int, default=16)
-    ap.add_argument("--patches-per-call", type=int, default=8)
+    ap.add_argument("--patches-per-call", type=int, default=8,
+                    help="patches per call (the layout without packing: each patch padded)")
+    ap.add_argument("--pixels-per-call", type=int, default=None,
+                    help="pack patches into calls of this many pixels instead (wins)")
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--kernel", action="store_true", help="also time the bench kernel per core")
     ap.add_argument("--out")
     a = ap.parse_args(argv)
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -46,10 +55,32 @@ def main(argv=None):
     s = open_store(store)
     ray.init(num_cpus=max(a.workers), include_dashboard=False, log_to_driver=False)
     rows = []
+
+    def kernel():
+        from differland_dist.distributed.worker import worker_env
+
+        cfg = load_config(None, ["ray.cpus_per_worker=1", "ray.jax_threads_per_worker=1"])
+
+        @ray.remote(num_cpus=1, runtime_env={"env_vars": worker_env(cfg.ray)})
+        def run(pixels, months):
+            from differland_dist.bench import as_dict, run_bench
+
+            return as_dict(run_bench(pixels=pixels, months=months, repeats=7))
+
+        pixels = a.pixels_per_call or a.patches_per_call * int(s.attrs["max_patch_size"])  # a call's rows
+        r = ray.get(run.remote(pixels, s.n_time))
+        row = {"kernel": "differland bench loss+gradient, one core", "pixels": pixels,
+               "months": s.n_time, "grad_pixel_months_per_s": r["grad_pixel_months_per_s"],
+               "grad_s_median": r["grad_s_median"]}
+        print(json.dumps(row), flush=True)
+        return row
+
+    kernels = [kernel()] if a.kernel else []
     for W in a.workers:
         cfg = load_config(None, [f"data.url={store}", f"training.steps={a.steps}",
                                  f"training.patches_per_step={a.patches_per_step}",
-                                 f"training.patches_per_call={a.patches_per_call}",
+                                 *([f"training.pixels_per_call={a.pixels_per_call}"] if a.pixels_per_call
+                                   else [f"training.patches_per_call={a.patches_per_call}"]),
                                  "training.eval_every=0", f"training.checkpoint_every={a.steps}",
                                  f"ray.workers={W}", "ray.cpus_per_worker=1", "ray.jax_threads_per_worker=1"])
         t0 = time.perf_counter()
@@ -64,6 +95,8 @@ def main(argv=None):
             "step_s": med("time_step_s"), "compute_s": med("time_compute_s"),
             "comm_s": med("time_comm_s"), "driver_s": med("time_driver_s"),
             "pixel_months_per_s": med("pixel_months_per_s"), "wall_s": wall,
+            "calls_per_step": med("calls"), "pixels_per_call": a.pixels_per_call,
+            "patches_per_call": None if a.pixels_per_call else a.patches_per_call,
             "n_params": n_params,
             "bytes_broadcast_per_worker": n_params * 4,
             "bytes_returned_per_step": a.patches_per_step * n_params * 4,
@@ -71,9 +104,17 @@ def main(argv=None):
         }
         print(json.dumps(row), flush=True)
         rows.append(row)
+    if a.kernel:
+        kernels.append(kernel())
+        k = statistics.median(x["grad_pixel_months_per_s"] for x in kernels)
+        for r in rows:
+            r["kernel_grad_pixel_months_per_s_per_core"] = k
+            r["per_core_vs_kernel"] = r["pixel_months_per_s"] / r["workers"] / k
+            print(json.dumps({"workers": r["workers"], "per_core_vs_kernel": r["per_core_vs_kernel"]}))
     if len(rows) >= 2:
         print(json.dumps({"speedup_step": rows[0]["step_s"] / rows[-1]["step_s"],
                           "speedup_compute": rows[0]["compute_s"] / rows[-1]["compute_s"]}))
+    rows.extend(kernels)
     if a.out:
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         Path(a.out).write_text("\n".join(json.dumps(r) for r in rows) + "\n")

@@ -31,6 +31,7 @@ def main(argv=None):
     ap.add_argument("--years", type=int, default=4)
     ap.add_argument("--members", type=int, default=4)
     ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--patches-per-step", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=1, help="alternating runs of each mode")
     ap.add_argument("--out")
     a = ap.parse_args(argv)
@@ -49,7 +50,7 @@ def main(argv=None):
     def grid(cpus: float):
         return grid_from_dict({
             "name": "bench", "base": str(ROOT / "configs" / "demo.yaml"),
-            "set": [f"data.url={store}", f"training.steps={a.steps}", "training.patches_per_step=8",
+            "set": [f"data.url={store}", f"training.steps={a.steps}", f"training.patches_per_step={a.patches_per_step}",
                     f"training.eval_every={a.steps}", f"training.checkpoint_every={a.steps}",
                     "optimizer.warmup_steps=5", "ray.jax_threads_per_worker=1"],
             "predictor_sets": [["PFT", "CLIM", "SOIL", "AGE"]], "members": a.members,
@@ -73,6 +74,7 @@ def main(argv=None):
         same &= all(np.array_equal(x[k], y[k]) for k in x)
     res = {"machine": f"{platform.machine()} {ncpu} cores", "date": time.strftime("%Y-%m-%d"),
            "resolution": a.resolution, "years": a.years, "members": a.members, "steps": a.steps,
+           "patches_per_step": a.patches_per_step,
            "runs": rows, "concurrent_s_median": float(np.median(conc)),
            "sequential_s_median": float(np.median(seq)),
            "ratio_concurrent_over_sequential": float(np.median(conc) / np.median(seq)),

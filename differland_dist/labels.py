@@ -155,6 +155,11 @@ class Labels(NamedTuple):
         """Labels of equal structure stacked along a new leading axis (numpy)."""
         return items[0].map(lambda *a: np.stack(a), *items[1:])
 
+    @staticmethod
+    def concatenate(items: "list[Labels]") -> "Labels":
+        """Labels of equal structure joined along their leading (pixel) axis (numpy)."""
+        return items[0].map(lambda *a: np.concatenate(a, axis=0), *items[1:])
+
     def with_stream(self, name: str, value=None, weight=None) -> "Labels":
         """A copy with stream ``name``'s value and/or weight replaced."""
         self.stream(name)

@@ -398,7 +398,7 @@ def test_nonfinite_steps_say_which_values(small_store_url, tmp_path, monkeypatch
         g = np.zeros(flat.shape, np.float32)
         if loss == 1.0:
             g[:2] = np.nan
-        return {p: ({"loss": loss}, g) for p in patches}, 0.0, 0.0, 10
+        return [({"loss": loss}, g) for _ in patches], 0.0, 0.0, 10
 
     monkeypatch.setattr(cal, "_gather", fake_gather)
     state = tr.TrainState(np.asarray(flat), tx.init(net), 0)

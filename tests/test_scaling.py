@@ -26,8 +26,9 @@ def ray_local():
     ray.shutdown()
 
 
+# calls of 16 pixels (the store's largest patch has 14): a step's 7 patches pack into 3-4 calls
 BASE = {"training.steps": 3, "training.patches_per_step": 7,
-        "training.patches_per_call": 2, "training.eval_every": 0, "training.checkpoint_every": 0,
+        "training.pixels_per_call": 16, "training.eval_every": 0, "training.checkpoint_every": 0,
         "training.seed": 11, "ray.workers": 1}
 
 
@@ -40,41 +41,76 @@ _run = run_calibration
 
 # -- the split of a step ---------------------------------------------------------------------
 
-@pytest.mark.parametrize("n,group", [(7, 2), (32, 4), (5, 1), (3, 8), (64, 5)])
-def test_calls_are_dealt_evenly_and_do_not_depend_on_workers(n, group):
+@pytest.mark.parametrize("n,rows", [(7, 16), (32, 40), (5, 14), (3, 200), (64, 23)])
+def test_calls_pack_in_order_and_are_dealt_evenly(n, rows):
     from differland_dist.distributed.policy import calls, deal
 
-    patches = list(np.random.default_rng(n).permutation(1000)[:n])
-    reference = calls(patches, group)
+    rng = np.random.default_rng(n)
+    patches = [int(p) for p in rng.permutation(1000)[:n]]
+    sizes = {p: int(rng.integers(1, 15)) for p in patches}
+    cl = calls(patches, sizes, rows)
+    assert [p for c in cl for p in c] == patches                 # every patch once, in order
+    for c, nxt in zip(cl, cl[1:] + [None]):
+        used = sum(sizes[p] for p in c)
+        assert used <= rows
+        if nxt is not None:                                      # closed because the next did not fit
+            assert used + sizes[nxt[0]] > rows
     for W in (1, 2, 3, 4, 5):
-        dealt = deal(patches, group, W)
-        per_worker = [len(calls(dealt.get(w, []), group)) for w in range(W)]
+        dealt = deal(len(cl), W)
+        per_worker = [len(dealt.get(w, [])) for w in range(W)]
         assert max(per_worker) - min(per_worker) <= 1, (W, per_worker)
-        assert sum(per_worker) == len(reference)
-        # the same calls whatever the number of workers: a patch's bits depend on its call
-        got = sorted(c for ids in dealt.values() for c in map(tuple, calls(ids, group)))
-        assert got == sorted(map(tuple, reference))
+        assert sorted(c for idx in dealt.values() for c in idx) == list(range(len(cl)))
+    with pytest.raises(ValueError, match="more than a call"):
+        calls([1], {1: 20}, 16)
 
 
-def test_call_size_from_pixels_per_call():
-    from differland_dist.distributed.shard import DEFAULT_PIXELS_PER_CALL, patches_per_call
+def test_call_shape_from_pixels_per_call():
+    from differland_dist.distributed.shard import DEFAULT_PIXELS_PER_CALL, call_shape
 
     tc = load_config(None, ["training.pixels_per_call=1000"]).training
-    assert patches_per_call(tc, 100) == 10
-    assert patches_per_call(tc, 100, n_devices=4) == 40          # each device filled
-    assert patches_per_call(tc, 100, cap=7) == 7                  # never more than a step
-    assert patches_per_call(tc, 100, n_devices=4, cap=7) == 8     # whole devices
+    assert call_shape(tc, [100] * 50, per_step=40) == (1000, 10, 0, 100)
+    assert call_shape(tc, [100] * 50, n_devices=4, per_step=40) == (4000, 40, 0, 100)  # each device filled
+    assert call_shape(tc, [100] * 50, per_step=7) == (700, 7, 0, 100)          # never more than a step
+    assert call_shape(tc, [100] * 50, n_devices=3, per_step=7) == (702, 7, 0, 100)  # whole rows per device
+    # mixed sizes: a step's largest 4 patches hold 206 pixels, more than a call's 150; the
+    # most a call can hold is its three smallest (1 + 5 + 100)
+    tc = load_config(None, ["training.pixels_per_call=150"]).training
+    assert call_shape(tc, [1, 5, 100, 100], per_step=4) == (150, 3, 0, 100)
+    assert call_shape(tc, [300, 5], per_step=4) == (300, 1, 0, 300)            # at least the largest patch
     tc = load_config(None, ["training.patches_per_call=3", "training.pixels_per_call=1000"]).training
-    assert patches_per_call(tc, 100) == 3
+    assert call_shape(tc, [100, 20], per_step=40) == (300, 3, 3, 100)          # count wins, old layout
     tc = load_config(None, []).training
-    assert patches_per_call(tc, 320, platform="cuda") == DEFAULT_PIXELS_PER_CALL["cuda"] // 320
-    assert patches_per_call(tc, 320, platform="cpu") == DEFAULT_PIXELS_PER_CALL["cpu"] // 320
+    assert call_shape(tc, [320] * 1000, platform="cuda", per_step=1000).rows == DEFAULT_PIXELS_PER_CALL["cuda"]
+    assert call_shape(tc, [320] * 1000, platform="cpu", per_step=1000).rows == DEFAULT_PIXELS_PER_CALL["cpu"]
     from differland_dist.errors import ConfigError
 
     with pytest.raises(ConfigError, match="training.pixels_per_call"):
         load_config(None, ["training.pixels_per_call=0"])
     with pytest.raises(ConfigError, match="data.cache_bytes"):
         load_config(None, ["data.cache_bytes=-1"])
+
+
+def test_a_packed_call_equals_its_patches_alone(store10):
+    """Packing patches into one call (no padding per patch) gives the loss terms and the
+    gradient of the patches computed one by one, summed (to float rounding)."""
+    import jax
+
+    from differland_dist.data.store import open_store
+    from differland_dist.distributed.shard import CallShape, Shard
+    from differland_dist.network.mlp import init_network
+
+    cfg = _cfg(store10)
+    ids = [int(p) for p in open_store(store10).train_patches][:5]
+    shard = Shard(cfg, ids)
+    alone = Shard(cfg, ids, shape=CallShape(16, 1, 0, 14))
+    net = init_network(jax.random.PRNGKey(1), 20, cfg.network)
+    mean, std = np.zeros(21, np.float32), np.ones(21, np.float32)
+    ((_, packed, g),) = shard.compute(net, [ids[:3]], mean, std)
+    parts = alone.compute(net, [[p] for p in ids[:3]], mean, std)
+    for k, v in packed.items():
+        assert v == pytest.approx(sum(t[k] for _, t, _ in parts), rel=1e-5, abs=1e-6), k
+    np.testing.assert_allclose(g, sum(x for _, _, x in parts), rtol=2e-4, atol=1e-6)
+    shard.close(), alone.close()
 
 
 # -- bit-identity with 1 and 4 workers, balanced calls ---------------------------------------
@@ -88,10 +124,11 @@ def test_four_workers_same_network_and_balanced_calls(one_worker, store10, tmp_p
     state, cal = _run(_cfg(store10, **{"ray.workers": 4}), tmp_path / "w4")
     np.testing.assert_array_equal(state.flat, one_worker[0].flat)
     for m in (m for m in cal.metrics if m["split"] == "train"):
-        # 7 patches in calls of 2: 4 calls, one per worker
-        assert m["calls"] == 4 and sorted(m["worker_calls"]) == [1, 1, 1, 1]
+        # 7 patches packed into calls of 16 pixels, dealt evenly
+        w = m["worker_calls"]
+        assert m["calls"] >= 3 and sum(w) == m["calls"] and max(w) - min(w) <= 1
     for m in (m for m in one_worker[1].metrics if m["split"] == "train"):
-        assert m["worker_calls"] == [4]
+        assert m["worker_calls"] == [m["calls"]]
 
 
 # -- streamed patches, bounded cache ---------------------------------------------------------
@@ -106,22 +143,26 @@ def test_store_larger_than_the_cache_streams_with_bounded_memory(store10):
     from differland_dist.distributed.shard import Shard
     from differland_dist.network.mlp import init_network
 
+    from differland_dist.distributed.policy import calls
+
     cfg = _cfg(store10)
     ids = [int(p) for p in open_store(store10).train_patches]
-    big = Shard(cfg, (), group=2, cache_bytes=1 << 40)
-    one = big._read(ids[:1])[ids[0]].nbytes
-    bound = one * len(ids) // 4
-    small = Shard(cfg, (), group=2, cache_bytes=bound)
+    big = Shard(cfg, (), cache_bytes=1 << 40)
+    each = {p: a.nbytes for p, a in big._read(ids).items()}
+    one = max(each.values())
+    bound = sum(each.values()) // 4
+    small = Shard(cfg, (), cache_bytes=bound)
+    cl = calls(ids, {p: big.patch_pixels(p) for p in ids}, big.shape.rows)
     net = init_network(jax.random.PRNGKey(2), 20, cfg.network)
     sums = big.predictor_sums(ids)
     n = sum(v[0] for v in sums.values())
     mean = sum(v[1] for v in sums.values()) / n
     std = np.sqrt(np.maximum(sum(v[2] for v in sums.values()) / n - mean**2, 1e-12))
     mean, std = mean.astype(np.float32), std.astype(np.float32)
-    ref = big.compute(net, ids, mean, std)
+    ref = big.compute(net, cl, mean, std)
     for epoch in range(2):
-        got = small.compute(net, ids, mean, std)
-        assert small.cache.stats["bytes"] <= bound and small.cache.stats["peak_bytes"] <= bound + 2 * one
+        got = small.compute(net, cl, mean, std)
+        assert small.cache.stats["bytes"] <= bound and small.cache.stats["peak_bytes"] <= bound + 3 * one
         for (p, t, g), (p0, t0, g0) in zip(got, ref):
             assert p == p0
             np.testing.assert_equal(t, t0)
@@ -137,7 +178,7 @@ def test_prefetch_reads_the_next_patches_in_the_background(store10):
     from differland_dist.distributed.shard import Shard
 
     ids = [int(p) for p in open_store(store10).train_patches][:6]
-    shard = Shard(_cfg(store10), (), group=2, cache_bytes=1 << 30)
+    shard = Shard(_cfg(store10), (), cache_bytes=1 << 30)
     shard.prefetch(ids)
     shard.cache.get(ids)            # waits for the background read, reads nothing itself
     s = shard.cache.stats
@@ -151,9 +192,9 @@ def test_small_cache_run_is_identical_and_bounded(one_worker, store10, tmp_path)
     from differland_dist.data.store import open_store
     from differland_dist.distributed.shard import Shard
 
-    probe = Shard(_cfg(store10), (), group=1, cache_bytes=0)
-    one = probe._read([int(open_store(store10).train_patches[0])])
-    bound = 2 * next(iter(one.values())).nbytes
+    probe = Shard(_cfg(store10), (), cache_bytes=0)
+    sizes = probe._read([int(p) for p in open_store(store10).train_patches])
+    bound = 2 * max(a.nbytes for a in sizes.values())
     probe.close()
     seen = []
 

@@ -1,19 +1,20 @@
-"""Which patches a step trains on, how they are cut into calls, and which worker computes each.
+"""Which patches a step trains on, how they are packed into calls, and which worker computes each.
 
-Per-patch results are bit-identical only for the same call: a patch's gradient computed in
-a call of 2 patches differs from the same patch alone by ~1e-4 relative (XLA vectorises the
-vmapped patch axis differently), so a call's contents must not depend on the number of
-workers. A step's patches are therefore cut into calls of ``group`` patches in the step's
-order (the last call padded), and the calls are dealt round-robin to the workers: every
-worker gets the same number of calls, ±1, whatever the worker count, and each patch's
-gradient is the same bits on any worker. Workers stream the patches of their calls from
-the store (:class:`differland_dist.data.reader.PatchCache`); see docs/architecture.md for
-why this beats owning a fixed share of the patches.
+A call's result is bit-identical only for the same call: the same patches packed in the
+same order into the same compiled shape (XLA vectorises a call as a whole, so a patch's
+terms computed beside other patches differ from the same patch alone by ~1e-7 relative).
+A step's patches are therefore packed into calls in the step's order by a pixel budget that
+does not depend on the number of workers (:func:`calls`), and the calls are dealt
+round-robin to the workers (:func:`deal`): every worker gets the same number of calls, ±1,
+whatever the worker count, each call's loss and gradient are the same bits on any worker,
+and the driver sums them in call order. Workers stream the patches of their calls from the
+store (:class:`differland_dist.data.reader.PatchCache`); see docs/architecture.md for why
+this beats owning a fixed share of the patches.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from typing import Mapping, NamedTuple, Sequence
 
 import numpy as np
 
@@ -28,21 +29,41 @@ def step_patches(train_patches: np.ndarray, step: int, per_step: int, seed: int)
     return [int(train_patches[i]) for i in perm[k * per_step:(k + 1) * per_step]]
 
 
-def calls(patches: Sequence[int], group: int) -> list[list[int]]:
-    """``patches`` cut into calls of ``group`` (the last one shorter), in order."""
-    g = max(1, int(group))
-    ids = [int(p) for p in patches]
-    return [ids[i:i + g] for i in range(0, len(ids), g)]
+def calls(patches: Sequence[int], sizes: Mapping[int, int], rows: int) -> list[list[int]]:
+    """``patches`` packed in order into calls of at most ``rows`` pixels (``sizes``: pixels
+    of each patch); a call closes when the next patch would not fit. A patch larger than
+    ``rows`` is an error of the caller (``rows`` is at least the store's largest patch)."""
+    out: list[list[int]] = []
+    used = rows + 1
+    for p in patches:
+        n = int(sizes[int(p)])
+        if n > rows:
+            raise ValueError(f"patch {p} has {n} pixels, more than a call's {rows}")
+        if used + n > rows:
+            out.append([])
+            used = 0
+        out[-1].append(int(p))
+        used += n
+    return out
 
 
-def deal(patches: Sequence[int], group: int, workers: int) -> dict[int, list[int]]:
-    """{worker: its patches}: the calls of ``patches`` dealt round-robin (call c to worker
-    c mod ``workers``), each worker's calls concatenated in order. Workers without a call are
-    left out. Cutting a worker's list into calls of ``group`` gives back exactly its calls
-    (only the overall last call can be short, and it is its worker's last)."""
+def max_segments(sizes: Sequence[int], rows: int, per_step: int) -> int:
+    """The most patches a call of ``rows`` pixels can hold (its smallest patches), at most
+    ``per_step``: the static number of patch segments of the compiled call."""
+    total, k = 0, 0
+    for n in sorted(int(x) for x in sizes):
+        if total + n > rows or k >= per_step:
+            break
+        total, k = total + n, k + 1
+    return max(1, k)
+
+
+def deal(n_calls: int, workers: int) -> dict[int, list[int]]:
+    """{worker: its call indices}: call c to worker c mod ``workers``, in order. Workers
+    without a call are left out."""
     out: dict[int, list[int]] = {}
-    for c, ids in enumerate(calls(patches, group)):
-        out.setdefault(c % max(1, int(workers)), []).extend(ids)
+    for c in range(int(n_calls)):
+        out.setdefault(c % max(1, int(workers)), []).append(c)
     return out
 
 

@@ -154,15 +154,16 @@ class WorkerPool:
     Args:
       config: the run's :class:`ExperimentConfig`.
       runtime_env: the workers' Ray runtime environment.
-      group: patches per compiled call (the same on every worker).
+      shape: the compiled call's shape (:class:`~differland_dist.distributed.shard.CallShape`,
+        the same on every worker).
       placement_group: reserved bundles (an experiment member); else the actors are spread
         over the cluster's nodes.
     """
 
-    def __init__(self, config, runtime_env: dict, group: int, placement_group=None):
+    def __init__(self, config, runtime_env: dict, shape: tuple, placement_group=None):
         self.config = config
         self.runtime_env = runtime_env
-        self.group = int(group)
+        self.shape = tuple(int(x) for x in shape)
         self.placement_group = placement_group
         self.policy = FailurePolicy(config.ray.max_worker_restarts, config.ray.workers)
         self.workers: list = []
@@ -190,7 +191,7 @@ class WorkerPool:
                 self.placement_group, placement_group_bundle_index=w % self.placement_group.bundle_count)
         else:  # one node lost takes as few workers with it as the cluster allows
             opts["scheduling_strategy"] = "SPREAD"
-        return make_actor_class().options(**opts).remote(self.config.to_dict(), (), self.group)
+        return make_actor_class().options(**opts).remote(self.config.to_dict(), (), self.shape)
 
     def start(self, n: int) -> None:
         self.workers = [self._new(w) for w in range(n)]

@@ -3,13 +3,15 @@
 A :class:`Shard` streams the patches it is asked for from the store (the driver never
 carries the data) through a bounded cache (:class:`~differland_dist.data.reader.PatchCache`,
 ``data.cache_bytes``), reading the next step's patches in the background while it computes.
-Every patch is padded to the store's largest patch, and per-patch loss terms and gradients
-come from one jit-compiled function of a fixed shape: ``group`` patches at a time, vmapped
-over patches. Each patch's gradient is thus the same bits whichever worker computes it and
-whatever other patches share its call, so the driver's fixed-order sum makes training
+A call packs whole patches one after another into ``rows`` pixels (padding only at the end
+of the call, not in every patch: the store's patches are mostly smaller than its largest)
+and computes the call's loss terms and gradient with one jit-compiled function of a fixed
+shape, the patch-level terms over ``segments`` patch slots. The driver deals the same calls
+whatever the number of workers (:mod:`~differland_dist.distributed.policy`), so each call's
+result is the same bits on any worker and the driver's call-order sum makes training
 independent of the number of workers.
 
-With several local devices (GPUs, TPU chips) the group axis is sharded across them.
+With several local devices (GPUs, TPU chips) a call's pixel axis is sharded across them.
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 
+from differland_dist.distributed.policy import max_segments
 from differland_dist.labels import Labels
 
 log = logging.getLogger(__name__)
@@ -32,27 +35,52 @@ DEFAULT_PIXELS_PER_CALL = {"cpu": 2048, "gpu": 131072, "cuda": 131072, "rocm": 1
                            "tpu": 131072}
 
 
-def patches_per_call(training, patch_size: int, n_devices: int = 1, platform: str = "cpu",
-                     cap: int | None = None) -> int:
-    """Patches per compiled call: ``training.patches_per_call`` if set, else
-    ``training.pixels_per_call`` (or the platform's default) padded pixels per device over
-    ``patch_size``, times the devices; at most ``cap`` (rounded up to whole devices)."""
+class CallShape(NamedTuple):
+    """The compiled shape of a call, the same on every worker.
+
+    rows: pixels per call (all devices); segments: patch slots of the patch-level terms;
+    per_call: patches per call when ``training.patches_per_call`` is set (0: pack by
+    pixels); patch_rows: the store's largest patch (parity's padded patch size)."""
+
+    rows: int
+    segments: int
+    per_call: int
+    patch_rows: int
+
+
+def call_shape(training, sizes: Sequence[int], n_devices: int = 1, platform: str = "cpu",
+               per_step: int | None = None) -> CallShape:
+    """The call shape for patches of ``sizes`` pixels (the run's training patches).
+
+    ``training.patches_per_call`` set: that many patches a call, ``rows`` = as many times the
+    largest patch. Else ``training.pixels_per_call`` (or the platform's default) pixels per
+    device, times the devices, patches packed in order until the next one does not fit. Never
+    more rows than the largest step can fill (``per_step`` patches, default
+    ``training.patches_per_step``), never fewer than the largest patch; a whole number of rows
+    per device."""
     n_devices = max(1, int(n_devices))
+    sizes = [int(x) for x in sizes] or [1]
+    biggest = max(sizes)
+    per_step = int(per_step or training.patches_per_step)
     if training.patches_per_call:
-        g = int(training.patches_per_call)
+        per_call = min(int(training.patches_per_call), per_step)
+        rows = per_call * biggest
+        segments = per_call
     else:
+        per_call = 0
         ppc = training.pixels_per_call or DEFAULT_PIXELS_PER_CALL.get(platform, 2048)
-        g = max(1, int(ppc) // max(1, int(patch_size))) * n_devices
-    if cap is not None:
-        g = min(g, max(1, int(cap)))
-    return int(np.ceil(g / n_devices) * n_devices)
+        step_max = sum(sorted(sizes, reverse=True)[:per_step])
+        rows = max(min(int(ppc) * n_devices, step_max), biggest)
+        segments = max_segments(sizes, rows, per_step)
+    rows = int(np.ceil(rows / n_devices) * n_devices)
+    return CallShape(rows, segments, per_call, biggest)
 
 
 @dataclass
 class PatchArrays:
-    """One patch padded to S pixels: raw predictors (S, 1+n), forcing (S, T, 17), labels
-    (:class:`Labels` of (S, T) leaves, with the store's ``time_test`` if it has one), valid
-    (S,) 1/0."""
+    """One patch of S pixels (padded by :func:`pad_patch`, else S = ``n_pixels``): raw
+    predictors (S, 1+n), forcing (S, T, 17), labels (:class:`Labels` of (S, T) leaves, with
+    the store's ``time_test`` if it has one), valid (S,) 1/0."""
 
     predictors_raw: np.ndarray
     forcing: np.ndarray
@@ -90,12 +118,13 @@ class Shard:
     Args:
       config: the experiment config (:class:`differland_dist.config.ExperimentConfig`).
       patch_ids: patches to read now (the rest are read when first asked for).
-      group: patches per compiled call (fixed; padded with empty patches).
+      shape: the compiled call's shape (:func:`call_shape`; default: from the config and
+        every patch of the store, as a run without a driver would choose it).
       storage_options: fsspec options added to ``config.data.storage_options``.
       cache_bytes: bound on the cached patches (default ``config.data.cache_bytes``).
     """
 
-    def __init__(self, config, patch_ids: Sequence[int] = (), group: int = 1,
+    def __init__(self, config, patch_ids: Sequence[int] = (), shape: CallShape | None = None,
                  storage_options: dict | None = None, cache_bytes: int | None = None):
         import jax
 
@@ -104,14 +133,15 @@ class Shard:
         from differland_dist.data.store import open_store
 
         self.config = config
-        self.group = max(1, int(group))
         t0 = time.perf_counter()
         so = dict(config.data.storage_options)
         so.update(storage_options or {})
         self.store = open_store(config.data.url, so, validate=False)
-        # Pad to the largest patch actually in the store (a property of the data, so every
-        # worker compiles the same shape).
-        self.size = max(s.stop - s.start for s in self.store.patch_slices.values())
+        self.devices = jax.devices()
+        if shape is None:
+            shape = call_shape(config.training, [self.patch_pixels(p) for p in self.store.patch_slices],
+                               len(self.devices), self.devices[0].platform)
+        self.shape = CallShape(*shape)
         self.loss_cfg = config.loss_for_store(self.store.steps_per_year)
         names = predictor_names(config.data.predictors)
         # The patch cache bounds the decoded data a worker holds; the reader's own chunk cache
@@ -120,7 +150,6 @@ class Shard:
         self.reader = PatchReader(self.store, names, config.data.products, cache=chunk_cache)
         self.cache = PatchCache(self._read, lambda a: a.nbytes,
                                 config.data.cache_bytes if cache_bytes is None else cache_bytes)
-        self.devices = jax.devices()
         self._fns: dict = {}
         if len(patch_ids):
             self.cache.get(patch_ids)
@@ -129,9 +158,13 @@ class Shard:
                  len(self.cache), self.pixels(patch_ids), self.read_s, self.cache.cache_bytes / 1e6,
                  len(self.devices), self.devices[0].platform)
 
+    def patch_pixels(self, patch: int) -> int:
+        sl = self.store.patch_slices[int(patch)]
+        return int(sl.stop - sl.start)
+
     def _read(self, ids: list[int]) -> dict[int, PatchArrays]:
-        """The padded arrays of patches ``ids``, read from the store in one batch (the reader
-        fetches their chunks concurrently)."""
+        """The arrays of patches ``ids`` (unpadded), read from the store in one batch (the
+        reader fetches their chunks concurrently)."""
         from differland_dist.model.structures import Forcing
         from differland_dist.network.standardize import raw_inputs
 
@@ -141,8 +174,8 @@ class Shard:
         for p in ids:  # pixels come back in the order of the patch ids, each patch contiguous
             n = int(np.count_nonzero(b.patch == p))
             sl = slice(start, start + n)
-            out[int(p)] = pad_patch(b.forcing[sl], raw[sl], b.labels.map(lambda a: a[sl]),
-                                    self.size)
+            out[int(p)] = PatchArrays(raw[sl], b.forcing[sl], b.labels.map(lambda a: a[sl]),
+                                      np.ones(n, np.float32), n)
             start += n
         return out
 
@@ -171,60 +204,64 @@ class Shard:
                 out[p] = (int(x.shape[0]), x.sum(0), (x * x).sum(0))
         return out
 
-    # -- the compiled per-patch function --------------------------------------------------
+    # -- the compiled per-call function ---------------------------------------------------
     def _fn(self, with_grad: bool):
         key = with_grad
         if key in self._fns:
             return self._fns[key]
         import jax
-        import jax.numpy as jnp
 
         from differland_dist.loss.objective import network_loss
         from differland_dist.model.structures import Forcing
 
         cfg, loss_cfg, model_cfg = self.config, self.loss_cfg, self.config.model
         act = cfg.network.activation
+        segments, patch_rows = self.shape.segments, self.shape.patch_rows
 
-        def per_patch(net, pred, forcing, labels, valid, mean, std, test):
+        def per_call(net, pred, forcing, labels, patch, valid, mean, std, test):
             x = (pred - mean) / std
             # a store split by time (time_test) trains on its train steps, scores the test ones
             labels = labels.time_split(test)
-            zeros = jnp.zeros(pred.shape[0], jnp.int32)
-            return network_loss(net, x, Forcing.from_array(forcing), labels, zeros, valid, 1,
-                                loss_cfg, model_cfg, act)
+            return network_loss(net, x, Forcing.from_array(forcing), labels, patch, valid, segments,
+                                loss_cfg, model_cfg, act, patch_rows)
 
-        if with_grad:
-            f = jax.vmap(jax.value_and_grad(per_patch, has_aux=True),
-                         in_axes=(None, 0, 0, 0, 0, None, None, None))
-        else:
-            f = jax.vmap(per_patch, in_axes=(None, 0, 0, 0, 0, None, None, None))
-        fn = jax.jit(f)
+        f = jax.value_and_grad(per_call, has_aux=True) if with_grad else per_call
         if len(self.devices) > 1:
             from jax.sharding import Mesh, NamedSharding, PartitionSpec as Ps
 
-            mesh = Mesh(np.array(self.devices), ("patch",))
-            split = NamedSharding(mesh, Ps("patch"))
+            mesh = Mesh(np.array(self.devices), ("pixel",))
+            split = NamedSharding(mesh, Ps("pixel"))
             rep = NamedSharding(mesh, Ps())
-            fn = jax.jit(f, in_shardings=(rep, split, split, split, split, rep, rep, rep))
+            fn = jax.jit(f, in_shardings=(rep, split, split, split, split, split, rep, rep, rep))
+        else:
+            fn = jax.jit(f)
         self._fns[key] = fn
         return fn
 
-    def _groups(self, patch_ids: Sequence[int]):
-        g = self.group
-        if len(self.devices) > 1:  # the group axis is split across devices
-            g = int(np.ceil(g / len(self.devices)) * len(self.devices))
-        ids = [int(p) for p in patch_ids]
-        for i in range(0, len(ids), g):
-            chunk = ids[i:i + g]
-            arrays = self.cache.get(chunk)
-            # pad the group with copies of its first patch; valid = 0 removes them from every term
-            while len(arrays) < g:
-                a = arrays[0]
-                arrays.append(PatchArrays(a.predictors_raw, a.forcing, a.labels, np.zeros_like(a.valid), 0))
-            yield chunk, arrays
+    def pack(self, call: Sequence[int]):
+        """The call's patches one after another in ``shape.rows`` pixels: (raw predictors,
+        forcing, labels, local patch index, valid); the tail repeats the first pixel with
+        valid = 0 and zero weights (a real pixel keeps the padded rollout finite)."""
+        ids = [int(p) for p in call]
+        if len(ids) > self.shape.segments:
+            raise ValueError(f"a call of {len(ids)} patches, more than its {self.shape.segments} slots")
+        arrays = self.cache.get(ids)
+        n = sum(a.n_pixels for a in arrays)
+        if n > self.shape.rows:
+            raise ValueError(f"a call of {n} pixels, more than its {self.shape.rows} rows")
+        cat = lambda xs: np.concatenate(xs, axis=0)  # noqa: E731
+        pred = cat([a.predictors_raw[:a.n_pixels] for a in arrays])
+        forcing = cat([a.forcing[:a.n_pixels] for a in arrays])
+        labels = Labels.concatenate([a.labels.map(lambda x, k=a.n_pixels: x[:k]) for a in arrays])
+        local = np.repeat(np.arange(len(arrays), dtype=np.int32), [a.n_pixels for a in arrays])
+        padded = pad_patch(forcing, pred, labels, self.shape.rows)
+        patch = np.concatenate([local, np.zeros(self.shape.rows - n, np.int32)])
+        return padded.predictors_raw, padded.forcing, padded.labels, patch, padded.valid
 
-    def compute(self, net, patch_ids: Sequence[int], mean, std, with_grad: bool = True, test: bool = False):
-        """Per patch (in the order given): (terms dict of floats, flat gradient or None).
+    def compute(self, net, calls: Sequence[Sequence[int]], mean, std, with_grad: bool = True,
+                test: bool = False):
+        """Per call (in the order given): (its patch ids, terms dict of floats summed over its
+        patches, flat gradient or None).
 
         ``net`` is a NetworkParams pytree; gradients come back flattened in the order of
         ``jax.flatten_util.ravel_pytree(net)``.
@@ -237,24 +274,19 @@ class Shard:
         mean = jnp.asarray(mean, jnp.float32)
         std = jnp.asarray(std, jnp.float32)
         results = []
-        for chunk, arrays in self._groups(patch_ids):
-            pred, forcing, valid = (jnp.asarray(np.stack([getattr(a, k) for a in arrays]))
-                                    for k in ("predictors_raw", "forcing", "valid"))
-            labels = jax.tree.map(jnp.asarray, Labels.stack([a.labels for a in arrays]))
-            out = fn(net, pred, forcing, labels, valid, mean, std, jnp.asarray(test))
+        for call in calls:
+            pred, forcing, labels, patch, valid = self.pack(call)
+            out = fn(net, jnp.asarray(pred), jnp.asarray(forcing), jax.tree.map(jnp.asarray, labels),
+                     jnp.asarray(patch), jnp.asarray(valid), mean, std, jnp.asarray(test))
             if with_grad:
                 (total, terms), grads = out
-                flat = jax.vmap(lambda g: ravel_pytree(g)[0])(grads)
-                flat = np.asarray(flat)
+                flat = np.asarray(ravel_pytree(grads)[0])
             else:
                 total, terms = out
                 flat = None
-            total = np.asarray(total)
-            terms = {k: np.asarray(v) for k, v in terms.items()}
-            for i, p in enumerate(chunk):
-                t = {k: float(v[i]) for k, v in terms.items()}
-                t["loss"] = float(total[i])
-                results.append((int(p), t, None if flat is None else flat[i]))
+            t = {k: float(v) for k, v in terms.items()}
+            t["loss"] = float(total)
+            results.append((tuple(int(p) for p in call), t, flat))
         return results
 
     def pixel_months(self, patch_ids: Sequence[int]) -> int:

@@ -31,7 +31,7 @@ import numpy as np
 from differland_dist.config import ExperimentConfig, check_against_store, with_defaults
 from differland_dist.data import splits
 from differland_dist.errors import CheckpointError, ConfigError, DifferlandError, TrainingDiverged
-from differland_dist.distributed.policy import deal, on_nonfinite, step_patches  # noqa: F401 (re-exported)
+from differland_dist.distributed.policy import calls, deal, on_nonfinite, step_patches  # noqa: F401 (re-exported)
 from differland_dist.distributed.pool import (WorkersLost, WorkerPool, check_ray_address,  # noqa: F401
                                              connect)
 from differland_dist.distributed.rundir import RunDir
@@ -126,21 +126,31 @@ class Calibration:
         # A cluster that is not there fails now, not after minutes of Ray retries.
         check_ray_address(config.ray.address)
         self.resume = resume
-        self.patch_size = max(s.stop - s.start for s in self.store.patch_slices.values())
-        self.group = self._group()
+        self.sizes = {int(p): int(sl.stop - sl.start) for p, sl in self.store.patch_slices.items()}
+        self.patch_size = max(self.sizes.values())
+        self.shape = self._call_shape()
         self.pool: WorkerPool | None = None
 
-    def _group(self) -> int:
-        """Patches per call: from the config and the workers' platform, never from the number
-        of workers (a call's contents change its patches' bits); at most a step's patches."""
-        from differland_dist.distributed.shard import patches_per_call
+    def _call_shape(self):
+        """The compiled call's shape: from the config, the training patches' sizes and the
+        workers' platform, never from the number of workers (a call's contents change its
+        bits); see :func:`~differland_dist.distributed.shard.call_shape`."""
+        from differland_dist.distributed.shard import call_shape
         from differland_dist.distributed.worker import worker_env
 
         rc, tc = self.config.ray, self.config.training
         platform = worker_env(rc)["JAX_PLATFORMS"].split(",")[0] or "cpu"
         per_worker_devices = max(1, int(rc.gpus_per_worker or rc.tpus_per_worker or 1))
-        return patches_per_call(tc, self.patch_size, per_worker_devices, platform,
-                                cap=min(tc.patches_per_step, len(self.train_patches)))
+        sizes = [self.sizes[int(p)] for p in self.train_patches]
+        return call_shape(tc, sizes, per_worker_devices, platform,
+                          per_step=min(tc.patches_per_step, len(self.train_patches)))
+
+    def _calls(self, patches) -> list[list[int]]:
+        """``patches`` packed into this run's calls (:func:`policy.calls`)."""
+        if self.shape.per_call:
+            k = self.shape.per_call
+            return [list(patches[i:i + k]) for i in range(0, len(patches), k)]
+        return calls(patches, self.sizes, self.shape.rows)
 
     @property
     def metrics(self) -> list[dict]:
@@ -191,7 +201,7 @@ class Calibration:
         runtime_env = {k: v for k, v in rc.runtime_env.items() if k != "env_vars"}
         runtime_env["env_vars"] = worker_env(rc)
         connect(rc, runtime_env)
-        self.pool = WorkerPool(self.config, runtime_env, self.group, self.placement_group)
+        self.pool = WorkerPool(self.config, runtime_env, tuple(self.shape), self.placement_group)
         self.pool.start(rc.workers)
 
     def _call(self, method: str, jobs: dict[int, tuple], kwargs: dict[int, dict] | None = None):
@@ -271,15 +281,16 @@ class Calibration:
             state = TrainState(np.asarray(flat0), tx.init(net0), 0)
             self._last_ckpt = (0, state.flat.copy(), state.opt_state, 1.0)
         n_step = min(tc.patches_per_step, len(self.train_patches))
-        n_calls = -(-n_step // self.group)
+        n_calls = len(self._calls(step_patches(self.train_patches, 0, tc.patches_per_step,
+                                               tc.seed if tc.order_seed is None else tc.order_seed)))
         log.info("%d workers ready in %.1fs: %d train / %d dev patches, %d steps of %d patches "
-                 "in %d calls of %d (%d padded pixels each)", W, time.perf_counter() - t0,
+                 "in ~%d calls of %d pixels (up to %d patches each)", W, time.perf_counter() - t0,
                  len(self.train_patches), len(self.dev_patches), tc.steps, n_step, n_calls,
-                 self.group, self.group * self.patch_size)
+                 self.shape.rows, self.shape.segments)
         if n_calls < W:
-            log.warning("a step has %d call(s) of %d patches for %d workers: %d worker(s) idle; "
+            log.warning("a step has %d call(s) of %d pixels for %d workers: %d worker(s) idle; "
                         "raise training.patches_per_step or lower training.pixels_per_call",
-                        n_calls, self.group, W, W - n_calls)
+                        n_calls, self.shape.rows, W, W - n_calls)
 
         @jax.jit
         def apply(flat, grad, opt_state, lr_scale):
@@ -356,31 +367,39 @@ class Calibration:
         return mean.astype(np.float64), std.astype(np.float64)
 
     def _gather(self, patches, flat, with_grad, test, prefetch: list[int] | None = None):
-        """Per-patch (terms, gradient) of ``patches``, their calls dealt to the workers;
-        ``prefetch``: the patches that come next (each worker starts reading its share)."""
+        """Per call of ``patches``, in call order: (terms, gradient), the calls dealt to the
+        workers; ``prefetch``: the patches that come next (each worker starts reading those
+        of its next calls)."""
         import ray
 
         W = len(self.pool)
         ref = ray.put(flat)
         mean, std = self.std_mean.astype(np.float32), self.std_std.astype(np.float32)
-        dealt = deal(patches, self.group, W)
-        ahead = deal(prefetch, self.group, W) if prefetch and self.config.data.cache_bytes else {}
-        jobs = {w: (ref, ids, mean, std, with_grad, test) for w, ids in dealt.items()}
+        cl = self._calls(patches)
+        dealt = deal(len(cl), W)
+        ahead = {}
+        if prefetch and self.config.data.cache_bytes:
+            nxt = self._calls(prefetch)
+            ahead = {w: [p for c in idx for p in nxt[c]] for w, idx in deal(len(nxt), W).items()}
+        jobs = {w: (ref, [cl[c] for c in idx], mean, std, with_grad, test) for w, idx in dealt.items()}
         kwargs = {w: {"prefetch": ahead[w]} for w in dealt if ahead.get(w)}
         t0 = time.perf_counter()
         res = self._call("compute", jobs, kwargs)
         wall = time.perf_counter() - t0
-        by_patch = {}
+        by_call: list = [None] * len(cl)
         compute_s = 0.0
         pm = 0
         for w, (items, secs, pms) in res.items():
             compute_s = max(compute_s, secs)
             pm += pms
-            for p, terms, grad in items:
-                by_patch[p] = (terms, grad)
+            for c, (ids, terms, grad) in zip(dealt[w], items):
+                if list(ids) != cl[c]:
+                    raise DifferlandError(f"worker {w} answered call {c} with patches {list(ids)}, "
+                                          f"expected {cl[c]}")
+                by_call[c] = (terms, grad)
         self._last_compute = {w: r[1] for w, r in res.items()}
-        self._last_calls = [-(-len(dealt.get(w, ())) // self.group) for w in range(W)]
-        return by_patch, wall, compute_s, pm
+        self._last_calls = [len(dealt.get(w, ())) for w in range(W)]
+        return by_call, wall, compute_s, pm
 
     def _train_step(self, state: TrainState, apply, bar) -> TrainState:
         import jax.numpy as jnp
@@ -392,15 +411,14 @@ class Calibration:
         nxt = (step_patches(self.train_patches, state.step + 1, tc.patches_per_step, order)
                if state.step + 1 < tc.steps else [])
         if self.pool is None:  # the driver logic alone (tests replace _gather)
-            by_patch, wall, compute_s, pm = self._gather(patches, state.flat, True, False)
+            by_call, wall, compute_s, pm = self._gather(patches, state.flat, True, False)
         else:
-            by_patch, wall, compute_s, pm = self._gather(patches, state.flat, True, False, nxt)
+            by_call, wall, compute_s, pm = self._gather(patches, state.flat, True, False, nxt)
         t1 = time.perf_counter()
-        # Fixed-order sums: the step's patch order, whatever worker computed each patch.
-        grad = np.zeros_like(by_patch[patches[0]][1], dtype=np.float32)
+        # Fixed-order sums: the step's call order, whatever worker computed each call.
+        grad = np.zeros_like(by_call[0][1], dtype=np.float32)
         terms: dict[str, float] = {}
-        for p in patches:
-            t, g = by_patch[p]
+        for t, g in by_call:
             grad = grad + g
             for k, v in t.items():
                 terms[k] = terms.get(k, 0.0) + v
@@ -408,7 +426,7 @@ class Calibration:
         finite = math.isfinite(loss) and bool(np.all(np.isfinite(grad)))
         rec = {"step": state.step + 1, "split": "train", **terms, "patches": len(patches),
                "pixel_months": pm, "lr_scale": state.lr_scale, "applied": finite,
-               "workers": 0 if self.pool is None else len(self.pool), "calls": -(-len(patches) // self.group),
+               "workers": 0 if self.pool is None else len(self.pool), "calls": len(by_call),
                "time_compute_s": compute_s, "time_comm_s": max(wall - compute_s, 0.0)}
         if self.pool is not None:
             secs = list(getattr(self, "_last_compute", {}).values())
@@ -441,9 +459,9 @@ class Calibration:
         """Execute :func:`policy.on_nonfinite`'s decision; ``what``: which values were not
         finite (:func:`describe_nonfinite`)."""
         tc = self.config.training
-        step, flat, opt_state, scale = self._last_ckpt
+        last = getattr(self, "_last_ckpt", None)  # set once the run starts; rollback needs it
         d = on_nonfinite(tc.on_nonfinite, state.nonfinite_in_a_row, tc.max_nonfinite, state.lr_scale,
-                         scale, tc.lr_reduction)
+                         state.lr_scale if last is None else last[3], tc.lr_reduction)
         if d.action == "stop":
             raise TrainingDiverged(f"{d.in_a_row} consecutive steps with a non-finite loss or gradient "
                                    f"(training.max_nonfinite = {tc.max_nonfinite}); last step: {what}")
@@ -453,16 +471,17 @@ class Calibration:
                                        skipped=state.skipped + [state.step + 1])
         if d.action == "reduce_lr":
             return dataclasses.replace(state, lr_scale=d.lr_scale, nonfinite_in_a_row=d.in_a_row)
+        step, flat, opt_state, _ = last
         return TrainState(flat.copy(), opt_state, step, d.lr_scale, d.in_a_row, state.skipped)
 
     def _evaluate(self, state: TrainState):
         if len(self.dev_patches) == 0:
             return
         patches = [int(p) for p in self.dev_patches]
-        by_patch, wall, _, pm = self._gather(patches, state.flat, False, True)
+        by_call, wall, _, pm = self._gather(patches, state.flat, False, True)
         terms: dict[str, float] = {}
-        for p in patches:
-            for k, v in by_patch[p][0].items():
+        for t, _ in by_call:
+            for k, v in t.items():
                 terms[k] = terms.get(k, 0.0) + v
         self.rundir.append({"step": state.step, "split": "dev", **terms, "patches": len(patches),
                             "pixel_months": pm, "time_s": wall})

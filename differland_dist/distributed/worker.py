@@ -53,9 +53,9 @@ def make_actor_class():
     class ShardWorker:
         """Streams patches; computes per-patch loss terms and gradients for the driver."""
 
-        def __init__(self, config: dict, patch_ids: Sequence[int], group: int):
+        def __init__(self, config: dict, patch_ids: Sequence[int], shape: Sequence[int]):
             """``patch_ids``: patches to read at once (others are read when first needed);
-            ``group``: patches per compiled call."""
+            ``shape``: the compiled call's :class:`~differland_dist.distributed.shard.CallShape`."""
             import logging
 
             logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -69,7 +69,7 @@ def make_actor_class():
             import jax
 
             cfg = from_dict(config)
-            self.shard = Shard(cfg, patch_ids, group)
+            self.shard = Shard(cfg, patch_ids, tuple(shape))
             n_pred = len(predictor_names(cfg.data.predictors))
             template = init_network(jax.random.PRNGKey(0), n_pred, cfg.network)
             _, self._unravel = ravel_pytree(template)
@@ -82,21 +82,22 @@ def make_actor_class():
 
             return {"pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id(),
                     "host": socket.gethostname(), "cached_patches": len(self.shard.cache),
-                    "cache": dict(self.shard.cache.stats), "group": self.shard.group,
+                    "cache": dict(self.shard.cache.stats), "call_shape": self.shard.shape._asdict(),
                     "devices": [str(d) for d in jax.devices()], "read_s": self.shard.read_s,
                     "jax_platforms": os.environ.get("JAX_PLATFORMS", ""), **resident_memory()}
 
         def predictor_sums(self, patch_ids):
             return self.shard.predictor_sums(patch_ids)
 
-        def compute(self, flat_params, patch_ids, mean, std, with_grad=True, test=False, prefetch=()):
-            """Per-patch results of ``patch_ids``, (seconds, pixel-months); ``prefetch``: the
-            patches of this worker's next call, read in the background meanwhile."""
+        def compute(self, flat_params, calls, mean, std, with_grad=True, test=False, prefetch=()):
+            """Per-call results of ``calls`` (lists of patch ids), (seconds, pixel-months);
+            ``prefetch``: the patches of this worker's next calls, read in the background
+            meanwhile."""
             t0 = time.perf_counter()
             net = self._unravel(flat_params)
             if len(prefetch):
                 self.shard.prefetch(prefetch)
-            res = self.shard.compute(net, patch_ids, mean, std, with_grad=with_grad, test=test)
-            return res, time.perf_counter() - t0, self.shard.pixel_months(patch_ids)
+            res = self.shard.compute(net, calls, mean, std, with_grad=with_grad, test=test)
+            return res, time.perf_counter() - t0, self.shard.pixel_months([p for c in calls for p in c])
 
     return ShardWorker

@@ -145,17 +145,22 @@ def _sse(pred, obs, w):
     return jnp.sum((pred - obs) ** 2 * w)
 
 
-def _patch_error(pred, obs, w, patch, valid, n_patches, padded: bool = False):
+def _patch_error(pred, obs, w, patch, valid, n_patches, padded: bool = False, patch_rows: int = 0):
     """Σ_patches Σ_t (mean_p(pred·w) − mean_p(obs·w))² · mean_p(w); pred etc. (P, X).
 
     The means sum over a patch's valid pixels and divide by its real pixel count, or with
     ``padded`` (parity) by its rows in the batch, padding included: the published loss takes
     ``jnp.mean(·, axis=0)`` over the batch padded to 320 rows (``generate_data_loader``), so a
-    patch of n < 320 pixels has its means scaled by n/320 and the term by (n/320)³.
+    patch of n < 320 pixels has its means scaled by n/320 and the term by (n/320)³. With
+    ``patch_rows`` > 0 the padded count is that constant for every patch (batches that pack
+    patches without padding each, :mod:`differland_dist.distributed.shard`).
     """
-    rows = valid if not padded else jnp.ones_like(valid)
-    count = jax.ops.segment_sum(rows, patch, num_segments=n_patches)[:, None]
-    count = jnp.maximum(count, 1.0)
+    if padded and patch_rows:
+        count = jnp.full((n_patches, 1), float(patch_rows), jnp.float32)
+    else:
+        rows = valid if not padded else jnp.ones_like(valid)
+        count = jax.ops.segment_sum(rows, patch, num_segments=n_patches)[:, None]
+        count = jnp.maximum(count, 1.0)
 
     def pmean(x):
         return jax.ops.segment_sum(x * valid[:, None], patch, num_segments=n_patches) / count
@@ -199,7 +204,7 @@ def _model_side(series, st: S.Stream):
 
 
 def _stream_term(st: S.Stream, term: S.Term, series, labels, patch, valid, n_patches: int,
-                 cfg: LossConfig, spy: int):
+                 cfg: LossConfig, spy: int, patch_rows: int = 0):
     """One stream term, unweighted: dispatch on the term's aggregation and the stream's level."""
     wu = cfg.warm_up
     val, w_all = labels.stream(st.name)
@@ -220,12 +225,14 @@ def _stream_term(st: S.Stream, term: S.Term, series, labels, patch, valid, n_pat
     else:  # monthly
         pred = model[:, wu:]
     if st.level == "patch":
-        return _patch_error(pred, obs, w, patch, valid, n_patches, padded=cfg.parity)
+        return _patch_error(pred, obs, w, patch, valid, n_patches, padded=cfg.parity,
+                            patch_rows=patch_rows)
     return _sse(pred, obs, w)
 
 
 def loss_terms(series: Mapping[str, jax.Array], totals: Mapping[str, jax.Array], initial_pools,
-               labels, patch, valid, n_patches: int, cfg: LossConfig) -> dict[str, jax.Array]:
+               labels, patch, valid, n_patches: int, cfg: LossConfig,
+               patch_rows: int = 0) -> dict[str, jax.Array]:
     """Every enabled term, weighted, by name (scalars): one per stream term of the stream
     table (``differland_dist.streams``), in its order, then the two physical penalties.
 
@@ -235,6 +242,8 @@ def loss_terms(series: Mapping[str, jax.Array], totals: Mapping[str, jax.Array],
       initial_pools: (P, 7) physical initial pools.
       labels: :class:`Labels` of (P, T) leaves (no ``time_test``: see ``Labels.time_split``);
       patch: (P,) int; valid: (P,) float; n_patches: static int.
+      patch_rows: static; > 0: under ``parity`` each patch counts as that many rows (its
+        padded size) in patch means, whatever rows it has in the batch.
     """
     check_labels(labels)
     on, W = cfg.enabled, cfg.weights
@@ -243,7 +252,7 @@ def loss_terms(series: Mapping[str, jax.Array], totals: Mapping[str, jax.Array],
     for st, term in S.terms():
         if st is not None and on[term.name]:
             out[term.name] = _stream_term(st, term, series, labels, patch, valid, n_patches,
-                                          cfg, spy) * W[term.name]
+                                          cfg, spy, patch_rows) * W[term.name]
     if on["violation"]:
         out["violation"] = jnp.sum(series["violation"] * valid[:, None]) * W["violation"]
     if on["edc"]:
