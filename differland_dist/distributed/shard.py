@@ -94,6 +94,23 @@ class PatchArrays:
                    + self.valid.nbytes)
 
 
+@dataclass
+class CachedPatch:
+    """A patch as a worker's cache keeps it: raw predictors (n, 1+k), forcing (n, T, 17) and
+    its label leaves stacked (n, T, L) float32, in the order of ``jax.tree_util.tree_leaves``
+    of its :class:`Labels` (the shard turns them back into ``Labels`` inside the compiled
+    call), so that packing a call copies three arrays per patch, not one per label leaf."""
+
+    predictors_raw: np.ndarray
+    forcing: np.ndarray
+    label_stack: np.ndarray
+    n_pixels: int
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.predictors_raw.nbytes + self.forcing.nbytes + self.label_stack.nbytes)
+
+
 def pad_patch(forcing, predictors_raw, labels: Labels, size: int) -> PatchArrays:
     """Pad a patch's pixels to ``size`` by repeating its first pixel with valid = 0.
 
@@ -151,6 +168,7 @@ class Shard:
         self.cache = PatchCache(self._read, lambda a: a.nbytes,
                                 config.data.cache_bytes if cache_bytes is None else cache_bytes)
         self._fns: dict = {}
+        self._label_layout = None  # (treedef, leaf dtypes, weight leaf indices) of the labels
         if len(patch_ids):
             self.cache.get(patch_ids)
         self.read_s = time.perf_counter() - t0
@@ -162,20 +180,29 @@ class Shard:
         sl = self.store.patch_slices[int(patch)]
         return int(sl.stop - sl.start)
 
-    def _read(self, ids: list[int]) -> dict[int, PatchArrays]:
-        """The arrays of patches ``ids`` (unpadded), read from the store in one batch (the
+    def _read(self, ids: list[int]) -> dict[int, CachedPatch]:
+        """Patches ``ids`` as the cache keeps them, read from the store in one batch (the
         reader fetches their chunks concurrently)."""
+        import jax
+
         from differland_dist.model.structures import Forcing
         from differland_dist.network.standardize import raw_inputs
 
         b = self.reader.read(ids)
         raw = raw_inputs(b.predictors, Forcing.column(b.forcing, "lat")[:, 0])
+        paths, treedef = jax.tree_util.tree_flatten_with_path(b.labels)
+        if self._label_layout is None:
+            weights = tuple(i for i, (path, _) in enumerate(paths)
+                            if getattr(path[0], "name", None) == "weight")
+            self._label_layout = (treedef, tuple(leaf.dtype for _, leaf in paths), weights)
+        elif treedef != self._label_layout[0]:
+            raise ValueError(f"patches {ids} carry other label streams than the first read")
+        stack = np.stack([np.asarray(leaf, np.float32) for _, leaf in paths], axis=-1)
         out, start = {}, 0
         for p in ids:  # pixels come back in the order of the patch ids, each patch contiguous
             n = int(np.count_nonzero(b.patch == p))
             sl = slice(start, start + n)
-            out[int(p)] = PatchArrays(raw[sl], b.forcing[sl], b.labels.map(lambda a: a[sl]),
-                                      np.ones(n, np.float32), n)
+            out[int(p)] = CachedPatch(raw[sl], b.forcing[sl], stack[sl], n)
             start += n
         return out
 
@@ -206,6 +233,7 @@ class Shard:
 
     # -- the compiled per-call function ---------------------------------------------------
     def _fn(self, with_grad: bool):
+        """The compiled call (after a first read: it needs the labels' layout)."""
         key = with_grad
         if key in self._fns:
             return self._fns[key]
@@ -218,8 +246,12 @@ class Shard:
         act = cfg.network.activation
         segments, patch_rows = self.shape.segments, self.shape.patch_rows
 
-        def per_call(net, pred, forcing, labels, patch, valid, mean, std, test):
+        treedef, dtypes, _ = self._label_layout
+
+        def per_call(net, pred, forcing, label_stack, patch, valid, mean, std, test):
             x = (pred - mean) / std
+            labels = jax.tree_util.tree_unflatten(
+                treedef, [label_stack[..., i].astype(dt) for i, dt in enumerate(dtypes)])
             # a store split by time (time_test) trains on its train steps, scores the test ones
             labels = labels.time_split(test)
             return network_loss(net, x, Forcing.from_array(forcing), labels, patch, valid, segments,
@@ -240,23 +272,32 @@ class Shard:
 
     def pack(self, call: Sequence[int]):
         """The call's patches one after another in ``shape.rows`` pixels: (raw predictors,
-        forcing, labels, local patch index, valid); the tail repeats the first pixel with
-        valid = 0 and zero weights (a real pixel keeps the padded rollout finite)."""
+        forcing, stacked label leaves, local patch index, valid); the tail repeats the first
+        pixel with valid = 0 and zero weights (a real pixel keeps the padded rollout finite).
+        Each patch's rows are copied once, into arrays allocated for the call."""
         ids = [int(p) for p in call]
         if len(ids) > self.shape.segments:
             raise ValueError(f"a call of {len(ids)} patches, more than its {self.shape.segments} slots")
         arrays = self.cache.get(ids)
         n = sum(a.n_pixels for a in arrays)
-        if n > self.shape.rows:
-            raise ValueError(f"a call of {n} pixels, more than its {self.shape.rows} rows")
-        cat = lambda xs: np.concatenate(xs, axis=0)  # noqa: E731
-        pred = cat([a.predictors_raw[:a.n_pixels] for a in arrays])
-        forcing = cat([a.forcing[:a.n_pixels] for a in arrays])
-        labels = Labels.concatenate([a.labels.map(lambda x, k=a.n_pixels: x[:k]) for a in arrays])
-        local = np.repeat(np.arange(len(arrays), dtype=np.int32), [a.n_pixels for a in arrays])
-        padded = pad_patch(forcing, pred, labels, self.shape.rows)
-        patch = np.concatenate([local, np.zeros(self.shape.rows - n, np.int32)])
-        return padded.predictors_raw, padded.forcing, padded.labels, patch, padded.valid
+        R = self.shape.rows
+        if n > R:
+            raise ValueError(f"a call of {n} pixels, more than its {R} rows")
+        first = arrays[0]
+        pred, forcing, stack = (np.empty((R,) + x.shape[1:], x.dtype)
+                                for x in (first.predictors_raw, first.forcing, first.label_stack))
+        patch = np.zeros(R, np.int32)
+        valid = np.zeros(R, np.float32)
+        start = 0
+        for i, a in enumerate(arrays):
+            sl = slice(start, start + a.n_pixels)
+            pred[sl], forcing[sl], stack[sl] = a.predictors_raw, a.forcing, a.label_stack
+            patch[sl] = i
+            start += a.n_pixels
+        valid[:n] = 1.0
+        pred[n:], forcing[n:], stack[n:] = pred[0], forcing[0], stack[0]
+        stack[n:, :, list(self._label_layout[2])] = 0.0  # padding rows weigh nothing
+        return pred, forcing, stack, patch, valid
 
     def compute(self, net, calls: Sequence[Sequence[int]], mean, std, with_grad: bool = True,
                 test: bool = False):
@@ -264,20 +305,30 @@ class Shard:
         patches, flat gradient or None).
 
         ``net`` is a NetworkParams pytree; gradients come back flattened in the order of
-        ``jax.flatten_util.ravel_pytree(net)``.
+        ``jax.flatten_util.ravel_pytree(net)``. The next call is packed while the device
+        computes the current one (JAX dispatches asynchronously).
         """
         import jax
         import jax.numpy as jnp
         from jax.flatten_util import ravel_pytree
 
+        if len(calls):
+            self.cache.get(list(calls[0]))  # the labels' layout comes with the first read
         fn = self._fn(with_grad)
         mean = jnp.asarray(mean, jnp.float32)
         std = jnp.asarray(std, jnp.float32)
+        flag = jnp.asarray(test)
+
+        def launch(call):
+            pred, forcing, stack, patch, valid = self.pack(call)
+            return fn(net, jnp.asarray(pred), jnp.asarray(forcing), jnp.asarray(stack),
+                      jnp.asarray(patch), jnp.asarray(valid), mean, std, flag)
+
         results = []
-        for call in calls:
-            pred, forcing, labels, patch, valid = self.pack(call)
-            out = fn(net, jnp.asarray(pred), jnp.asarray(forcing), jax.tree.map(jnp.asarray, labels),
-                     jnp.asarray(patch), jnp.asarray(valid), mean, std, jnp.asarray(test))
+        pending = launch(calls[0]) if len(calls) else None
+        for i, call in enumerate(calls):
+            out = pending
+            pending = launch(calls[i + 1]) if i + 1 < len(calls) else None
             if with_grad:
                 (total, terms), grads = out
                 flat = np.asarray(ravel_pytree(grads)[0])
