@@ -57,6 +57,7 @@ FILE_SECONDS = {
     "test_loss.py": 150, "test_demo.py": 130, "test_outputs_cf.py": 110, "test_paper_data.py": 90,
     "test_parity.py": 80, "test_cli_core.py": 70, "test_inference.py": 70, "test_evaluation.py": 70,
     "test_analysis.py": 60, "test_data_store.py": 50, "test_member_batch.py": 40,
+    "test_addresses.py": 80, "test_paper_skill.py": 40, "test_labels.py": 25,
 }
 
 
