@@ -94,14 +94,10 @@ def swapped_r2(sim: np.ndarray, obs: np.ndarray) -> np.ndarray:
         return np.where((n > 0) & (sst > 0), 1.0 - sse / sst, np.nan)
 
 
-def trend(y: np.ndarray, steps_per_year: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per row of (P, T) series: (slope in units per year, two-sided p-value), both (P,).
-
-    The least-squares line of the finite values against the step index 0..T-1 (the slope per
-    step times ``steps_per_year``); p-value of the t statistic r sqrt((n - 2) / (1 - r^2)) with
-    n - 2 degrees of freedom, as ``scipy.stats.linregress`` (NaN below 3 finite steps and
-    for a constant series)."""
-    v = _f64(y)
+def _centred(v: np.ndarray):
+    """For the least-squares line of each row's finite values against the step index: (the
+    (1, T) step index, finite count n (P,), mean step xm and mean value ym (P,), and the
+    centred step dx and value dy (P, T), zero at non-finite steps)."""
     ok = np.isfinite(v)
     t_idx = np.arange(v.shape[1], dtype=np.float64)[None, :]
     n = ok.sum(axis=1).astype(np.float64)
@@ -110,6 +106,19 @@ def trend(y: np.ndarray, steps_per_year: int) -> tuple[np.ndarray, np.ndarray]:
         ym = np.where(ok, v, 0.0).sum(axis=1) / n
         dx = np.where(ok, t_idx - xm[:, None], 0.0)
         dy = np.where(ok, v - ym[:, None], 0.0)
+    return t_idx, n, xm, ym, dx, dy
+
+
+def trend(y: np.ndarray, steps_per_year: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of (P, T) series: (slope in units per year, two-sided p-value), both (P,).
+
+    The least-squares line of the finite values against the step index 0..T-1 (the slope per
+    step times ``steps_per_year``); p-value of the t statistic r sqrt((n - 2) / (1 - r^2)) with
+    n - 2 degrees of freedom, as ``scipy.stats.linregress`` (NaN below 3 finite steps and
+    for a constant series)."""
+    v = _f64(y)
+    _, n, _, _, dx, dy = _centred(v)
+    with np.errstate(invalid="ignore", divide="ignore"):
         sxx, sxy, syy = (dx * dx).sum(1), (dx * dy).sum(1), (dy * dy).sum(1)
         slope = np.where((n >= 2) & (sxx > 0), sxy / sxx, np.nan)
         r = np.where((sxx > 0) & (syy > 0), sxy / np.sqrt(sxx * syy), np.nan)
@@ -141,15 +150,10 @@ def detrend(x: np.ndarray) -> np.ndarray:
     """(P, T) series minus each row's least-squares line in the step index over its finite
     steps (NaN stays NaN; rows with fewer than 2 finite steps become NaN)."""
     v = _f64(x)
-    ok = np.isfinite(v)
-    t_idx = np.arange(v.shape[1], dtype=np.float64)[None, :]
-    n = ok.sum(axis=1).astype(np.float64)
+    t_idx, n, xm, ym, dx, dy = _centred(v)
     with np.errstate(invalid="ignore", divide="ignore"):
-        xm = np.where(ok, t_idx, 0.0).sum(axis=1) / n
-        ym = np.where(ok, v, 0.0).sum(axis=1) / n
-        dx = np.where(ok, t_idx - xm[:, None], 0.0)
         sxx = (dx * dx).sum(1)
-        slope = np.where(sxx > 0, (dx * np.where(ok, v - ym[:, None], 0.0)).sum(1) / sxx, 0.0)
+        slope = np.where(sxx > 0, (dx * dy).sum(1) / sxx, 0.0)
         out = v - (ym[:, None] + slope[:, None] * (t_idx - xm[:, None]))
     out[n < 2] = np.nan
     return out
