@@ -29,10 +29,14 @@ def step_patches(train_patches: np.ndarray, step: int, per_step: int, seed: int)
     return [int(train_patches[i]) for i in perm[k * per_step:(k + 1) * per_step]]
 
 
-def calls(patches: Sequence[int], sizes: Mapping[int, int], rows: int) -> list[list[int]]:
+def calls(patches: Sequence[int], sizes: Mapping[int, int], rows: int,
+          per_call: int = 0) -> list[list[int]]:
     """``patches`` packed in order into calls of at most ``rows`` pixels (``sizes``: pixels
     of each patch); a call closes when the next patch would not fit. A patch larger than
-    ``rows`` is an error of the caller (``rows`` is at least the store's largest patch)."""
+    ``rows`` is an error of the caller (``rows`` is at least the store's largest patch).
+    ``per_call`` > 0 (``training.patches_per_call``): calls of that many patches instead."""
+    if per_call:
+        return [[int(p) for p in patches[i:i + per_call]] for i in range(0, len(patches), per_call)]
     out: list[list[int]] = []
     used = rows + 1
     for p in patches:

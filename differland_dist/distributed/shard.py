@@ -211,8 +211,7 @@ class Shard:
         self.cache.prefetch(patch_ids)
 
     def pixels(self, patch_ids: Sequence[int]) -> int:
-        sl = self.store.patch_slices
-        return int(sum(sl[int(p)].stop - sl[int(p)].start for p in patch_ids))
+        return sum(self.patch_pixels(p) for p in patch_ids)
 
     # -- statistics for the predictor standardisation -------------------------------------
     def predictor_sums(self, patch_ids: Sequence[int]) -> dict[int, tuple[int, np.ndarray, np.ndarray]]:

@@ -147,10 +147,7 @@ class Calibration:
 
     def _calls(self, patches) -> list[list[int]]:
         """``patches`` packed into this run's calls (:func:`policy.calls`)."""
-        if self.shape.per_call:
-            k = self.shape.per_call
-            return [list(patches[i:i + k]) for i in range(0, len(patches), k)]
-        return calls(patches, self.sizes, self.shape.rows)
+        return calls(patches, self.sizes, self.shape.rows, self.shape.per_call)
 
     @property
     def metrics(self) -> list[dict]:
