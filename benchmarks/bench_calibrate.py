@@ -46,7 +46,7 @@ def main(argv=None):
 
     from differland_dist.config import load_config
     from differland_dist.data.store import open_store
-    from differland_dist.data.synth import synth_to_store
+    from differland_dist.synthetic import synth_to_store
     from differland_dist.distributed.trainer import calibrate
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-cal-"))

@@ -39,7 +39,7 @@ def main(argv=None):
     import numpy as np
 
     from differland_dist import checkpoint
-    from differland_dist.data.synth import synth_to_store
+    from differland_dist.synthetic import synth_to_store
     from differland_dist.experiment import grid_from_dict, run_experiment
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-exp-"))

@@ -52,7 +52,7 @@ def main(argv=None):
 
     from differland_dist.data import schema
     from differland_dist.data.store import PixelStore, write_store
-    from differland_dist.data.synth import make_synthetic
+    from differland_dist.synthetic import make_synthetic
     from differland_dist.inference.random_checkpoint import random_checkpoint
     from differland_dist.inference.pipeline import InferenceOptions, run_inference
 

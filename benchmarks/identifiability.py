@@ -25,7 +25,7 @@ import numpy as np
 
 
 def _noise_sd(name: str, v: np.ndarray) -> np.ndarray:
-    # the synthetic observation noise of differland_dist.data.synth.make_observations
+    # the synthetic observation noise of differland_dist.synthetic.make_observations
     if name == "SIF":
         return np.sqrt(0.05 ** 2 + (0.08 * v) ** 2)
     if name == "lai":
@@ -48,7 +48,7 @@ def main() -> None:
     from differland_dist.analysis.truth import truth_range_fraction
     from differland_dist.data.batch import assemble_forcing
     from differland_dist.data.store import open_store
-    from differland_dist.data.synth import run_dalec
+    from differland_dist.synthetic import run_dalec
     from differland_dist.model.parameters import all_bounds
     from differland_dist.inference import output as out_mod
     from differland_dist.model.parameters import to_bounded

@@ -33,7 +33,7 @@ _EXPORTS = {
     "Labels": "differland_dist.labels",
     "load_config": "differland_dist.config",
     "ExperimentConfig": "differland_dist.config",
-    "synth_to_store": "differland_dist.data.synth",
+    "synth_to_store": "differland_dist.synthetic",
     "calibrate": "differland_dist.distributed.trainer",
     "run_inference": "differland_dist.inference.pipeline",
     "InferenceOptions": "differland_dist.inference.pipeline",

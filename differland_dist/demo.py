@@ -29,7 +29,7 @@ from differland_dist import api
 from differland_dist.config import load_config
 from differland_dist.data import splits
 from differland_dist.data.store import open_store as open_pixel_store
-from differland_dist.data.synth import synth_to_store
+from differland_dist.synthetic import synth_to_store
 from differland_dist.distributed.trainer import calibrate
 from differland_dist.errors import OutputMismatchError
 from differland_dist.evaluation.evaluate import EvaluationOptions, evaluate

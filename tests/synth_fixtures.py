@@ -14,7 +14,7 @@ SMALL = dict(resolution=15.0, years=2, seed=0, max_patch_size=8)
 @pytest.fixture(scope="session")
 def small_ds():
     """The in-memory Dataset of the small synthetic Earth."""
-    from differland_dist.data.synth import make_synthetic
+    from differland_dist.synthetic import make_synthetic
 
     return make_synthetic(**SMALL)
 
@@ -32,7 +32,7 @@ def small_store_url(small_ds, tmp_path_factory):
 @pytest.fixture(scope="module")
 def store10(tmp_path_factory):
     """A 10-degree, 2-year synthetic Earth (seed 3): the trainer-scaling and multi-node stores."""
-    from differland_dist.data.synth import synth_to_store
+    from differland_dist.synthetic import synth_to_store
 
     url = str(tmp_path_factory.mktemp("store") / "earth.zarr")
     synth_to_store(url, resolution=10, years=2, seed=3)

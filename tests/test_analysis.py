@@ -16,7 +16,7 @@ CACHE = "/tmp/differland-test-jax-cache"
 @pytest.fixture(scope="module")
 def earth():
     """Predictors and true unbounded parameters of the 10-degree synthetic Earth (no DALEC)."""
-    from differland_dist.data import synth
+    from differland_dist import synthetic as synth
 
     g = synth.make_grid(10.0)
     pred = {k: np.asarray(v, np.float64) for k, v in synth.make_predictors(g.lat, g.lon, 0).items()}
@@ -89,7 +89,7 @@ def test_pca_finds_constructed_gradients_and_principal_angles(earth):
 
 def test_kernel_shap_is_exact_for_a_linear_function_and_additive_on_the_truth(earth):
     from differland_dist.analysis import shap_values as sv
-    from differland_dist.data.synth import TRUTH_FEATURES
+    from differland_dist.synthetic import TRUTH_FEATURES
 
     rng = np.random.default_rng(2)
     X = rng.normal(size=(60, 5))

@@ -27,7 +27,7 @@ def ray_local():
 
 @pytest.fixture(scope="module")
 def small_store(tmp_path_factory):
-    from differland_dist.data.synth import synth_to_store
+    from differland_dist.synthetic import synth_to_store
 
     url = str(tmp_path_factory.mktemp("store") / "earth.zarr")
     synth_to_store(url, resolution=10, years=2, seed=3)
@@ -166,7 +166,7 @@ def test_killed_worker_is_replaced_and_result_unchanged(reference, small_store, 
 
 
 def test_bad_store_fails_at_once(ray_local, tmp_path):
-    from differland_dist.data.synth import synth_to_store
+    from differland_dist.synthetic import synth_to_store
 
     url = str(tmp_path / "bad.zarr")
     synth_to_store(url, resolution=20, years=1, seed=1)

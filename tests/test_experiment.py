@@ -28,7 +28,7 @@ CACHE = "/tmp/differland-test-jax-cache"
 
 # -- three splits ---------------------------------------------------------------------------------
 def test_synth_makes_train_dev_and_test_by_patch():
-    from differland_dist.data.synth import make_synthetic
+    from differland_dist.synthetic import make_synthetic
 
     ds = make_synthetic(resolution=15, years=1, seed=0, max_patch_size=8, dev_fraction=0.2,
                         test_fraction=0.15)
@@ -113,7 +113,7 @@ def test_an_experiment_written_before_a_new_config_key_resumes(tmp_path):
 # -- a grid end to end ----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def exp_store(tmp_path_factory):
-    from differland_dist.data.synth import synth_to_store
+    from differland_dist.synthetic import synth_to_store
 
     url = str(tmp_path_factory.mktemp("exp") / "earth.zarr")
     synth_to_store(url, resolution=15, years=2, seed=5, max_patch_size=8, dev_fraction=0.2,

@@ -41,7 +41,7 @@ def test_overwrite_refuses_a_folder_differland_did_not_write(tmp_path, small_sto
 
 def test_overwrite_replaces_our_store_but_not_a_file_added_to_it(tmp_path):
     from differland_dist.data.store import open_store
-    from differland_dist.data.synth import synth_to_store
+    from differland_dist.synthetic import synth_to_store
 
     url = str(tmp_path / "s.zarr")
     synth_to_store(url, resolution=30, years=1, max_patch_size=8)

@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 
 from differland_dist.cli.main import main
-from differland_dist.data import schema, synth
+from differland_dist import synthetic as synth
+from differland_dist.data import schema
 from differland_dist.data.store import open_store
-from differland_dist.model.parameters import all_bounds
 from differland_dist.data.validate import validate_dataset, validate_store
 from differland_dist.errors import DifferlandError
-from differland_dist.model.parameters import PHENOLOGY_PARAMETERS, POOLS, PROCESS_PARAMETERS
+from differland_dist.model.parameters import (
+    PHENOLOGY_PARAMETERS, POOLS, PROCESS_PARAMETERS, all_bounds, to_bounded)
 from synth_fixtures import SMALL, small_ds  # noqa: F401 - fixture
 
 
@@ -196,7 +197,7 @@ def test_truth_is_stored_and_reproducible(small_ds):
     lo, hi = all_bounds()
     p = ds["true_params"].values
     assert np.all(p > lo) and np.all(p < hi)
-    np.testing.assert_allclose(p, synth._bounded(x.astype(np.float64), lo, hi), rtol=1e-5)
+    np.testing.assert_allclose(p, to_bounded(x.astype(np.float64), lo, hi), rtol=1e-5)
     # parameters vary over space (the relation is not constant)
     rel_sd = np.std(np.log(p), axis=0)
     assert np.median(rel_sd) > 0.05
@@ -243,7 +244,7 @@ def test_observations_outside_their_range_become_gaps():
     grid = synth.Grid(lat=np.zeros(P, np.float32), lon=np.zeros(P, np.float32),
                       row=np.zeros(P, np.int32), col=np.arange(P, dtype=np.int32),
                       patch=np.array([0, 0, 1, 1], np.int32), shape=(1, P), tile=(1, 2))
-    sim = {k: np.full((P, T), 1.0, np.float32) for k in synth._KEEP}
+    sim = {k: np.full((P, T), 1.0, np.float32) for k in synth.KEPT_OUTPUTS}
     sim["lai"][2, 5] = 40.0
     obs = synth.make_observations(sim, {"swrad": np.full((P, T), 20.0, np.float32)}, grid,
                                   synth.monthly_axis(2001, 2), seed=0)

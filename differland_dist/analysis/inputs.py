@@ -143,7 +143,7 @@ def load(url: str, storage_options: dict | None = None, sets: list[str] | None =
     if "true_x" in ds.variables:
         data.true_x = np.asarray(ds["true_x"].values, np.float64)
         if "truth_w1" in ds.variables:
-            from differland_dist.data.synth import Truth
+            from differland_dist.synthetic import Truth
 
             data.truth = Truth(*(np.asarray(ds[k].values, np.float64) for k in (
                 "truth_centre", "truth_scale", "truth_w1", "truth_b1", "truth_w2",

@@ -103,7 +103,7 @@ class TruthFunction:
     (``names`` order, ``lat`` last) -> true unbounded parameters (n, 40)."""
 
     def __init__(self, truth, names: Sequence[str]):
-        from differland_dist.data.synth import TRUTH_FEATURES
+        from differland_dist.synthetic import TRUTH_FEATURES
 
         self.truth = truth
         missing = [n for n in TRUTH_FEATURES if n not in names]
@@ -112,7 +112,7 @@ class TruthFunction:
         self.index = [list(names).index(n) for n in TRUTH_FEATURES]
 
     def __call__(self, X: np.ndarray) -> np.ndarray:
-        from differland_dist.data.synth import apply_truth
+        from differland_dist.synthetic import apply_truth
 
         X = np.asarray(X, np.float64)
         return apply_truth(self.truth, X[:, self.index], X[:, -1])

@@ -477,77 +477,14 @@ class PixelStore:
             raise self.corrupt(name, coords, str(e)) from None
         return data[tuple(slice(0, b.stop - b.start) for b in self.chunk_bounds(name, coords))]
 
-    def _zarr_chunk(self, name: str, coords: tuple[int, ...]) -> np.ndarray:
-        """One chunk through zarr (layouts :func:`fast_codec` does not decode)."""
+    def zarr_chunk(self, name: str, coords: tuple[int, ...]) -> np.ndarray:
+        """One chunk through zarr (layouts :func:`fast_codec` does not decode); reads of store
+        values go through :class:`differland_dist.data.rows.RowReader`, which calls this."""
         try:
             with quiet_zarr():
                 return np.asarray(self.array(name)[self.chunk_bounds(name, coords)])
         except (RuntimeError, ValueError, TypeError) as e:  # zarr's codec errors
             raise self.corrupt(name, coords, f"it cannot be decoded ({type(e).__name__}: {e})") from None
-
-    def read_chunks(self, name: str, coords: list[tuple[int, ...]], batch_size: int = 8,
-                    ) -> dict[tuple[int, ...], np.ndarray | CorruptChunkError]:
-        """Values of chunks (trimmed), or the CorruptChunkError of each that does not decode.
-
-        Chunk objects are fetched as raw bytes (``batch_size`` at a time on object stores;
-        the filesystem's own retries apply) and verified here: a missing chunk raises
-        DataValidationError (zarr would read it as fill values), other read errors propagate.
-        """
-        if self.chunk_codec(name) is None:
-            out: dict = {}
-            for c in coords:
-                try:
-                    out[c] = self._zarr_chunk(name, c)
-                except CorruptChunkError as e:
-                    out[c] = e
-            return out
-        paths = [f"{self.root}/{self.chunk_key(name, c)}" for c in coords]
-        kw = {"batch_size": batch_size} if getattr(self.fs, "async_impl", False) else {}
-        raws = self.fs.cat_ranges(paths, None, None, on_error="return", **kw) if paths else []
-        out = {}
-        for c, raw in zip(coords, raws):
-            if isinstance(raw, FileNotFoundError):
-                raise DataValidationError(
-                    [f"{name}: chunk {self.chunk_key(name, c)} is missing from the store "
-                     f"({self.chunk_where(name, c)}); zarr would read it as fill values"],
-                    source=self.url)
-            if isinstance(raw, BaseException):
-                raise raw
-            try:
-                out[c] = self.decode_chunk(name, c, raw)
-            except CorruptChunkError as e:
-                out[c] = e
-        return out
-
-    def read_checked(self, name: str, rows: slice | None = None,
-                     ) -> tuple[np.ndarray, list[CorruptChunkError]]:
-        """Rows ``rows`` of the first axis of array ``name`` (all if None) read chunk by chunk
-        and verified, and the errors of the chunks that did not decode (their values are left
-        as fill: NaN for floats, 0 otherwise)."""
-        arr = self.array(name)
-        shape = tuple(arr.shape)
-        if not shape:
-            return np.asarray(arr[...]), []
-        lo = 0 if rows is None else max(0, rows.start or 0)
-        hi = shape[0] if rows is None or rows.stop is None else min(shape[0], rows.stop)
-        dtype = np.dtype(arr.dtype)
-        out = np.full((max(0, hi - lo), *shape[1:]), np.nan if dtype.kind == "f" else 0, dtype)
-        errors = []
-        for c, data in self.read_chunks(name, self.chunk_grid(name, slice(lo, hi))).items():
-            if isinstance(data, CorruptChunkError):
-                errors.append(data)
-                continue
-            b = self.chunk_bounds(name, c)
-            a0, a1 = max(b[0].start, lo), min(b[0].stop, hi)
-            out[(slice(a0 - lo, a1 - lo), *b[1:])] = data[a0 - b[0].start: a1 - b[0].start]
-        return out, errors
-
-    def read_rows(self, name: str, rows: slice | None = None) -> np.ndarray:
-        """:meth:`read_checked` that raises a DataValidationError listing every corrupt chunk."""
-        data, errors = self.read_checked(name, rows)
-        if errors:
-            raise DataValidationError([e.problem for e in errors], source=self.url)
-        return data
 
     # -- identity ----------------------------------------------------------------------------
     def list_objects(self) -> dict[str, int]:

@@ -1,24 +1,22 @@
 """Streaming the arrays of whole patches from a pixel store to a worker.
 
-:class:`PatchReader` reads, for a list of patch ids, only the pixel chunks that hold those
-patches (a patch spans one or two chunks of ``max_patch_size`` pixels), one task per
-(variable, chunk) on a thread pool, with retries and exponential backoff on transient storage
-errors, an optional cache of decoded chunks (in memory or as ``.npy`` files in a local
-directory, keyed by the store's fingerprint), and :meth:`PatchReader.iter_batches`, which reads
-the next batch in a background thread while the caller computes on the current one.
+:class:`PatchReader` reads, for a list of patch ids, the pixel rows of those patches (a patch
+spans one or two chunks of ``max_patch_size`` pixels) through the store's one row reader
+(:class:`~differland_dist.data.rows.RowReader`: concurrent chunk fetches, retries with
+backoff, verification, an optional chunk cache) and assembles forcing, raw predictors and
+labels; :meth:`PatchReader.iter_batches` reads the next batch in a background thread while the
+caller computes on the current one. :class:`PatchCache` keeps decoded patches for the coming
+steps of a training worker.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import random
-import tempfile
 import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
+from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -26,59 +24,15 @@ from differland_dist.data import schema, splits
 from differland_dist.data.batch import (
     FORCING_PIXEL_VARS, FORCING_VARS, TIME_TEST, PatchBatch, assemble_forcing, assemble_labels,
     assemble_predictors)
+from differland_dist.data.rows import RowReader, is_transient, with_retries  # noqa: F401 - re-exported
 from differland_dist.data.schema import PER_PIXEL_FORCING, by_pixel_name
-from differland_dist.data.store import FastCodec, PixelStore, fast_codec
-from differland_dist.errors import ConfigError, DataValidationError, DifferlandError, StorageReadError
+from differland_dist.data.store import PixelStore
+from differland_dist.errors import ConfigError, DifferlandError, StorageReadError  # noqa: F401
 
 log = logging.getLogger(__name__)
-R = TypeVar("R")
 
 #: Predictor names that are not store variables of their own.
 _SPECIAL_PREDICTORS = {"null"}
-#: Errors that say the object is not there or not readable: retrying will not help.
-_PERMANENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
-
-
-def is_transient(err: BaseException) -> bool:
-    """Whether a storage error is worth retrying: timeouts, connection and I/O errors, and
-    HTTP 408/429/5xx from cloud clients; not missing objects or denied access."""
-    if isinstance(err, _PERMANENT):
-        return False
-    if isinstance(err, (TimeoutError, ConnectionError, OSError)):
-        return True
-    code = getattr(err, "code", None) or getattr(err, "status", None)
-    if isinstance(code, int):
-        return code in (408, 429) or 500 <= code < 600
-    return type(err).__module__.split(".")[0] in ("aiohttp", "botocore", "aiobotocore",
-                                                  "urllib3", "requests")
-
-
-def with_retries(fn: Callable[[], R], what: str, retries: int = 4, backoff_s: float = 0.2,
-                 rng: random.Random | None = None) -> R:
-    """Call ``fn``; on a transient error wait ``backoff_s * 2**attempt`` (x0.5-1.5 jitter) and
-    try again, at most ``retries`` more times; then raise StorageReadError naming ``what``."""
-    rng = rng or random.Random()
-    for attempt in range(retries + 1):
-        try:
-            return fn()
-        except Exception as e:  # noqa: BLE001 - classified just below
-            if not is_transient(e):
-                raise
-            if attempt == retries:
-                raise StorageReadError(f"reading {what} failed after {retries + 1} attempt(s): "
-                                       f"{type(e).__name__}: {e}") from e
-            wait = backoff_s * (2 ** attempt) * rng.uniform(0.5, 1.5)
-            log.warning("reading %s: %s: %s; retry %d/%d in %.2f s", what, type(e).__name__, e,
-                        attempt + 1, retries, wait)
-            time.sleep(wait)
-    raise AssertionError("unreachable")
-
-
-def _fast_codec(arr) -> FastCodec | None:
-    """:func:`differland_dist.data.store.fast_codec`: chunks the reader fetches as raw objects,
-    many per request batch, and verifies (crc32c) and decodes itself, about ten times faster
-    than one zarr read per chunk. None: read through zarr (other codecs, sharding, strings)."""
-    return fast_codec(arr)
 
 
 class PatchReader:
@@ -102,8 +56,6 @@ class PatchReader:
                  max_workers: int = 8, retries: int = 4, backoff_s: float = 0.2):
         self.store = store
         self.predictors = list(predictors)
-        self.retries, self.backoff_s = int(retries), float(backoff_s)
-        self._rng = random.Random(0)
         names = set(store.array_names)
         unknown = [p for p in self.predictors if p not in names and p not in _SPECIAL_PREDICTORS]
         if unknown:
@@ -135,165 +87,15 @@ class PatchReader:
         self._series_vars += list(self._by_pixel.values())
         step_vars = [v for v in FORCING_VARS if v not in self._series_vars and v not in self._by_pixel]
         self._chunked = sorted({*self._pixel_vars, *self._series_vars, *self._label_vars})
-        self._arrays = {v: store.array(v) for v in self._chunked + step_vars}
-        self._steps = {v: np.asarray(with_retries(lambda v=v: self._arrays[v][...], v,
-                                                  self.retries, self.backoff_s, self._rng))
-                       for v in step_vars}
-        self._cache_kind = None if cache is None else ("memory" if cache == "memory" else "disk")
-        self._mem: dict[tuple[str, int], np.ndarray] = {}
-        self._disk_dir = None
-        if self._cache_kind == "disk":
-            self._disk_dir = os.path.join(str(cache), store.fingerprint())
-            os.makedirs(self._disk_dir, exist_ok=True)
-        self._max_workers = max(1, int(max_workers))
-        self._pool = ThreadPoolExecutor(max_workers=self._max_workers,
-                                        thread_name_prefix="patch-read")
-        self._lock = threading.Lock()
-        self._codecs = {v: _fast_codec(self._arrays[v]) for v in self._chunked}
-        #: Counters: chunks fetched from the store and served from the cache; decoded and
-        #: stored (compressed) bytes fetched.
-        self.stats = {"chunks_fetched": 0, "cache_hits": 0, "bytes_fetched": 0,
-                      "stored_bytes_fetched": 0}
-
-    # -- chunks -------------------------------------------------------------------------------
-    def _chunk_len(self, var: str) -> int:
-        return int(self._arrays[var].chunks[0])
-
-    def _chunk_rows(self, var: str, k: int) -> tuple[int, int]:
-        C = self._chunk_len(var)
-        return k * C, min((k + 1) * C, self._arrays[var].shape[0])
-
-    def _what(self, var: str, k: int) -> str:
-        lo, hi = self._chunk_rows(var, k)
-        return f"{var} pixels {lo}..{hi - 1} of {self.store.url}"
-
-    def _from_cache(self, key: tuple[str, int]) -> np.ndarray | None:
-        if self._cache_kind == "memory":
-            return self._mem.get(key)
-        if self._cache_kind == "disk":
-            path = os.path.join(self._disk_dir, key[0], f"{key[1]}.npy")
-            if os.path.exists(path):
-                return np.load(path, allow_pickle=False)
-        return None
-
-    def _to_cache(self, key: tuple[str, int], data: np.ndarray) -> None:
-        if self._cache_kind == "memory":
-            self._mem[key] = data
-        elif self._cache_kind == "disk":
-            path = os.path.join(self._disk_dir, key[0], f"{key[1]}.npy")
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
-            with os.fdopen(fd, "wb") as f:
-                np.save(f, data, allow_pickle=False)
-            os.replace(tmp, path)  # atomic: readers never see half a file
-
-    def _cat(self, paths: list[str]) -> list[bytes | Exception]:
-        """Bytes of each object (or the exception reading it), ``max_workers`` at a time."""
-        if getattr(self.store.fs, "async_impl", False):
-            return self.store.fs.cat_ranges(paths, None, None, on_error="return",
-                                            batch_size=self._max_workers)
-        n = max(1, min(self._max_workers, len(paths)))
-        groups = [paths[i::n] for i in range(n)]
-        parts = list(self._pool.map(
-            lambda g: self.store.fs.cat_ranges(g, None, None, on_error="return"), groups))
-        out: list = [None] * len(paths)
-        for i, part in enumerate(parts):
-            out[i::n] = part
-        return out
-
-    def _fetch_raw(self, keys: list[tuple[str, int]]) -> dict[tuple[str, int], bytes]:
-        """Stored bytes of chunk objects, retrying transient errors with backoff."""
-        paths = {(var, k): f"{self.store.root}/{self.store.chunk_key(var, self._coords(var, k))}"
-                 for var, k in keys}
-        out: dict[tuple[str, int], bytes] = {}
-        pending = list(keys)
-        for attempt in range(self.retries + 1):
-            results = self._cat([paths[k] for k in pending])
-            failed = []
-            for key, r in zip(pending, results):
-                if not isinstance(r, BaseException):
-                    out[key] = r
-                elif isinstance(r, FileNotFoundError):
-                    raise DataValidationError(
-                        [f"{key[0]}: chunk {paths[key]} is missing ({self._what(*key)})"],
-                        source=self.store.url)
-                elif not is_transient(r):
-                    raise r
-                else:
-                    failed.append((key, r))
-            if not failed:
-                return out
-            key, err = failed[0]
-            if attempt == self.retries:
-                raise StorageReadError(f"reading {self._what(*key)} failed after "
-                                       f"{self.retries + 1} attempt(s) ({len(failed)} chunk(s) "
-                                       f"failing): {type(err).__name__}: {err}") from err
-            wait = self.backoff_s * (2 ** attempt) * self._rng.uniform(0.5, 1.5)
-            log.warning("reading %d chunk(s) of %s: %s: %s; retry %d/%d in %.2f s", len(failed),
-                        self.store.url, type(err).__name__, err, attempt + 1, self.retries, wait)
-            time.sleep(wait)
-            pending = [k for k, _ in failed]
-        raise AssertionError("unreachable")
-
-    def _coords(self, var: str, k: int) -> tuple[int, ...]:
-        return (k,) + (0,) * (len(self._arrays[var].shape) - 1)
-
-    def _decode(self, key: tuple[str, int], raw: bytes) -> np.ndarray:
-        """A pixel chunk from its stored bytes (checksum verified); CorruptChunkError naming
-        the variable, chunk and pixel/time range if it does not decode."""
-        return self.store.decode_chunk(key[0], self._coords(*key), raw)
-
-    def _fetch_zarr(self, key: tuple[str, int]) -> np.ndarray:
-        """A chunk through zarr (arrays whose codecs the fast path does not decode)."""
-        lo, hi = self._chunk_rows(*key)
-        arr = self._arrays[key[0]]
-        try:
-            return np.asarray(with_retries(lambda: arr[lo:hi], self._what(*key), self.retries,
-                                           self.backoff_s, self._rng))
-        except (RuntimeError, ValueError, TypeError) as e:  # zarr's codec errors (crc, zstd)
-            raise self.store.corrupt(key[0], self._coords(*key), f"it cannot be decoded "
-                                     f"({type(e).__name__}: {e})") from None
-
-    def _fetch_chunks(self, keys: list[tuple[str, int]]) -> dict[tuple[str, int], np.ndarray]:
-        """Decoded pixel chunks: from the cache, else fetched concurrently from the store."""
-        out, todo = {}, []
-        for key in keys:
-            hit = self._from_cache(key)
-            if hit is None:
-                todo.append(key)
-            else:
-                out[key] = hit
-        fast = [k for k in todo if self._codecs[k[0]] is not None]
-        slow = [k for k in todo if self._codecs[k[0]] is None]
-        raw = self._fetch_raw(fast) if fast else {}
-        got = dict(zip(fast, self._pool.map(lambda k: self._decode(k, raw[k]), fast)))
-        got.update(zip(slow, self._pool.map(self._fetch_zarr, slow)))
-        for key, data in got.items():
-            self._to_cache(key, data)
-        with self._lock:
-            self.stats["cache_hits"] += len(out)
-            self.stats["chunks_fetched"] += len(got)
-            self.stats["bytes_fetched"] += sum(d.nbytes for d in got.values())
-            self.stats["stored_bytes_fetched"] += sum(len(b) for b in raw.values())
-        out.update(got)
-        return out
+        self.rows = RowReader(store, max_workers=max_workers, retries=retries,
+                              backoff_s=backoff_s, cache=cache)
+        self._steps = self.rows.read(step_vars)
+        #: the row reader's counters: chunks fetched and served from the cache, bytes fetched
+        self.stats = self.rows.stats
 
     def _read_pixels(self, slices: list[slice], variables: Iterable[str]) -> dict[str, np.ndarray]:
-        """Rows ``slices`` (concatenated in order) of every variable; only the chunks they touch
-        are fetched."""
-        variables = list(variables)
-        spans = {var: [(s, range(s.start // self._chunk_len(var),
-                                 (s.stop - 1) // self._chunk_len(var) + 1)) for s in slices]
-                 for var in variables}
-        keys = list(dict.fromkeys((var, k) for var in variables for _, ks in spans[var] for k in ks))
-        chunks = self._fetch_chunks(keys)
-        out = {}
-        for var in variables:
-            C = self._chunk_len(var)
-            parts = [chunks[(var, k)][max(s.start, k * C) - k * C: min(s.stop, (k + 1) * C) - k * C]
-                     for s, ks in spans[var] for k in ks]
-            out[var] = np.concatenate(parts, axis=0) if parts else np.empty((0,))
-        return out
+        """Rows ``slices`` (concatenated in order) of every variable."""
+        return self.rows.read(list(variables), slices)
 
     # -- public -------------------------------------------------------------------------------
     def pixel_slices(self, patch_ids: Sequence[int]) -> list[slice]:
@@ -370,14 +172,12 @@ class PatchReader:
             if split not in (splits.TRAIN, splits.DEV, splits.TEST):
                 raise ConfigError(f"split must be None, 'train', 'dev' or 'test', got {split!r}")
         n = self.store.n_pixels
-        v = {p: np.asarray(with_retries(lambda p=p: self.store.array(p)[...], p, self.retries,
-                                        self.backoff_s, self._rng))
-             for p in self.predictors if p not in _SPECIAL_PREDICTORS}
+        v = self.rows.read([p for p in self.predictors if p not in _SPECIAL_PREDICTORS])
         out = assemble_predictors(v, self.predictors, n)
         return out if split is None else out[self.store.split == split]
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        self.rows.close()
 
     def __enter__(self) -> "PatchReader":
         return self

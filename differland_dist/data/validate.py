@@ -33,9 +33,13 @@ import xarray as xr
 
 from differland_dist.data import schema
 from differland_dist.data.io import DIM_LABEL, CorruptChunkError, PixelStore, patch_runs, span
+from differland_dist.data.rows import RowReader
 from differland_dist.errors import DataValidationError
 
 log = logging.getLogger(__name__)
+
+#: Chunks decoded at once when verifying the chunks no check read.
+_VERIFY_BATCH = 32
 
 _TABLES = (("coordinates", schema.COORDS), ("forcing", schema.FORCING),
            ("predictors", schema.PREDICTORS))
@@ -127,6 +131,7 @@ class _StoreSource:
         self.attrs = dict(store.attrs)
         self.names = store.array_names
         self.parallel = True
+        self.rows = RowReader(store)
         #: chunk key -> CorruptChunkError of every chunk found not to decode
         self.corrupt: dict[str, CorruptChunkError] = {}
         #: (array, chunk coords) already read and verified
@@ -152,7 +157,7 @@ class _StoreSource:
         None, or a (rows,) bool mask that is False on the rows of chunks that did not decode
         (recorded in :attr:`corrupt`)."""
         rows = key[0] if key else None
-        data, errors = self.store.read_checked(name, rows)
+        data, errors = self.rows.read_checked(name, rows)
         self.seen.update((name, c) for c in self.store.chunk_grid(name, rows))
         if not errors:
             return data, None
@@ -166,18 +171,15 @@ class _StoreSource:
         return data, ok
 
     def verify_unread(self, names) -> None:
-        """Decode (and verify) every chunk of ``names`` that no check has read yet."""
+        """Decode (and verify) every chunk of ``names`` that no check has read yet, a bounded
+        batch at a time (decoded chunks are dropped as soon as they are verified)."""
         jobs = [(n, c) for n in names for c in self.store.chunk_grid(n) if (n, c) not in self.seen]
-
-        def one(job):
-            name, c = job
-            for e in self.store.read_chunks(name, [c]).values():
+        for i in range(0, len(jobs), _VERIFY_BATCH):
+            batch = jobs[i:i + _VERIFY_BATCH]
+            for e in self.rows.chunks(batch).values():
                 if isinstance(e, CorruptChunkError):
                     self.corrupt[e.key] = e
-            self.seen.add(job)
-
-        with ThreadPoolExecutor(max_workers=8) as ex:
-            list(ex.map(one, jobs))
+            self.seen.update(batch)
 
     def corrupt_problems(self) -> list[str]:
         by_var: dict[str, list[CorruptChunkError]] = {}
@@ -555,7 +557,11 @@ def validate_store(url_or_store: str | PixelStore, storage_options: dict | None 
     t0 = time.perf_counter()
     try:
         manifest = store.list_objects()
-        problems = _run(_StoreSource(store), store, manifest, only)
+        source = _StoreSource(store)
+        try:
+            problems = _run(source, store, manifest, only)
+        finally:
+            source.rows.close()
     except DataValidationError as e:  # metadata that cannot be read at all
         return e.problems
     log.debug("validated %s in %.2f s: %d problem(s)", store.url, time.perf_counter() - t0,

@@ -34,7 +34,7 @@ import xarray as xr
 from differland_dist import streams as streams_table
 from differland_dist.config import ExperimentConfig, from_dict
 from differland_dist.data import schema, splits
-from differland_dist.data.reader import with_retries
+from differland_dist.data.rows import RowReader, with_retries
 from differland_dist.data.store import PixelStore, quiet_zarr, resolve, zarr_store
 from differland_dist.errors import DifferlandError, OutputMismatchError
 from differland_dist.evaluation import carbon as C_
@@ -143,25 +143,25 @@ def resolve_target(target: str, store: str | None, so: dict | None, out_so: dict
 
 # -- reading -------------------------------------------------------------------------------------
 class _Blocks:
-    """Reads pixel blocks of observations (input store) and series (output store)."""
+    """Reads pixel blocks of observations (input store, through its row reader) and of
+    series (the inference output, through zarr)."""
 
     def __init__(self, store: PixelStore, group, threads: int = 8):
         self.store, self.group = store, group
+        self.rows = RowReader(store, max_workers=threads)
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="eval-read")
 
-    def _read(self, arr, s: slice, what: str) -> np.ndarray:
-        return np.asarray(with_retries(lambda: arr[s], what))
-
     def obs(self, names: Sequence[str], s: slice) -> dict[str, np.ndarray]:
-        return dict(zip(names, self.pool.map(
-            lambda n: self._read(self.store.array(n), s, f"{n} of {self.store.url}"), names)))
+        return self.rows.read(names, s)
 
     def series(self, names: Sequence[str], s: slice) -> dict[str, np.ndarray]:
         with quiet_zarr():
             arrays = [self.group[n] for n in names]
-        return dict(zip(names, self.pool.map(lambda a: self._read(a, s, f"output {a.path}"), arrays)))
+        return dict(zip(names, self.pool.map(
+            lambda a: np.asarray(with_retries(lambda: a[s], f"output {a.path}")), arrays)))
 
     def close(self) -> None:
+        self.rows.close()
         self.pool.shutdown(wait=True)
 
 

@@ -177,15 +177,15 @@ class ChunkWorker:
                          if by_pixel_name(v) in self.store.array_names}
         self.pixel_vars = [v for v in need if self.store.dims(v)[:1] == ("pixel",)]
         self.dims = {v: self.store.dims(v) for v in need}
-        from differland_dist.data.reader import with_retries
+        from differland_dist.data.rows import RowReader
 
         # chunks are fetched as raw objects and verified (checksum, size): a corrupt or
         # missing chunk is a DataValidationError naming it, never NaN series
-        self.steps = {v: with_retries(lambda v=v: self.store.read_rows(v), v)
-                      for v in need if v not in self.pixel_vars}
+        self.reader = RowReader(self.store, max_workers=int(job.get("read_threads", 8)))
+        self.steps = self.reader.read([v for v in need if v not in self.pixel_vars])
         check_finite(self.steps, self.dims, 0, self.store.url)
-        self._pool = ThreadPoolExecutor(max_workers=max(1, int(job.get("read_threads", 8))),
-                                        thread_name_prefix="infer-read")
+        self._write_pool = ThreadPoolExecutor(max_workers=max(1, int(job.get("read_threads", 8))),
+                                              thread_name_prefix="infer-write")
         n_in = len(self.names) + 1
         T = self.store.n_time
         t1 = time.perf_counter()
@@ -204,13 +204,7 @@ class ChunkWorker:
         """Store variables of pixels ``s`` (per-pixel ones sliced; per-step ones whole), every
         chunk verified and every value finite (else DataValidationError naming the variable
         and the pixel/time range)."""
-        from differland_dist.data.reader import with_retries
-
-        def one(v):
-            return v, with_retries(lambda: self.store.read_rows(v, s),
-                                   f"{v}[{s.start}:{s.stop}] of {self.store.url}")
-
-        out = dict(self._pool.map(one, self.pixel_vars))
+        out = self.reader.read(self.pixel_vars, s)
         check_finite(out, self.dims, s.start, self.store.url)
         out.update(self.steps)
         out.update({name: out[by] for name, by in self.by_pixel.items()})
@@ -231,7 +225,7 @@ class ChunkWorker:
         ys = np.asarray(ys)[:P]
         t2 = time.perf_counter()
         self.writer.write(k0, k1, params, {n: ys[..., i] for i, n in enumerate(self.series)},
-                          pool=self._pool)
+                          pool=self._write_pool)
         t3 = time.perf_counter()
         init = self.init_s if self._first else 0.0
         self._first = False
@@ -241,7 +235,8 @@ class ChunkWorker:
                 "device": self.device, "finished_at": time.time()}
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True)
+        self.reader.close()
+        self._write_pool.shutdown(wait=True)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         recs = [self.process(int(t), int(a), int(b))

@@ -6,7 +6,7 @@ import argparse
 import logging
 import time
 
-from differland_dist.data import synth
+from differland_dist import synthetic as synth
 from differland_dist.data.store import parse_storage_options
 
 NAME = "synth"

@@ -372,16 +372,6 @@ class Truth(NamedTuple):
     b2_south: np.ndarray  # (40,) same for southern-hemisphere pixels
 
 
-def _unbounded(p, lo, hi):
-    """Inverse of the bounded transform (numpy, float64)."""
-    return to_unbounded(p, lo, hi)
-
-
-def _bounded(x, lo, hi):
-    """The bounded transform ``lo * (hi/lo) ** (atan(x)/pi + 0.5)`` (numpy, float64)."""
-    return to_bounded(x, lo, hi)
-
-
 def make_truth(seed: int) -> Truth:
     rng = _rng(seed, _RNG_TRUTH)
     lo, hi = all_bounds()
@@ -399,7 +389,7 @@ def make_truth(seed: int) -> Truth:
     i_b, i_f = PARAM_NAMES_ALL.index("Bday"), PARAM_NAMES_ALL.index("Fday")
     north[i_b], north[i_f] = 365.25 + _ONSET_DOY, 365.25 + _FALL_DOY
     south[i_b], south[i_f] = 365.25 + _ONSET_DOY + 182.6, 365.25 + _FALL_DOY + 182.6
-    return Truth(centre, scale, w1, b1, w2, _unbounded(north, lo, hi), _unbounded(south, lo, hi))
+    return Truth(centre, scale, w1, b1, w2, to_unbounded(north, lo, hi), to_unbounded(south, lo, hi))
 
 
 def apply_truth(truth: Truth, features: np.ndarray, lat: np.ndarray) -> np.ndarray:
@@ -411,7 +401,8 @@ def apply_truth(truth: Truth, features: np.ndarray, lat: np.ndarray) -> np.ndarr
 
 
 # -- running DALEC --------------------------------------------------------------------------
-_KEEP = ("lai", "gpp", "ET", "SIF", "nee", "nbe", "total_fire_combust", "next_labile_pool",
+#: DALEC outputs that :func:`run_dalec` returns (what the observations are made from).
+KEPT_OUTPUTS = ("lai", "gpp", "ET", "SIF", "nee", "nbe", "total_fire_combust", "next_labile_pool",
          "next_foliar_pool", "next_root_pool", "next_wood_pool", "next_som_pool",
          "next_water_pool", "respiration_auto", "respiration_hetero_litter",
          "respiration_hetero_som")
@@ -420,14 +411,14 @@ _KEEP = ("lai", "gpp", "ET", "SIF", "nee", "nbe", "total_fire_combust", "next_la
 def run_dalec(forcing: np.ndarray, params: np.ndarray, chunk: int = 4096) -> dict[str, np.ndarray]:
     """Run DALEC (differland_dist.model.simulate) on (P, T, 17) forcing and (P, 40) physical
     parameters, ``chunk`` pixels at a time (the last chunk padded: one compilation).
-    Returns the outputs in ``_KEEP`` as (P, T) float32."""
+    Returns the outputs in ``KEPT_OUTPUTS`` as (P, T) float32."""
     from differland_dist.model import simulate
 
     P, T, _ = forcing.shape
     n_proc, n_ph = len(PROCESS_PARAMETERS), len(PHENOLOGY_PARAMETERS)
     chunk = max(1, min(chunk, P))
-    out = {k: np.empty((P, T), np.float32) for k in _KEEP}
-    idx = [OUTPUT_INDEX[k] for k in _KEEP]
+    out = {k: np.empty((P, T), np.float32) for k in KEPT_OUTPUTS}
+    idx = [OUTPUT_INDEX[k] for k in KEPT_OUTPUTS]
     for s in range(0, P, chunk):
         e = min(s + chunk, P)
         sel = np.r_[np.arange(s, e), np.full(chunk - (e - s), s, dtype=np.int64)]
@@ -435,7 +426,7 @@ def run_dalec(forcing: np.ndarray, params: np.ndarray, chunk: int = 4096) -> dic
         _, y = simulate(forcing[sel], p[:, :n_proc], p[:, n_proc:n_proc + n_ph],
                         p[:, n_proc + n_ph:])
         y = np.asarray(y)[: e - s]
-        for k, i in zip(_KEEP, idx):
+        for k, i in zip(KEPT_OUTPUTS, idx):
             out[k][s:e] = y[:, :, i]
     return out
 
@@ -578,7 +569,7 @@ def make_synthetic(resolution: float = DEFAULT_RESOLUTION, start: int = DEFAULT_
     feats = np.stack([pred[k] for k in TRUTH_FEATURES], axis=1)
     x = apply_truth(truth, feats, grid.lat)
     lo, hi = all_bounds()
-    params = _bounded(x, lo, hi)
+    params = to_bounded(x, lo, hi)
     forcing = assemble_forcing({**frc, **axis, "lat": grid.lat, "MAT": pred["MAT"],
                                 "MAP": pred["MAP"]})
     log.info("predictors and forcing ready (%.1f s); running DALEC", _time.perf_counter() - t0)
