@@ -20,8 +20,12 @@ import logging
 
 import numpy as np
 import xarray as xr
+import zarr
 
+from differland_dist.data.store import PixelStore, quiet_zarr, zarr_store
+from differland_dist.data.validate import check_store
 from differland_dist.errors import DifferlandError
+from differland_dist.location import join
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +40,8 @@ def open_store(url: str, storage_options: dict | None = None, *, validate: bool 
       validate: also run the full validation of ``differland validate`` (reads every value;
         DataValidationError listing every problem). Without it only completeness is checked.
     """
-    from differland_dist.data.store import PixelStore, quiet_zarr, zarr_store
+    # imported here: inference/ and experiment/ load JAX; the notebook surface (resolved on first
+    # use, differland_dist/__init__.py) loads it only when a function needs it
     from differland_dist.inference.output import store_grid
 
     store = PixelStore(url, storage_options)
@@ -44,8 +49,6 @@ def open_store(url: str, storage_options: dict | None = None, *, validate: bool 
         raise DifferlandError(f"{url}: the store is not complete (attrs.complete is not true): "
                               "its writer was interrupted; write it again")
     if validate:
-        from differland_dist.data.validate import check_store
-
         check_store(store)
     with quiet_zarr():
         ds = xr.open_dataset(zarr_store(url, storage_options), engine="zarr", chunks=None,
@@ -69,6 +72,8 @@ def open_output(url: str, storage_options: dict | None = None) -> xr.Dataset:
     """An inference output (``differland infer``) as a lazy Dataset: ``param_<name>`` (pixel),
     ``map_<name>`` (lat, lon), the series (pixel, time); layout: see the module docstring and
     docs/inference.md. A partial output opens with a warning (missing chunks read as NaN)."""
+    # imported here: inference/ and experiment/ load JAX; the notebook surface (resolved on first
+    # use, differland_dist/__init__.py) loads it only when a function needs it
     from differland_dist.inference import output as out_mod
     from differland_dist.inference.export import open_output_dataset
 
@@ -96,11 +101,9 @@ def open_ensemble(experiment_dir: str, storage_options: dict | None = None) -> x
     per ``predictor_set`` and ``statistic`` (mean, sd, q05, q50, q95) the 40 ``param_<name>``
     (pixel), the ensemble series (pixel, time) and ``map_<name>`` (lat, lon); pixels carry
     ``row``/``col``, so :func:`gridded` turns a series into a (time, lat, lon) cube."""
-    import zarr
-
-    from differland_dist.data.store import zarr_store
+    # imported here: inference/ and experiment/ load JAX; the notebook surface (resolved on first
+    # use, differland_dist/__init__.py) loads it only when a function needs it
     from differland_dist.experiment.ensemble import ENSEMBLE
-    from differland_dist.location import join
 
     url = join(experiment_dir, ENSEMBLE)
     try:

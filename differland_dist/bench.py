@@ -7,10 +7,18 @@ import statistics
 import time
 from dataclasses import asdict, dataclass
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from differland_dist.labels import Labels
+from differland_dist.loss import LossConfig, network_value_and_grad
+from differland_dist.model.config import ModelConfig
 from differland_dist.model.parameters import FORCING_NAMES
+from differland_dist.model.rollout import simulate, simulate_series
+from differland_dist.model.structures import Forcing
+from differland_dist.network import apply_network, init_network, to_parameters
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +71,6 @@ class BenchResult:
 def _time_interleaved(fns, repeats):
     """Median seconds per call of each of ``fns``, calling them in turn ``repeats`` times, so
     that load changes on a shared machine affect all of them alike."""
-    import jax
-
     ts = [[] for _ in fns]
     for _ in range(repeats):
         for fn, t in zip(fns, ts):
@@ -76,15 +82,6 @@ def _time_interleaved(fns, repeats):
 
 def run_bench(pixels: int = 2048, months: int = 276, repeats: int = 5, patch_size: int = 320,
               checkpoint_every: int = -1, unroll: int = 1, pixel_block: int = 0) -> BenchResult:
-    import jax
-    import jax.numpy as jnp
-
-    from differland_dist.loss import LossConfig, network_value_and_grad
-    from differland_dist.model.config import ModelConfig
-    from differland_dist.model.rollout import simulate, simulate_series
-    from differland_dist.model.structures import Forcing
-    from differland_dist.network import apply_network, init_network, to_parameters
-
     met, labels, pred = synthetic_batch(pixels, months)
     net = init_network(jax.random.PRNGKey(0), pred.shape[1] - 1)
     met, pred = jnp.asarray(met), jnp.asarray(pred)
@@ -93,8 +90,6 @@ def run_bench(pixels: int = 2048, months: int = 276, repeats: int = 5, patch_siz
     if n_dev > 1 and pixels % n_dev == 0:
         # every local device (GPU, or a CPU core exposed as a host device) takes a slice of
         # the pixels: rollouts of different pixels are independent
-        from jax.sharding import Mesh, NamedSharding, PartitionSpec
-
         sh = NamedSharding(Mesh(np.array(jax.local_devices()), ("pixel",)), PartitionSpec("pixel"))
         met, labels, pred = (jax.device_put(x, sh) for x in (met, labels, pred))  # labels: every leaf
     p = to_parameters(apply_network(net, pred))

@@ -98,7 +98,8 @@ def gpp_against_truth(store_url: str, outputs: dict[str, str], checkpoint: str, 
 def plot_map(store_url: str, output: str, param: str = MAP_PARAM) -> bytes:
     """PNG of the learnt map of ``param`` (the inference output's ``map_<param>``) next to its
     true map (the store's ``true_params``), one colour scale, held-out pixels outlined."""
-    # matplotlib only here, with the file backend chosen before pyplot loads (no display)
+    # imported here: matplotlib only for this figure, with the file backend chosen before pyplot
+    # loads (no display)
     import matplotlib
 
     matplotlib.use("Agg", force=True)

@@ -29,6 +29,7 @@ from differland_dist.distributed.rundir import (  # noqa: F401
     read_latest, read_metrics, remove_stale_temp_files)
 from differland_dist.errors import CheckpointError
 from differland_dist.location import join
+from differland_dist.network.io import network_from_checkpoint
 from differland_dist.network.mlp import NetworkConfig, NetworkParams
 from differland_dist.network.standardize import Standardizer
 
@@ -62,8 +63,6 @@ class TrainedModel:
 
 def load_trained(url: str, storage_options: dict | None = None) -> TrainedModel:
     """Network, standardisation and config of a training checkpoint or run directory."""
-    from differland_dist.network.io import network_from_checkpoint
-
     src = resolve_checkpoint(url, storage_options)
     arrays, meta = checkpoint.load(src, storage_options)
     net, ncfg, std = network_from_checkpoint(arrays, meta)

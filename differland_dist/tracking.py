@@ -40,6 +40,7 @@ class TensorBoardHook:
     on :meth:`close`). Use as a context manager or call :meth:`close` at the end."""
 
     def __init__(self, logdir: str, flush_secs: int = 30):
+        # imported here: tensorboardX is optional (the [tracking] extra); a missing one is a clear error
         try:
             from tensorboardX import SummaryWriter
         except ImportError:

@@ -7,10 +7,17 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from differland_dist.errors import DataValidationError
 from differland_dist.labels import Labels
+from differland_dist.loss import TERMS, LossConfig, loss_from_x
+from differland_dist.model import OUTPUTS, simulate
+from differland_dist.model.config import PARITY_MODEL
+from differland_dist.model.structures import Forcing
+from differland_dist.network import NetworkOutputs
 
 log = logging.getLogger(__name__)
 
@@ -43,15 +50,6 @@ def embedded_golden_files() -> list[Path]:
 
 
 def verify_file(path: str | Path) -> VerifyResult:
-    import jax
-    import jax.numpy as jnp
-
-    from differland_dist.loss import TERMS, LossConfig, loss_from_x
-    from differland_dist.model import OUTPUTS, simulate
-    from differland_dist.model.config import PARITY_MODEL
-    from differland_dist.model.structures import Forcing
-    from differland_dist.network import NetworkOutputs
-
     path = Path(path)
     with np.load(path, allow_pickle=False) as z:
         g = {k: z[k] for k in z.files}

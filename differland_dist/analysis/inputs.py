@@ -10,8 +10,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from differland_dist.data import schema
+from differland_dist.data.batch import predictor_names
+from differland_dist.data.store import open_store
 from differland_dist.errors import DifferlandError
+from differland_dist.experiment.pipeline import load_experiment
+from differland_dist.inference import output as out_mod
 from differland_dist.location import Location, join
+from differland_dist.model.parameters import all_bounds, to_unbounded
+from differland_dist.synthetic import Truth
 
 log = logging.getLogger(__name__)
 
@@ -21,9 +27,6 @@ X_CLIP = 50.0
 
 def unbounded(physical: np.ndarray) -> np.ndarray:
     """(P, 40) physical parameters (``param_*`` order) -> the network's unbounded space."""
-    from differland_dist.model.parameters import all_bounds
-    from differland_dist.model.parameters import to_unbounded
-
     lo, hi = all_bounds()
     p = np.clip(np.asarray(physical, np.float64), lo, hi)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -89,11 +92,6 @@ def pft_set_name(sets: dict[str, SetMaps]) -> str | None:
 def load(url: str, storage_options: dict | None = None, sets: list[str] | None = None,
          store_storage_options: dict | None = None) -> ExperimentData:
     """Read an experiment directory (local or object storage) for the analyses."""
-    from differland_dist.data.batch import predictor_names
-    from differland_dist.data.store import open_store
-    from differland_dist.experiment.pipeline import load_experiment
-    from differland_dist.inference import output as out_mod
-
     so = dict(storage_options or {})
     root = Location(url, so)
     grid = load_experiment(url, so)
@@ -143,8 +141,6 @@ def load(url: str, storage_options: dict | None = None, sets: list[str] | None =
     if "true_x" in ds.variables:
         data.true_x = np.asarray(ds["true_x"].values, np.float64)
         if "truth_w1" in ds.variables:
-            from differland_dist.synthetic import Truth
-
             data.truth = Truth(*(np.asarray(ds[k].values, np.float64) for k in (
                 "truth_centre", "truth_scale", "truth_w1", "truth_b1", "truth_w2",
                 "truth_b2_north", "truth_b2_south")))

@@ -22,6 +22,7 @@ import time
 from typing import Any, Sequence
 
 import numpy as np
+import xarray as xr
 
 from differland_dist.analysis import gradients as grad
 from differland_dist.analysis import generalisation as gen_mod
@@ -30,8 +31,11 @@ from differland_dist.analysis import shap_values as shp
 from differland_dist.analysis import truth as tr
 from differland_dist.analysis import uncertainty as unc
 from differland_dist.analysis.partition import GROUPS, variance_partition
+from differland_dist.data.store import zarr_store
 from differland_dist.errors import DifferlandError
+from differland_dist.inference.output import PARAM_NAMES
 from differland_dist.location import Location, join
+from differland_dist.model.parameters import all_bounds, to_bounded
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +62,6 @@ def _jsonable(x: Any) -> Any:
 
 
 def _write_zarr(url: str, so: dict, data_vars: dict, coords: dict, attrs: dict | None = None) -> None:
-    import xarray as xr
-
-    from differland_dist.data.store import zarr_store
-
     ds = xr.Dataset(data_vars, coords=coords, attrs=attrs or {})
     ds.to_zarr(zarr_store(url, so, read_only=False), mode="w", zarr_format=3, consolidated=False)
 
@@ -80,8 +80,6 @@ def run_analysis(url: str, out: str | None = None, *, sets: Sequence[str] | None
       shap: SHAP sample sizes and executor (None: defaults; ``ShapOptions(pixels=...)``).
     Returns the summary (also ``summary.json``).
     """
-    from differland_dist.inference.output import PARAM_NAMES
-
     t0 = time.time()
     so = dict(storage_options or {})
     oso = dict(so if out_storage_options is None else out_storage_options)
@@ -118,9 +116,6 @@ def run_analysis(url: str, out: str | None = None, *, sets: Sequence[str] | None
     summary["uncertainty"] = _jsonable({k: v for k, v in un.items() if k != "ratio_map"})
     idf = None
     if data.true_x is not None:
-        from differland_dist.model.parameters import all_bounds
-        from differland_dist.model.parameters import to_bounded
-
         lo, hi = all_bounds()
         frac = tr.truth_range_fraction(to_bounded(data.true_x, lo, hi))
         idf = tr.recovery(fs.x[:, :, idx], data.true_x[:, idx], data.split, names, frac[idx])

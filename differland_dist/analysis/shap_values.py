@@ -12,6 +12,7 @@ over members x pixel chunks (or run in-process with ``executor="local"``).
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
@@ -72,6 +73,8 @@ class NetworkFunction:
     @classmethod
     def from_run(cls, url: str, storage_options: dict | None = None) -> tuple["NetworkFunction", list[str]]:
         """(function, feature names) of a run directory or checkpoint."""
+        # imported here: the SHAP Ray tasks unpickle this module, which stays JAX-free (they run
+        # numpy only); these load JAX
         from differland_dist.data.batch import predictor_names
         from differland_dist.network.mlp import network_to_arrays
         from differland_dist.runs import load_trained
@@ -103,6 +106,8 @@ class TruthFunction:
     (``names`` order, ``lat`` last) -> true unbounded parameters (n, 40)."""
 
     def __init__(self, truth, names: Sequence[str]):
+        # imported here: the SHAP Ray tasks unpickle this module, which stays JAX-free (they run
+        # numpy only); these load JAX
         from differland_dist.synthetic import TRUTH_FEATURES
 
         self.truth = truth
@@ -112,6 +117,8 @@ class TruthFunction:
         self.index = [list(names).index(n) for n in TRUTH_FEATURES]
 
     def __call__(self, X: np.ndarray) -> np.ndarray:
+        # imported here: the SHAP Ray tasks unpickle this module, which stays JAX-free (they run
+        # numpy only); these load JAX
         from differland_dist.synthetic import apply_truth
 
         X = np.asarray(X, np.float64)
@@ -121,8 +128,6 @@ class TruthFunction:
 def kernel_shap(f: Callable[[np.ndarray], np.ndarray], background: np.ndarray, X: np.ndarray,
                 nsamples: int, seed: int = 0) -> np.ndarray:
     """(n, F, K) Kernel SHAP values of every output of ``f`` at the rows of ``X``."""
-    import warnings
-
     np.random.seed(seed)  # KernelExplainer draws coalitions from numpy's global generator
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -167,6 +172,7 @@ def explain(functions: Mapping[str, Callable[[np.ndarray], np.ndarray]], feature
 
 
 def _explain_ray(functions, bg, X, chunks, options) -> dict:
+    # imported here: Ray loads only when SHAP runs on Ray (executor="local" needs none)
     import ray
 
     started = not ray.is_initialized()

@@ -9,6 +9,8 @@ from typing import Mapping, Sequence
 import numpy as np
 from scipy import stats
 
+from differland_dist.model.parameters import all_bounds
+
 #: A parameter's spatial pattern is identifiable (the analyses, which standardise each map and
 #: are therefore blind to offset and scale, can be trusted for it) when the ensemble mean's
 #: correlation with the truth on test pixels is at least IDENTIFIABLE_R; its values are
@@ -71,8 +73,6 @@ def recovery(members: np.ndarray, true_x: np.ndarray, split: np.ndarray, param_n
 
 def truth_range_fraction(true_physical: np.ndarray) -> np.ndarray:
     """(K,) the truth's 1-99 % spatial spread as a fraction of each parameter's allowed range."""
-    from differland_dist.model.parameters import all_bounds
-
     lo, hi = all_bounds()
     p = np.asarray(true_physical, np.float64)
     return (np.percentile(p, 99, axis=0) - np.percentile(p, 1, axis=0)) / (hi - lo)

@@ -9,6 +9,7 @@ import os
 import pkgutil
 import sys
 
+from differland_dist import allocator
 from differland_dist.cli import commands as _commands_pkg
 from differland_dist.errors import DifferlandError
 
@@ -52,8 +53,6 @@ def configure_logging(verbose: bool = False, quiet: bool = False) -> None:
 
 def _preconfigure(argv: list[str]) -> None:
     """Settings that must precede the first import of JAX (command modules import it)."""
-    from differland_dist import allocator
-
     allocator.tune()  # before JAX's threads and buffers exist
     if "bench" in argv[:3] and "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
         n = os.cpu_count() or 1
@@ -73,6 +72,7 @@ def check_storage_options(args: argparse.Namespace) -> None:
     for dest, value in sorted(vars(args).items()):
         if not (dest.endswith("storage_options") and isinstance(value, str) and value.strip()):
             continue
+        # imported here: keeps `differland --help` and light commands from importing zarr/xarray
         from differland_dist.data.store import parse_storage_options
 
         parse_storage_options(value, "--" + dest.replace("_", "-"))

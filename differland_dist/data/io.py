@@ -29,9 +29,11 @@ from functools import cached_property
 from typing import Any, Iterator, NamedTuple
 
 import fsspec
+import numcodecs
 import numpy as np
 import xarray as xr
 import zarr
+from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, GzipCodec, ZstdCodec
 from zarr.storage import FsspecStore, LocalStore
 
 from differland_dist.data import schema, splits
@@ -97,8 +99,6 @@ def pixel_chunks(ds_or_arrays, max_patch_size: int) -> dict[str, tuple[int, ...]
 
 
 def _encoding(ds: xr.Dataset, max_patch_size: int) -> dict[str, dict]:
-    from zarr.codecs import Crc32cCodec, ZstdCodec
-
     enc = {}
     for name, chunks in pixel_chunks(ds, max_patch_size).items():
         var = ds[name].variable
@@ -560,9 +560,6 @@ def fast_codec(arr: zarr.Array) -> FastCodec | None:
     """The :class:`FastCodec` of an array whose chunks are plain bytes, optionally zstd/gzip/
     blosc-compressed, optionally followed by a crc32c (what write_store makes); None for other
     layouts (sharding, transposes, strings), which are read through zarr."""
-    import numcodecs
-    from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, GzipCodec, ZstdCodec
-
     codecs = list(getattr(arr.metadata, "codecs", ()))
     dtype = np.dtype(arr.dtype)
     if not codecs or not isinstance(codecs[0], BytesCodec) or dtype.kind not in "biuf":
@@ -591,6 +588,8 @@ def fast_codec(arr: zarr.Array) -> FastCodec | None:
 def decode_raw(codec: FastCodec, raw: bytes) -> np.ndarray:
     """A whole chunk (``codec.shape``, native byte order) from its stored bytes; ValueError
     saying what is wrong for a checksum mismatch, an undecodable frame or a wrong size."""
+    # imported here: google-crc32c comes with gcsfs, not as a declared dependency; only chunk
+    # verification needs it
     import google_crc32c
 
     body = np.frombuffer(raw, np.uint8)  # no copy; google_crc32c takes arrays, not memoryviews

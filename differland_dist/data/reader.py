@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
@@ -204,8 +204,6 @@ class PatchCache:
 
     def __init__(self, load: Callable[[list[int]], dict[int, object]],
                  nbytes: Callable[[object], int], cache_bytes: int):
-        from collections import OrderedDict
-
         self._load = load
         self._nbytes = nbytes
         self.cache_bytes = max(0, int(cache_bytes))

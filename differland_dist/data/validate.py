@@ -34,7 +34,7 @@ import xarray as xr
 from differland_dist.data import schema
 from differland_dist.data.io import DIM_LABEL, CorruptChunkError, PixelStore, patch_runs, span
 from differland_dist.data.rows import RowReader
-from differland_dist.errors import DataValidationError
+from differland_dist.errors import DataValidationError, DifferlandError
 
 log = logging.getLogger(__name__)
 
@@ -542,8 +542,6 @@ def validate_store(url_or_store: str | PixelStore, storage_options: dict | None 
       variables: check only these variables (group attributes always), e.g. what inference
         reads; None: every variable.
     """
-    from differland_dist.errors import DifferlandError
-
     if isinstance(url_or_store, PixelStore):
         store = url_or_store
     else:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
+
+from differland_dist.errors import CheckpointError
 
 
 def make_optimizer(cfg, total_steps: int):
     """optax transformation from an :class:`OptimizerConfig` (schedule over ``total_steps``)."""
-    import optax
-
     lr = cfg.learning_rate
     if cfg.schedule == "constant":
         schedule = optax.constant_schedule(lr)
@@ -30,8 +33,6 @@ def make_optimizer(cfg, total_steps: int):
 
 def state_to_arrays(tree, prefix: str) -> dict[str, np.ndarray]:
     """Flatten a pytree to {prefix + keypath: array}; the tree's structure is the template's."""
-    import jax
-
     leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
     return {f"{prefix}{i:04d}{jax.tree_util.keystr(path)}": np.asarray(leaf)
             for i, (path, leaf) in enumerate(leaves)}
@@ -39,14 +40,9 @@ def state_to_arrays(tree, prefix: str) -> dict[str, np.ndarray]:
 
 def state_from_arrays(template, arrays: dict[str, np.ndarray], prefix: str):
     """Inverse of :func:`state_to_arrays`, given a template of the same structure."""
-    import jax
-    import jax.numpy as jnp
-
     leaves, treedef = jax.tree_util.tree_flatten(template)
     names = sorted(k for k in arrays if k.startswith(prefix))
     if len(names) != len(leaves):
-        from differland_dist.errors import CheckpointError
-
         raise CheckpointError(f"optimizer state has {len(names)} arrays, expected {len(leaves)} "
                               "(was the optimizer configuration changed?)")
     return jax.tree_util.tree_unflatten(

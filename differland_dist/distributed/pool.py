@@ -14,8 +14,10 @@ import enum
 import logging
 import math
 import os
+import socket
 from typing import Any
 
+from differland_dist.distributed.worker import make_actor_class
 from differland_dist.errors import DifferlandError
 
 log = logging.getLogger(__name__)
@@ -45,11 +47,11 @@ def check_ray_address(address: str, timeout_s: float = 10.0) -> str | None:
     ``ray start`` wrote under ``$RAY_TMPDIR/ray``, else a Ray process found on this machine);
     ``ray://host[:port]`` is checked at that host and port (10001 when none is given).
     ``local`` gives None (unless ``RAY_ADDRESS`` is set: that one is checked)."""
-    import socket
-
     address = effective_address(address)
     if address == "local":
         return None
+    # imported here: Ray loads only once a cluster is joined (the trainer imports this module;
+    # a bad config fails before Ray loads)
     import ray
     from ray._private import services
 
@@ -93,6 +95,8 @@ def connect(ray_cfg, runtime_env: dict) -> bool:
     A cluster with token authentication (Ray's default once ``~/.ray/auth_token`` exists) is
     joined at an explicit address only with ``RAY_AUTH_MODE=token`` set here, as Ray wants;
     a failure to join says so."""
+    # imported here: Ray loads only once a cluster is joined (the trainer imports this module;
+    # a bad config fails before Ray loads)
     import ray
 
     if ray.is_initialized():
@@ -176,8 +180,6 @@ class WorkerPool:
         return len(self.workers)
 
     def _new(self, w: int):
-        from differland_dist.distributed.worker import make_actor_class
-
         rc = self.config.ray
         opts: dict[str, Any] = {"num_cpus": rc.cpus_per_worker, "runtime_env": self.runtime_env}
         if rc.gpus_per_worker:
@@ -185,6 +187,7 @@ class WorkerPool:
         if rc.tpus_per_worker:
             opts["resources"] = {"TPU": rc.tpus_per_worker}
         if self.placement_group is not None:  # an experiment member: its reserved bundles
+            # imported here: Ray loads only once a cluster is joined (see check_ray_address)
             from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
             opts["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
@@ -201,6 +204,7 @@ class WorkerPool:
         """``method(*args, **kwargs)`` on the workers of ``jobs`` ({worker: args}), all at
         once; a worker that died is handled by the policy (replaced and its job run again,
         or WorkersLost)."""
+        # imported here: Ray loads only once a cluster is joined (see check_ray_address)
         import ray
         from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
@@ -228,6 +232,7 @@ class WorkerPool:
         return [res[w] for w in range(len(self.workers))]
 
     def _kill(self, w: int) -> None:
+        # imported here: Ray loads only once a cluster is joined (see check_ray_address)
         import ray
 
         try:

@@ -143,6 +143,8 @@ class Shard:
 
     def __init__(self, config, patch_ids: Sequence[int] = (), shape: CallShape | None = None,
                  storage_options: dict | None = None, cache_bytes: int | None = None):
+        # imported here: Ray actors import JAX after the runtime environment set JAX_PLATFORMS /
+        # XLA flags; distributed/worker.py imports this module at its top, so it stays JAX-free
         import jax
 
         from differland_dist.data.batch import predictor_names
@@ -183,6 +185,7 @@ class Shard:
     def _read(self, ids: list[int]) -> dict[int, CachedPatch]:
         """Patches ``ids`` as the cache keeps them, read from the store in one batch (the
         reader fetches their chunks concurrently)."""
+        # imported here: Ray actors import JAX after the runtime environment set JAX_PLATFORMS (see __init__)
         import jax
 
         from differland_dist.model.structures import Forcing
@@ -217,6 +220,7 @@ class Shard:
     def predictor_sums(self, patch_ids: Sequence[int]) -> dict[int, tuple[int, np.ndarray, np.ndarray]]:
         """Per patch: (pixels, sum, sum of squares) of the raw predictors, float64. Reads only
         the per-pixel variables (not the series), without touching the cache."""
+        # imported here: Ray actors import JAX after the runtime environment set JAX_PLATFORMS (see __init__)
         from differland_dist.network.standardize import raw_inputs
 
         ids = [int(p) for p in patch_ids]
@@ -236,6 +240,7 @@ class Shard:
         key = with_grad
         if key in self._fns:
             return self._fns[key]
+        # imported here: Ray actors import JAX after the runtime environment set JAX_PLATFORMS (see __init__)
         import jax
 
         from differland_dist.loss.objective import network_loss
@@ -307,6 +312,7 @@ class Shard:
         ``jax.flatten_util.ravel_pytree(net)``. The next call is packed while the device
         computes the current one (JAX dispatches asynchronously).
         """
+        # imported here: Ray actors import JAX after the runtime environment set JAX_PLATFORMS (see __init__)
         import jax
         import jax.numpy as jnp
         from jax.flatten_util import ravel_pytree

@@ -26,17 +26,28 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
+from jax.flatten_util import ravel_pytree
+from tqdm.auto import tqdm
 
 from differland_dist.config import ExperimentConfig, check_against_store, with_defaults
 from differland_dist.data import splits
+from differland_dist.data.batch import predictor_names
+from differland_dist.data.store import open_store
 from differland_dist.errors import CheckpointError, ConfigError, DifferlandError, TrainingDiverged
+from differland_dist.distributed.optim import make_optimizer, state_from_arrays, state_to_arrays
 from differland_dist.distributed.policy import calls, deal, on_nonfinite, step_patches  # noqa: F401 (re-exported)
 from differland_dist.distributed.pool import (WorkersLost, WorkerPool, check_ray_address,  # noqa: F401
                                              connect)
 from differland_dist.distributed.rundir import RunDir
+from differland_dist.distributed.shard import call_shape
+from differland_dist.distributed.worker import worker_env
 from differland_dist.lease import Lease
 from differland_dist.location import Location
+from differland_dist.network.mlp import init_network, network_from_arrays, network_to_arrays
 from differland_dist.secrets import safe_config_dict
 
 log = logging.getLogger(__name__)
@@ -84,8 +95,6 @@ class Calibration:
                  progress: bool = False, hooks: list[Callable[[int, "Calibration"], None]] | None = None,
                  out_storage_options: dict | None = None, force: bool = False,
                  placement_group=None):
-        from differland_dist.data.store import open_store
-
         if not config.data.url:
             raise ConfigError("data.url is empty: set it in the config or with --set data.url=URL")
         self.config = config
@@ -135,9 +144,6 @@ class Calibration:
         """The compiled call's shape: from the config, the training patches' sizes and the
         workers' platform, never from the number of workers (a call's contents change its
         bits); see :func:`~differland_dist.distributed.shard.call_shape`."""
-        from differland_dist.distributed.shard import call_shape
-        from differland_dist.distributed.worker import worker_env
-
         rc, tc = self.config.ray, self.config.training
         platform = worker_env(rc)["JAX_PLATFORMS"].split(",")[0] or "cpu"
         per_worker_devices = max(1, int(rc.gpus_per_worker or rc.tpus_per_worker or 1))
@@ -169,9 +175,6 @@ class Calibration:
                 "predictor_names": list(self.std_names), "time_split": self.time_split}
 
     def _save_checkpoint(self, state: TrainState, final: bool = False):
-        from differland_dist.distributed.optim import state_to_arrays
-        from differland_dist.network.mlp import network_to_arrays
-
         arrays = network_to_arrays(self._unravel(state.flat))
         arrays["std_mean"], arrays["std_std"] = self.std_mean, self.std_std
         arrays.update(state_to_arrays(state.opt_state, "opt/"))
@@ -192,8 +195,6 @@ class Calibration:
 
     # -- workers ---------------------------------------------------------------------------
     def _start_workers(self):
-        from differland_dist.distributed.worker import worker_env
-
         rc = self.config.ray
         runtime_env = {k: v for k, v in rc.runtime_env.items() if k != "env_vars"}
         runtime_env["env_vars"] = worker_env(rc)
@@ -222,14 +223,6 @@ class Calibration:
                 self._lease = None
 
     def _run(self) -> TrainState:
-        import jax
-        import optax
-        from jax.flatten_util import ravel_pytree
-
-        from differland_dist.data.batch import predictor_names
-        from differland_dist.distributed.optim import make_optimizer, state_from_arrays
-        from differland_dist.network.mlp import init_network, network_from_arrays
-
         cfg, tc = self.config, self.config.training
         if not self.resume and self.rundir.has_checkpoints():
             raise DifferlandError(f"{self.out} already holds checkpoints: pass --resume to "
@@ -299,8 +292,6 @@ class Calibration:
 
         bar = None
         if self.progress:
-            from tqdm.auto import tqdm
-
             bar = tqdm(total=tc.steps, initial=state.step, desc="calibrate", unit="step", dynamic_ncols=True)
         try:
             while state.step < tc.steps:
@@ -367,6 +358,7 @@ class Calibration:
         """Per call of ``patches``, in call order: (terms, gradient), the calls dealt to the
         workers; ``prefetch``: the patches that come next (each worker starts reading those
         of its next calls)."""
+        # imported here: Ray loads only once a cluster is joined (distributed/pool.py)
         import ray
 
         W = len(self.pool)
@@ -399,8 +391,6 @@ class Calibration:
         return by_call, wall, compute_s, pm
 
     def _train_step(self, state: TrainState, apply, bar) -> TrainState:
-        import jax.numpy as jnp
-
         tc = self.config.training
         t_step = time.perf_counter()
         order = tc.seed if tc.order_seed is None else tc.order_seed

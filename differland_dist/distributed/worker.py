@@ -6,10 +6,13 @@ JAX is imported inside the actor, after Ray has applied the runtime environment,
 
 from __future__ import annotations
 
+import logging
 import os
+import socket
 import time
 from typing import Any, Sequence
 
+from differland_dist.distributed.shard import Shard
 from differland_dist.process_env import jax_process_env
 
 
@@ -47,6 +50,7 @@ def resident_memory() -> dict[str, int]:
 
 
 def make_actor_class():
+    # imported here: Ray loads only when workers start (the trainer imports worker_env from here)
     import ray
 
     @ray.remote(max_restarts=0)
@@ -56,17 +60,15 @@ def make_actor_class():
         def __init__(self, config: dict, patch_ids: Sequence[int], shape: Sequence[int]):
             """``patch_ids``: patches to read at once (others are read when first needed);
             ``shape``: the compiled call's :class:`~differland_dist.distributed.shard.CallShape`."""
-            import logging
-
             logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+            # imported here: Ray actors import JAX after the runtime environment set JAX_PLATFORMS /
+            # XLA flags (these modules import JAX)
+            import jax
             from jax.flatten_util import ravel_pytree
 
             from differland_dist.config import from_dict
             from differland_dist.data.batch import predictor_names
-            from differland_dist.distributed.shard import Shard
             from differland_dist.network.mlp import init_network
-
-            import jax
 
             cfg = from_dict(config)
             self.shard = Shard(cfg, patch_ids, tuple(shape))
@@ -75,8 +77,7 @@ def make_actor_class():
             _, self._unravel = ravel_pytree(template)
 
         def info(self) -> dict[str, Any]:
-            import socket
-
+            # imported here: Ray actors import JAX after the runtime environment set JAX_PLATFORMS
             import jax
             import ray
 

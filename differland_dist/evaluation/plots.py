@@ -10,6 +10,8 @@ import numpy as np
 
 
 def _plt():
+    # imported here: matplotlib is heavy and only the figures need it; the backend is set before
+    # pyplot loads
     import matplotlib
 
     matplotlib.use("Agg", force=True)

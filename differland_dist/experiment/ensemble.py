@@ -24,6 +24,8 @@ import warnings
 from typing import Any, Sequence
 
 import numpy as np
+import xarray as xr
+import zarr
 
 from differland_dist.data.store import PixelStore, zarr_store
 from differland_dist.errors import DifferlandError
@@ -113,9 +115,6 @@ def write_ensemble(url: str, store: PixelStore, members_by_set: dict[str, list[s
                    series: Sequence[str], storage_options: dict | None = None) -> str:
     """Write ``ensemble.zarr`` (see the module doc) from the kept members' outputs of each set
     (set name -> inference output URLs). Rewritten whole (it is derived data)."""
-    import xarray as xr
-    import zarr
-
     t0 = time.perf_counter()
     sets = list(members_by_set)
     if not sets or not all(members_by_set.values()):

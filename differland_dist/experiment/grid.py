@@ -29,6 +29,7 @@ from typing import Any, Mapping
 from differland_dist.config import ExperimentConfig, apply_overrides, from_dict, read_yaml
 from differland_dist.data.schema import PREDICTOR_SET_ORDER
 from differland_dist.errors import ConfigError
+from differland_dist.inference.output import check_series
 
 #: The paper's seven predictor sets, in its order.
 PAPER_SETS: tuple[tuple[str, ...], ...] = (
@@ -260,7 +261,6 @@ def grid_from_dict(d: Mapping[str, Any], base_dir: Path | None = None,
     inference = d.get("inference", True)
     if not isinstance(inference, bool):
         raise ConfigError(f"inference: expected true/false, got {inference!r}")
-    from differland_dist.inference.output import check_series
 
     return GridConfig(base=base, name=name, predictor_sets=psets, seeds=seeds,
                       vary=tuple(vary), keep_best=keep, resources=resources,

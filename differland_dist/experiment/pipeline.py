@@ -17,6 +17,8 @@ Experiment directory::
 
 from __future__ import annotations
 
+import dataclasses
+import io
 import json
 import logging
 import math
@@ -25,14 +27,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
+import zarr
 
 from differland_dist.config import with_defaults
+from differland_dist.data.store import open_store, zarr_store
 from differland_dist.errors import DifferlandError
+from differland_dist.evaluation.evaluate import EvaluationOptions, evaluate
+from differland_dist.evaluation.streams import RULES
 from differland_dist.experiment import ensemble as ens
 from differland_dist.experiment import scores as sc
-from differland_dist.experiment.grid import GridConfig, Member, grid_from_dict
+from differland_dist.experiment.grid import GridConfig, Member, grid_from_dict, member_config
 from differland_dist.experiment.runner import (
-    CONFIG_NAME, ExperimentRun, MemberRun, member_dir, train_members)
+    CONFIG_NAME, ExperimentRun, MemberRun, final_losses, member_dir, next_action, train_members)
+from differland_dist.inference.output import DEFAULT_SERIES
+from differland_dist.inference.pipeline import InferenceOptions, run_inference
 from differland_dist.lease import LEASE_FILE, Lease
 from differland_dist.location import OWNER_MARKER, Location, join
 from differland_dist.secrets import safe_config_dict
@@ -142,8 +150,6 @@ def run_experiment(grid: GridConfig, out: str, *, resume: bool = False,
 
     One driver at a time holds the experiment directory (:mod:`differland_dist.lease`).
     """
-    from differland_dist.data.store import open_store
-
     t0 = time.time()
     so = dict(grid.base.data.storage_options)
     oso = dict(so if out_storage_options is None else out_storage_options)
@@ -187,9 +193,6 @@ def _finish(grid, out, store, oso, run, ensemble, inference_options, t0) -> Expe
 
 def _finished(grid: GridConfig, out: str, oso: dict) -> ExperimentRun:
     """The members' states read from their run directories (no training)."""
-    from differland_dist.experiment.grid import member_config
-    from differland_dist.experiment.runner import final_losses, next_action
-
     runs = {}
     for m in grid.members:
         cfg = member_config(grid, m)
@@ -203,9 +206,6 @@ def _finished(grid: GridConfig, out: str, oso: dict) -> ExperimentRun:
 
 
 def _series_needed(grid: GridConfig) -> tuple[str, ...]:
-    from differland_dist.evaluation.streams import RULES
-    from differland_dist.inference.output import DEFAULT_SERIES
-
     want = set(grid.ensemble_series) | {n for r in RULES.values() for n in r.series}
     return tuple(n for n in DEFAULT_SERIES if n in want)
 
@@ -213,11 +213,6 @@ def _series_needed(grid: GridConfig) -> tuple[str, ...]:
 def build_ensemble(grid: GridConfig, out: str, store, kept: dict[str, list[str]], oso: dict,
                    inference_options=None) -> dict[str, Any]:
     """Inference of every kept member, their evaluations, the ensemble outputs and the scores."""
-    import dataclasses
-
-    from differland_dist.evaluation.evaluate import EvaluationOptions, evaluate
-    from differland_dist.inference.pipeline import InferenceOptions, run_inference
-
     series = _series_needed(grid)
     opts = dataclasses.replace(inference_options or InferenceOptions(), series=series)
     so = dict(grid.base.data.storage_options)
@@ -263,15 +258,12 @@ def build_ensemble(grid: GridConfig, out: str, store, kept: dict[str, list[str]]
 
 def ensemble_maps(url: str, so: dict, params=DEFAULT_MAP_PARAMS) -> dict[str, bytes]:
     """PNG maps of the ensemble mean and standard deviation of ``params``, one row per set."""
-    import io
-
+    # imported here: matplotlib is heavy and only the figures need it; the backend is set before
+    # pyplot loads
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import zarr
-
-    from differland_dist.data.store import zarr_store
 
     g = zarr.open_group(zarr_store(url, so), mode="r", zarr_format=3)
     if "lat" not in g:

@@ -24,8 +24,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from differland_dist.distributed.pool import check_ray_address, client_address, effective_address
+from differland_dist.distributed.trainer import calibrate
+from differland_dist.distributed.worker import worker_env
 from differland_dist.experiment.grid import GridConfig, Member, member_config
 from differland_dist.location import Location, join
+from differland_dist.runs import latest_checkpoint
+from differland_dist.tracking import TensorBoardHook
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +69,6 @@ def member_dir(out: str, member: Member) -> str:
 def next_action(run_dir: Location, steps: int) -> str:
     """"skip" (finished: its final network is there at ``steps``), "resume" (checkpoints) or
     "start" (nothing yet): a policy over the run directory alone."""
-    from differland_dist.runs import latest_checkpoint
-
     latest = latest_checkpoint(run_dir.url, run_dir.options)
     if latest is None:
         return "start"
@@ -151,9 +154,8 @@ class ExperimentRun:
 def _start_ray(address: str, runtime_env: dict) -> bool:
     """Connect to (or start) the cluster; True when this call started Ray. ``local`` starts
     one here (or joins ``RAY_ADDRESS`` when set), ``ray://host`` means port 10001."""
+    # imported here: Ray loads only once the members train (a bad grid fails before Ray loads)
     import ray
-
-    from differland_dist.distributed.pool import check_ray_address, client_address, effective_address
 
     if ray.is_initialized():
         return False
@@ -184,11 +186,9 @@ def train_members(grid: GridConfig, out: str, *, out_storage_options: dict | Non
     Failed members (diverged, workers lost beyond the restart budget, bad checkpoints) are
     recorded with the reason and do not stop the others.
     """
+    # imported here: Ray loads only once the members train (a bad grid fails before Ray loads)
     import ray
     from ray.util.placement_group import placement_group, remove_placement_group
-
-    from differland_dist.distributed.trainer import calibrate
-    from differland_dist.distributed.worker import worker_env
 
     t0 = time.time()
     oso = dict(out_storage_options or {})
@@ -258,8 +258,6 @@ def train_members(grid: GridConfig, out: str, *, out_storage_options: dict | Non
 
             hooks: list = [hook]
             if tensorboard:
-                from differland_dist.tracking import TensorBoardHook
-
                 hooks.append(TensorBoardHook(join(tensorboard, member.key)))
             # resume=True also starts a member with no checkpoints from step 0; force: the
             # experiment's lease is held, so a member lease left by a killed driver is stale

@@ -14,6 +14,7 @@ split as written. Test patches are the same for every member.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from typing import Any, Mapping, Sequence
@@ -102,8 +103,8 @@ def to_markdown(scores: Mapping, title: str = "Experiment scores") -> str:
 def nse_figure(scores: Mapping, stream: str, split: str = "test") -> bytes:
     """PNG: NSE on ``split`` by predictor set, ensemble mean (bar), members (dots) and their
     mean ± standard deviation (error bar)."""
-    import io
-
+    # imported here: matplotlib is heavy and only the figures need it; the backend is set before
+    # pyplot loads
     import matplotlib
 
     matplotlib.use("Agg")

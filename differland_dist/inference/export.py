@@ -20,7 +20,7 @@ import tempfile
 import numpy as np
 import xarray as xr
 
-from differland_dist.data.store import quiet_zarr, resolve
+from differland_dist.data.store import quiet_zarr, resolve, zarr_store
 from differland_dist.inference import output as out_mod
 from differland_dist.errors import DifferlandError
 
@@ -32,8 +32,6 @@ _PIXEL_COORDS = out_mod.PIXEL_COORDS
 
 def open_output_dataset(url: str, storage_options: dict | None = None) -> xr.Dataset:
     """The output as a lazy Dataset (times decoded), without the bookkeeping arrays."""
-    from differland_dist.data.store import zarr_store
-
     with quiet_zarr():
         ds = xr.open_zarr(zarr_store(url, storage_options), zarr_format=3, consolidated=True)
     return ds.drop_vars([out_mod.DONE, out_mod.WRITTEN_AT], errors="ignore")
@@ -126,6 +124,7 @@ def _write_part(path: str, part: xr.Dataset, group, chunk_pixels: int) -> None:
     """Write one netCDF file in bounded memory: the small variables (coordinates, bounds,
     areas, crs) with xarray, then each large variable created with netCDF4 and filled block
     by block (whole output chunks) straight from the zarr arrays, with their zarr attributes."""
+    # imported here: netCDF4 is heavy and only the netCDF export needs it
     import netCDF4
 
     big = list(part.data_vars)

@@ -29,13 +29,23 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from differland_dist.data.batch import predictor_names
+from differland_dist.data.rows import RowReader
+from differland_dist.data.schema import PER_PIXEL_FORCING, by_pixel_name
 from differland_dist.data.store import PixelStore, resolve
-from differland_dist.errors import DifferlandError, OutputMismatchError
+from differland_dist.data.validate import check_store
+from differland_dist.errors import DataValidationError, DifferlandError, OutputMismatchError
 from differland_dist.inference import output as out_mod
 from differland_dist.inference.compute import (
-    check_finite, check_standardizer, check_store_inputs, input_variables, pad_pixels,
-    stack_inputs)
+    check_finite, check_standardizer, check_store_inputs, compiled_forward, input_variables,
+    pad_pixels, stack_inputs)
+from differland_dist.inference.export import NETCDF_FILES, export_netcdf
+from differland_dist.lease import LEASE_FILE, Lease
+from differland_dist.location import Location
+from differland_dist.network.mlp import network_to_arrays
 from differland_dist.process_env import jax_process_env
+from differland_dist.runs import load_trained
+from differland_dist.secrets import safe_config_dict
 
 log = logging.getLogger(__name__)
 
@@ -155,11 +165,9 @@ class ChunkWorker:
 
     def __init__(self, job: dict[str, Any]):
         t0 = time.perf_counter()
-        import jax  # imported here: after Ray applied the runtime environment
-
-        from differland_dist.data.batch import predictor_names
-        from differland_dist.inference.compute import compiled_forward
-        from differland_dist.runs import load_trained
+        # imported here: Ray actors import JAX after the runtime environment set JAX_PLATFORMS /
+        # XLA flags
+        import jax
 
         self.job = dict(job)
         self.trained = load_trained(job["checkpoint"], job.get("checkpoint_storage_options"))
@@ -170,15 +178,11 @@ class ChunkWorker:
         self.writer = out_mod.ChunkWriter(job["out"], job.get("out_storage_options"))
         self.size = int(job["task_pixels"])
         need = input_variables(self.store.array_names, self.names)
-        from differland_dist.data.schema import PER_PIXEL_FORCING, by_pixel_name
-
         # per-step forcing given per pixel (sites of different years): <name>_by_pixel wins
         self.by_pixel = {v: by_pixel_name(v) for v in PER_PIXEL_FORCING
                          if by_pixel_name(v) in self.store.array_names}
         self.pixel_vars = [v for v in need if self.store.dims(v)[:1] == ("pixel",)]
         self.dims = {v: self.store.dims(v) for v in need}
-        from differland_dist.data.rows import RowReader
-
         # chunks are fetched as raw objects and verified (checksum, size): a corrupt or
         # missing chunk is a DataValidationError naming it, never NaN series
         self.reader = RowReader(self.store, max_workers=int(job.get("read_threads", 8)))
@@ -250,9 +254,6 @@ def check_inputs(store: PixelStore, predictor_names: Sequence[str]) -> None:
     store's validation (:func:`~differland_dist.data.validate.check_store`, as calibrate does)
     limited to the variables the tasks read, so a NaN in forcing, a missing or corrupt chunk is
     refused with the variable and pixel/time range instead of becoming NaN series."""
-    from differland_dist.data.validate import check_store
-    from differland_dist.errors import DataValidationError
-
     try:
         check_store(store, variables=input_variables(store.array_names, predictor_names))
     except DataValidationError as e:
@@ -262,8 +263,6 @@ def check_inputs(store: PixelStore, predictor_names: Sequence[str]) -> None:
 
 def _identity(trained, store: PixelStore, series: Sequence[str], checkpoint: str) -> dict[str, Any]:
     """Attributes that say what an output was made from (compared when resuming)."""
-    from differland_dist.network.mlp import network_to_arrays
-
     cfg = trained.config
     arrays = network_to_arrays(trained.network)
     arrays["std_mean"] = np.asarray(trained.standardizer.mean)
@@ -325,6 +324,8 @@ def _execute_local(tasks, job, options, on_record):
 
 
 def _execute_ray(tasks, job, options: InferenceOptions, on_record):
+    # imported here: Ray loads only when inference runs on Ray (the CLI imports this module at
+    # start-up; the local executor needs none)
     import ray
     from ray.data import ActorPoolStrategy, DataContext
 
@@ -378,12 +379,6 @@ def run_inference(checkpoint: str, out: str, store: str | None = None, *,
       force: take over the output's lease from a stale holder (:mod:`differland_dist.lease`;
         the lease is ``<out>.differland-lease.json``, held while this call writes).
     """
-    from differland_dist.data.batch import predictor_names
-    from differland_dist.lease import LEASE_FILE, Lease
-    from differland_dist.location import Location
-    from differland_dist.runs import load_trained
-    from differland_dist.secrets import safe_config_dict
-
     t0 = time.perf_counter()
     ckpt_so = checkpoint_storage_options if checkpoint_storage_options is not None else storage_options
     trained = load_trained(checkpoint, ckpt_so)
@@ -493,8 +488,6 @@ class _Progress:
 
 
 def _netcdf_targets(out: str) -> list[str]:
-    from differland_dist.inference.export import NETCDF_FILES
-
     return [f"{out.rstrip('/')}/{n}" for n in NETCDF_FILES]
 
 
@@ -504,7 +497,5 @@ def _exists(url: str, so: dict) -> bool:
 
 
 def _export(zarr_url: str, out: str, so: dict) -> list[str]:
-    from differland_dist.inference.export import export_netcdf
-
     return export_netcdf(zarr_url, out, so)
 

@@ -32,6 +32,8 @@ class ModelConfig:
             object.__setattr__(self, name, checks.integer(f"model.{name}", getattr(self, name), lo))
 
     def segment(self, n_steps: int) -> int:
+        # imported here: rollout imports JAX; the model config is plain data (differland_dist.config
+        # reads it) and its module stays JAX-free
         from differland_dist.model.rollout import default_checkpoint_every
 
         return default_checkpoint_every(n_steps) if self.checkpoint_every == -1 else self.checkpoint_every
@@ -40,6 +42,7 @@ class ModelConfig:
     def block(self) -> int:
         if self.pixel_block != -1:
             return self.pixel_block
+        # imported here: the model config's module stays JAX-free (see segment)
         import jax
 
         return CPU_PIXEL_BLOCK if jax.default_backend() == "cpu" else 0

@@ -145,7 +145,8 @@ def _xp(*arrays):
     jax.numpy otherwise (the network's traced outputs)."""
     if all(isinstance(a, (np.ndarray, np.generic, float, int)) for a in arrays):
         return np
-    import jax.numpy as jnp  # only when given JAX arrays: numpy callers need no JAX
+    # imported here: only for JAX arrays; this module's own code is JAX-free for its numpy callers
+    import jax.numpy as jnp
 
     return jnp
 

@@ -13,9 +13,11 @@ import pickle  # only the Unpickler class, restricted below; we never write pick
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from differland_dist.errors import CheckpointError
 from differland_dist.network.mlp import Dense, NetworkParams
+from differland_dist.network.standardize import Standardizer
 
 _np_reconstruct = np.ndarray.__reduce__(np.zeros(1))[0]  # numpy's multiarray._reconstruct
 
@@ -134,8 +136,6 @@ PFT_NAMES = ("NF", "DBF", "EBF", "MF", "SH", "SAV", "GRA", "WET", "CRO", "NVG")
 def read_stat_csv(text: str, source: str):
     """A published statistics CSV (one row per run, one column per predictor) as a DataFrame;
     CheckpointError naming the file when it is not a CSV."""
-    import pandas as pd
-
     try:
         df = pd.read_csv(io.StringIO(text))
     except (ValueError, pd.errors.ParserError) as e:
@@ -162,8 +162,6 @@ def published_standardisation(mean_df, std_df, names, row: int, *, pft_percent: 
 
     Returns a Standardizer over ``["hemisphere", *names]`` (float64).
     """
-    from differland_dist.network.standardize import Standardizer
-
     for df, src in ((mean_df, sources[0]), (std_df, sources[1])):
         if not 0 <= int(row) < len(df):
             raise CheckpointError(f"{src}: row {row} asked for (run {int(row) + 1}, or "

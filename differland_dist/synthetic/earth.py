@@ -31,7 +31,9 @@ import xarray as xr
 
 from differland_dist.data import schema, splits
 from differland_dist.data.batch import assemble_forcing
+from differland_dist.data.store import check_target, write_store
 from differland_dist.errors import DifferlandError
+from differland_dist.model import simulate
 from differland_dist.model.parameters import (
     OUTPUT_INDEX, PHENOLOGY_PARAMETERS, POOLS, PROCESS_PARAMETERS, all_bounds, to_bounded,
     to_unbounded)
@@ -412,8 +414,6 @@ def run_dalec(forcing: np.ndarray, params: np.ndarray, chunk: int = 4096) -> dic
     """Run DALEC (differland_dist.model.simulate) on (P, T, 17) forcing and (P, 40) physical
     parameters, ``chunk`` pixels at a time (the last chunk padded: one compilation).
     Returns the outputs in ``KEPT_OUTPUTS`` as (P, T) float32."""
-    from differland_dist.model import simulate
-
     P, T, _ = forcing.shape
     n_proc, n_ph = len(PROCESS_PARAMETERS), len(PHENOLOGY_PARAMETERS)
     chunk = max(1, min(chunk, P))
@@ -663,8 +663,6 @@ def synth_to_store(url: str, resolution: float = DEFAULT_RESOLUTION, start: int 
                    overwrite: bool = False, dev_fraction: float = 0.1) -> xr.Dataset:
     """Make the synthetic Earth and write it to ``url`` (atomically: complete flag last).
     Returns the in-memory Dataset."""
-    from differland_dist.data.store import check_target, write_store
-
     check_target(url, storage_options, overwrite)  # fail before minutes of work, not after
     ds = make_synthetic(resolution=resolution, start=start, years=years, seed=seed,
                         test_fraction=test_fraction, max_patch_size=max_patch_size,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+from differland_dist.errors import DifferlandError
+
 NAME = "analyze"
 HELP = "analyse an experiment: generalisation, PFT vs environment, gradients, SHAP, uncertainty"
 DESCRIPTION = (HELP + ". Reads EXPERIMENT_DIR (path or gs://, s3:// URL) written by `differland "
@@ -35,10 +37,10 @@ def add_arguments(p):
 
 def run(args) -> int:
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    # imported here: after JAX_PLATFORMS is set above, and to keep `differland --help` light
     from differland_dist.analysis.pipeline import run_analysis
     from differland_dist.analysis.shap_values import ShapOptions
     from differland_dist.data.store import parse_storage_options
-    from differland_dist.errors import DifferlandError
 
     if args.partition_iterations < 1:
         raise DifferlandError(f"--partition-iterations must be >= 1, got {args.partition_iterations}")

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
+from differland_dist.errors import DifferlandError
+
 NAME = "bench"
 HELP = "time the forward rollout and the loss with its gradient on synthetic forcing"
 
@@ -22,12 +26,10 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    import json
-
+    # imported here: keeps `differland --help` and light commands (and XLA_FLAGS is set before, cli/main.py) from importing JAX/Ray/matplotlib
     from differland_dist.bench import as_dict, run_bench
 
     if args.pixels < 1 or args.months < 12:
-        from differland_dist.errors import DifferlandError
         raise DifferlandError(f"--pixels must be >= 1 and --months >= 12, got {args.pixels}, {args.months}")
     r = run_bench(args.pixels, args.months, args.repeats, checkpoint_every=args.checkpoint_every,
                   unroll=args.unroll, pixel_block=args.pixel_block)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+from contextlib import nullcontext
+
+from differland_dist.data import splits
 
 NAME = "calibrate"
 HELP = "train the network on every training patch of a store (Ray workers; resumable)"
@@ -32,14 +35,12 @@ def run(args) -> int:
     # The driver only applies optimizer updates: keep it on the CPU (workers get their own
     # platform through the runtime environment).
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
-    from differland_dist.config import load_config
+    # imported here: after JAX_PLATFORMS is set above, and to keep `differland --help` light
+    from differland_dist.config import check_against_store, load_config
     from differland_dist.data.store import open_store, parse_storage_options
 
     cfg = load_config(args.config, args.overrides)
     if args.dry_run:
-        from differland_dist.config import check_against_store
-        from differland_dist.data import splits
-
         store = open_store(cfg.data.url, dict(cfg.data.storage_options), validate=True)
         check_against_store(cfg, store.n_time, store.steps_per_year)
         split = splits.of_data(store, cfg.data)
@@ -49,8 +50,7 @@ def run(args) -> int:
         print(f"plan: {cfg.training.steps} steps x {cfg.training.patches_per_step} patches on "
               f"{cfg.ray.workers} workers ({cfg.ray.address}) -> {args.out}")
         return 0
-    from contextlib import nullcontext
-
+    # imported here: keeps `differland --help` and light commands from importing JAX/Ray/matplotlib
     from differland_dist.distributed.trainer import calibrate
     from differland_dist.tracking import TensorBoardHook
 

@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    # imported here: keeps `differland --help` and light commands from importing JAX/Ray/matplotlib
     from differland_dist.evaluation.evaluate import DEFAULT_MAP_PARAMS
 
     p.add_argument("target", metavar="RUN_OR_OUTPUT",
@@ -54,6 +55,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # imported here: keeps `differland --help` and light commands from importing JAX/Ray/matplotlib
     from differland_dist.data.store import parse_storage_options
     from differland_dist.evaluation.evaluate import EvaluationOptions, evaluate
     from differland_dist.inference.pipeline import InferenceOptions

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 
+from differland_dist.errors import DifferlandError
+
 NAME = "experiment"
 HELP = "train a grid of predictor sets x ensemble members on Ray, then ensemble and score it"
 DESCRIPTION = (HELP + ". DIR (path or gs://, s3:// URL) receives experiment.yaml, experiment.jsonl, "
@@ -41,8 +43,8 @@ def run(args) -> int:
     # The driver applies optimizer updates only: keep it on the CPU (workers get their own
     # platform through the runtime environment).
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    # imported here: after JAX_PLATFORMS is set above, and to keep `differland --help` light
     from differland_dist.data.store import parse_storage_options
-    from differland_dist.errors import DifferlandError
     from differland_dist.experiment import load_grid, run_experiment
 
     if args.skip_ensemble and args.ensemble_only:

@@ -7,6 +7,12 @@ trained-model checkpoint (network, standardisation, config) that ``differland in
 
 from __future__ import annotations
 
+import numpy as np
+
+from differland_dist.data import splits
+from differland_dist.errors import CheckpointError, ConfigError, DifferlandError
+from differland_dist.location import Location
+
 NAME = "import-checkpoint"
 HELP = "convert the paper's network pickle (allow-listed unpickling) to a safe .npz checkpoint"
 
@@ -38,9 +44,6 @@ def add_arguments(p):
 
 
 def _read_text(url: str, so: dict, what: str) -> str:
-    from differland_dist.errors import DifferlandError
-    from differland_dist.location import Location
-
     try:
         return Location(url, so).read_bytes().decode("utf-8-sig")
     except FileNotFoundError:
@@ -52,9 +55,7 @@ def _read_text(url: str, so: dict, what: str) -> str:
 def _hemisphere_from_store(url: str, so: dict, run: int | None) -> tuple[float, float]:
     """(mean, std) of sigmoid(lat) over the store's training pixels (run ``run``'s when the
     store holds the per-run index), as the published calibration standardises it."""
-    import numpy as np
-
-    from differland_dist.data import splits
+    # imported here: keeps `differland --help` and light commands from importing JAX/Ray/matplotlib
     from differland_dist.data.store import open_store
     from differland_dist.network.standardize import hemisphere_feature
 
@@ -67,11 +68,10 @@ def _hemisphere_from_store(url: str, so: dict, run: int | None) -> tuple[float, 
 
 
 def run(args) -> int:
+    # imported here: keeps `differland --help` and light commands from importing JAX/Ray/matplotlib
     from differland_dist.config import from_dict, read_yaml
     from differland_dist.data.batch import predictor_names
     from differland_dist.data.store import parse_storage_options
-    from differland_dist.errors import CheckpointError, ConfigError, DifferlandError
-    from differland_dist.location import Location
     from differland_dist.network.io import save_network
     from differland_dist.network.mlp import infer_config
     from differland_dist.network.published import (

@@ -6,6 +6,8 @@ import argparse
 import logging
 import time
 
+from differland_dist.data.importers import netcdf as nc
+from differland_dist.data.importers.netcdf import Inputs, netcdf_to_store
 from differland_dist.data.store import parse_storage_options
 
 NAME = "import-netcdf"
@@ -24,8 +26,6 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from differland_dist.data.importers import netcdf as nc
-
     parser.add_argument("--data-dir", default=".", metavar="DIR",
                         help="directory holding the five input files under their published names "
                              "(default: the current directory)")
@@ -69,8 +69,6 @@ def _list(text: str | None) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from differland_dist.data.importers.netcdf import Inputs, netcdf_to_store
-
     t0 = time.perf_counter()
     inputs = Inputs.in_dir(args.data_dir, driver=args.driver, co2=args.co2, valid=args.valid,
                            run_index=args.run_index, bulk=args.bulk_mask)

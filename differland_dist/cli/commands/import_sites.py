@@ -47,6 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # imported here: keeps `differland --help` and light commands from importing the site importer
     from differland_dist.data.importers.sites import sites_to_store
 
     t0 = time.perf_counter()

@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    # imported here: keeps `differland --help` and light commands from importing JAX/Ray/matplotlib
     from differland_dist.inference.output import DEFAULT_SERIES
 
     p.add_argument("--checkpoint", required=True, metavar="CKPT",
@@ -65,6 +66,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # imported here: keeps `differland --help` and light commands from importing JAX/Ray/matplotlib
     from differland_dist.data.store import parse_storage_options
     from differland_dist.inference.pipeline import InferenceOptions, run_inference
 

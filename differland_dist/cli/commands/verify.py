@@ -15,6 +15,7 @@ def add_arguments(p):
 
 
 def run(args) -> int:
+    # imported here: keeps `differland --help` and light commands from importing JAX/Ray/matplotlib
     import jax
 
     from differland_dist.verify import embedded_golden_files, verify_file

@@ -56,6 +56,7 @@ import xarray as xr
 from differland_dist.data import schema, splits
 from differland_dist.data.splits import RUN_TABLE_VAR, run_split_codes
 from differland_dist.data.importers import base_attrs, obs_variables, schema_var, spans
+from differland_dist.data.store import check_target, write_store
 from differland_dist.errors import DataValidationError, DifferlandError
 
 log = logging.getLogger(__name__)
@@ -732,8 +733,6 @@ def netcdf_to_store(inputs: Inputs, url: str, run: int = 1,
     temporal data exceed ``memory_limit_bytes``; the directory is removed afterwards.
     ``on_dataset`` is called with the Dataset before it is written. Returns a summary dict.
     """
-    from differland_dist.data.store import check_target, write_store
-
     check_target(url, storage_options, overwrite)
     use_disk = scratch_dir is not None or estimate_bytes(inputs) > memory_limit_bytes
     with ExitStack() as stack:

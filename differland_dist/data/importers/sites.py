@@ -54,6 +54,7 @@ import xarray as xr
 from differland_dist.data import schema, splits
 from differland_dist.data.importers import base_attrs, obs_variables, schema_var, spans
 from differland_dist.data.schema import PER_PIXEL_FORCING, by_pixel_name
+from differland_dist.data.store import check_target, write_store
 from differland_dist.errors import DataValidationError, DifferlandError
 
 log = logging.getLogger(__name__)
@@ -603,8 +604,6 @@ def sites_to_store(sites_dir: str | os.PathLike, url: str, monthly: bool = False
                    overwrite: bool = False, dev_sites: Sequence[str] | str | None = None) -> xr.Dataset:
     """Import the sites and write the store at ``url`` (complete flag last). Returns the
     Dataset. The target is checked first, before any file is read."""
-    from differland_dist.data.store import check_target, write_store
-
     check_target(url, storage_options, overwrite)
     ds = import_sites(sites_dir, monthly=monthly, test_sites=test_sites, only=only,
                       min_valid_fraction=min_valid_fraction, weights_from_unc=weights_from_unc,
