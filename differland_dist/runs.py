@@ -51,7 +51,11 @@ def resolve_checkpoint(url: str, storage_options: dict | None = None) -> str:
 
 
 @dataclass(frozen=True)
-class TrainedModel:
+class TrainedCheckpoint:
+    """What a training checkpoint holds, loaded: the network and its config, the predictor
+    standardisation, the calibration config, the step, where it came from and its metadata.
+    :class:`differland_dist.trained.TrainedModel` is the façade that computes with it."""
+
     network: NetworkParams
     network_config: NetworkConfig
     standardizer: Standardizer
@@ -61,7 +65,7 @@ class TrainedModel:
     meta: dict[str, Any]
 
 
-def load_trained(url: str, storage_options: dict | None = None) -> TrainedModel:
+def load_trained(url: str, storage_options: dict | None = None) -> TrainedCheckpoint:
     """Network, standardisation and config of a training checkpoint or run directory."""
     src = resolve_checkpoint(url, storage_options)
     arrays, meta = checkpoint.load(src, storage_options)
@@ -69,4 +73,4 @@ def load_trained(url: str, storage_options: dict | None = None) -> TrainedModel:
     if std is None or "config" not in meta:
         raise CheckpointError(f"{src}: holds a network but no training config/standardisation "
                               "(an imported network needs its predictor statistics)")
-    return TrainedModel(net, ncfg, std, from_dict(meta["config"]), int(meta.get("step", 0)), src, meta)
+    return TrainedCheckpoint(net, ncfg, std, from_dict(meta["config"]), int(meta.get("step", 0)), src, meta)

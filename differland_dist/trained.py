@@ -72,7 +72,7 @@ class TrainedModel:
     """Checkpoint + config + standardisation of a trained (or imported) network.
 
     Attributes:
-      record: the :class:`differland_dist.runs.TrainedModel` it wraps (network, network
+      record: the :class:`differland_dist.runs.TrainedCheckpoint` it wraps (network, network
         config, standardizer, config, step, source, checkpoint metadata).
     """
 

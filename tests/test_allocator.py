@@ -35,3 +35,18 @@ def test_worker_processes_get_the_settings(monkeypatch):
         assert int(env["MALLOC_TRIM_THRESHOLD_"]) == allocator.TRIM_THRESHOLD
     monkeypatch.setenv("DIFFERLAND_MALLOC_TUNING", "0")
     assert "MALLOC_MMAP_THRESHOLD_" not in worker_env(RayConfig())
+
+
+def test_worker_processes_keep_the_drivers_xla_flags_after_ours(monkeypatch):
+    """The thread pinning is ours; an XLA flag set in the driver's environment reaches the
+    workers after it (so it wins), and a runtime_env XLA_FLAGS replaces both."""
+    from differland_dist.config import RayConfig
+
+    monkeypatch.setenv("XLA_FLAGS", "--xla_backend_optimization_level=0")
+    flags = worker_env(RayConfig(cpus_per_worker=1)).get("XLA_FLAGS", "")
+    assert flags.startswith("--xla_cpu_multi_thread_eigen=false")
+    assert flags.endswith("--xla_backend_optimization_level=0")
+    monkeypatch.delenv("XLA_FLAGS")
+    assert "optimization_level" not in worker_env(RayConfig(cpus_per_worker=1))["XLA_FLAGS"]
+    mine = RayConfig(cpus_per_worker=1, runtime_env={"env_vars": {"XLA_FLAGS": "--mine"}})
+    assert worker_env(mine)["XLA_FLAGS"] == "--mine"
