@@ -24,10 +24,10 @@ from differland_dist.data import schema, splits
 from differland_dist.data.batch import (
     FORCING_PIXEL_VARS, FORCING_VARS, TIME_TEST, PatchBatch, assemble_forcing, assemble_labels,
     assemble_predictors)
-from differland_dist.data.rows import RowReader, is_transient, with_retries  # noqa: F401 - re-exported
+from differland_dist.data.rows import RowReader
 from differland_dist.data.schema import PER_PIXEL_FORCING, by_pixel_name
 from differland_dist.data.store import PixelStore
-from differland_dist.errors import ConfigError, DifferlandError, StorageReadError  # noqa: F401
+from differland_dist.errors import ConfigError, DifferlandError
 
 log = logging.getLogger(__name__)
 

@@ -111,21 +111,62 @@ class CachedPatch:
         return int(self.predictors_raw.nbytes + self.forcing.nbytes + self.label_stack.nbytes)
 
 
-def pad_patch(forcing, predictors_raw, labels: Labels, size: int) -> PatchArrays:
-    """Pad a patch's pixels to ``size`` by repeating its first pixel with valid = 0.
+class LabelLayout(NamedTuple):
+    """How a :class:`Labels` pytree is stacked into one (n, T, L) array: its tree structure,
+    each leaf's dtype, and which leaves are weights (zeroed on padding rows)."""
 
-    Copies of a real pixel keep the padded rollout finite (zeros could divide by zero);
-    their labels' weights are zero and ``valid`` removes them from patch means.
-    """
+    treedef: object
+    dtypes: tuple
+    weights: tuple[int, ...]
+
+    @classmethod
+    def of(cls, labels: Labels) -> tuple["LabelLayout", list]:
+        """The layout of ``labels`` and its leaves in that order."""
+        # imported here: Ray actors import JAX after the runtime environment set JAX_PLATFORMS (see Shard)
+        import jax
+
+        paths, treedef = jax.tree_util.tree_flatten_with_path(labels)
+        weights = tuple(i for i, (path, _) in enumerate(paths)
+                        if getattr(path[0], "name", None) == "weight")
+        return cls(treedef, tuple(leaf.dtype for _, leaf in paths), weights), [x for _, x in paths]
+
+    def stack(self, leaves) -> np.ndarray:
+        return np.stack([np.asarray(x, np.float32) for x in leaves], axis=-1)
+
+    def unstack(self, stack) -> Labels:
+        # imported here: Ray actors import JAX after the runtime environment set JAX_PLATFORMS (see Shard)
+        import jax
+
+        return jax.tree_util.tree_unflatten(
+            self.treedef, [stack[..., i].astype(dt) for i, dt in enumerate(self.dtypes)])
+
+
+def pad_tail(pred: np.ndarray, forcing: np.ndarray, stack: np.ndarray, n: int,
+             layout: LabelLayout) -> np.ndarray:
+    """Pad call arrays whose first ``n`` rows are real: rows ``n..`` become copies of the first
+    pixel (copies of a real pixel keep the padded rollout finite; zeros could divide by zero)
+    with zero label weights, in place. Returns valid (R,) 1/0, which removes them from patch
+    means."""
+    pred[n:], forcing[n:], stack[n:] = pred[0], forcing[0], stack[0]
+    stack[n:, :, list(layout.weights)] = 0.0
+    valid = np.zeros(len(pred), np.float32)
+    valid[:n] = 1.0
+    return valid
+
+
+def pad_patch(forcing, predictors_raw, labels: Labels, size: int) -> PatchArrays:
+    """One patch padded to ``size`` rows exactly as :meth:`Shard.pack` pads a call
+    (:func:`pad_tail`)."""
     n = forcing.shape[0]
     if n > size:
         raise ValueError(f"patch of {n} pixels exceeds max_patch_size {size}")
-    idx = np.concatenate([np.arange(n), np.zeros(size - n, np.int64)])
-    real = np.arange(size) < n
-    lab = labels.map(lambda a: np.asarray(a)[idx])
-    lab = lab._replace(weight={k: np.where(real[:, None], w, np.float32(0.0))
-                               for k, w in lab.weight.items()})
-    return PatchArrays(predictors_raw[idx], forcing[idx], lab, real.astype(np.float32), n)
+    layout, leaves = LabelLayout.of(labels)
+    real = layout.stack(leaves)
+    pred, forc, stack = (np.empty((size,) + x.shape[1:], x.dtype)
+                         for x in (predictors_raw, forcing, real))
+    pred[:n], forc[:n], stack[:n] = predictors_raw, forcing, real
+    valid = pad_tail(pred, forc, stack, n, layout)
+    return PatchArrays(pred, forc, layout.unstack(stack), valid, n)
 
 
 class Shard:
@@ -170,7 +211,7 @@ class Shard:
         self.cache = PatchCache(self._read, lambda a: a.nbytes,
                                 config.data.cache_bytes if cache_bytes is None else cache_bytes)
         self._fns: dict = {}
-        self._label_layout = None  # (treedef, leaf dtypes, weight leaf indices) of the labels
+        self._label_layout: LabelLayout | None = None  # set by the first read
         if len(patch_ids):
             self.cache.get(patch_ids)
         self.read_s = time.perf_counter() - t0
@@ -186,21 +227,17 @@ class Shard:
         """Patches ``ids`` as the cache keeps them, read from the store in one batch (the
         reader fetches their chunks concurrently)."""
         # imported here: Ray actors import JAX after the runtime environment set JAX_PLATFORMS (see __init__)
-        import jax
-
         from differland_dist.model.structures import Forcing
         from differland_dist.network.standardize import raw_inputs
 
         b = self.reader.read(ids)
         raw = raw_inputs(b.predictors, Forcing.column(b.forcing, "lat")[:, 0])
-        paths, treedef = jax.tree_util.tree_flatten_with_path(b.labels)
+        layout, leaves = LabelLayout.of(b.labels)
         if self._label_layout is None:
-            weights = tuple(i for i, (path, _) in enumerate(paths)
-                            if getattr(path[0], "name", None) == "weight")
-            self._label_layout = (treedef, tuple(leaf.dtype for _, leaf in paths), weights)
-        elif treedef != self._label_layout[0]:
+            self._label_layout = layout
+        elif layout.treedef != self._label_layout.treedef:
             raise ValueError(f"patches {ids} carry other label streams than the first read")
-        stack = np.stack([np.asarray(leaf, np.float32) for _, leaf in paths], axis=-1)
+        stack = layout.stack(leaves)
         out, start = {}, 0
         for p in ids:  # pixels come back in the order of the patch ids, each patch contiguous
             n = int(np.count_nonzero(b.patch == p))
@@ -250,12 +287,11 @@ class Shard:
         act = cfg.network.activation
         segments, patch_rows = self.shape.segments, self.shape.patch_rows
 
-        treedef, dtypes, _ = self._label_layout
+        layout = self._label_layout
 
         def per_call(net, pred, forcing, label_stack, patch, valid, mean, std, test):
             x = (pred - mean) / std
-            labels = jax.tree_util.tree_unflatten(
-                treedef, [label_stack[..., i].astype(dt) for i, dt in enumerate(dtypes)])
+            labels = layout.unstack(label_stack)
             # a store split by time (time_test) trains on its train steps, scores the test ones
             labels = labels.time_split(test)
             return network_loss(net, x, Forcing.from_array(forcing), labels, patch, valid, segments,
@@ -291,16 +327,13 @@ class Shard:
         pred, forcing, stack = (np.empty((R,) + x.shape[1:], x.dtype)
                                 for x in (first.predictors_raw, first.forcing, first.label_stack))
         patch = np.zeros(R, np.int32)
-        valid = np.zeros(R, np.float32)
         start = 0
         for i, a in enumerate(arrays):
             sl = slice(start, start + a.n_pixels)
             pred[sl], forcing[sl], stack[sl] = a.predictors_raw, a.forcing, a.label_stack
             patch[sl] = i
             start += a.n_pixels
-        valid[:n] = 1.0
-        pred[n:], forcing[n:], stack[n:] = pred[0], forcing[0], stack[0]
-        stack[n:, :, list(self._label_layout[2])] = 0.0  # padding rows weigh nothing
+        valid = pad_tail(pred, forcing, stack, n, self._label_layout)
         return pred, forcing, stack, patch, valid
 
     def compute(self, net, calls: Sequence[Sequence[int]], mean, std, with_grad: bool = True,
@@ -313,19 +346,16 @@ class Shard:
         computes the current one (JAX dispatches asynchronously).
         """
         # imported here: Ray actors import JAX after the runtime environment set JAX_PLATFORMS (see __init__)
-        import jax
         import jax.numpy as jnp
         from jax.flatten_util import ravel_pytree
 
-        if len(calls):
-            self.cache.get(list(calls[0]))  # the labels' layout comes with the first read
-        fn = self._fn(with_grad)
         mean = jnp.asarray(mean, jnp.float32)
         std = jnp.asarray(std, jnp.float32)
         flag = jnp.asarray(test)
 
         def launch(call):
             pred, forcing, stack, patch, valid = self.pack(call)
+            fn = self._fn(with_grad)  # after a read: it compiles for the labels' layout
             return fn(net, jnp.asarray(pred), jnp.asarray(forcing), jnp.asarray(stack),
                       jnp.asarray(patch), jnp.asarray(valid), mean, std, flag)
 
