@@ -39,6 +39,9 @@ def main(argv=None):
                     help="pack patches into calls of this many pixels instead (wins)")
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--kernel", action="store_true", help="also time the bench kernel per core")
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="run every worker count this many times, the kernel between rounds; "
+                         "each run is compared with the kernels timed just before and after it")
     ap.add_argument("--out")
     a = ap.parse_args(argv)
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -76,7 +79,9 @@ def main(argv=None):
         return row
 
     kernels = [kernel()] if a.kernel else []
-    for W in a.workers:
+    for rep, W in [(r, W) for r in range(a.repeats) for W in a.workers]:
+        if a.kernel and rep > 0 and W == a.workers[0]:
+            kernels.append(kernel())
         cfg = load_config(None, [f"data.url={store}", f"training.steps={a.steps}",
                                  f"training.patches_per_step={a.patches_per_step}",
                                  *([f"training.pixels_per_call={a.pixels_per_call}"] if a.pixels_per_call
@@ -84,13 +89,13 @@ def main(argv=None):
                                  "training.eval_every=0", f"training.checkpoint_every={a.steps}",
                                  f"ray.workers={W}", "ray.cpus_per_worker=1", "ray.jax_threads_per_worker=1"])
         t0 = time.perf_counter()
-        state, cal = calibrate(cfg, str(tmp / f"run{W}"))
+        state, cal = calibrate(cfg, str(tmp / f"run{W}_{rep}"))
         wall = time.perf_counter() - t0
         m = [x for x in cal.metrics if x["split"] == "train"][a.skip:]
         med = lambda k: statistics.median(x[k] for x in m)  # noqa: E731
         n_params = state.flat.size
         row = {
-            "workers": W, "pixels": s.n_pixels, "months": s.n_time, "steps_timed": len(m),
+            "workers": W, "repeat": rep, "rows_per_call": cal.shape.rows, "pixels": s.n_pixels, "months": s.n_time, "steps_timed": len(m),
             "pixel_months_per_step": med("pixel_months"),
             "step_s": med("time_step_s"), "compute_s": med("time_compute_s"),
             "comm_s": med("time_comm_s"), "driver_s": med("time_driver_s"),
@@ -106,11 +111,16 @@ def main(argv=None):
         rows.append(row)
     if a.kernel:
         kernels.append(kernel())
-        k = statistics.median(x["grad_pixel_months_per_s"] for x in kernels)
-        for r in rows:
+        for r in rows:  # the kernels timed just before and after this run's round
+            k = statistics.mean(x["grad_pixel_months_per_s"] for x in kernels[r["repeat"]:r["repeat"] + 2])
             r["kernel_grad_pixel_months_per_s_per_core"] = k
             r["per_core_vs_kernel"] = r["pixel_months_per_s"] / r["workers"] / k
-            print(json.dumps({"workers": r["workers"], "per_core_vs_kernel": r["per_core_vs_kernel"]}))
+            print(json.dumps({"workers": r["workers"], "repeat": r["repeat"],
+                              "per_core_vs_kernel": r["per_core_vs_kernel"]}))
+        for W in a.workers:
+            v = [r["per_core_vs_kernel"] for r in rows if r["workers"] == W]
+            print(json.dumps({"workers": W, "per_core_vs_kernel_median": statistics.median(v),
+                              "runs": len(v)}))
     if len(rows) >= 2:
         print(json.dumps({"speedup_step": rows[0]["step_s"] / rows[-1]["step_s"],
                           "speedup_compute": rows[0]["compute_s"] / rows[-1]["compute_s"]}))

@@ -138,8 +138,9 @@ class TrainingConfig:
     on_nonfinite: str = "skip"         # skip | reduce_lr | rollback
     max_nonfinite: int = 10            # consecutive non-finite steps before giving up
     lr_reduction: float = 0.5          # factor for reduce_lr
-    pixels_per_call: int | None = None  # padded pixels per compiled call and device (None:
-                                       # by platform, see distributed.shard.DEFAULT_PIXELS_PER_CALL)
+    pixels_per_call: int | None = None  # most padded pixels per compiled call and device (None:
+                                       # by platform, see distributed.shard.DEFAULT_PIXELS_PER_CALL;
+                                       # fewer where a step's calls fill more evenly: policy.call_rows)
     patches_per_call: int | None = None  # patches per call instead (wins over pixels_per_call)
     order_seed: int | None = None      # seed of the patch order (None: training.seed, which
                                        # also seeds the network's initialisation)

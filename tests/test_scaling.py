@@ -64,6 +64,29 @@ def test_calls_pack_in_order_and_are_dealt_evenly(n, rows):
         calls([1], {1: 20}, 16)
 
 
+def test_call_rows_fill_a_steps_calls_evenly():
+    from differland_dist.distributed.policy import call_rows, calls
+
+    # a step of 210 patches of 10 pixels (2,100) at most 1,024 a call: three calls either
+    # way, but of 710 rows (2,130 rows in all) instead of 1,024 (3,072, a third padding)
+    assert call_rows([10] * 1000, 210, 1024) == 710
+    rng = np.random.default_rng(0)
+    sizes = rng.integers(5, 21, 2000)
+    rows = call_rows(sizes, 250, 1024)           # a step: ~3,180 pixels, 3.1 calls of 1,024
+    assert rows < 1024
+    steps = [rng.choice(len(sizes), 250, replace=False) for _ in range(200)]
+    n_calls = [len(calls(list(st), dict(enumerate(sizes)), rows)) for st in steps]
+    full = [len(calls(list(st), dict(enumerate(sizes)), 1024)) for st in steps]
+    assert max(n_calls) == 4                     # the large step's calls, never one more
+    # the rows computed (the cost) fall by more than a tenth
+    assert sum(n * rows for n in n_calls) < 0.9 * sum(n * 1024 for n in full)
+    fill = np.mean([sizes[st].sum() / (n * rows) for st, n in zip(steps, n_calls)])
+    fill_cap = np.mean([sizes[st].sum() / (n * 1024) for st, n in zip(steps, full)])
+    assert fill > 0.9 and fill > fill_cap + 0.1, (fill, fill_cap)
+    assert call_rows([10] * 1000, 50, 1024) == 500          # a whole step fits one call
+    assert call_rows([300, 5], 2, 100) == 300               # at least the largest patch
+
+
 def test_call_shape_from_pixels_per_call():
     from differland_dist.distributed.shard import DEFAULT_PIXELS_PER_CALL, call_shape
 
@@ -80,8 +103,8 @@ def test_call_shape_from_pixels_per_call():
     tc = load_config(None, ["training.patches_per_call=3", "training.pixels_per_call=1000"]).training
     assert call_shape(tc, [100, 20], per_step=40) == (300, 3, 3, 100)          # count wins, old layout
     tc = load_config(None, []).training
-    assert call_shape(tc, [320] * 1000, platform="cuda", per_step=1000).rows == DEFAULT_PIXELS_PER_CALL["cuda"]
-    assert call_shape(tc, [320] * 1000, platform="cpu", per_step=1000).rows == DEFAULT_PIXELS_PER_CALL["cpu"]
+    assert call_shape(tc, [256] * 2048, platform="cuda", per_step=2048).rows == DEFAULT_PIXELS_PER_CALL["cuda"]
+    assert call_shape(tc, [256] * 64, platform="cpu", per_step=64).rows == DEFAULT_PIXELS_PER_CALL["cpu"]
     from differland_dist.errors import ConfigError
 
     with pytest.raises(ConfigError, match="training.pixels_per_call"):
