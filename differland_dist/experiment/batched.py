@@ -4,8 +4,10 @@ own batch of pixels, vmapped over a leading member axis.
 On an accelerator this is how a grid fills the device (one call holds pixels × members); on a
 CPU the rollout is already vectorised over pixels, so stacking members only lengthens the batch
 (``benchmarks/bench_member_batch.py`` measures both ways; docs/experiments.md says which to use
-where). A member's loss and gradient do not depend on whether it was batched: vmap maps the
-same per-member program over the member axis (tests/test_experiment.py compares them).
+where). vmap maps the same per-member program over the member axis: a member's loss is the
+same bits as its own call, its gradient equal to float rounding (~1e-7 relative, not bit for
+bit: XLA vectorises the batched backward pass differently; docs/experiments.md;
+tests/test_member_batch.py compares them).
 """
 
 from __future__ import annotations
