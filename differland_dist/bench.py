@@ -109,7 +109,7 @@ def run_bench(pixels: int = 2048, months: int = 276, repeats: int = 5, patch_siz
         patch = jax.device_put(patch, sh)
     n_patches = int(-(-pixels // patch_size))
     # forcing field-major, as a calibration's call holds it (distributed/shard.py)
-    fields = jnp.asarray(jnp.moveaxis(met, -1, 0))
+    fields = jnp.moveaxis(met, -1, 0)
     args = (net, pred, Forcing.from_fields(fields), labels, patch, jnp.ones(pixels, jnp.float32),
             n_patches, LossConfig(), mc)
     jax.block_until_ready(network_value_and_grad(*args))

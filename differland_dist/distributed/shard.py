@@ -101,8 +101,8 @@ class CachedPatch:
     (L, n, T) float32, in the order of ``jax.tree_util.tree_leaves`` of its :class:`Labels`
     (the shard turns them back into ``Forcing`` and ``Labels`` inside the compiled call).
     Packing a call copies three arrays per patch, not one per label leaf; field- and
-    leaf-major, every field the call slices out is contiguous (pixel-major stacks made the
-    compiled call ~17 % slower: strided copies; measured 2026-11-30)."""
+    leaf-major, every field the call slices out is contiguous (pixel-major, the compiled call
+    took 1.33× as long: strided copies; ``benchmarks/bench_call_layout.py``)."""
 
     predictors_raw: np.ndarray
     forcing: np.ndarray
@@ -262,8 +262,8 @@ class Shard:
             raise ValueError(f"patches {ids} carry other label streams than the first read")
         fields = np.moveaxis(b.forcing[..., :len(Forcing._fields)], -1, 0)  # (F, N, T) view
         out, start = {}, 0
-        for p in ids:  # pixels come back in the order of the patch ids, each patch contiguous
-            n = int(np.count_nonzero(b.patch == p))
+        for p in ids:  # pixels come back in the order of the patch ids, each patch whole
+            n = self.patch_pixels(p)
             sl = slice(start, start + n)
             # copies: a cached patch must not keep the whole batch alive
             out[int(p)] = CachedPatch(raw[sl].copy(), np.ascontiguousarray(fields[:, sl], np.float32),
