@@ -204,3 +204,63 @@ def test_unbounded_inverts_the_parameter_transform(earth):
     assert np.allclose(unbounded(to_bounded(x, lo, hi)), x, atol=1e-6)
     edge = unbounded(np.stack([lo, hi]))  # a parameter on its bound: clipped, not infinite
     assert np.all(np.abs(edge) <= X_CLIP) and np.all(edge[0] < -10) and np.all(edge[1] > 10)
+
+
+def test_structured_truth_has_its_documented_drivers(earth):
+    """The structured design (differland synth --truth structured): each listed parameter
+    follows its named gradient with the documented spread, soil- and age-driven parameters are
+    not PFT-driven, the unlisted ones barely vary, and it is a Truth like any other (stored,
+    explained by SHAP through apply_truth)."""
+    from differland_dist import synthetic as synth
+    from differland_dist.analysis.partition import variance_partition
+    from differland_dist.errors import DifferlandError
+    from differland_dist.model.parameters import all_bounds, to_bounded
+
+    t = synth.make_truth(0, "structured")
+    feats = np.stack([earth["pred"][k] for k in synth.TRUTH_FEATURES], axis=1)
+    x = synth.apply_truth(t, feats, earth["grid"].lat)
+    lo, hi = all_bounds()
+    north = earth["grid"].lat >= 0
+    logp = np.log(to_bounded(x, lo, hi))[north]  # one hemisphere: phenology shifts by half a year
+    names = earth["names"]
+    for n, (_, log_sd) in synth.STRUCTURE.items():
+        sd = logp[:, names.index(n)].std()
+        assert 0.4 * log_sd < sd < 2.5 * log_sd, (n, sd, log_sd)
+    minor = [logp[:, j].std() for j, n in enumerate(names) if n not in synth.STRUCTURE]
+    assert max(minor) < 0.1
+    pick = ["leaf_lifespan", "field_capacity", "init_wood", "Bday"]
+    idx = [names.index(n) for n in pick]
+    vp = variance_partition(x[:, idx], pick, earth["pred"], earth["grid"].patch, max_iter=60)
+    dom = vp["summary"]["dominant_group"]
+    assert dom["leaf_lifespan"] == "PFT" and dom["field_capacity"] == "SOIL" and dom["init_wood"] == "AGE"
+    assert vp["parameters"]["field_capacity"]["pft_share"] < 0.4
+    assert vp["parameters"]["leaf_lifespan"]["pft_share"] > 0.6
+    # the random design is unchanged by the structured one's existence (stores stay the same)
+    assert np.array_equal(synth.make_truth(0).w1, synth.make_truth(0, "random").w1)
+    with pytest.raises(DifferlandError, match="truth design 'paper'"):
+        synth.make_truth(0, "paper")
+
+
+def test_shap_pooled_rank_weighs_parameters_equally():
+    from differland_dist.analysis.truth import check_shap, importance_profile, shap_pooled_rank
+
+    rng = np.random.default_rng(0)
+    names = ["a", "b", "c"]
+    truth = rng.uniform(size=(8, 3))
+    truth[:, 2] *= 1e4  # a parameter in large units must not decide the profile
+    assert shap_pooled_rank(truth, truth, names, names) == pytest.approx(1.0)
+    assert shap_pooled_rank(-truth + 1e5, truth, names, ["c"]) == pytest.approx(-1.0)
+    prof = importance_profile(truth, names, names)
+    assert prof.sum() == pytest.approx(1.0)
+    # the profile is the mean of each parameter's normalised column
+    cols = truth / truth.sum(axis=0)
+    assert np.allclose(prof, cols.mean(axis=1))
+    # the large-unit column alone reversed changes the pooled rank only by its third
+    learnt = truth.copy()
+    learnt[:, 2] = truth[::-1, 2]
+    assert shap_pooled_rank(learnt, truth, names, names) > shap_pooled_rank(learnt, truth, names, ["c"])
+    assert shap_pooled_rank(truth, truth, names, []) is None
+    c = check_shap(None, {})
+    assert c["passed"] is False and c["value"] is None
+    c = check_shap(0.75, {"a": 0.2, "b": 0.6})
+    assert c["passed"] is True and c["per_parameter_median"] == pytest.approx(0.4)

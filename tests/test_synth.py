@@ -251,3 +251,27 @@ def test_observations_outside_their_range_become_gaps():
     value, weight = obs["lai"][:2]
     assert np.isnan(value[2, 5]) and weight[2, 5] == 0
     assert np.nanmax(value) < 15
+
+
+def test_structured_truth_store_via_the_cli(tmp_path, capsys):
+    """`differland synth --truth structured`: a valid store that records its design, whose
+    stored relation reproduces true_x; an unknown design fails before anything is written."""
+    url = str(tmp_path / "s.zarr")
+    assert main(["synth", "--out", url, "--resolution", "15", "--years", "1", "--truth", "structured"]) == 0
+    import xarray as xr
+
+    ds = xr.open_zarr(url, zarr_format=3, consolidated=False)
+    assert ds.attrs["truth_design"] == "structured"
+    t = synth.Truth(*(np.asarray(ds[k].values, np.float64) for k in (
+        "truth_centre", "truth_scale", "truth_w1", "truth_b1", "truth_w2", "truth_b2_north",
+        "truth_b2_south")))
+    assert t.w1.shape == (len(synth.TRUTH_FEATURES), len(synth.LATENTS))
+    feats = np.stack([ds[k].values for k in synth.TRUTH_FEATURES], axis=1)
+    np.testing.assert_allclose(synth.apply_truth(t, feats, ds["lat"].values), ds["true_x"].values,
+                               rtol=1e-5, atol=1e-5)
+    with pytest.raises(SystemExit):
+        main(["synth", "--out", str(tmp_path / "t.zarr"), "--truth", "paper"])
+    assert "invalid choice: 'paper'" in capsys.readouterr().err
+    with pytest.raises(DifferlandError, match="--truth 'paper'"):
+        synth.synth_to_store(str(tmp_path / "u.zarr"), resolution=15, years=1, truth="paper")
+    assert not (tmp_path / "t.zarr").exists() and not (tmp_path / "u.zarr").exists()

@@ -148,12 +148,22 @@ def run_analysis(url: str, out: str | None = None, *, sets: Sequence[str] | None
     preds = {n: data.predictors[n] for n in fs.predictors if n in data.predictors}
     gr = grad.gradients(xm, names, preds)
     summary["gradients"] = _jsonable(gr)
-    cos = None
+    cos = cos_all = None
     if data.true_x is not None:
         gt = grad.pca(data.true_x[:, idx])
-        cos = grad.principal_cosines(gr["arrays"]["loadings"][:3], gt["loadings"][:3])
-        summary["pca_cosines"] = [float(c) for c in cos]
+        cos_all = grad.principal_cosines(gr["arrays"]["loadings"][:3], gt["loadings"][:3])
+        summary["pca_cosines_all"] = [float(c) for c in cos_all]
         summary["gradients_truth"] = {"explained": [float(v) for v in gt["explained"]]}
+        # the check compares the gradients of the parameters whose pattern is identifiable:
+        # an unidentifiable map is noise on the learnt side, and its share of the variance
+        # would decide the components (docs/analysis.md)
+        ident_idx = [names.index(n) for n in idf["identifiable"]]
+        if len(ident_idx) >= 3:
+            ga, gb = grad.pca(xm[:, ident_idx]), grad.pca(data.true_x[:, idx][:, ident_idx])
+            cos = grad.principal_cosines(ga["loadings"][:3], gb["loadings"][:3])
+            summary["pca_cosines"] = [float(c) for c in cos]
+            summary["gradients_truth"]["explained_identifiable"] = [float(v) for v in gb["explained"]]
+            summary["gradients"]["explained_identifiable"] = [float(v) for v in ga["explained"]]
     summary["seconds"]["gradients"] = time.time() - t
 
     # 4. SHAP
@@ -204,12 +214,14 @@ def run_analysis(url: str, out: str | None = None, *, sets: Sequence[str] | None
         "mean_abs": {n: {feats[i]: float(m_mean[i, j]) for i in range(len(feats))} for j, n in enumerate(names)},
         "mean_abs_sd": {n: {feats[i]: float(m_sd[i, j]) for i in range(len(feats))} for j, n in enumerate(names)},
         "pft_conditional": cond, "dependence_figures": dep_figs}
-    rhos = None
+    rhos = pooled = None
     if "truth" in mabs:
         shap_summary["truth_mean_abs"] = {n: {feats[i]: float(mabs["truth"][i, j]) for i in range(len(feats))}
                                           for j, n in enumerate(names)}
         ident = idf["identifiable"] if idf else []
         rhos = tr.shap_rank(m_mean, mabs["truth"], names, ident)
+        pooled = tr.shap_pooled_rank(m_mean, mabs["truth"], names, ident)
+        shap_summary["spearman_vs_truth_pooled_identifiable"] = pooled
         shap_summary["spearman_vs_truth"] = tr.shap_rank(m_mean, mabs["truth"], names, names)
     shap_summary["seconds"] = time.time() - t
     summary["shap"] = _jsonable(shap_summary)
@@ -218,7 +230,8 @@ def run_analysis(url: str, out: str | None = None, *, sets: Sequence[str] | None
     # truth checks
     if data.true_x is not None:
         ident = idf["identifiable"]
-        crit = [tr.check_partition(vp, vpt, ident), tr.check_pca(cos), tr.check_shap(rhos or {})]
+        crit = [tr.check_partition(vp, vpt, ident), tr.check_pca(cos if cos is not None else [], ident),
+                tr.check_shap(pooled, rhos or {})]
         if gen is not None and pft:
             crit += tr.check_generalisation(gen, full)
         summary["truth_check"] = _jsonable({
@@ -235,8 +248,10 @@ def run_analysis(url: str, out: str | None = None, *, sets: Sequence[str] | None
         wj("generalisation.json", gen)
     wj("variance_partition.json", {**vp, **({"truth": vpt} if vpt else {})})
     wj("gradients.json", {**{k: v for k, v in gr.items() if k != "arrays"},
-                          **({"truth_cosines": summary["pca_cosines"],
-                              "truth_explained": summary["gradients_truth"]["explained"]} if cos is not None else {})})
+                          **({"truth_cosines_all": summary["pca_cosines_all"],
+                              "truth_cosines_identifiable": summary.get("pca_cosines"),
+                              "truth_explained": summary["gradients_truth"]["explained"]}
+                             if cos_all is not None else {})})
     wj("shap.json", shap_summary)
     wj("uncertainty.json", {k: v for k, v in un.items() if k != "ratio_map"})
     if idf:

@@ -182,8 +182,12 @@ def markdown(summary: Mapping) -> str:
         L.append(f"- {c} explains {100 * v['explained']:.0f} % of the variance; it follows {tops}; "
                  f"it moves {pars}.")
     if s.get("pca_cosines") is not None:
-        L.append(f"- The first three components span the truth's subspace with principal-angle "
-                 f"cosines {', '.join(_f(c) for c in s['pca_cosines'])}.")
+        L.append(f"- Over the identifiable parameters, the first three components span the "
+                 f"truth's subspace with principal-angle cosines "
+                 f"{', '.join(_f(c) for c in s['pca_cosines'])}.")
+    if s.get("pca_cosines_all") is not None:
+        L.append(f"- Over all parameters shown (unidentifiable maps included) the cosines are "
+                 f"{', '.join(_f(c) for c in s['pca_cosines_all'])}.")
     L += ["", "![loadings](figures/pca_loadings.png)", "", "![scores](figures/pca_scores.png)", ""]
     sh = s.get("shap")
     if sh:

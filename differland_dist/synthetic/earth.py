@@ -374,24 +374,108 @@ class Truth(NamedTuple):
     b2_south: np.ndarray  # (40,) same for southern-hemisphere pixels
 
 
-def make_truth(seed: int) -> Truth:
+def make_truth(seed: int, design: str = "random") -> Truth:
+    """The hidden relation. ``design``: "random" (a random network of all 20 predictors,
+    small amplitudes) or "structured" (:data:`LATENTS` and :data:`STRUCTURE`: each parameter
+    follows one named gradient, the observable ones strongly)."""
+    if design not in TRUTH_DESIGNS:
+        raise DifferlandError(f"truth design {design!r}: expected one of {', '.join(TRUTH_DESIGNS)}")
     rng = _rng(seed, _RNG_TRUTH)
     lo, hi = all_bounds()
     nf, n = len(TRUTH_FEATURES), len(PARAM_NAMES_ALL)
     centre = np.array([FEATURE_SCALING[k][0] for k in TRUTH_FEATURES])
     scale = np.array([FEATURE_SCALING[k][1] for k in TRUTH_FEATURES])
+    if design == "structured":
+        north, south = _central_values(lo, hi)
+        return _structured_truth(rng, centre, scale, north, south, lo, hi)
     w1 = rng.normal(0.0, 1.0 / math.sqrt(nf), size=(nf, _HIDDEN))
     b1 = rng.normal(0.0, 0.5, size=_HIDDEN)
     n_proc, n_ph = len(PROCESS_PARAMETERS), len(PHENOLOGY_PARAMETERS)
     amp = np.array([_AMP["process"]] * n_proc + [_AMP["pheno"]] * n_ph
                    + [_AMP["pools"]] * len(POOLS))
     w2 = rng.normal(0.0, 1.0 / math.sqrt(_HIDDEN), size=(_HIDDEN, n)) * amp
+    north, south = _central_values(lo, hi)
+    return Truth(centre, scale, w1, b1, w2, north, south)
+
+
+def _central_values(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Unbounded central values (north, south): south's phenology half a year later."""
     base = np.array([_BASE.get(k, np.nan) for k in PARAM_NAMES_ALL])
     north, south = base.copy(), base.copy()
     i_b, i_f = PARAM_NAMES_ALL.index("Bday"), PARAM_NAMES_ALL.index("Fday")
     north[i_b], north[i_f] = 365.25 + _ONSET_DOY, 365.25 + _FALL_DOY
     south[i_b], south[i_f] = 365.25 + _ONSET_DOY + 182.6, 365.25 + _FALL_DOY + 182.6
-    return Truth(centre, scale, w1, b1, w2, to_unbounded(north, lo, hi), to_unbounded(south, lo, hi))
+    return to_unbounded(north, lo, hi), to_unbounded(south, lo, hi)
+
+
+#: The truth designs ``make_truth`` knows (docs/analysis.md, "The synthetic truth").
+TRUTH_DESIGNS = ("random", "structured")
+
+#: The structured truth's latent gradients: each a tanh of a weighted sum of standardised
+#: predictors (the weights, and a centring so each is roughly zero-mean over land). Three of
+#: them are the paper's gradients (growing season, leaf economics, agricultural intensity);
+#: soil water, stand age and wetness give parameters that follow soils, forest age and rain.
+LATENTS = {
+    "growing_season": ({"MAT": 0.6, "elevation": -0.2}, 0.35),
+    "leaf_economics": ({"NF": 0.45, "EBF": 0.45, "DBF": -0.35, "GRA": -0.35, "SH": -0.2}, 0.15),
+    "agriculture": ({"CRO": 0.6, "GRA": 0.25}, -0.15),
+    "soil_water": ({"CLAY": 0.3, "SILT": 0.25, "SAND": -0.3}, 0.85),
+    "stand_age": ({"forest_age": 0.8, "canopy_height": 0.3}, -0.35),
+    "wetness": ({"MAP": 0.9}, 0.35),
+}
+#: What drives each parameter in the structured truth: ({latent: loading}, spatial sd of the
+#: natural log of the physical value). Parameters the synthetic streams see vary by 15-40 %
+#: (phenology dates by ~3-4 %, i.e. 15-25 days); the rest (not listed) vary by 4 % over all
+#: latents at random: realistic, but below what SIF, LAI, ET and NBE can resolve
+#: (docs/analysis.md). Leaf mass per area grows with stand age and light-use efficiency with
+#: soil fertility, so the streams depend on more than PFTs (as on the real Earth).
+STRUCTURE = {
+    "Bday": ({"growing_season": -1.0}, 0.035), "Fday": ({"growing_season": 1.0}, 0.035),
+    "leaf_fall_period": ({"growing_season": 1.0}, 0.2),
+    "clab_release_period": ({"growing_season": -1.0}, 0.15),
+    "Q10": ({"growing_season": -1.0}, 0.15),
+    "leaf_lifespan": ({"leaf_economics": 1.0}, 0.25), "f_fol": ({"leaf_economics": -1.0}, 0.2),
+    "LCMA": ({"leaf_economics": 0.6, "stand_age": 0.8}, 0.3),
+    "canopy_efficiency": ({"agriculture": 0.6, "soil_water": 0.8}, 0.3),
+    "uWUE": ({"agriculture": 1.0}, 0.25), "sif_alpha": ({"agriculture": 1.0}, 0.2),
+    "f_gpp": ({"agriculture": -1.0}, 0.1),
+    "field_capacity": ({"soil_water": 1.0}, 0.4), "runoff_focal_point": ({"soil_water": 1.0}, 0.4),
+    "wilting_point_frac": ({"soil_water": 1.0}, 0.2), "moisture_factor": ({"soil_water": -1.0}, 0.2),
+    "init_wood": ({"stand_age": 1.0}, 0.4), "tor_wood": ({"stand_age": -1.0}, 0.3),
+    "init_som": ({"stand_age": 1.0}, 0.3), "tor_som": ({"stand_age": -1.0}, 0.3),
+    "boese_r": ({"wetness": 1.0}, 0.2), "IWUE": ({"wetness": -1.0}, 0.2),
+}
+_STRUCTURE_MINOR = 0.04   # log-sd of the parameters not in STRUCTURE
+_STRUCTURE_MIX = 0.25     # sd of each parameter's random loading on the other latents
+_LATENT_SD = 0.6          # typical spatial sd of a latent (tanh of a ~unit-sd sum)
+
+
+def _structured_truth(rng: np.random.Generator, centre, scale, north, south, lo, hi) -> Truth:
+    """The structured design as a one-hidden-layer network: one hidden unit per latent."""
+    feats = list(TRUTH_FEATURES)
+    w1 = np.zeros((len(feats), len(LATENTS)))
+    b1 = np.zeros(len(LATENTS))
+    for h, (weights, offset) in enumerate(LATENTS.values()):
+        for f, w in weights.items():
+            w1[feats.index(f), h] = w
+        b1[h] = offset
+    latents = list(LATENTS)
+    n = len(PARAM_NAMES_ALL)
+    mix = rng.normal(0.0, _STRUCTURE_MIX, size=(len(latents), n))
+    w2 = np.zeros((len(latents), n))
+    for j, name in enumerate(PARAM_NAMES_ALL):
+        # d ln(p)/dx of the bounded transform at the central value: a log-sd -> unbounded sd
+        x0 = north[j]
+        slope = math.log(hi[j] / lo[j]) / (math.pi * (1.0 + x0 * x0))
+        if name in STRUCTURE:
+            drivers, log_sd = STRUCTURE[name]
+            load = mix[:, j].copy()
+            for latent, w in drivers.items():
+                load[latents.index(latent)] = w
+        else:
+            load, log_sd = rng.normal(0.0, 1.0, size=len(latents)), _STRUCTURE_MINOR
+        w2[:, j] = load / np.linalg.norm(load) * log_sd / (_LATENT_SD * slope)
+    return Truth(centre, scale, w1, b1, w2, north, south)
 
 
 def apply_truth(truth: Truth, features: np.ndarray, lat: np.ndarray) -> np.ndarray:
@@ -541,7 +625,8 @@ def _var(name: str, dims, data, extra: dict | None = None) -> xr.Variable:
 
 def make_synthetic(resolution: float = DEFAULT_RESOLUTION, start: int = DEFAULT_START,
                    years: int = DEFAULT_YEARS, seed: int = 0, test_fraction: float = 0.1,
-                   max_patch_size: int = 320, dev_fraction: float = 0.1) -> xr.Dataset:
+                   max_patch_size: int = 320, dev_fraction: float = 0.1,
+                   truth: str = "random") -> xr.Dataset:
     """The synthetic Earth as an in-memory Dataset following the store schema.
 
     Args:
@@ -552,7 +637,11 @@ def make_synthetic(resolution: float = DEFAULT_RESOLUTION, start: int = DEFAULT_
         patch; see :mod:`differland_dist.data.splits`); the rest is train.
       max_patch_size: largest patch allowed, in pixels. The store's ``max_patch_size`` (its
         pixel chunk) is the largest patch the tiling can make: min(this, tile cells).
+      truth: the hidden relation's design, one of :data:`TRUTH_DESIGNS` (see
+        :func:`make_truth`).
     """
+    if truth not in TRUTH_DESIGNS:
+        raise DifferlandError(f"truth design {truth!r}: expected one of {', '.join(TRUTH_DESIGNS)}")
     if years < 1:
         raise DifferlandError(f"years must be >= 1, got {years}")
     splits.check_fractions(dev_fraction, test_fraction)
@@ -565,7 +654,7 @@ def make_synthetic(resolution: float = DEFAULT_RESOLUTION, start: int = DEFAULT_
              "%d months from %d", P, resolution, int(grid.patch.max()) + 1, *grid.tile, T, start)
     pred = make_predictors(grid.lat, grid.lon, seed)
     frc = make_forcing(grid.lat, grid.lon, pred, axis, seed)
-    truth = make_truth(seed)
+    design, truth = truth, make_truth(seed, truth)
     feats = np.stack([pred[k] for k in TRUTH_FEATURES], axis=1)
     x = apply_truth(truth, feats, grid.lat)
     lo, hi = all_bounds()
@@ -645,6 +734,7 @@ def make_synthetic(resolution: float = DEFAULT_RESOLUTION, start: int = DEFAULT_
         "synth_seed": int(seed),
         "synth_start_year": int(start),
         "synth_years": int(years),
+        "truth_design": design,
         "test_fraction": float(test_fraction),
         "dev_fraction": float(dev_fraction),
         splits.CONVENTION_ATTR: splits.CONVENTION,
@@ -660,12 +750,15 @@ def make_synthetic(resolution: float = DEFAULT_RESOLUTION, start: int = DEFAULT_
 def synth_to_store(url: str, resolution: float = DEFAULT_RESOLUTION, start: int = DEFAULT_START,
                    years: int = DEFAULT_YEARS, seed: int = 0, test_fraction: float = 0.1,
                    max_patch_size: int = 320, storage_options: dict | None = None,
-                   overwrite: bool = False, dev_fraction: float = 0.1) -> xr.Dataset:
+                   overwrite: bool = False, dev_fraction: float = 0.1,
+                   truth: str = "random") -> xr.Dataset:
     """Make the synthetic Earth and write it to ``url`` (atomically: complete flag last).
     Returns the in-memory Dataset."""
+    if truth not in TRUTH_DESIGNS:
+        raise DifferlandError(f"--truth {truth!r}: expected one of {', '.join(TRUTH_DESIGNS)}")
     check_target(url, storage_options, overwrite)  # fail before minutes of work, not after
     ds = make_synthetic(resolution=resolution, start=start, years=years, seed=seed,
                         test_fraction=test_fraction, max_patch_size=max_patch_size,
-                        dev_fraction=dev_fraction)
+                        dev_fraction=dev_fraction, truth=truth)
     write_store(ds, url, storage_options=storage_options, overwrite=overwrite)
     return ds
