@@ -80,6 +80,9 @@ def test_grid_config_expands_and_validates(tmp_path):
     paper = load_grid(ROOT / "configs" / "experiment_paper.yaml")
     assert len(paper.predictor_sets) == 7 and len(paper.seeds) == 20 and paper.keep_best == 10
     assert paper.resources.gpus_per_worker == 1
+    twin = load_grid(ROOT / "configs" / "experiment_truth.yaml", ["base.data.url=x.zarr"])
+    assert [s.name for s in twin.predictor_sets] == ["PFT", "PFT+CLIM+SOIL+AGE"] and twin.keep_best == 3
+    assert member_config(twin, twin.members[0]).training.steps == 4000
     for override, key in ((["keep_best=9"], "keep_best"), (["members=0"], "members"),
                           (["predictor_sets=[[PFT], [FOO]]"], "predictor_sets[1]"),
                           (["vary=[colour]"], "vary"), (["colour=1"], "colour"),
