@@ -144,6 +144,9 @@ class TrainingConfig:
     patches_per_call: int | None = None  # patches per call instead (wins over pixels_per_call)
     order_seed: int | None = None      # seed of the patch order (None: training.seed, which
                                        # also seeds the network's initialisation)
+    keep: str = "last"                 # network.npz: the last step's network, or best_dev: the
+                                       # one with the lowest dev loss of the evaluations (early
+                                       # stopping without stopping; checkpoints stay the last)
 
     def __post_init__(self):
         for name, lo in (("steps", 1), ("patches_per_step", 1), ("eval_every", 0),
@@ -156,6 +159,7 @@ class TrainingConfig:
         if self.order_seed is not None:
             _set(self, "order_seed", checks.integer("training.order_seed", self.order_seed, 0, MAX_SEED))
         checks.choice("training.on_nonfinite", self.on_nonfinite, ("skip", "reduce_lr", "rollback"))
+        checks.choice("training.keep", self.keep, ("last", "best_dev"))
         _set(self, "lr_reduction", checks.number("training.lr_reduction", self.lr_reduction, 0, 1,
                                                  lo_open=True, hi_open=True))
 

@@ -320,3 +320,35 @@ def test_run_directory_on_object_storage(ray_local, small_store, gcs_emulator):
     state2, _ = _run(_cfg(small_store, **{"training.steps": 3, "training.checkpoint_every": 1}), url,
                      resume=True, out_storage_options=so)
     assert state2.step == 3
+
+
+def test_keep_best_dev_selects_the_lowest_dev_loss_and_survives_resume(ray_local, small_store, tmp_path):
+    """training.keep=best_dev: network.npz is the network of the evaluation with the lowest dev
+    loss (the checkpoint of that step), and a run interrupted after that step and resumed
+    selects the same network, bit for bit."""
+    from differland_dist import checkpoint
+    from differland_dist.experiment.runner import final_losses
+    from differland_dist.location import Location
+
+    over = {"training.steps": 6, "training.eval_every": 1, "training.checkpoint_every": 1,
+            "training.keep": "best_dev", "optimizer.learning_rate": 0.05}
+    _run(_cfg(small_store, **over), tmp_path / "a")
+    dev = [(m["step"], m["loss"]) for m in map(json.loads, (tmp_path / "a" / "metrics.jsonl").read_text().splitlines())
+           if m["split"] == "dev"]
+    best_step, best_loss = min(dev, key=lambda r: r[1])
+    assert best_step < 6  # at this learning rate the dev loss rises again: the last is not kept
+    net, meta = checkpoint.load(str(tmp_path / "a" / "network.npz"))
+    assert meta["selected"] == {"by": "best_dev", "step": best_step, "dev_loss": best_loss}
+    at_best, _ = checkpoint.load(str(tmp_path / "a" / "checkpoints" / f"step_{best_step:08d}.npz"))
+    for k in net:
+        np.testing.assert_array_equal(net[k], at_best[k])
+    # the experiment ranks the member by the kept network's dev loss
+    assert final_losses(Location(str(tmp_path / "a")), "best_dev")[1] == best_loss
+    assert final_losses(Location(str(tmp_path / "a")))[1] == dev[-1][1]
+    # interrupted after 3 steps, resumed to 6: the same selection
+    _run(_cfg(small_store, **{**over, "training.steps": 3}), tmp_path / "b")
+    _run(_cfg(small_store, **over), tmp_path / "b", resume=True)
+    net_b, meta_b = checkpoint.load(str(tmp_path / "b" / "network.npz"))
+    assert meta_b["selected"] == meta["selected"]
+    for k in net:
+        np.testing.assert_array_equal(net[k], net_b[k])

@@ -203,10 +203,12 @@ class RunDir:
     def final_exists(self) -> bool:
         return checkpoint.exists(join(self.url, "network.npz"), self.so)
 
-    def save_checkpoint(self, step: int, arrays: dict, meta: dict, final: bool = False) -> str:
+    def save_checkpoint(self, step: int, arrays: dict, meta: dict, final: bool = False,
+                        network: tuple[dict, dict] | None = None) -> str:
         """Write ``checkpoints/step_N.npz`` then commit it in ``latest.json`` (and, if
-        ``final``, ``network.npz``). The metrics up to now are saved first: once latest.json
-        names a step, its records are in ``metrics.jsonl``. Returns the checkpoint's URL."""
+        ``final``, ``network.npz``: the checkpoint's arrays, or ``network`` (arrays, meta)
+        when given). The metrics up to now are saved first: once latest.json names a step,
+        its records are in ``metrics.jsonl``. Returns the checkpoint's URL."""
         name = checkpoint_name(step)
         url = join(self.url, "checkpoints", name)
         self.flush_metrics(commit=True)
@@ -214,7 +216,8 @@ class RunDir:
         checkpoint.save(url, arrays, meta, self.so)
         self.loc.join("checkpoints", "latest.json").write_json({"step": step, "path": name})
         if final:
-            checkpoint.save(join(self.url, "network.npz"), arrays, meta, self.so)
+            net_arrays, net_meta = network if network is not None else (arrays, meta)
+            checkpoint.save(join(self.url, "network.npz"), net_arrays, net_meta, self.so)
         return url
 
     def write_config(self, config: dict) -> None:

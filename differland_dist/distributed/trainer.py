@@ -105,6 +105,7 @@ class Calibration:
         self.loc = Location(self.out, self.out_so)
         self.force = force
         self._lease: Lease | None = None
+        self._best: tuple[int, float, np.ndarray] | None = None  # (step, dev loss, flat) for keep=best_dev
         self.rundir = RunDir(self.out, self.out_so, check=self._check_lease)
         self.progress = progress
         self.hooks = hooks or []
@@ -174,11 +175,27 @@ class Calibration:
                 "network": dataclasses.asdict(self.config.network),
                 "predictor_names": list(self.std_names), "time_split": self.time_split}
 
-    def _save_checkpoint(self, state: TrainState, final: bool = False):
-        arrays = network_to_arrays(self._unravel(state.flat))
+    def _network_arrays(self, flat: np.ndarray) -> dict:
+        arrays = network_to_arrays(self._unravel(flat))
         arrays["std_mean"], arrays["std_std"] = self.std_mean, self.std_std
+        return arrays
+
+    def _save_checkpoint(self, state: TrainState, final: bool = False):
+        arrays = self._network_arrays(state.flat)
         arrays.update(state_to_arrays(state.opt_state, "opt/"))
-        url = self.rundir.save_checkpoint(state.step, arrays, self._ckpt_meta(state), final=final)
+        meta = self._ckpt_meta(state)
+        network = None
+        if self._best is not None:
+            # the best network so far travels with every checkpoint, so a resumed run selects
+            # among all evaluations, not only those after the restart
+            step, loss, flat = self._best
+            meta["best_dev"] = {"step": step, "dev_loss": loss}
+            arrays.update({f"best/{k}": v for k, v in network_to_arrays(self._unravel(flat)).items()})
+            if final:
+                net_meta = {**self._ckpt_meta(state), "selected": {"by": "best_dev", "step": step,
+                                                                    "dev_loss": loss}}
+                network = (self._network_arrays(flat), net_meta)
+        url = self.rundir.save_checkpoint(state.step, arrays, meta, final=final, network=network)
         self._last_ckpt = (state.step, state.flat.copy(), state.opt_state, state.lr_scale)
         log.info("checkpoint %s", url)
 
@@ -264,6 +281,10 @@ class Calibration:
                                int(meta.get("nonfinite_in_a_row", 0)), list(meta.get("skipped", [])))
             self.rundir.reset_metrics(state.step)
             self._last_ckpt = (state.step, state.flat.copy(), state.opt_state, state.lr_scale)
+            if tc.keep == "best_dev" and "best_dev" in meta:
+                best = {k[len("best/"):]: v for k, v in arrays.items() if k.startswith("best/")}
+                self._best = (int(meta["best_dev"]["step"]), float(meta["best_dev"]["dev_loss"]),
+                              np.asarray(ravel_pytree(network_from_arrays(best))[0]))
             log.info("resuming %s at step %d", self.out, state.step)
         else:
             self.rundir.reset_metrics(None)
@@ -300,7 +321,10 @@ class Calibration:
                     h(state.step, self)
                 done = state.step >= tc.steps
                 if (tc.eval_every and state.step % tc.eval_every == 0) or done:
-                    self._evaluate(state)
+                    dev = self._evaluate(state)
+                    if tc.keep == "best_dev" and dev is not None and math.isfinite(dev) and (
+                            self._best is None or dev < self._best[1]):
+                        self._best = (state.step, dev, state.flat.copy())
                 if (tc.checkpoint_every and state.step % tc.checkpoint_every == 0) or done:
                     self._save_checkpoint(state, final=done)
                 else:
@@ -461,9 +485,10 @@ class Calibration:
         step, flat, opt_state, _ = last
         return TrainState(flat.copy(), opt_state, step, d.lr_scale, d.in_a_row, state.skipped)
 
-    def _evaluate(self, state: TrainState):
+    def _evaluate(self, state: TrainState) -> float | None:
+        """Dev loss of the current network (recorded in metrics.jsonl); None without dev patches."""
         if len(self.dev_patches) == 0:
-            return
+            return None
         patches = [int(p) for p in self.dev_patches]
         by_call, wall, _, pm = self._gather(patches, state.flat, False, True)
         terms: dict[str, float] = {}
@@ -473,6 +498,7 @@ class Calibration:
         self.rundir.append({"step": state.step, "split": "dev", **terms, "patches": len(patches),
                             "pixel_months": pm, "time_s": wall})
         log.info("step %d dev loss %.6g (%d patches)", state.step, terms.get("loss", float("nan")), len(patches))
+        return terms.get("loss")
 
     def shutdown(self):
         if self.pool is not None:

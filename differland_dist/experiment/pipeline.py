@@ -199,7 +199,7 @@ def _finished(grid: GridConfig, out: str, oso: dict) -> ExperimentRun:
         rd = Location(member_dir(out, m), oso)
         rec = MemberRun(m.key, m.set.name, m.seed, steps=cfg.training.steps)
         if next_action(rd, cfg.training.steps) == "skip":
-            rec.loss, rec.dev_loss, rec.step = final_losses(rd)
+            rec.loss, rec.dev_loss, rec.step = final_losses(rd, cfg.training.keep)
             rec.state = "done"
         runs[m.key] = rec
     return ExperimentRun(out, runs, 0.0)

@@ -79,8 +79,10 @@ def next_action(run_dir: Location, steps: int) -> str:
     return "resume"
 
 
-def final_losses(run_dir: Location) -> tuple[float | None, float | None, int]:
-    """(last training loss, last dev loss, last step) from a run's ``metrics.jsonl``."""
+def final_losses(run_dir: Location, keep: str = "last") -> tuple[float | None, float | None, int]:
+    """(last training loss, dev loss of the kept network, last step) from a run's
+    ``metrics.jsonl``: the last dev loss, or with ``keep="best_dev"`` (training.keep) the
+    lowest finite one, the loss of the network that network.npz holds."""
     try:
         text = run_dir.join("metrics.jsonl").read_bytes().decode()
     except FileNotFoundError:
@@ -95,7 +97,11 @@ def final_losses(run_dir: Location) -> tuple[float | None, float | None, int]:
         if m.get("split") == "train":
             train = m.get("loss")
         elif m.get("split") == "dev":
-            dev = m.get("loss")
+            v = m.get("loss")
+            if keep == "last":
+                dev = v
+            elif v is not None and math.isfinite(v) and (dev is None or v < dev):
+                dev = v
     return train, dev, step
 
 
@@ -202,7 +208,7 @@ def train_members(grid: GridConfig, out: str, *, out_storage_options: dict | Non
         action = next_action(rd, cfg.training.steps)
         rec = MemberRun(m.key, m.set.name, m.seed, steps=cfg.training.steps)
         if action == "skip":
-            rec.loss, rec.dev_loss, rec.step = final_losses(rd)
+            rec.loss, rec.dev_loss, rec.step = final_losses(rd, cfg.training.keep)
             rec.state = "done"
         else:
             todo.append((m, action))
@@ -268,7 +274,7 @@ def train_members(grid: GridConfig, out: str, *, out_storage_options: dict | Non
             finally:
                 for h in hooks[1:]:
                     h.close()
-            loss, dev, step = final_losses(Location(member_dir(out, member), oso))
+            loss, dev, step = final_losses(Location(member_dir(out, member), oso), cfg.training.keep)
             change(rec, "done", loss=_finite(loss), dev_loss=_finite(dev), step=step,
                    pixel_months_per_s=0.0)
         except _Stop:
