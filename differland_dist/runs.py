@@ -5,7 +5,8 @@
     RUN_DIR/metrics.jsonl                    one JSON object per step / evaluation
     RUN_DIR/checkpoints/step_00000050.npz    safe checkpoints (see :mod:`differland_dist.checkpoint`)
     RUN_DIR/checkpoints/latest.json          {"step": 50, "path": "step_00000050.npz"}, written last
-    RUN_DIR/network.npz                      the final network (same format), written at the end
+    RUN_DIR/network.npz                      the kept network (same format), written at the end:
+                                             the last, or the best-dev one (training.keep)
     RUN_DIR/.differland-lease.json           the running writer's lease (see :mod:`differland_dist.lease`)
 
 Saved configs never hold credentials (:func:`differland_dist.secrets.safe_config_dict`).
