@@ -189,12 +189,11 @@ class Calibration:
             # the best network so far travels with every checkpoint, so a resumed run selects
             # among all evaluations, not only those after the restart
             step, loss, flat = self._best
-            meta["best_dev"] = {"step": step, "dev_loss": loss}
-            arrays.update({f"best/{k}": v for k, v in network_to_arrays(self._unravel(flat)).items()})
+            best = self._network_arrays(flat)
             if final:
-                net_meta = {**self._ckpt_meta(state), "selected": {"by": "best_dev", "step": step,
-                                                                    "dev_loss": loss}}
-                network = (self._network_arrays(flat), net_meta)
+                network = (best, {**meta, "selected": {"by": "best_dev", "step": step, "dev_loss": loss}})
+            meta["best_dev"] = {"step": step, "dev_loss": loss}
+            arrays.update({f"best/{k}": v for k, v in best.items()})
         url = self.rundir.save_checkpoint(state.step, arrays, meta, final=final, network=network)
         self._last_ckpt = (state.step, state.flat.copy(), state.opt_state, state.lr_scale)
         log.info("checkpoint %s", url)

@@ -9,9 +9,10 @@ observations; this module is its public surface.
 
 from differland_dist.synthetic.earth import (
     DEFAULT_RESOLUTION, DEFAULT_START, DEFAULT_YEARS, FEATURE_SCALING, KEPT_OUTPUTS, LATENTS,
-    STRUCTURE, TRUTH_DESIGNS, PARAM_NAMES_ALL, PARAM_UNITS_ALL, TRUTH_FEATURES, Grid, Truth, apply_truth, land_fraction,
-    make_forcing, make_grid, make_observations, make_predictors, make_synthetic, make_truth,
-    monthly_axis, patch_tile, run_dalec, smooth_fields, synth_to_store, toa_radiation)
+    PARAM_NAMES_ALL, PARAM_UNITS_ALL, STRUCTURE, TRUTH_DESIGNS, TRUTH_FEATURES, Grid, Truth,
+    apply_truth, land_fraction, make_forcing, make_grid, make_observations, make_predictors,
+    make_synthetic, make_truth, monthly_axis, patch_tile, run_dalec, smooth_fields,
+    synth_to_store, toa_radiation)
 
 __all__ = [
     "DEFAULT_RESOLUTION", "DEFAULT_START", "DEFAULT_YEARS", "FEATURE_SCALING", "KEPT_OUTPUTS",

@@ -378,8 +378,7 @@ def make_truth(seed: int, design: str = "random") -> Truth:
     """The hidden relation. ``design``: "random" (a random network of all 20 predictors,
     small amplitudes) or "structured" (:data:`LATENTS` and :data:`STRUCTURE`: each parameter
     follows one named gradient, the observable ones strongly)."""
-    if design not in TRUTH_DESIGNS:
-        raise DifferlandError(f"truth design {design!r}: expected one of {', '.join(TRUTH_DESIGNS)}")
+    check_truth_design(design)
     rng = _rng(seed, _RNG_TRUTH)
     lo, hi = all_bounds()
     nf, n = len(TRUTH_FEATURES), len(PARAM_NAMES_ALL)
@@ -410,6 +409,12 @@ def _central_values(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 #: The truth designs ``make_truth`` knows (docs/analysis.md, "The synthetic truth").
 TRUTH_DESIGNS = ("random", "structured")
+
+
+def check_truth_design(design: str, what: str = "truth design") -> None:
+    """A one-line error naming ``what`` (the argument or flag) unless ``design`` is known."""
+    if design not in TRUTH_DESIGNS:
+        raise DifferlandError(f"{what} {design!r}: expected one of {', '.join(TRUTH_DESIGNS)}")
 
 #: The structured truth's latent gradients: each a tanh of a weighted sum of standardised
 #: predictors (the weights, and a centring so each is roughly zero-mean over land). Three of
@@ -640,8 +645,7 @@ def make_synthetic(resolution: float = DEFAULT_RESOLUTION, start: int = DEFAULT_
       truth: the hidden relation's design, one of :data:`TRUTH_DESIGNS` (see
         :func:`make_truth`).
     """
-    if truth not in TRUTH_DESIGNS:
-        raise DifferlandError(f"truth design {truth!r}: expected one of {', '.join(TRUTH_DESIGNS)}")
+    design, truth = truth, make_truth(seed, truth)  # grid-independent: bad designs fail first
     if years < 1:
         raise DifferlandError(f"years must be >= 1, got {years}")
     splits.check_fractions(dev_fraction, test_fraction)
@@ -654,7 +658,6 @@ def make_synthetic(resolution: float = DEFAULT_RESOLUTION, start: int = DEFAULT_
              "%d months from %d", P, resolution, int(grid.patch.max()) + 1, *grid.tile, T, start)
     pred = make_predictors(grid.lat, grid.lon, seed)
     frc = make_forcing(grid.lat, grid.lon, pred, axis, seed)
-    design, truth = truth, make_truth(seed, truth)
     feats = np.stack([pred[k] for k in TRUTH_FEATURES], axis=1)
     x = apply_truth(truth, feats, grid.lat)
     lo, hi = all_bounds()
@@ -754,8 +757,7 @@ def synth_to_store(url: str, resolution: float = DEFAULT_RESOLUTION, start: int 
                    truth: str = "random") -> xr.Dataset:
     """Make the synthetic Earth and write it to ``url`` (atomically: complete flag last).
     Returns the in-memory Dataset."""
-    if truth not in TRUTH_DESIGNS:
-        raise DifferlandError(f"--truth {truth!r}: expected one of {', '.join(TRUTH_DESIGNS)}")
+    check_truth_design(truth, "--truth")
     check_target(url, storage_options, overwrite)  # fail before minutes of work, not after
     ds = make_synthetic(resolution=resolution, start=start, years=years, seed=seed,
                         test_fraction=test_fraction, max_patch_size=max_patch_size,
