@@ -1,6 +1,6 @@
 """How well can SHAP rankings of a learnt network agree with the truth's at all?
 
-Usage: python benchmarks/shap_ceiling.py STORE [--seeds 0 1 2] [--json OUT.json]
+Usage: python benchmarks/shap_ceiling.py STORE [--seeds 0 1 2] [--pooled-over P ...] [--json OUT.json]
 
 STORE is a structured synthetic Earth (``differland synth --truth structured``). For each
 seed, a network (scikit-learn MLP, three hidden layers of 32 like the demo's) is fitted
@@ -12,7 +12,8 @@ pixels, background 20, 200 coalitions) then explains it and the truth, and the s
 - ``fit_r``: the fitted maps' correlation with the truth (median and worst parameter);
 - ``rho``: per parameter, Spearman rho of mean |SHAP| per predictor, fit vs truth;
 - ``pooled``: the same rho for the importance profile pooled over the parameters
-  (``analysis.truth.importance_profile``);
+  (``analysis.truth.importance_profile``); ``pooled_over``: the same over the parameters named
+  by ``--pooled-over`` (e.g. those an experiment identified: the check's own pool);
 - ``truth_vs_truth``: the truth against itself explained on another pixel, background and
   coalition sample: the estimator's own noise.
 
@@ -33,6 +34,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("store")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--pooled-over", nargs="+", default=None)
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
     import xarray as xr
@@ -87,14 +89,19 @@ def main() -> None:
         tt = [float(stats.spearmanr(mt2[:, j], mt[:, j]).statistic) for j in range(len(pick))]
         pooled = float(stats.spearmanr(importance_profile(mf, pick, pick),
                                        importance_profile(mt, pick, pick)).statistic)
+        sub = [n for n in (a.pooled_over or []) if n in pick]
+        pooled_sub = (float(stats.spearmanr(importance_profile(mf, pick, sub),
+                                            importance_profile(mt, pick, sub)).statistic) if sub else None)
         r = {"fit_r_median": float(np.median(fit_r)), "fit_r_min": float(min(fit_r)), "rho": rho,
+             "pooled_over": sub, "pooled_over_rho": pooled_sub,
              "rho_median": float(np.median(list(rho.values()))), "rho_min": float(min(rho.values())),
              "pooled": pooled, "truth_vs_truth_median": float(np.median(tt)),
              "truth_vs_truth_min": float(min(tt))}
         out["seeds"][seed] = r
         print(f"seed {seed}: fit r median {r['fit_r_median']:.3f} (worst {r['fit_r_min']:.3f}); "
               f"per-parameter rho median {r['rho_median']:.2f} (worst {r['rho_min']:.2f}); pooled "
-              f"{pooled:.2f}; truth vs itself median {r['truth_vs_truth_median']:.2f} (worst "
+              f"{pooled:.2f}" + (f" ({pooled_sub:.2f} over {len(sub)})" if sub else "")
+              + f"; truth vs itself median {r['truth_vs_truth_median']:.2f} (worst "
               f"{r['truth_vs_truth_min']:.2f})", flush=True)
     if a.json:
         with open(a.json, "w") as f:

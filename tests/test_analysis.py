@@ -150,6 +150,11 @@ def test_uncertainty_and_recovery_on_constructed_ensembles(earth):
     assert rec["pixels"] == "test" and rec["n_pixels"] == int((split == 2).sum())
     assert rec["identifiable"] == ["a"] and rec["parameters"]["a"]["r2"] > 0.99
     assert rec["parameters"]["b"]["r2"] <= 1e-6 and not rec["parameters"]["b"]["identifiable"]
+    # right on the test pixels, wrong over the rest of the map the analyses read: not trusted
+    wrong = members.copy()
+    wrong[:, split != 2, 0] = rng.permutation(x[split != 2, 0])
+    rec = recovery(wrong, x, split, names)["parameters"]["a"]
+    assert rec["r"] > 0.99 and rec["r_all"] < 0.5 and not rec["identifiable"]
 
 
 def test_generalisation_paired_test():
@@ -173,6 +178,31 @@ def test_generalisation_paired_test():
     assert r["diff"] == pytest.approx(np.mean(full) - np.mean(pft))
     assert r["p_value"] == pytest.approx(stats.ttest_rel(full, pft).pvalue)
     assert r["better"] and r["beyond_spread"] and "paired" in r["test"]
+    # the spatial view (the pixels' time means) is compared on its own numbers: here the
+    # flat gain is within a spread that the spatial one clears, and the check reads spatial
+    from differland_dist.analysis.truth import check_generalisation
+
+    flat_full, sp_full, sp_pft = [0.60, 0.75, 0.52], [0.95, 0.96, 0.955], [0.93, 0.935, 0.94]
+
+    def ev2(f, sp):
+        return {"streams": {"lai": {"test": {"flat": {"nse": f}, "spatial": {"nse": sp}}}}}
+
+    def cell(v):
+        return {"nse": {"ensemble": float(np.mean(v)), "member_mean": float(np.mean(v)),
+                        "member_sd": float(np.std(v, ddof=1))}}
+
+    scores2 = {"FULL": {"lai": {"test": {"flat": cell(flat_full), "spatial": cell(sp_full)}}},
+               "PFT": {"lai": {"test": {"flat": cell(pft), "spatial": cell(sp_pft)}}}}
+    members2 = {"FULL": {f"FULL/m00{i}": ev2(a, b) for i, (a, b) in enumerate(zip(flat_full, sp_full))},
+                "PFT": {f"PFT/m00{i}": ev2(a, b) for i, (a, b) in enumerate(zip(pft, sp_pft))}}
+    flat = compare(scores2, members2, "PFT")
+    sp = compare(scores2, members2, "PFT", view="spatial")
+    assert sp["view"] == "spatial" and not flat["streams"]["lai"]["FULL"]["better"]
+    assert sp["streams"]["lai"]["FULL"]["diff"] == pytest.approx(np.mean(sp_full) - np.mean(sp_pft))
+    assert sp["streams"]["lai"]["FULL"]["better"]
+    c = {x["name"].split(" on test ")[1].split()[0]: x for x in check_generalisation(sp, "FULL", flat=flat)}
+    assert c["lai"]["passed"] and not c["lai"]["flat_passed"] and "(spatial)" in c["lai"]["name"]
+    assert not c["sif"]["passed"] and c["sif"]["value"] is None  # no sif scores: fails, says nothing
     # different seeds kept: Welch's test instead
     members["PFT"] = {f"PFT/m01{i}": ev(v) for i, v in enumerate(pft)}
     r = compare(scores, members, "PFT")["streams"]["lai"]["FULL"]
@@ -264,3 +294,56 @@ def test_shap_pooled_rank_weighs_parameters_equally():
     assert c["passed"] is False and c["value"] is None
     c = check_shap(0.75, {"a": 0.2, "b": 0.6})
     assert c["passed"] is True and c["per_parameter_median"] == pytest.approx(0.4)
+
+
+def test_phenology_dates_are_compared_as_phases_of_the_local_calendar(earth):
+    """DALEC's dates act through sin² with a one-year period: members that put the same dates
+    in different years, or the south's half-year lag, are the same map once aligned, and the
+    recovery and SHAP of such members equal those of the truth."""
+    from differland_dist.model import calendar
+    from differland_dist.analysis.truth import recovery
+    from differland_dist.model.parameters import all_bounds, to_bounded, to_unbounded
+
+    names, lat = earth["names"], np.asarray(earth["grid"].lat, np.float64)
+    lo, hi = all_bounds()
+    jb, jf = names.index("Bday"), names.index("Fday")
+    truth = earth["x"]
+    assert np.ptp(to_bounded(truth[:, jb], lo[jb], hi[jb])[lat < 0]) < 100  # a seasonal spread ...
+    assert abs(np.median(to_bounded(truth[:, jb], lo[jb], hi[jb])[lat < 0])
+               - np.median(to_bounded(truth[:, jb], lo[jb], hi[jb])[lat >= 0]) - 182.6) < 30  # ... + half a year
+
+    def shifted(years):  # the truth with its dates moved by whole years (inside the bounds)
+        x = truth.copy()
+        for j in (jb, jf):
+            d = to_bounded(truth[:, j], lo[j], hi[j]) + 365.25 * np.asarray(years)
+            assert d.max() < hi[j]
+            x[:, j] = to_unbounded(d, lo[j], hi[j])
+        return x
+
+    # a member in the first year, one in the second, one that changes year by hemisphere
+    members = np.stack([shifted(0), shifted(1), shifted(np.where(lat < 0, 0, 1))])
+    split = np.where(np.arange(truth.shape[0]) % 4 == 0, 2, 0)
+    raw = recovery(members, truth, split, names)["parameters"]["Bday"]
+    assert raw["r2"] < -2 and min(raw["member_r2"][1:]) < -10  # unaligned: years apart
+    c = calendar.centres(members, lat, names)
+    assert set(c) == {"Bday", "Fday"} and 0 <= c["Bday"] < 365.25
+    aligned = calendar.align(members, lat, names, c)
+    t_al = calendar.align(truth, lat, names)
+    assert np.allclose(aligned[0], aligned[1]) and np.allclose(aligned[0], aligned[2])
+    assert np.allclose(aligned[0], t_al, atol=1e-9)  # one centre for both: the same numbers
+    keep = [j for j in range(len(names)) if j not in (jb, jf)]
+    assert np.array_equal(aligned[:, :, keep], members[:, :, keep])  # other parameters untouched
+    d = to_bounded(t_al[:, jb], lo[jb], hi[jb])
+    assert d.min() > 2 * 365.25 - 182.7 and d.max() < 3 * 365.25 + 182.7  # the middle year
+    assert np.ptp(d) < 100  # the half-year jump is gone: one season, both hemispheres
+    rec = recovery(aligned, t_al, split, names)
+    assert rec["parameters"]["Bday"]["r2"] > 0.999 and rec["parameters"]["Fday"]["r2"] > 0.999
+    # the experiment's ensemble statistics: the members' dates moved into one year, no shift
+    days = np.stack([to_bounded(m[:, jb], lo[jb], hi[jb]) for m in members])
+    one = calendar.same_year(days)
+    assert np.allclose(one, one[0]) and one.min() >= lo[jb] and one.max() <= hi[jb]
+    assert np.allclose(np.cos(2 * np.pi * (one - days) / 365.25), 1.0)  # moved by whole years
+    # what SHAP explains: a function of raw features whose dates are aligned the same way
+    f = calendar.AlignedFunction(lambda X: shifted(1)[X[:, 0].astype(int)], names, c)
+    X = np.stack([np.arange(truth.shape[0]), lat], axis=1).astype(np.float64)
+    assert np.allclose(f(X), t_al, atol=1e-9)

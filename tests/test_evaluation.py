@@ -114,6 +114,18 @@ def test_recovery_of_true_parameters_is_one(small_ds):  # noqa: F811
         assert rec[sp]["median_r2"] == pytest.approx(1.0)
     noisy = true * np.exp(0.3 * np.random.default_rng(0).normal(size=true.shape))
     assert parameter_recovery(true, noisy, split)["test"]["median_r2"] < 0.99
+    # dates a year later are the same model: recovered once compared as phases (lat given)
+    names = list(parameter_recovery.__defaults__[0])
+    later = true.copy()
+    for n in ("Bday", "Fday"):
+        later[:, names.index(n)] += 365.25
+    assert later[:, names.index("Fday")].max() < 1461
+    lat = small_ds["lat"].values
+    raw = parameter_recovery(true, later, split)["test"]["parameters"]
+    phase = parameter_recovery(true, later, split, lat=lat)["test"]["parameters"]
+    for n in ("Bday", "Fday"):
+        assert raw[n]["r2"] < -10 and phase[n]["r2"] > 1 - 1e-9 and phase[n]["r2_unbounded"] > 1 - 1e-6
+    assert phase["LCMA"] == raw["LCMA"]
 
 
 def test_read_metrics_jsonl():

@@ -195,6 +195,8 @@ def test_grid_end_to_end_with_a_failing_member(finished_grid, exp_store):
     assert list(ens["statistic"].values) == ["mean", "sd", "q05", "q50", "q95"]
     assert ens["lai"].dims == ("predictor_set", "statistic", "pixel", "time")
     assert ens["param_LCMA"].attrs["units"] and ens["map_LCMA"].dims[-2:] == ("lat", "lon")
+    # dates a year apart are the same date: the members' spread is within half a year
+    assert float(ens["param_Bday"].sel(statistic="sd").max()) < 182.625 / np.sqrt(2) + 1e-3
     problems = cf_problems(ens, str(tmp_path), "ensemble")  # CF 1.8, like every output
     assert unexpected(problems, COMBINED_VIEWS + UWUE) == [], problems
     cube = dl.gridded(ens["lai"].sel(predictor_set="PFT", statistic="mean"))
@@ -250,6 +252,10 @@ def test_analyze_writes_every_analysis_and_the_truth_check(finished_grid, capsys
     names = [c["name"] for c in tc["criteria"]]
     assert any(n.startswith("pft_share") for n in names) and any(n.startswith("PCA") for n in names)
     assert sum(n.startswith("generalisation") for n in names) == 3
+    gj = json.loads((an / "generalisation.json").read_text())
+    assert gj["view"] == "flat" and gj["spatial"]["view"] == "spatial" and "lai" in gj["spatial"]["streams"]
+    assert all("(spatial)" in c["name"] and "flat_diff" in c for c in tc["criteria"]
+               if c["name"].startswith("generalisation"))
     for c in tc["criteria"]:
         assert set(c) >= {"name", "value", "threshold", "passed"} and isinstance(c["passed"], bool)
         if c["name"].startswith("PCA") and c["value"] is not None:

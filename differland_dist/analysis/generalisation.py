@@ -1,6 +1,8 @@
 """Generalisation: test-split skill of every predictor set, and its difference to PFT-only
 with a paired test across members (paired by member seed; Welch's test where the sets kept
-different seeds)."""
+different seeds), in two views of the evaluation: ``flat`` (every pixel-month) and
+``spatial`` (the pixels' time means: how well unseen places are told apart, which is all that
+predictor sets differ in; the seasonal cycle that every set fits dominates the flat view)."""
 
 from __future__ import annotations
 
@@ -11,9 +13,13 @@ import numpy as np
 from scipy import stats
 
 
-def _member_metric(ev: Mapping, stream: str, split: str = "test", metric: str = "nse") -> float:
+VIEWS = ("flat", "spatial")
+
+
+def _member_metric(ev: Mapping, stream: str, split: str = "test", metric: str = "nse",
+                   view: str = "flat") -> float:
     try:
-        v = ev["streams"][stream][split]["flat"][metric]
+        v = ev["streams"][stream][split][view][metric]
     except (KeyError, TypeError):
         return float("nan")
     return float(v) if v is not None else float("nan")
@@ -28,19 +34,22 @@ def _clean(x) -> float | None:
 
 
 def compare(scores: Mapping, member_scores: Mapping[str, Mapping[str, Mapping]], pft_set: str | None,
-            split: str = "test", metric: str = "nse") -> dict:
-    """Per stream and set: ensemble skill, member mean and sd (``scores.json``), and against
-    ``pft_set``: ``diff`` (member-mean difference), ``p_value`` (paired t-test by seed, else
-    Welch), ``beyond_spread`` (diff larger than both sets' member sd), ``better``."""
-    out: dict = {"split": split, "metric": metric, "reference": pft_set, "streams": {}}
+            split: str = "test", metric: str = "nse", view: str = "flat") -> dict:
+    """Per stream and set, in ``view`` (:data:`VIEWS`): ensemble skill, member mean and sd
+    (``scores.json``), and against ``pft_set``: ``diff`` (member-mean difference), ``p_value``
+    (paired t-test by seed, else Welch), ``beyond_spread`` (diff larger than both sets'
+    member sd), ``better``."""
+    out: dict = {"split": split, "metric": metric, "view": view, "reference": pft_set, "streams": {}}
     streams = sorted({st for per in scores.values() for st in per})
     for st in streams:
         rows = {}
         for s, per in scores.items():
             if st not in per:
                 continue
-            c = per[st][split]["flat"][metric]
-            vals = {_seed(k): _member_metric(ev, st, split, metric)
+            c = per[st][split].get(view, {}).get(metric)
+            if not c:
+                continue
+            vals = {_seed(k): _member_metric(ev, st, split, metric, view)
                     for k, ev in member_scores.get(s, {}).items()}
             rows[s] = {"ensemble": c.get("ensemble"), "member_mean": c.get("member_mean"),
                        "member_sd": c.get("member_sd"),

@@ -1,6 +1,6 @@
 """What the analyses read from an experiment directory: each set's kept members' parameter
-maps in the network's unbounded space, the store's predictors, patches, splits and (synthetic
-stores) the true parameters."""
+maps in the network's unbounded space (dates as phases: differland_dist.model.calendar), the
+store's predictors, patches, splits and (synthetic stores) the true parameters."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from differland_dist.errors import DifferlandError
 from differland_dist.experiment.pipeline import load_experiment
 from differland_dist.inference import output as out_mod
 from differland_dist.location import Location, join
+from differland_dist.model import calendar
 from differland_dist.model.parameters import all_bounds, to_unbounded
 from differland_dist.synthetic import Truth
 
@@ -36,13 +37,15 @@ def unbounded(physical: np.ndarray) -> np.ndarray:
 
 @dataclass
 class SetMaps:
-    """One predictor set: kept member keys, run directories and (M, P, 40) unbounded maps."""
+    """One predictor set: kept member keys, run directories and (M, P, 40) unbounded maps
+    whose dates are phases around ``date_centre`` (day of year per date parameter)."""
 
     name: str
     predictors: list[str]
     members: list[str]
     run_dirs: list[str]
     x: np.ndarray
+    date_centre: dict = field(default_factory=dict)
 
     @property
     def mean(self) -> np.ndarray:
@@ -70,7 +73,8 @@ class ExperimentData:
     patch: np.ndarray
     split: np.ndarray
     grid_shape: tuple[int, int] | None
-    true_x: np.ndarray | None = None         # (P, 40) unbounded truth (synthetic stores)
+    true_x: np.ndarray | None = None         # (P, 40) unbounded truth (synthetic stores), dates as phases
+    truth_date_centre: dict = field(default_factory=dict)
     truth: object | None = None              # synth.Truth: the hidden relation
     scores: dict = field(default_factory=dict)
     member_scores: dict = field(default_factory=dict)  # set -> member key -> evaluation.json
@@ -112,6 +116,9 @@ def load(url: str, storage_options: dict | None = None, sets: list[str] | None =
                        validate=False)  # the experiment validated it; analyses only read
     ds = store.ds
     P = store.n_pixels
+    lat = np.asarray(ds["pixel_lat"].values if "pixel_lat" in ds.variables else ds["lat"].values)
+    lon = np.asarray(ds["pixel_lon"].values if "pixel_lon" in ds.variables else ds["lon"].values)
+    names = list(out_mod.PARAM_NAMES)
     out_sets = {}
     for s in chosen:
         ps = next(p for p in grid.predictor_sets if p.name == s)
@@ -127,19 +134,22 @@ def load(url: str, storage_options: dict | None = None, sets: list[str] | None =
             if phys.shape[0] != P:
                 raise DifferlandError(f"{d}/inference.zarr: {phys.shape[0]} pixels, the store has {P}")
             xs.append(unbounded(phys))
-        out_sets[s] = SetMaps(s, predictor_names(list(ps.predictors)), keys, dirs, np.stack(xs))
+        x = np.stack(xs)
+        centre = calendar.centres(x, lat, names)  # one centre for the set: members average as phases
+        out_sets[s] = SetMaps(s, predictor_names(list(ps.predictors)), keys, dirs,
+                              calendar.align(x, lat, names, centre), centre)
         log.info("analysis: set %s, %d kept member(s)", s, len(keys))
     preds = {v.name: np.asarray(ds[v.name].values, np.float64) for v in schema.PREDICTORS
              if v.name in ds.variables and ds[v.name].dims == ("pixel",)}
-    lat = np.asarray(ds["pixel_lat"].values if "pixel_lat" in ds.variables else ds["lat"].values)
-    lon = np.asarray(ds["pixel_lon"].values if "pixel_lon" in ds.variables else ds["lon"].values)
     shape = store.attrs.get("grid_shape")
     data = ExperimentData(url, so, grid.base.data.url, tuple(out_mod.PARAM_NAMES), out_sets, preds,
                           lat, lon, np.asarray(ds["row"].values), np.asarray(ds["col"].values),
                           np.asarray(store.patch), np.asarray(store.split),
                           tuple(shape) if shape else None)
     if "true_x" in ds.variables:
-        data.true_x = np.asarray(ds["true_x"].values, np.float64)
+        true_x = np.asarray(ds["true_x"].values, np.float64)
+        data.truth_date_centre = calendar.centres(true_x, lat, names)
+        data.true_x = calendar.align(true_x, lat, names, data.truth_date_centre)
         if "truth_w1" in ds.variables:
             data.truth = Truth(*(np.asarray(ds[k].values, np.float64) for k in (
                 "truth_centre", "truth_scale", "truth_w1", "truth_b1", "truth_w2",

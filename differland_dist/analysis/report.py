@@ -109,21 +109,26 @@ def dependence_figure(x: Mapping[str, np.ndarray], shap_vals: Mapping[str, np.nd
     return _png(fig)
 
 
-def generalisation_figure(gen: Mapping) -> bytes:
+def generalisation_figure(gens: Sequence[Mapping]) -> bytes:
+    """One panel per view (:func:`generalisation.compare` results)."""
     plt = _plt()
-    streams = list(gen["streams"])
-    sets = sorted({s for st in streams for s in gen["streams"][st]})
-    fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(streams) * len(sets) / 2 + 2), 3.4), dpi=100)
+    streams = list(gens[0]["streams"])
+    sets = sorted({s for g in gens for st in streams for s in g["streams"].get(st, {})})
+    fig, axes = plt.subplots(len(gens), 1, figsize=(max(5, 0.9 * len(streams) * len(sets) / 2 + 2),
+                                                     3.0 * len(gens)), dpi=100, squeeze=False)
     w = 0.8 / max(1, len(sets))
-    for i, s in enumerate(sets):
-        xs = np.arange(len(streams)) + i * w
-        mm = [gen["streams"][st].get(s, {}).get("member_mean") for st in streams]
-        sd = [gen["streams"][st].get(s, {}).get("member_sd") or 0.0 for st in streams]
-        ax.bar(xs, [np.nan if v is None else v for v in mm], w, yerr=sd, capsize=2, label=s)
-    ax.set_xticks(np.arange(len(streams)) + 0.4 - w / 2, streams, rotation=30, fontsize=7)
-    ax.set_ylabel(f"{gen['split']} {gen['metric'].upper()} (member mean ± sd)")
-    ax.axhline(0, color="0.6", lw=0.6)
-    ax.legend(fontsize=7)
+    for ax, gen in zip(axes[:, 0], gens):
+        for i, s in enumerate(sets):
+            xs = np.arange(len(streams)) + i * w
+            mm = [gen["streams"].get(st, {}).get(s, {}).get("member_mean") for st in streams]
+            sd = [gen["streams"].get(st, {}).get(s, {}).get("member_sd") or 0.0 for st in streams]
+            ax.bar(xs, [np.nan if v is None else v for v in mm], w, yerr=sd, capsize=2, label=s)
+        ax.set_xticks(np.arange(len(streams)) + 0.4 - w / 2, streams, rotation=30, fontsize=7)
+        ax.set_ylabel(f"{gen['split']} {gen['metric'].upper()}, {gen.get('view', 'flat')}\n"
+                      "(member mean ± sd)", fontsize=8)
+        ax.axhline(0, color="0.6", lw=0.6)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
     return _png(fig)
 
 
@@ -139,7 +144,8 @@ def markdown(summary: Mapping) -> str:
          + (f", compared with **{s['pft_set']}**" if s.get("pft_set") else "") + f"; {s['n_pixels']} "
          "land pixels; parameters in the network's unbounded space. "
          + ("Parameters marked † are not identifiable (correlation with the truth on test pixels "
-            f"< {s['identifiability']['threshold_r']}): statements about them are not trusted."
+            f"or over the whole map < {s['identifiability']['threshold_r']}): statements about "
+            "them are not trusted."
             if s.get("identifiability") else "Parameters marked † are not pinned down by the "
             "ensemble (member spread ≥ half the spatial spread): read them beside their spread."), ""]
     untrusted = set(s["untrusted"])
@@ -149,16 +155,25 @@ def markdown(summary: Mapping) -> str:
 
     g = s.get("generalisation")
     if g:
-        L += ["## Generalisation", ""]
+        L += ["## Generalisation", "",
+              "Test NSE of the pixels' time means (spatial: how well unseen places are told apart) "
+              "and of every pixel-month (flat, in brackets).", ""]
+        sp = g.get("spatial") or {"streams": {}}
         for st, rows in g["streams"].items():
             for name, r in rows.items():
                 if r.get("diff") is None:
                     continue
-                L.append(f"- {st}: {name} test NSE {_f(r['member_mean'])} ± {_f(r['member_sd'])} vs "
-                         f"{g['reference']} {_f(rows[g['reference']]['member_mean'])} ± "
+                q = sp["streams"].get(st, {}).get(name)
+                ref = sp["streams"].get(st, {}).get(g["reference"])
+                head = (f"- {st}: {name} spatial NSE {_f(q['member_mean'])} ± {_f(q['member_sd'])} vs "
+                        f"{g['reference']} {_f(ref['member_mean'])} ± {_f(ref['member_sd'])}: "
+                        f"difference {_f(q.get('diff'))}, {'beyond' if q.get('beyond_spread') else 'within'} "
+                        f"the member spread (p = {_f(q.get('p_value'), 3)}); " if q and ref else f"- {st}: {name} ")
+                L.append(head + f"(flat {_f(r['member_mean'])} ± {_f(r['member_sd'])} vs "
+                         f"{_f(rows[g['reference']]['member_mean'])} ± "
                          f"{_f(rows[g['reference']]['member_sd'])}: difference {_f(r['diff'])}, "
-                         f"{'beyond' if r['beyond_spread'] else 'within'} the member spread "
-                         f"(p = {_f(r['p_value'], 3)}, {r['test']}).")
+                         f"{'beyond' if r['beyond_spread'] else 'within'} the spread, "
+                         f"p = {_f(r['p_value'], 3)}; {r['test']}).")
         L += ["", "![generalisation](figures/generalisation.png)", ""]
     vp = s["variance_partition"]
     L += ["## PFTs versus environment", "",
@@ -213,12 +228,13 @@ def markdown(summary: Mapping) -> str:
         L += ["## Identifiability (synthetic truth)", "",
               f"Against the true parameters on {idf['n_pixels']} {idf['pixels']} pixels, the "
               f"median R² is {_f(idf['median_r2'])}; spatial pattern identifiable (r ≥ "
-              f"{idf['threshold_r']}): {', '.join(idf['identifiable']) or 'none'}; values recovered "
+              f"{idf['threshold_r']} there and over the whole map): "
+              f"{', '.join(idf['identifiable']) or 'none'}; values recovered "
               f"(also R² ≥ {idf['threshold_r2']}): {', '.join(idf['values_recovered']) or 'none'}.", "",
-              "| parameter | R² | r | bias | truth sd | ensemble sd | truth spread / range |",
-              "|---|---|---|---|---|---|---|"]
+              "| parameter | R² | r | r, whole map | bias | truth sd | ensemble sd | truth spread / range |",
+              "|---|---|---|---|---|---|---|---|"]
         for n, v in idf["parameters"].items():
-            L.append(f"| {n} | {_f(v['r2'])} | {_f(v['r'])} | {_f(v['bias'])} | {_f(v['truth_sd'])} | "
+            L.append(f"| {n} | {_f(v['r2'])} | {_f(v['r'])} | {_f(v.get('r_all'))} | {_f(v['bias'])} | {_f(v['truth_sd'])} | "
                      f"{_f(v['ensemble_sd'])} | {_f(v.get('truth_range_fraction'), 3)} |")
         L.append("")
     tc = s.get("truth_check")

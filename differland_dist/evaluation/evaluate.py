@@ -47,7 +47,8 @@ from differland_dist.inference import output as out_mod
 from differland_dist.inference.export import with_bounds
 from differland_dist.inference.pipeline import InferenceOptions, run_inference
 from differland_dist.location import Location, join
-from differland_dist.model.parameters import all_bounds, to_unbounded
+from differland_dist.model import calendar
+from differland_dist.model.parameters import all_bounds, to_bounded, to_unbounded
 from differland_dist.runs import resolve_checkpoint
 
 log = logging.getLogger(__name__)
@@ -288,13 +289,23 @@ def _median(values) -> float:
 
 def parameter_recovery(true: np.ndarray, est: np.ndarray, split: np.ndarray,
                        names: Sequence[str] = out_mod.PARAM_NAMES,
-                       true_x: np.ndarray | None = None) -> dict[str, Any]:
+                       true_x: np.ndarray | None = None,
+                       lat: np.ndarray | None = None) -> dict[str, Any]:
     """Recovery of true parameters (P, 40) by estimates (P, 40) per split: per parameter
     ``r2`` (1 - SSE/SST vs the 1:1 line, physical values), ``r2_unbounded`` (same on the
-    network's unbounded scale; ``true_x`` when given), ``r``, ``n``; and median ``r2``."""
+    network's unbounded scale; ``true_x`` when given), ``r``, ``n``; and median ``r2``.
+    With ``lat`` (P,), phenology dates are compared as phases of the local calendar
+    (:mod:`differland_dist.model.calendar`: a date a year later is the same model)."""
     lo, hi = all_bounds()
     xt = _unbounded(true, lo, hi) if true_x is None else np.asarray(true_x, np.float64)
     xe = _unbounded(est, lo, hi)
+    if lat is not None:
+        centre = calendar.centres(xt, lat, names)  # the estimate's dates in the truth's window
+        xt, xe = calendar.align(xt, lat, names, centre), calendar.align(xe, lat, names, centre)
+        dates = [j for j, n in enumerate(names) if n in centre]
+        true, est = np.array(true, np.float64), np.array(est, np.float64)
+        true[:, dates] = to_bounded(xt[:, dates], lo[dates], hi[dates])
+        est[:, dates] = to_bounded(xe[:, dates], lo[dates], hi[dates])
     out = {}
     for code, sp in enumerate(SPLITS):
         sel = np.asarray(split) == code
@@ -325,8 +336,10 @@ def recovery_from_store(store: PixelStore, group, split: np.ndarray | None = Non
     true = np.asarray(store.array("true_params")[:], np.float64)[:, idx]
     tx = (np.asarray(store.array("true_x")[:], np.float64)[:, idx]
           if "true_x" in store.array_names else None)
+    ds = store.ds
+    lat = np.asarray(ds["pixel_lat"].values if "pixel_lat" in ds.variables else ds["lat"].values)
     return parameter_recovery(true, _read_params(group), store.split if split is None else split,
-                              true_x=tx)
+                              true_x=tx, lat=lat)
 
 
 # -- the paper's conventions -----------------------------------------------------------------------

@@ -31,6 +31,8 @@ from differland_dist.data.store import PixelStore, zarr_store
 from differland_dist.errors import DifferlandError
 from differland_dist.inference import output as out_mod
 from differland_dist.location import Location, join
+from differland_dist.model import calendar
+from differland_dist.model.parameters import PHENO_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +95,7 @@ def ensemble_mean_output(url: str, store: PixelStore, members: Sequence[str], se
     C, N = writer.C, writer.N
     for k in np.flatnonzero(~done):
         s = out_mod.chunk_range(int(k), int(k) + 1, C, N)
-        params = np.nanmean(np.stack([_read_params(g, s) for g in groups]), axis=0).astype(np.float32)
+        params = np.nanmean(member_params(groups, s), axis=0).astype(np.float32)
         ser = {n: np.nanmean(np.stack([np.asarray(g[n][s]) for g in groups]), axis=0).astype(np.float32)
                for n in series}
         writer.write(int(k), int(k) + 1, params, ser)
@@ -109,6 +111,18 @@ def _cf_attrs(arr) -> dict[str, Any]:
 
 def _read_params(group, s: slice) -> np.ndarray:
     return np.stack([np.asarray(group[out_mod.param_var(n)][s]) for n in out_mod.PARAM_NAMES], axis=1)
+
+
+_DATES = [j for j, n in enumerate(out_mod.PARAM_NAMES) if n in PHENO_NAMES]
+
+
+def member_params(groups, s: slice) -> np.ndarray:
+    """(M, n, 40) the members' parameters at pixels ``s``, their phenology dates moved by whole
+    years into one year (:func:`calendar.same_year`: DALEC's dates have a one-year period, and
+    members may learn the same date in different years)."""
+    x = np.stack([_read_params(g, s) for g in groups]).astype(np.float64)
+    x[:, :, _DATES] = calendar.same_year(x[:, :, _DATES])
+    return x
 
 
 def write_ensemble(url: str, store: PixelStore, members_by_set: dict[str, list[str]],
@@ -171,7 +185,7 @@ def write_ensemble(url: str, store: PixelStore, members_by_set: dict[str, list[s
         pstats = np.full((K, N, len(params)), np.nan, np.float32)
         for a in range(0, N, C):
             s = slice(a, min(a + C, N))
-            pstats[:, s, :] = stats(np.stack([_read_params(m, s) for m in members]))
+            pstats[:, s, :] = stats(member_params(members, s))
             for name in series:
                 g[name][si, :, s, :] = stats(np.stack([np.asarray(m[name][s]) for m in members]))
         for j, name in enumerate(params):
