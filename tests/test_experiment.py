@@ -81,8 +81,8 @@ def test_grid_config_expands_and_validates(tmp_path):
     assert len(paper.predictor_sets) == 7 and len(paper.seeds) == 20 and paper.keep_best == 10
     assert paper.resources.gpus_per_worker == 1
     twin = load_grid(ROOT / "configs" / "experiment_truth.yaml", ["base.data.url=x.zarr"])
-    assert [s.name for s in twin.predictor_sets] == ["PFT", "PFT+CLIM+SOIL+AGE"] and twin.keep_best == 3
-    assert member_config(twin, twin.members[0]).training.steps == 4000
+    assert [s.name for s in twin.predictor_sets] == ["PFT", "PFT+CLIM+SOIL+AGE"] and twin.keep_best == 4
+    assert member_config(twin, twin.members[0]).training.steps == 3000 and len(twin.seeds) == 12
     for override, key in ((["keep_best=9"], "keep_best"), (["members=0"], "members"),
                           (["predictor_sets=[[PFT], [FOO]]"], "predictor_sets[1]"),
                           (["vary=[colour]"], "vary"), (["colour=1"], "colour"),
@@ -254,7 +254,7 @@ def test_analyze_writes_every_analysis_and_the_truth_check(finished_grid, capsys
     assert sum(n.startswith("generalisation") for n in names) == 3
     gj = json.loads((an / "generalisation.json").read_text())
     assert gj["view"] == "flat" and gj["spatial"]["view"] == "spatial" and "lai" in gj["spatial"]["streams"]
-    assert all("(spatial)" in c["name"] and "flat_diff" in c for c in tc["criteria"]
+    assert all("(flat)" in c["name"] and "spatial_diff" in c for c in tc["criteria"]
                if c["name"].startswith("generalisation"))
     for c in tc["criteria"]:
         assert set(c) >= {"name", "value", "threshold", "passed"} and isinstance(c["passed"], bool)

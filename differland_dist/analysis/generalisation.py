@@ -1,8 +1,8 @@
 """Generalisation: test-split skill of every predictor set, and its difference to PFT-only
 with a paired test across members (paired by member seed; Welch's test where the sets kept
-different seeds), in two views of the evaluation: ``flat`` (every pixel-month) and
-``spatial`` (the pixels' time means: how well unseen places are told apart, which is all that
-predictor sets differ in; the seasonal cycle that every set fits dominates the flat view)."""
+different seeds), in two views of the evaluation: ``flat`` (every pixel-month, the
+evaluation's skill) and ``spatial`` (the pixels' time means: how well unseen places are told
+apart, without the seasonal cycle that every set fits)."""
 
 from __future__ import annotations
 

@@ -238,7 +238,7 @@ def run_analysis(url: str, out: str | None = None, *, sets: Sequence[str] | None
         crit = [tr.check_partition(vp, vpt, ident), tr.check_pca(cos if cos is not None else [], ident),
                 tr.check_shap(pooled, rhos or {})]
         if gen is not None and pft:
-            crit += tr.check_generalisation(gen["spatial"], full, flat=gen)
+            crit += tr.check_generalisation(gen, full, spatial=gen["spatial"])
         summary["truth_check"] = _jsonable({
             "criteria": crit, "identifiable": ident,
             "note": "criteria on parameters are evaluated over the identifiable ones (ensemble-mean "
@@ -292,7 +292,7 @@ def run_analysis(url: str, out: str | None = None, *, sets: Sequence[str] | None
         {"description": "member sd / spatial sd of the ensemble mean (unbounded space)"})
     if figures:
         if gen is not None:
-            figs["generalisation.png"] = report.generalisation_figure([gen["spatial"], gen])
+            figs["generalisation.png"] = report.generalisation_figure([gen, gen["spatial"]])
         figs["variance_partition.png"] = report.partition_figure(vp, vpt)
         figs["pca_loadings.png"] = report.loadings_figure(gr["arrays"]["loadings"], names,
                                                           gr["arrays"]["explained"])

@@ -156,24 +156,25 @@ def markdown(summary: Mapping) -> str:
     g = s.get("generalisation")
     if g:
         L += ["## Generalisation", "",
-              "Test NSE of the pixels' time means (spatial: how well unseen places are told apart) "
-              "and of every pixel-month (flat, in brackets).", ""]
+              "Test NSE of every pixel-month (flat), and in brackets of the pixels' time means "
+              "(spatial: how well unseen places are told apart).", ""]
         sp = g.get("spatial") or {"streams": {}}
         for st, rows in g["streams"].items():
             for name, r in rows.items():
                 if r.get("diff") is None:
                     continue
+                ref = rows[g["reference"]]
+                line = (f"- {st}: {name} test NSE {_f(r['member_mean'])} ± {_f(r['member_sd'])} vs "
+                        f"{g['reference']} {_f(ref['member_mean'])} ± {_f(ref['member_sd'])}: difference "
+                        f"{_f(r['diff'])}, {'beyond' if r['beyond_spread'] else 'within'} the member "
+                        f"spread (p = {_f(r['p_value'], 3)}, {r['test']})")
                 q = sp["streams"].get(st, {}).get(name)
-                ref = sp["streams"].get(st, {}).get(g["reference"])
-                head = (f"- {st}: {name} spatial NSE {_f(q['member_mean'])} ± {_f(q['member_sd'])} vs "
-                        f"{g['reference']} {_f(ref['member_mean'])} ± {_f(ref['member_sd'])}: "
-                        f"difference {_f(q.get('diff'))}, {'beyond' if q.get('beyond_spread') else 'within'} "
-                        f"the member spread (p = {_f(q.get('p_value'), 3)}); " if q and ref else f"- {st}: {name} ")
-                L.append(head + f"(flat {_f(r['member_mean'])} ± {_f(r['member_sd'])} vs "
-                         f"{_f(rows[g['reference']]['member_mean'])} ± "
-                         f"{_f(rows[g['reference']]['member_sd'])}: difference {_f(r['diff'])}, "
-                         f"{'beyond' if r['beyond_spread'] else 'within'} the spread, "
-                         f"p = {_f(r['p_value'], 3)}; {r['test']}).")
+                qr = sp["streams"].get(st, {}).get(g["reference"])
+                if q and qr and q.get("diff") is not None:
+                    line += (f" (spatial {_f(q['member_mean'])} ± {_f(q['member_sd'])} vs "
+                             f"{_f(qr['member_mean'])} ± {_f(qr['member_sd'])}: difference {_f(q['diff'])}, "
+                             f"{'beyond' if q['beyond_spread'] else 'within'} the spread)")
+                L.append(line + ".")
         L += ["", "![generalisation](figures/generalisation.png)", ""]
     vp = s["variance_partition"]
     L += ["## PFTs versus environment", "",

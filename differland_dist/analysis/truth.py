@@ -151,7 +151,7 @@ def check_shap(pooled: float | None, rhos: Mapping[str, float]) -> dict:
     """The SHAP criterion on the identifiable parameters' pooled importance profile. Per
     parameter, attributions among correlated predictors are not identified by the maps: a
     network fitted to the true maps themselves (r >= 0.98) reaches a per-parameter rho of
-    only 0.02-0.36 at worst and 0.52-0.53 in the median, but 0.76-0.84 pooled
+    only 0.02-0.34 at worst and 0.50-0.53 in the median, but 0.75-0.81 pooled
     (benchmarks/shap_ceiling.py, docs/analysis.md); the per-parameter values are reported."""
     return criterion("SHAP: Spearman rho of mean |SHAP| per predictor, pooled over the identifiable "
                      "parameters", pooled, SHAP_RHO_MIN, pooled is not None and pooled >= SHAP_RHO_MIN,
@@ -160,19 +160,19 @@ def check_shap(pooled: float | None, rhos: Mapping[str, float]) -> dict:
                      note=None if rhos else "no identifiable parameter: nothing to compare")
 
 
-def check_generalisation(gen: Mapping, full: str, flat: Mapping | None = None) -> list[dict]:
+def check_generalisation(gen: Mapping, full: str, spatial: Mapping | None = None) -> list[dict]:
     """Does ``full`` beat the reference set on the test split beyond the member spread, per
-    stream of GENERALISATION_STREAMS, in ``gen``'s view (the analysis passes the spatial one:
-    the skill at telling unseen places apart, which is what predictor sets differ in; the flat
-    view's numbers ride along as ``flat_*``)."""
+    stream of GENERALISATION_STREAMS, in ``gen``'s view (the analysis passes the flat one, every
+    pixel-month, as the evaluation scores skill); the spatial view's numbers (the pixels' time
+    means) ride along as ``spatial_*``."""
     out = []
     for st in GENERALISATION_STREAMS:
         r = gen["streams"].get(st, {}).get(full, {})
-        f = (flat or {}).get("streams", {}).get(st, {}).get(full, {})
+        q = (spatial or {}).get("streams", {}).get(st, {}).get(full, {})
         out.append(criterion(f"generalisation: {full} beats {gen['reference']} on test {st} NSE "
                              f"({gen.get('view', 'flat')}) beyond the member spread", r.get("diff"),
                              "> member sd", bool(r.get("better")), spread=r.get("spread"),
                              p_value=r.get("p_value"),
-                             **({"flat_diff": f.get("diff"), "flat_spread": f.get("spread"),
-                                 "flat_passed": bool(f.get("better"))} if flat else {})))
+                             **({"spatial_diff": q.get("diff"), "spatial_spread": q.get("spread"),
+                                 "spatial_passed": bool(q.get("better"))} if spatial else {})))
     return out
