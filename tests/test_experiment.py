@@ -270,6 +270,11 @@ def test_analyze_writes_every_analysis_and_the_truth_check(finished_grid, capsys
                  "## What drives each parameter (SHAP)", "## Uncertainty", "## Identifiability",
                  "## Checks against the truth"):
         assert head in md
+    import re
+
+    rows = [r for r in md.split("## Checks against the truth")[1].splitlines() if r.startswith("| ")]
+    assert len(rows) == 1 + len(tc["criteria"])  # header + one row per criterion
+    assert all(len(re.findall(r"(?<!\\)\|", r)) == 5 for r in rows)  # four cells: bars in names escaped
     for fig in ("variance_partition", "pca_loadings", "pca_scores", "shap_importance", "uncertainty",
                 "generalisation"):
         assert (an / "figures" / f"{fig}.png").stat().st_size > 2000 and f"figures/{fig}.png" in md

@@ -243,7 +243,8 @@ def markdown(summary: Mapping) -> str:
         L += ["## Checks against the truth", "", "| criterion | value | threshold | passed |",
               "|---|---|---|---|"]
         for c in tc["criteria"]:
-            L.append(f"| {c['name']} | {_f(c['value'], 3) if isinstance(c['value'], float) else c['value']} "
+            name = c["name"].replace("|", "\\|")  # a bar inside a table cell ends the cell
+            L.append(f"| {name} | {_f(c['value'], 3) if isinstance(c['value'], float) else c['value']} "
                      f"| {c['threshold']} | {'yes' if c['passed'] else '**no**'} |")
         L.append("")
     return "\n".join(L)
