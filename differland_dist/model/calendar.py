@@ -39,7 +39,6 @@ def _aligned_days(x: np.ndarray, lat: np.ndarray, j: int) -> np.ndarray:
 def centres(x: np.ndarray, lat: np.ndarray, names: Sequence[str]) -> dict[str, float]:
     """Circular-mean day of year (in [0, 365.25)) of each date parameter of ``x`` (..., P, K)
     over every member and pixel, after the hemisphere shift."""
-    lo, _ = all_bounds()
     out = {}
     for j in _columns(names):
         a = 2 * np.pi * _aligned_days(x[..., j], lat, j) / YEAR
