@@ -52,9 +52,10 @@ def recovery(members: np.ndarray, true_x: np.ndarray, split: np.ndarray, param_n
         sel, which = held, "dev+test"
     else:
         sel, which = np.ones_like(test, bool), "all"
-    mean_all = np.asarray(members, np.float64).mean(axis=0)
+    x_all = np.asarray(members, np.float64)
+    mean_all = x_all.mean(axis=0)
     t_all = np.asarray(true_x, np.float64)
-    x = np.asarray(members, np.float64)[:, sel]
+    x = x_all[:, sel]
     t = t_all[sel]
     mean = x.mean(axis=0)
     per = {}

@@ -302,7 +302,7 @@ def parameter_recovery(true: np.ndarray, est: np.ndarray, split: np.ndarray,
     if lat is not None:
         centre = calendar.centres(xt, lat, names)  # the estimate's dates in the truth's window
         xt, xe = calendar.align(xt, lat, names, centre), calendar.align(xe, lat, names, centre)
-        dates = [j for j, n in enumerate(names) if n in centre]
+        dates = calendar.date_columns(names)
         true, est = np.array(true, np.float64), np.array(est, np.float64)
         true[:, dates] = to_bounded(xt[:, dates], lo[dates], hi[dates])
         est[:, dates] = to_bounded(xe[:, dates], lo[dates], hi[dates])
@@ -336,8 +336,7 @@ def recovery_from_store(store: PixelStore, group, split: np.ndarray | None = Non
     true = np.asarray(store.array("true_params")[:], np.float64)[:, idx]
     tx = (np.asarray(store.array("true_x")[:], np.float64)[:, idx]
           if "true_x" in store.array_names else None)
-    ds = store.ds
-    lat = np.asarray(ds["pixel_lat"].values if "pixel_lat" in ds.variables else ds["lat"].values)
+    lat = np.asarray(store.array("lat")[:], np.float64)
     return parameter_recovery(true, _read_params(group), store.split if split is None else split,
                               true_x=tx, lat=lat)
 

@@ -32,7 +32,6 @@ from differland_dist.errors import DifferlandError
 from differland_dist.inference import output as out_mod
 from differland_dist.location import Location, join
 from differland_dist.model import calendar
-from differland_dist.model.parameters import PHENO_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +112,7 @@ def _read_params(group, s: slice) -> np.ndarray:
     return np.stack([np.asarray(group[out_mod.param_var(n)][s]) for n in out_mod.PARAM_NAMES], axis=1)
 
 
-_DATES = [j for j, n in enumerate(out_mod.PARAM_NAMES) if n in PHENO_NAMES]
+_DATES = calendar.date_columns(out_mod.PARAM_NAMES)
 
 
 def member_params(groups, s: slice) -> np.ndarray:

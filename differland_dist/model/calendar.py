@@ -25,8 +25,23 @@ SOUTH_SHIFT = YEAR / 2
 _MIDDLE_YEAR = 2 * YEAR
 
 
-def _columns(names: Sequence[str]) -> list[int]:
+def date_columns(names: Sequence[str]) -> list[int]:
+    """Indices of the phenology dates among parameter ``names``."""
     return [j for j, n in enumerate(names) if n in PHENO_NAMES]
+
+
+def _circular_mean(days: np.ndarray, axis=None) -> np.ndarray:
+    """Circular-mean day of year in [0, 365.25) over ``axis`` (NaN ignored)."""
+    a = 2 * np.pi * np.asarray(days, np.float64) / YEAR
+    with np.errstate(invalid="ignore"):
+        return (np.arctan2(np.nanmean(np.sin(a), axis=axis), np.nanmean(np.cos(a), axis=axis))
+                * YEAR / (2 * np.pi)) % YEAR
+
+
+def _middle_year(days: np.ndarray, centre) -> np.ndarray:
+    """``days`` moved by whole years to within half a year of ``centre`` (day of year), in the
+    middle year of the bounds."""
+    return _MIDDLE_YEAR + centre + (days - centre + SOUTH_SHIFT) % YEAR - SOUTH_SHIFT
 
 
 def _aligned_days(x: np.ndarray, lat: np.ndarray, j: int) -> np.ndarray:
@@ -39,11 +54,7 @@ def _aligned_days(x: np.ndarray, lat: np.ndarray, j: int) -> np.ndarray:
 def centres(x: np.ndarray, lat: np.ndarray, names: Sequence[str]) -> dict[str, float]:
     """Circular-mean day of year (in [0, 365.25)) of each date parameter of ``x`` (..., P, K)
     over every member and pixel, after the hemisphere shift."""
-    out = {}
-    for j in _columns(names):
-        a = 2 * np.pi * _aligned_days(x[..., j], lat, j) / YEAR
-        out[names[j]] = float((np.arctan2(np.sin(a).mean(), np.cos(a).mean()) * YEAR / (2 * np.pi)) % YEAR)
-    return out
+    return {names[j]: float(_circular_mean(_aligned_days(x[..., j], lat, j))) for j in date_columns(names)}
 
 
 def align(x: np.ndarray, lat: np.ndarray, names: Sequence[str],
@@ -51,17 +62,14 @@ def align(x: np.ndarray, lat: np.ndarray, names: Sequence[str],
     """(..., P, K) unbounded maps -> the same with each date column replaced by its phase:
     hemisphere-shifted, wrapped to within half a year of ``centre[name]`` (day of year; default
     :func:`centres` of ``x``) and placed in the middle year of the bounds. ``lat`` (P,)."""
-    cols = _columns(names)
+    cols = date_columns(names)
     if not cols:
         return x
     c = dict(centre) if centre is not None else centres(x, lat, names)
     lo, hi = all_bounds()
     out = np.array(x, np.float64, copy=True)
     for j in cols:
-        d = _aligned_days(out[..., j], lat, j)
-        k = c[names[j]]
-        phase = (d - k + SOUTH_SHIFT) % YEAR - SOUTH_SHIFT   # in [-half year, half year)
-        out[..., j] = to_unbounded(_MIDDLE_YEAR + k + phase, lo[j], hi[j])
+        out[..., j] = to_unbounded(_middle_year(_aligned_days(out[..., j], lat, j), c[names[j]]), lo[j], hi[j])
     return out
 
 
@@ -83,8 +91,4 @@ def same_year(days: np.ndarray) -> np.ndarray:
     the bounds: still valid dates (no hemisphere shift), whose mean, sd and quantiles over
     members mean something."""
     d = np.asarray(days, np.float64)
-    a = 2 * np.pi * d / YEAR
-    with np.errstate(invalid="ignore"):
-        c = (np.arctan2(np.nanmean(np.sin(a), axis=0), np.nanmean(np.cos(a), axis=0))
-             * YEAR / (2 * np.pi)) % YEAR
-    return _MIDDLE_YEAR + c + (d - c + SOUTH_SHIFT) % YEAR - SOUTH_SHIFT
+    return _middle_year(d, _circular_mean(d, axis=0))
