@@ -41,7 +41,8 @@ def main(argv=None) -> int:
     from differland_dist.synthetic import synth_to_store
     from differland_dist.distributed.trainer import calibrate
 
-    tmp = Path(tempfile.mkdtemp(prefix="bench-cache-"))
+    scratch = tempfile.TemporaryDirectory(prefix="bench-cache-")  # removed at exit: stores are GBs
+    tmp = Path(scratch.name)
     store = str(tmp / "earth.zarr")
     t0 = time.perf_counter()
     synth_to_store(store, resolution=a.resolution, years=a.years, seed=0)

@@ -52,7 +52,8 @@ def main(argv=None):
     from differland_dist.synthetic import synth_to_store
     from differland_dist.distributed.trainer import calibrate
 
-    tmp = Path(tempfile.mkdtemp(prefix="bench-cal-"))
+    scratch = tempfile.TemporaryDirectory(prefix="bench-cal-")  # removed at exit: stores are GBs
+    tmp = Path(scratch.name)
     store = str(tmp / "earth.zarr")
     synth_to_store(store, resolution=a.resolution, years=a.years, seed=0)
     s = open_store(store)

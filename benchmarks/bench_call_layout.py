@@ -62,7 +62,8 @@ def main(argv=None):
 
     store = a.store
     if store is None:
-        store = str(Path(tempfile.mkdtemp(prefix="bench-layout-")) / "earth.zarr")
+        scratch = tempfile.TemporaryDirectory(prefix="bench-layout-")  # removed at exit
+        store = str(Path(scratch.name) / "earth.zarr")
         synth_to_store(store, resolution=a.resolution, years=a.years, seed=0)
     cfg = load_config(None, [f"data.url={store}", f"training.pixels_per_call={a.pixels_per_call}",
                              "training.patches_per_step=100000"])

@@ -42,7 +42,8 @@ def main(argv=None):
     from differland_dist.synthetic import synth_to_store
     from differland_dist.experiment import grid_from_dict, run_experiment
 
-    tmp = Path(tempfile.mkdtemp(prefix="bench-exp-"))
+    scratch = tempfile.TemporaryDirectory(prefix="bench-exp-")  # removed at exit: stores are GBs
+    tmp = Path(scratch.name)
     store = str(tmp / "earth.zarr")
     synth_to_store(store, resolution=a.resolution, years=a.years, seed=0)
     ncpu = os.cpu_count() or 1
@@ -63,7 +64,7 @@ def main(argv=None):
             t0 = time.perf_counter()
             run_experiment(grid(cpus), out, ensemble=False, progress_every_s=60)
             wall = time.perf_counter() - t0
-            rows.append({"mode": mode, "repeat": rep, "wall_s": wall, "out": out})
+            rows.append({"mode": mode, "repeat": rep, "wall_s": wall, "out": out})  # scratch, gone after the run
             print(f"{mode}: {a.members} members in {wall:.1f} s", flush=True)
     conc = [r["wall_s"] for r in rows if r["mode"] == "concurrent"]
     seq = [r["wall_s"] for r in rows if r["mode"] == "sequential"]
