@@ -83,6 +83,22 @@ def test_init_architecture(cfg):
     assert 0.5 < w.std() / np.sqrt(2 / (20 + cfg.width)) < 1.5
 
 
+def test_head_init_scale_flattens_the_initial_maps_and_keeps_the_default():
+    x = jax.random.normal(jax.random.PRNGKey(1), (64, 21))
+    ref = init_network(jax.random.PRNGKey(0), 20)                     # the paper's initialisation
+    same = init_network(jax.random.PRNGKey(0), 20, NetworkConfig(head_init_scale=1.0))
+    flat = init_network(jax.random.PRNGKey(0), 20, NetworkConfig(head_init_scale=0.1))
+    zero = init_network(jax.random.PRNGKey(0), 20, NetworkConfig(head_init_scale=0.0))
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(ref), jax.tree.leaves(same)))
+    for a, b in zip(ref.embed, flat.embed):                            # only the heads change
+        assert np.array_equal(a.weights, b.weights)
+    np.testing.assert_allclose(flat.dalec_head.weights, 0.1 * ref.dalec_head.weights, rtol=1e-6)
+    assert np.all(flat.pheno_head.biases == 1)
+    sd = lambda n: np.asarray(apply_network(n, x).x_dalec).std(axis=0)  # noqa: E731 (spatial sd)
+    np.testing.assert_allclose(sd(flat), 0.1 * sd(ref), rtol=1e-4)
+    assert np.all(sd(zero) == 0) and np.all(sd(ref) > 0.05)
+
+
 def test_bad_network_config():
     with pytest.raises(ValueError, match="network.activation"):
         NetworkConfig(activation="sigmoidish")

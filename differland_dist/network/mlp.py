@@ -36,11 +36,18 @@ class NetworkConfig:
     hidden_layers: int = 3
     width: int = 32
     activation: str = "leaky_relu"
+    #: Factor on the three heads' initial Glorot weights. 1 is the paper's initialisation. Below
+    #: 1 the initial parameter maps are nearly uniform in space, so a parameter the data barely
+    #: constrain does not keep the untrained network's random (mostly PFT-driven) pattern
+    #: (docs/analysis.md, "Where the PFT bias comes from").
+    head_init_scale: float = 1.0
 
     def __post_init__(self):
         object.__setattr__(self, "hidden_layers", checks.integer("network.hidden_layers", self.hidden_layers, 1))
         object.__setattr__(self, "width", checks.integer("network.width", self.width, 1))
         checks.choice("network.activation", self.activation, sorted(_ACTIVATIONS))
+        object.__setattr__(self, "head_init_scale",
+                           checks.number("network.head_init_scale", self.head_init_scale, 0.0, 1.0))
 
 
 class Dense(NamedTuple):
@@ -68,19 +75,20 @@ _PHENO_LO, _PHENO_HI = bounds_array(PHENOLOGY_PARAMETERS)
 _POOL_LO, _POOL_HI = bounds_array(POOLS)
 
 
-def _dense(key, n_in, n_out) -> Dense:
+def _dense(key, n_in, n_out, scale: float = 1.0) -> Dense:
     w = jax.nn.initializers.glorot_normal()(key, (n_in, n_out), jnp.float32)
-    return Dense(w, jnp.ones((n_out,), jnp.float32))
+    return Dense(w if scale == 1.0 else w * scale, jnp.ones((n_out,), jnp.float32))
 
 
 def init_network(key, n_predictors: int, config: NetworkConfig = NetworkConfig()) -> NetworkParams:
-    """Glorot-normal weights, biases 1. ``n_predictors`` excludes the hemisphere feature."""
+    """Glorot-normal weights (the heads' times ``config.head_init_scale``), biases 1.
+    ``n_predictors`` excludes the hemisphere feature."""
     widths = [n_predictors] + [config.width] * config.hidden_layers
     keys = jax.random.split(key, config.hidden_layers + 3)
     embed = tuple(_dense(k, a, b) for k, a, b in zip(keys, widths[:-1], widths[1:]))
-    w = config.width
-    return NetworkParams(embed, _dense(keys[-3], w, len(PROCESS_PARAMETERS)),
-                         _dense(keys[-2], w, len(POOLS)), _dense(keys[-1], w + 1, len(PHENOLOGY_PARAMETERS)))
+    w, s = config.width, config.head_init_scale
+    return NetworkParams(embed, _dense(keys[-3], w, len(PROCESS_PARAMETERS), s),
+                         _dense(keys[-2], w, len(POOLS), s), _dense(keys[-1], w + 1, len(PHENOLOGY_PARAMETERS), s))
 
 
 def apply_network(params: NetworkParams, predictors, activation: str = "leaky_relu") -> NetworkOutputs:
