@@ -103,6 +103,10 @@ def main() -> None:
               f"{pooled:.2f}" + (f" ({pooled_sub:.2f} over {len(sub)})" if sub else "")
               + f"; truth vs itself median {r['truth_vs_truth_median']:.2f} (worst "
               f"{r['truth_vs_truth_min']:.2f})", flush=True)
+    left_out = [n for n in (a.pooled_over or []) if n not in out["parameters"]]
+    if left_out:  # the fit covers the structured parameters only
+        print(f"--pooled-over: {left_out} not in synthetic.STRUCTURE, left out of the pool")
+    out["pooled_over_left_out"] = left_out
     if a.json:
         with open(a.json, "w") as f:
             json.dump(out, f, indent=1)

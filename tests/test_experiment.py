@@ -83,6 +83,7 @@ def test_grid_config_expands_and_validates(tmp_path):
     twin = load_grid(ROOT / "configs" / "experiment_truth.yaml", ["base.data.url=x.zarr"])
     assert [s.name for s in twin.predictor_sets] == ["PFT", "PFT+CLIM+SOIL+AGE"] and twin.keep_best == 4
     assert member_config(twin, twin.members[0]).training.steps == 3000 and len(twin.seeds) == 12
+    assert member_config(twin, twin.members[0]).network.head_init_scale == 0.1
     for override, key in ((["keep_best=9"], "keep_best"), (["members=0"], "members"),
                           (["predictor_sets=[[PFT], [FOO]]"], "predictor_sets[1]"),
                           (["vary=[colour]"], "vary"), (["colour=1"], "colour"),
