@@ -36,10 +36,10 @@ class NetworkConfig:
     hidden_layers: int = 3
     width: int = 32
     activation: str = "leaky_relu"
-    #: Factor on the three heads' initial Glorot weights. 1 is the paper's initialisation. Below
-    #: 1 the initial parameter maps are nearly uniform in space, so a parameter the data barely
-    #: constrain does not keep the untrained network's random (mostly PFT-driven) pattern
-    #: (docs/analysis.md, "Where the PFT bias comes from").
+    #: Factor on the three heads' initial Glorot weights. 1 is the paper's initialisation, whose
+    #: untrained parameter maps are PFT patterns as large as real spatial variation; below 1 they
+    #: are nearly uniform, and in the twin experiment members then learnt more of the true
+    #: patterns (docs/analysis.md, "What changed the PFT bias").
     head_init_scale: float = 1.0
 
     def __post_init__(self):
