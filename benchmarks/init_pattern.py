@@ -1,12 +1,12 @@
 """Where a learnt map's PFT pattern comes from: the untrained network's maps against the learnt
-ones (docs/analysis.md, "Where the PFT bias came from").
+ones (docs/analysis.md, "What changed the PFT bias").
 
 For an experiment on a synthetic store: the variance partition (the analysis' recipe) of
 untrained networks' parameter maps at each ``--scales`` value of ``network.head_init_scale``,
 of the full set's kept members, of their ensemble mean and of the truth; and of the part of the
 ensemble mean that the truth does not explain (its residual after regressing on the true map).
-The partition standardises each map, so it is the same at every scale; what the scale changes is
-the untrained pattern's amplitude (``sd_over_truth``: the map's spatial sd over the truth's, in
+The partition standardises each map, so it is the same at every scale (computed once per
+untrained network); what the scale changes is the untrained pattern's amplitude (``sd_over_truth``: the map's spatial sd over the truth's, in
 the network's unbounded space).
 
     python benchmarks/init_pattern.py exp_truth --params moisture_factor leaf_lifespan \
@@ -26,10 +26,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def _row(maps, truth, names, data, partition, iterations):
+def _partition(maps, names, data, iterations):
+    from differland_dist.analysis.partition import variance_partition
+
+    return variance_partition(maps, names, data.predictors, data.patch, max_iter=iterations)["parameters"]
+
+
+def _row(maps, truth, names, vp):
+    """Per parameter: r and amplitude (spatial sd) against the truth, and the partition ``vp``."""
     import numpy as np
 
-    vp = partition(maps, names, data.predictors, data.patch, max_iter=iterations)["parameters"]
     return {n: {"r_truth": float(np.corrcoef(maps[:, j], truth[:, j])[0, 1]),
                 "sd_over_truth": float(maps[:, j].std() / truth[:, j].std()),
                 **{k: float(v) for k, v in vp[n].items()}} for j, n in enumerate(names)}
@@ -49,7 +55,6 @@ def main(argv=None):
 
     import differland_dist as dl
     from differland_dist.analysis import inputs
-    from differland_dist.analysis.partition import variance_partition
     from differland_dist.inference.random_checkpoint import random_checkpoint
 
     data = inputs.load(a.experiment)
@@ -65,6 +70,7 @@ def main(argv=None):
     ds = dl.open_store(data.store_url)
     rows = {}
     t0 = time.perf_counter()
+    partitions = {}   # seed -> partition of its untrained maps (scale-free)
     with tempfile.TemporaryDirectory(prefix="init-pattern-") as tmp:
         for scale in a.scales:
             for s in range(a.untrained):
@@ -73,18 +79,21 @@ def main(argv=None):
                                        config={"network": {"head_init_scale": scale}})
                 p = dl.TrainedModel.from_checkpoint(ck).parameters(ds)
                 x = inputs.unbounded(np.stack([p[n].values for n in names], axis=1))[:, idx]
-                rows[f"untrained scale {scale:g} #{s}"] = _row(x, truth, a.params, data,
-                                                               variance_partition, a.iterations)
+                if s not in partitions:
+                    partitions[s] = _partition(x, a.params, data, a.iterations)
+                rows[f"untrained scale {scale:g} #{s}"] = _row(x, truth, a.params, partitions[s])
+    def row(maps):
+        return _row(maps, truth, a.params, _partition(maps, a.params, data, a.iterations))
+
     for k, m in enumerate(full.members):
-        rows[f"kept {m}"] = _row(full.x[k][:, idx], truth, a.params, data, variance_partition, a.iterations)
+        rows[f"kept {m}"] = row(full.x[k][:, idx])
     mean = full.mean[:, idx]
-    rows["ensemble mean"] = _row(mean, truth, a.params, data, variance_partition, a.iterations)
-    rows["truth"] = _row(truth, truth, a.params, data, variance_partition, a.iterations)
+    rows["ensemble mean"] = row(mean)
+    rows["truth"] = row(truth)
     tc = truth - truth.mean(0)
     slope = ((mean - mean.mean(0)) * tc).mean(0) / (tc * tc).mean(0)
     resid = mean - mean.mean(0) - slope * tc    # what the truth's pattern leaves of the learnt map
-    rows["ensemble mean minus its truth part"] = _row(resid, truth, a.params, data,
-                                                      variance_partition, a.iterations)
+    rows["ensemble mean minus its truth part"] = row(resid)
     for k, r in rows.items():
         print(f"{k:42s} " + "  ".join(f"{n}: r {v['r_truth']:+.2f} sd/truth {v['sd_over_truth']:.2f} "
                                        f"share {v['pft_share']:.2f} "

@@ -77,7 +77,7 @@ _POOL_LO, _POOL_HI = bounds_array(POOLS)
 
 def _dense(key, n_in, n_out, scale: float = 1.0) -> Dense:
     w = jax.nn.initializers.glorot_normal()(key, (n_in, n_out), jnp.float32)
-    return Dense(w if scale == 1.0 else w * scale, jnp.ones((n_out,), jnp.float32))
+    return Dense(w * scale, jnp.ones((n_out,), jnp.float32))
 
 
 def init_network(key, n_predictors: int, config: NetworkConfig = NetworkConfig()) -> NetworkParams:
