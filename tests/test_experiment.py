@@ -213,6 +213,27 @@ def test_grid_end_to_end_with_a_failing_member(finished_grid, exp_store):
     assert res2.run.members["PFT/m001"].state == "failed"
 
 
+def test_experiment_command_exits_1_and_names_the_failed_member(finished_grid, capsys):
+    """`differland experiment` fails (exit 1) when any member failed, naming it, though the
+    others finished: a batch job must not report success for a partial grid."""
+    from differland_dist.cli.main import main
+    from differland_dist.experiment.pipeline import CONFIG_NAME
+    from differland_dist.lease import Lease
+    from differland_dist.location import Location
+
+    out, _ = finished_grid
+    # the saved experiment.yaml is the grid itself; the other writer still holds PFT/m001
+    with Lease(Location(str(Path(out) / "members" / "PFT" / "m001")), owner="someone else"):
+        rc = main(["experiment", str(Path(out) / CONFIG_NAME), "--out", out, "--resume",
+                   "--skip-ensemble", "--json", "--no-progress"])
+    cap = capsys.readouterr()
+    assert rc == 1, cap.err
+    assert "error: 1 of 4 member(s) failed: PFT/m001" in cap.err
+    d = json.loads(cap.out.strip().splitlines()[-1])
+    assert [f["member"] for f in d["failed"]] == ["PFT/m001"] and "someone else" in d["failed"][0]["error"]
+    assert sorted(d["done"]) == ["PFT+CLIM+SOIL+AGE/m000", "PFT+CLIM+SOIL+AGE/m001", "PFT/m000"]
+
+
 # -- differland analyze end to end, on the grid above ------------------------------------------------
 PARAMS = ["f_gpp", "canopy_efficiency", "LCMA", "field_capacity", "init_som", "Bday"]
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 
+from differland_dist.cli import flags
 from differland_dist.errors import DifferlandError
 
 NAME = "analyze"
@@ -16,17 +18,20 @@ DESCRIPTION = (HELP + ". Reads EXPERIMENT_DIR (path or gs://, s3:// URL) written
 def add_arguments(p):
     p.add_argument("experiment", metavar="EXPERIMENT_DIR", help="experiment directory (path or URL)")
     p.add_argument("--out", default=None, metavar="DIR", help="output directory (default: EXPERIMENT_DIR/analysis)")
-    p.add_argument("--sets", nargs="+", default=None, metavar="SET",
+    flags.add_list(p, "--sets", default=None, metavar="SET",
                    help="predictor sets to analyse (default: every set with kept members)")
-    p.add_argument("--params", nargs="+", default=None, metavar="PARAM",
+    flags.add_list(p, "--params", default=None, metavar="PARAM",
                    help="parameters to analyse (default: all 40)")
     p.add_argument("--shap-pixels", type=int, default=200, help="pixels explained by SHAP (default 200)")
     p.add_argument("--shap-background", type=int, default=50, help="SHAP background sample (default 50)")
     p.add_argument("--shap-nsamples", type=int, default=512,
                    help="Kernel SHAP coalitions per pixel (default 512)")
     p.add_argument("--shap-chunk", type=int, default=50, help="pixels per Ray task (default 50)")
-    p.add_argument("--local", action="store_true", help="compute SHAP in this process, not as Ray tasks")
-    p.add_argument("--address", default=None, help="Ray cluster for the SHAP tasks (default: a local one)")
+    flags.add_executor(p, what="where the SHAP tasks run")
+    flags.add_deprecated(p, "--local", dest="executor", const="local", replacement="--executor local")
+    flags.add_address(p, default_text="a local Ray started for the SHAP tasks")
+    flags.add_progress(p, what="progress lines of the SHAP tasks")
+    flags.add_json(p)
     p.add_argument("--partition-iterations", type=int, default=100,
                    help="boosting iterations of each variance-partition regression (default 100)")
     p.add_argument("--no-figures", action="store_true", help="JSON, zarr and report only")
@@ -49,11 +54,17 @@ def run(args) -> int:
         if args.out_storage_options else None
     opts = ShapOptions(background=args.shap_background, pixels=args.shap_pixels,
                        nsamples=args.shap_nsamples, chunk=args.shap_chunk,
-                       executor="local" if args.local else "ray", address=args.address)
+                       executor=args.executor, address=args.address)
     s = run_analysis(args.experiment, args.out, sets=args.sets, params=args.params,
                      storage_options=so, out_storage_options=oso, shap=opts,
                      partition_max_iter=args.partition_iterations, figures=not args.no_figures)
+    out = args.out or args.experiment.rstrip('/') + '/analysis'
     vp = s["variance_partition"]["summary"]
+    if args.json:
+        print(json.dumps({"analysis": out, "full_set": s["full_set"], "variance_partition": vp,
+                          "gradients": s["gradients"]["components"],
+                          "truth_check": s.get("truth_check")}, default=str))
+        return 0
     print(f"full set {s['full_set']}: median pft_share {vp['median_pft_share']} over "
           f"{vp['n_explainable']} explainable parameter(s)")
     print("gradients: " + ", ".join(f"{c} {100 * v['explained']:.0f} % ({v['top_predictors'][0][0]})"
@@ -61,5 +72,5 @@ def run(args) -> int:
     if s.get("truth_check"):
         for c in s["truth_check"]["criteria"]:
             print(f"  {'PASS' if c['passed'] else 'FAIL'} {c['name']}: {c['value']} (threshold {c['threshold']})")
-    print(f"analysis: {args.out or args.experiment.rstrip('/') + '/analysis'}")
+    print(f"analysis: {out}")
     return 0

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import time
 
 from differland_dist import synthetic as synth
+from differland_dist.cli import flags
 from differland_dist.data.store import parse_storage_options
 
 NAME = "synth"
@@ -44,6 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--storage-options", metavar="JSON", default=None,
                         help="fsspec options as a JSON object")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing store")
+    flags.add_json(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -55,6 +58,12 @@ def run(args: argparse.Namespace) -> int:
         storage_options=parse_storage_options(args.storage_options), overwrite=args.overwrite)
     split = ds["split"].values
     n_dev, n_test = int((split == 1).sum()), int((split == 2).sum())
+    if args.json:
+        print(json.dumps({"out": args.out, "pixels": int(ds.sizes["pixel"]), "dev": n_dev,
+                          "test": n_test, "time": int(ds.sizes["time"]),
+                          "patches": int(ds["patch"].values.max()) + 1,
+                          "seconds": time.perf_counter() - t0}))
+        return 0
     print(f"wrote {args.out}: {ds.sizes['pixel']} pixels ({n_dev} dev, {n_test} test), {ds.sizes['time']} "
           f"months, {int(ds['patch'].values.max()) + 1} patches in "
           f"{time.perf_counter() - t0:.1f} s")
