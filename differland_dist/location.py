@@ -27,6 +27,7 @@ os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 import fsspec  # noqa: E402
 
 from differland_dist.errors import DifferlandError  # noqa: E402
+from differland_dist.extras import missing_backend  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ def filesystem(url: str, options: dict | None = None) -> tuple[fsspec.AbstractFi
     try:
         fs, path = fsspec.core.url_to_fs(str(url), **(options or {}))
     except (ValueError, ImportError, TypeError) as e:
-        raise DifferlandError(f"{url!r}: cannot open its filesystem: {e}") from None
+        raise DifferlandError(missing_backend(url) or f"{url!r}: cannot open its filesystem: {e}") from None
     return fs, path.rstrip("/") or path
 
 

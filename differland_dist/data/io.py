@@ -588,8 +588,7 @@ def fast_codec(arr: zarr.Array) -> FastCodec | None:
 def decode_raw(codec: FastCodec, raw: bytes) -> np.ndarray:
     """A whole chunk (``codec.shape``, native byte order) from its stored bytes; ValueError
     saying what is wrong for a checksum mismatch, an undecodable frame or a wrong size."""
-    # imported here: google-crc32c comes with gcsfs, not as a declared dependency; only chunk
-    # verification needs it
+    # imported here: only chunk verification needs it (a declared dependency)
     import google_crc32c
 
     body = np.frombuffer(raw, np.uint8)  # no copy; google_crc32c takes arrays, not memoryviews
