@@ -5,7 +5,7 @@ Both open lazily (values are read when indexed) with the same pixel layout:
 * dimension ``pixel`` with an index coordinate (the pixel's position in the store, so a
   subset of a store and the same subset of its inference output line up with ``.sel``), and
   per-pixel coordinates ``pixel_lat``, ``pixel_lon`` (degrees), ``row``, ``col``, ``patch``
-  and ``split`` (0 train, 1 held out);
+  and ``split`` (0 train, 1 dev, 2 test: :mod:`differland_dist.data.splits`);
 * dimension ``time`` decoded to datetimes;
 * for gridded stores, dimensions ``lat`` and ``lon``: the grid's cell centres (row 0 first),
   which :func:`gridded` maps pixels onto.

@@ -50,7 +50,8 @@ def _set(obj, name: str, value) -> None:
 class DataConfig:
     """Where the pixels are and which inputs and observation products are used."""
 
-    url: str = ""
+    url: str = ""  # the pixel store: a local path or gs://, s3:// URL
+    #: fsspec options of the store (never saved in a run)
     storage_options: Mapping[str, Any] = field(default_factory=dict)
     #: predictor sets; a single string is a comma-separated list (``--set data.predictors=PFT``)
     predictors: tuple[str, ...] = ("PFT", "CLIM", "SOIL", "AGE")
@@ -111,11 +112,11 @@ class DataConfig:
 @dataclass(frozen=True)
 class OptimizerConfig:
     name: str = "adam"                 # adam | adamw | sgd
-    learning_rate: float = 1e-3
+    learning_rate: float = 1e-3  # peak learning rate
     schedule: str = "constant"         # constant | cosine | warmup_cosine
-    warmup_steps: int = 0
+    warmup_steps: int = 0  # linear warm-up steps (warmup_cosine)
     clip_norm: float | None = None     # global-norm clipping
-    weight_decay: float = 0.0
+    weight_decay: float = 0.0  # decoupled weight decay (adamw)
 
     def __post_init__(self):
         checks.choice("optimizer.name", self.name, ("adam", "adamw", "sgd"))
@@ -130,11 +131,11 @@ class OptimizerConfig:
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    steps: int = 100
-    patches_per_step: int = 8
+    steps: int = 100  # optimizer steps in all
+    patches_per_step: int = 8  # training patches whose gradients make one step
     eval_every: int = 10               # held-out evaluation cadence (0: only at the end)
     checkpoint_every: int = 10         # checkpoint cadence (always also at the end)
-    seed: int = 0
+    seed: int = 0  # network initialisation (and patch order, unless order_seed)
     on_nonfinite: str = "skip"         # skip | reduce_lr | rollback
     max_nonfinite: int = 10            # consecutive non-finite steps before giving up
     lr_reduction: float = 0.5          # factor for reduce_lr
@@ -181,14 +182,15 @@ def _check_address(address: str) -> None:
 @dataclass(frozen=True)
 class RayConfig:
     address: str = "local"             # local | auto | ray://host:port
-    workers: int = 2
-    cpus_per_worker: float = 1.0
-    gpus_per_worker: float = 0.0
-    tpus_per_worker: float = 0.0
+    workers: int = 2  # Ray training actors
+    cpus_per_worker: float = 1.0  # CPUs each actor reserves
+    gpus_per_worker: float = 0.0  # GPUs each actor reserves (fractions share a GPU)
+    tpus_per_worker: float = 0.0  # TPU chips each actor reserves (1, 2, 4 or 8)
     jax_platforms: str = ""            # "" = cpu unless the worker has GPUs/TPUs
     jax_threads_per_worker: int = 0    # 0 = as many as the CPUs given
+    #: Ray runtime environment of the actors (env_vars ...)
     runtime_env: Mapping[str, Any] = field(default_factory=dict)
-    max_worker_restarts: int = 3
+    max_worker_restarts: int = 3  # replacements of dead actors before the run fails
 
     def __post_init__(self):
         _check_address(checks.string("ray.address", self.address))
@@ -226,7 +228,7 @@ class RayConfig:
 
 @dataclass(frozen=True)
 class ExperimentConfig:
-    name: str = "differland"
+    name: str = "differland"  # the run's name (in its config.yaml and checkpoints)
     data: DataConfig = field(default_factory=DataConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
     model: ModelConfig = field(default_factory=ModelConfig)

@@ -188,7 +188,15 @@ def test_grid_end_to_end_with_a_failing_member(finished_grid, exp_store):
     assert cell["member_mean"] == pytest.approx(cell["ensemble"], abs=1e-6)  # one kept member
     for sp in ("train", "dev", "test"):
         for view in ("flat", "spatial"):
-            assert set(scores["PFT"]["lai"][sp][view]) >= {"nse", "r2", "rmse", "bias", "r"}
+            assert set(scores["PFT"]["lai"][sp][view]) >= {"nse", "kge", "r2", "rmse", "mae", "bias", "r"}
+    # probabilistic scores of the kept members: the one-member set's CRPS is its MAE (no spread)
+    one, two = scores["PFT"]["lai"]["test"]["probabilistic"], scores["PFT+CLIM+SOIL+AGE"]["lai"]["test"]["probabilistic"]
+    assert one["members"] == 1 and one["n"] > 0 and one["spread_skill"] is None
+    assert one["crps"] == pytest.approx(one["mae"], rel=1e-9)
+    assert one["mae"] == pytest.approx(scores["PFT"]["lai"]["test"]["flat"]["mae"]["ensemble"], rel=1e-4)
+    assert two["members"] == 2 and two["n"] == one["n"] and 0 < two["crps_spread"]
+    assert two["crps"] is not None and two["spread_skill"] > 0 and 0 <= two["coverage_90"] <= 1
+    assert "note" in scores["PFT"]["nbe"]["test"]["probabilistic"]  # a patch-level stream
     import differland_dist as dl
 
     ens = dl.open_ensemble(out)

@@ -168,8 +168,26 @@ def member_config(grid: GridConfig, member: Member) -> ExperimentConfig:
         raise ConfigError(f"predictor set {member.set.name}: {e}") from None
 
 
-_KEYS = {"name", "base", "set", "predictor_sets", "members", "vary", "keep_best", "resources",
-         "inference", "ensemble_series"}
+#: The experiment config's keys (YAML) and what each holds; the loader accepts these only, and
+#: docs/config.md lists them (``differland_dist.config_reference``).
+KEYS: dict[str, str] = {
+    "name": "the experiment's name (no '/'); default experiment",
+    "base": "the base calibration config: a path relative to this file, or an inline mapping "
+            "(required)",
+    "set": "--set overrides (key=value strings) applied to the base config",
+    "predictor_sets": "rows of the grid: lists of predictor set names, or {predictors: [...], "
+                      "set: [key=value, ...]} with overrides for that set; default the paper's "
+                      "seven",
+    "members": "members per set: a count (seeds 0..n-1) or a list of seeds; default 20",
+    "vary": f"what differs between a set's members, drawn from each seed: any of {list(VARY)} "
+            f"(run and split_seed exclude each other); default {list(DEFAULT_VARY)}",
+    "keep_best": "members kept per set by dev loss for the ensemble; default half the members",
+    "resources": "what one member reserves: {workers, cpus_per_worker, gpus_per_worker}; "
+                 "default {workers: 1, cpus_per_worker: 1, gpus_per_worker: 0}",
+    "inference": "after training, infer the kept members and build ensemble.zarr and "
+                 "scores.json; default true",
+    "ensemble_series": "output series kept in ensemble.zarr; default [gpp, nee, nbe, et, lai, sif]",
+}
 
 
 def _predictor_set(item: Any, i: int) -> PredictorSet:
@@ -203,9 +221,9 @@ def grid_from_dict(d: Mapping[str, Any], base_dir: Path | None = None,
     if not isinstance(d, Mapping):
         raise ConfigError("experiment config: expected a mapping at the top level")
     d = apply_overrides(dict(d), [o for o in overrides or [] if not o.startswith("base.")])
-    unknown = sorted(set(d) - _KEYS)
+    unknown = sorted(set(d) - set(KEYS))
     if unknown:
-        raise ConfigError(f"experiment config: unknown key(s) {unknown}; known: {sorted(_KEYS)}")
+        raise ConfigError(f"experiment config: unknown key(s) {unknown}; known: {sorted(KEYS)}")
     base_src = d.get("base")
     if isinstance(base_src, str):
         path = Path(base_src)

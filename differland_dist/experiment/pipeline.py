@@ -35,6 +35,7 @@ from differland_dist.errors import DifferlandError
 from differland_dist.evaluation.evaluate import EvaluationOptions, evaluate
 from differland_dist.evaluation.streams import RULES
 from differland_dist.experiment import ensemble as ens
+from differland_dist.experiment import probabilistic
 from differland_dist.experiment import scores as sc
 from differland_dist.experiment.grid import GridConfig, Member, grid_from_dict, member_config
 from differland_dist.experiment.runner import (
@@ -244,7 +245,10 @@ def build_ensemble(grid: GridConfig, out: str, store, kept: dict[str, list[str]]
                                        storage_options=so, out_storage_options=oso)
     ens.write_ensemble(join(out, ens.ENSEMBLE), store, outputs,
                        [n for n in grid.ensemble_series if n in series], oso)
-    scores = sc.collect(member_evals, ens_evals)
+    prob = {s: probabilistic.score_members(store, urls, grid.base.data.products,
+                                           int(grid.base.loss.warm_up), oso)
+            for s, urls in outputs.items()}
+    scores = sc.collect(member_evals, ens_evals, prob)
     root = Location(out, oso)
     root.join("scores.json").write_atomic(sc.to_json(scores).encode())
     root.join("scores.md").write_atomic(sc.to_markdown(scores, f"Experiment {grid.name}: scores").encode())
