@@ -256,7 +256,8 @@ def _read_scalars(logdir: str) -> dict[str, dict[int, float]]:
     return out
 
 
-def test_tensorboard_hook_logs_a_real_calibration(small_store_url, tmp_path):  # noqa: F811
+def test_tensorboard_and_mlflow_hooks_log_a_real_calibration(small_store_url, tmp_path,  # noqa: F811
+                                                              monkeypatch):
     pytest.importorskip("tensorboardX", reason="tensorboardX (the [tracking] extra) not installed")
     import ray
 
@@ -270,9 +271,17 @@ def test_tensorboard_hook_logs_a_real_calibration(small_store_url, tmp_path):  #
     started = not ray.is_initialized()
     if started:
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # the [mlflow] hook on the same calibration, into a local MLflow file store
+    from mlflow.tracking import MlflowClient
+
+    from differland_dist.tracking import MLflowHook
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 asks file stores to opt in
+    uri = (tmp_path / "mlruns").as_uri()
     try:
-        with TensorBoardHook(str(tmp_path / "tb")) as hook:
-            calibrate(cfg, str(tmp_path / "run"), hooks=[hook])
+        with TensorBoardHook(str(tmp_path / "tb")) as hook, \
+             MLflowHook(uri, "tests", run_name="run") as ml:
+            calibrate(cfg, str(tmp_path / "run"), hooks=[hook, ml])
     finally:
         if started:
             ray.shutdown()
@@ -284,6 +293,13 @@ def test_tensorboard_hook_logs_a_real_calibration(small_store_url, tmp_path):  #
     assert got["train/loss"] == pytest.approx(train)
     assert got["dev/loss"] == pytest.approx(test)  # the final dev record too (close)
     assert any(t.startswith("train/") and t != "train/loss" for t in got)  # loss terms
+    client = MlflowClient(uri)
+    run = client.get_run(ml.run_id)
+    assert run.info.status == "FINISHED" and run.info.run_name == "run"
+    hist = {m.step: m.value for m in client.get_metric_history(ml.run_id, "train/loss")}
+    assert hist == pytest.approx(train)
+    assert {m.step: m.value for m in client.get_metric_history(ml.run_id, "dev/loss")} == pytest.approx(test)
+    assert run.data.params["training.steps"] == "3" and run.data.params["data.url"] == small_store_url
 
 
 def test_tensorboard_hook_refuses_remote_dir(tmp_path):

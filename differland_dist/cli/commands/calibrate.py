@@ -32,6 +32,11 @@ def add_arguments(p):
     p.add_argument("--tensorboard", metavar="DIR", default=None,
                    help="also log the metrics to TensorBoard event files in DIR (a local "
                         "directory; needs the [tracking] extra)")
+    p.add_argument("--mlflow", metavar="TRACKING_URI", default=None,
+                   help="also log the metrics and the config to MLflow: a tracking server "
+                        "(http://host:5000), sqlite:///mlflow.db or file:./mlruns; the MLflow "
+                        "experiment is the config's name, the run RUN_DIR's last part (needs "
+                        "the [mlflow] extra)")
     p.add_argument("--out-storage-options", default="{}", help="JSON fsspec options for RUN_DIR")
     p.add_argument("--force", action="store_true",
                    help="take over RUN_DIR's lease from a run that is gone (its heartbeat is stale "
@@ -68,12 +73,15 @@ def run(args) -> int:
         return 0
     # imported here: keeps `differland --help` and light commands from importing JAX/Ray/matplotlib
     from differland_dist.distributed.trainer import calibrate
-    from differland_dist.tracking import TensorBoardHook
+    from differland_dist.tracking import MLflowHook, TensorBoardHook
 
-    with (TensorBoardHook(args.tensorboard) if args.tensorboard else nullcontext()) as tb:
+    run_name = args.out.rstrip("/").rsplit("/", 1)[-1]
+    with (TensorBoardHook(args.tensorboard) if args.tensorboard else nullcontext()) as tb, \
+         (MLflowHook(args.mlflow, cfg.name, run_name) if args.mlflow else nullcontext()) as ml:
+        hooks = [h for h in (tb, ml) if h is not None]
         state, cal = calibrate(cfg, args.out, resume=args.resume, progress=args.progress,
                                out_storage_options=parse_storage_options(args.out_storage_options),
-                               force=args.force, hooks=[tb] if tb is not None else None)
+                               force=args.force, hooks=hooks or None)
     last = [m for m in cal.metrics if m.get("split") == "train"][-1:]
     dev = [m for m in cal.metrics if m.get("split") == "dev"][-1:]
     if args.json:
