@@ -7,6 +7,7 @@ import argparse
 import json
 import logging
 import re
+import sys
 
 import pytest
 
@@ -154,3 +155,14 @@ def test_bad_list_item_is_a_one_line_error(capsys, tmp_path):
     assert rc == 1
     err = capsys.readouterr().err
     assert err.startswith("error: --predictors") and "NOPE" in err
+
+
+def test_mlflow_without_its_extra_is_a_one_line_error_before_work(monkeypatch, capsys, tmp_path):
+    for name in ("mlflow", "mlflow.entities", "mlflow.tracking"):
+        monkeypatch.setitem(sys.modules, name, None)  # as if the [mlflow] extra were missing
+    rc = main(["calibrate", "configs/demo.yaml", "--out", str(tmp_path / "run"),
+               "--mlflow", (tmp_path / "mlruns").as_uri()])
+    assert rc == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: --mlflow needs the mlflow package: pip install 'differland-dist[mlflow]'"]
+    assert not (tmp_path / "run").exists()
