@@ -9,6 +9,7 @@ import logging
 import re
 import sys
 
+import numpy as np
 import pytest
 
 from differland_dist import progress
@@ -166,3 +167,35 @@ def test_mlflow_without_its_extra_is_a_one_line_error_before_work(monkeypatch, c
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["error: --mlflow needs the mlflow package: pip install 'differland-dist[mlflow]'"]
     assert not (tmp_path / "run").exists()
+
+
+def _progress_lines(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == progress.__name__]
+
+
+def test_import_netcdf_reports_its_reads_to_the_end(tmp_path, caplog):
+    """The progress total is the number of (time, lat, lon) reads the import makes: its last
+    line reaches 100 %, so the count of reads and the total agree."""
+    from test_importers import make_global_files
+
+    from differland_dist.data.importers import netcdf as nc
+
+    make_global_files(tmp_path)
+    caplog.set_level(logging.INFO)
+    nc.import_netcdf(nc.Inputs.in_dir(tmp_path), max_patch_size=4, n_time=24)
+    lines = [m for m in _progress_lines(caplog) if "variables read" in m]
+    assert lines and "(100 %)" in lines[-1], lines
+    done, total = map(int, re.search(r": (\d+) / (\d+) ", lines[-1]).groups())
+    assert done == total > 10
+
+
+def test_shap_tasks_report_progress(caplog):
+    from differland_dist.analysis.shap_values import ShapOptions, explain
+
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(40, 3))
+    caplog.set_level(logging.INFO)
+    explain({"a": lambda X: X[:, :2], "b": lambda X: 2 * X[:, :2]}, features,
+            ShapOptions(background=5, pixels=6, nsamples=16, chunk=2, executor="local"))
+    lines = [m for m in _progress_lines(caplog) if m.startswith("shap: tasks")]
+    assert lines and lines[-1].startswith("shap: tasks (function x pixel chunk): 6 / 6 (100 %)")
