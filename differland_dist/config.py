@@ -38,6 +38,13 @@ JAX_PLATFORMS = ("cpu", "cuda", "gpu", "rocm", "tpu", "metal")
 TPU_CHIP_COUNTS = (1, 2, 4, 8)
 #: Ray's smallest fractional resource quantity.
 RAY_RESOURCE_UNIT = 1e-4
+#: What ``data.train_on`` may name (data.splits.for_training applies it).
+TRAIN_ON = ("train", "train+dev")
+#: ``training.on_nonfinite`` policies (distributed.policy.on_nonfinite decides).
+ON_NONFINITE = ("skip", "reduce_lr", "rollback", "reinitialise")
+#: ``training.patch_order``: a seeded permutation per epoch, or the split's order every epoch
+#: (the published loop: one batch per index value, in index order).
+PATCH_ORDERS = ("shuffled", "fixed")
 #: Largest training.seed: JAX's 32-bit PRNG keys would map larger seeds onto smaller ones.
 MAX_SEED = 2**32 - 1
 
@@ -67,9 +74,13 @@ class DataConfig:
     #: published run (1..100) whose train/dev/test partition to use, from the store's per-run
     #: batch index (stores of `differland import-netcdf`); None: the store's split as written
     run: int | None = None
+    #: which patches train: "train" (dev scores and selects), or "train+dev" (the final runs
+    #: of the paper's SHAP, ``compute_shap.py -d``: dev trains too, no dev loss; test stays out)
+    train_on: str = "train"
 
     def __post_init__(self):
         checks.string("data.url", self.url)
+        checks.choice("data.train_on", self.train_on, TRAIN_ON)
         if self.split_seed is not None:
             _set(self, "split_seed", checks.integer("data.split_seed", self.split_seed, 0, MAX_SEED))
         if self.run is not None:
@@ -147,6 +158,10 @@ class TrainingConfig:
     keep: str = "last"                 # network.npz: the last step's network, or best_dev: the
                                        # one with the lowest dev loss of the evaluations (early
                                        # stopping without stopping; checkpoints stay the last)
+    patch_order: str = "shuffled"      # shuffled | fixed (see PATCH_ORDERS)
+    epochs: int | None = None          # the schedule in epochs: steps must then be epochs x the
+                                       # steps of one epoch of the run's training patches, which
+                                       # the trainer checks against the store (check_epochs)
 
     def __post_init__(self):
         for name, lo in (("steps", 1), ("patches_per_step", 1), ("eval_every", 0),
@@ -158,7 +173,10 @@ class TrainingConfig:
         _set(self, "seed", checks.integer("training.seed", self.seed, 0, MAX_SEED))
         if self.order_seed is not None:
             _set(self, "order_seed", checks.integer("training.order_seed", self.order_seed, 0, MAX_SEED))
-        checks.choice("training.on_nonfinite", self.on_nonfinite, ("skip", "reduce_lr", "rollback"))
+        checks.choice("training.on_nonfinite", self.on_nonfinite, ON_NONFINITE)
+        checks.choice("training.patch_order", self.patch_order, PATCH_ORDERS)
+        if self.epochs is not None:
+            _set(self, "epochs", checks.integer("training.epochs", self.epochs, 1))
         checks.choice("training.keep", self.keep, ("last", "best_dev"))
         _set(self, "lr_reduction", checks.number("training.lr_reduction", self.lr_reduction, 0, 1,
                                                  lo_open=True, hi_open=True))
@@ -289,6 +307,30 @@ def check_against_store(config: ExperimentConfig, n_time: int, steps_per_year: i
         raise ConfigError(
             f"loss.enabled.edc: the EDC term compares January pools and needs a whole year "
             f"({spy} steps), the store has {n_time} time steps; switch it off (loss.enabled.edc: false)")
+
+
+def steps_per_epoch(n_train_patches: int, patches_per_step: int) -> int:
+    """Training steps of one epoch over ``n_train_patches``, as
+    :func:`differland_dist.distributed.policy.step_patches` deals them (whole steps; with one
+    patch per step, as published, every patch once)."""
+    n = max(1, int(n_train_patches))
+    return max(1, n // max(1, min(int(patches_per_step), n)))
+
+
+def check_epochs(config: ExperimentConfig, n_train_patches: int) -> None:
+    """ConfigError, with the exact value to set, when ``training.epochs`` is given and
+    ``training.steps`` is not that many epochs of ``n_train_patches`` training patches. The
+    number of training patches is the data's (the run's partition), so the loader cannot
+    know it; the trainer calls this once the split is known, before any work."""
+    tc = config.training
+    if tc.epochs is None:
+        return
+    per = steps_per_epoch(n_train_patches, tc.patches_per_step)
+    if tc.steps != tc.epochs * per:
+        raise ConfigError(
+            f"training.steps: {tc.steps} is not training.epochs={tc.epochs} epochs of this run's "
+            f"{n_train_patches} training patches ({per} steps of {tc.patches_per_step} patches "
+            f"each); set training.steps={tc.epochs * per}")
 
 
 def _to_plain(obj):

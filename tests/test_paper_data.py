@@ -151,7 +151,8 @@ def test_published_network_infer_evaluate_calibrate(paper, shared_dir, golden_mo
     assert "test" in text and "dev" in text
     # 6. the paper config calibrates on the store (a few steps, run 3's partition)
     cfg = load_config(ROOT / "configs" / "paper_global.yaml",
-                      [f"data.url={url}", "data.run=3", "training.steps=2", "training.eval_every=2",
+                      [f"data.url={url}", "data.run=3", "training.epochs=null",  # 2 steps, not epochs
+                       "training.steps=2", "training.eval_every=2",
                        "training.checkpoint_every=2", "ray.workers=1"])
     assert cfg.optimizer.learning_rate == 5e-5 and cfg.training.patches_per_step == 1
     assert cfg.loss.parity and not cfg.model.closed_budget
