@@ -39,6 +39,7 @@ from differland_dist.data.store import PixelStore, quiet_zarr, resolve, zarr_sto
 from differland_dist.errors import DifferlandError, OutputMismatchError
 from differland_dist.evaluation import carbon as C_
 from differland_dist.evaluation import metrics as M
+from differland_dist.evaluation import paper_conventions as PC
 from differland_dist.evaluation import plots, report
 from differland_dist.evaluation import skill_maps as SM
 from differland_dist.evaluation.streams import (
@@ -530,7 +531,8 @@ def paper_conventions(store: PixelStore, group, cfg: ExperimentConfig, codes: np
     out: dict[str, Any] = {
         "source": "evaluate_performance.py of JianingFang/DifferLand_Global",
         "warm_up": int(warm_up), "water_threshold": float(water_threshold),
-        "padded_patch_size": padded, "streams": {}}
+        "padded_patch_size": padded, "streams": {},
+        "keys": PC.KEYS_NOTE}
     N, T = store.n_pixels, store.n_time
     active = {}
     for name, metric in PAPER_STREAMS.items():
@@ -540,6 +542,7 @@ def paper_conventions(store: PixelStore, group, cfg: ExperimentConfig, codes: np
         else:
             active[name] = metric
     accs = {name: [PaperScores() for _ in SPLITS] for name in active}
+    refs = {name: [PC.ReferenceScores() for _ in SPLITS] for name in active}  # the exact numbers
     obs_vars = sorted({v for n in active for v in (schema.obs_value_name(plan[n]["product"]),
                                                    schema.obs_weight_name(plan[n]["product"]))})
     need = sorted({s for n in active for s in rule_of[n].series})
@@ -566,8 +569,11 @@ def paper_conventions(store: PixelStore, group, cfg: ExperimentConfig, codes: np
                 for code in range(len(SPLITS)):
                     sel = codes_b == code
                     if sel.any():
-                        accs[name][code].add(*_paper_units(name, rule, val, w, sim, sel, patch_b,
-                                                           padded, spy, water_threshold))
+                        units = _paper_units(name, rule, val, w, sim, sel, patch_b, padded, spy,
+                                             water_threshold)
+                        accs[name][code].add(*units)
+                        refs[name][code].add(*(PC.reference_units(val[sel], sim[sel], spy)
+                                               if name in PAPER_ANNUAL else units))
                 if PAPER_STREAMS[name] in pix_maps:
                     for k, x in SM.block_maps(sim, val, year, month, spy).items():
                         pix_maps[PAPER_STREAMS[name]][k][s] = x
@@ -580,7 +586,7 @@ def paper_conventions(store: PixelStore, group, cfg: ExperimentConfig, codes: np
         res: dict[str, Any] = {"stream": name, "product": plan[name]["product"],
                                "level": rule_of[name].level}
         for code, sp in enumerate(SPLITS):
-            res[sp] = accs[name][code].result()
+            res[sp] = {**accs[name][code].result(), "reference": refs[name][code].result()}
         out["streams"][metric] = res
     coarse_maps = {}
     for name in coarse_names:
