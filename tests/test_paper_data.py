@@ -162,3 +162,48 @@ def test_published_network_infer_evaluate_calibrate(paper, shared_dir, golden_mo
     assert state.step == 2
     lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert any(np.isfinite(x.get("loss", np.nan)) for x in lines)
+
+
+def test_reproduction_recipe_at_small_size(paper, tmp_path):
+    """docs/paper.md's reproduction recipe on the generated driver: the paper's grid
+    (configs/experiment_paper.yaml: runs as members, one epoch of every training patch in a
+    fixed order, the best member by training loss), then evaluate --conventions paper and
+    analyze --shap-recipe paper, with small sizes."""
+    from differland_dist.experiment.grid import load_grid, member_config
+    from differland_dist.experiment.pipeline import prepare_dir, run_experiment
+    from differland_dist.inference.pipeline import InferenceOptions
+
+    _, _, url = paper
+    n_train = {r: len(splits.of_data(open_store(url), DataConfig(url=url, run=r)).train) for r in (1, 2)}
+    assert n_train[1] == n_train[2]       # the runs renumber the same cells
+    grid = load_grid(ROOT / "configs" / "experiment_paper.yaml", [
+        f"base.data.url={url}", "base.ray.address=local", "base.training.epochs=1",
+        f"base.training.steps={n_train[1]}", f"base.training.eval_every={n_train[1]}",
+        f"base.training.checkpoint_every={n_train[1]}",
+        "predictor_sets=[[PFT, CLIM, SOIL, AGE], [PFT]]", "members=2", "keep_best=1",
+        "resources={workers: 1, cpus_per_worker: 1, gpus_per_worker: 0}",
+        "ensemble_series=[gpp, lai]"])
+    assert [member_config(grid, m).data.run for m in grid.members[:2]] == [1, 2]
+    out = str(tmp_path / "exp")
+    prepare_dir(grid, out, False, {})
+    res = run_experiment(grid, out, resume=True, inference_options=InferenceOptions(executor="local"))
+    sel = json.loads((tmp_path / "exp" / "selection.json").read_text())
+    full = sel["PFT+CLIM+SOIL+AGE"]
+    assert full["keep_by"] == "train_loss" and len(full["kept"]) == 1
+    losses = full["train_loss"]
+    assert losses[full["kept"][0]] == min(losses.values())   # the better converged run kept
+    # every member trained one epoch: each training patch once, in the same order for both
+    first = [json.loads(x) for x in (tmp_path / "exp" / "members" / full["kept"][0] /
+                                     "metrics.jsonl").read_text().splitlines()]
+    train = [m for m in first if m["split"] == "train"]
+    assert len(train) == n_train[1] and {m["epoch"] for m in train} == {1}
+    assert not res.run.failed
+    # evaluate the kept member with the reference's conventions (a short warm-up: 12 months)
+    member = tmp_path / "exp" / "members" / full["kept"][0]
+    from differland_dist.evaluation.evaluate import EvaluationOptions, evaluate
+
+    pc = evaluate(str(member / "inference.zarr"), out=str(tmp_path / "ev"),
+                  options=EvaluationOptions(figures=False, conventions="paper", paper_warm_up=6)
+                  )["paper_conventions"]
+    ref = pc["streams"]["lai"]["train"]["reference"]
+    assert "spatial_nse" in ref and np.isfinite(ref["flat_nse"])

@@ -39,6 +39,9 @@ from differland_dist.model.parameters import all_bounds, to_bounded
 
 log = logging.getLogger(__name__)
 
+#: ``differland analyze --shap-recipe``: the project's (each member, unbounded; the default)
+#: or also the paper's (this module).
+RECIPES = ("members", "paper")
 #: The reference's sample sizes (compute_shap.py lines 295-296 and 322).
 PIXELS = 1000
 BACKGROUND = 100
@@ -257,3 +260,25 @@ def summary(res: Mapping, features: Sequence[str]) -> dict:
             "top": {n: ranking(m, features, t)[n][:5] for n in t},
             "mean_abs": {n: {features[i]: float(m[i, k]) for i in range(len(features))}
                          for k, n in enumerate(t)}}
+
+
+def for_experiment(fs, data, feature_names: Sequence[str], features: np.ndarray,
+                   storage_options: dict | None, *, seed: int = 0, executor: str = "local",
+                   address: str | None = None, pixels: int = PIXELS, background: int = BACKGROUND,
+                   nsamples: int | str = "auto", defects: Defects = Defects()) -> dict:
+    """:func:`run_recipe` on an analysed experiment: ``fs`` the full set's
+    :class:`~differland_dist.analysis.inputs.SetMaps` (its kept members), ``data`` the
+    :class:`~differland_dist.analysis.inputs.ExperimentData`, ``features`` (P, F) raw."""
+    # imported here: the schema and output tables load the model (JAX); the SHAP tasks do not
+    from differland_dist.data.schema import PREDICTOR_SETS
+    from differland_dist.inference.output import PARAM_NAMES
+
+    members = [NetworkFunction.from_run(d, storage_options)[0] for d in fs.run_dirs]
+    flat_cell = (np.asarray(data.row, np.int64) * int(data.grid_shape[1]) + np.asarray(data.col, np.int64)
+                 if data.grid_shape else None)
+    pft = {n: np.asarray(data.predictors[n], np.float64) for n in PREDICTOR_SETS["PFT"]
+           if n in data.predictors}
+    res = run_recipe(members, list(PARAM_NAMES), features, feature_names, data.split, pft, flat_cell,
+                     defects=defects, pixels=pixels, background=background, nsamples=nsamples,
+                     seed=seed, executor=executor, address=address)
+    return {"set": fs.name, "members": list(fs.members), **res}

@@ -25,6 +25,11 @@ def add_arguments(p):
     p.add_argument("--shap-nsamples", type=int, default=512,
                    help="Kernel SHAP coalitions per pixel (default 512)")
     p.add_argument("--shap-chunk", type=int, default=50, help="pixels per Ray task (default 50)")
+    p.add_argument("--shap-recipe", choices=("members", "paper"), default="members",
+                   help="members: SHAP of each kept member in unbounded space (default); paper: "
+                        "also the paper's recipe (ensemble mean, physical and derived targets, "
+                        "1,000 train/dev pixels, PFT-conditional; reference defects fixed), "
+                        "written to shap_paper.json (docs/paper.md)")
     p.add_argument("--local", action="store_true", help="compute SHAP in this process, not as Ray tasks")
     p.add_argument("--address", default=None, help="Ray cluster for the SHAP tasks (default: a local one)")
     p.add_argument("--partition-iterations", type=int, default=100,
@@ -52,7 +57,8 @@ def run(args) -> int:
                        executor="local" if args.local else "ray", address=args.address)
     s = run_analysis(args.experiment, args.out, sets=args.sets, params=args.params,
                      storage_options=so, out_storage_options=oso, shap=opts,
-                     partition_max_iter=args.partition_iterations, figures=not args.no_figures)
+                     partition_max_iter=args.partition_iterations, figures=not args.no_figures,
+                     shap_recipe=args.shap_recipe)
     vp = s["variance_partition"]["summary"]
     print(f"full set {s['full_set']}: median pft_share {vp['median_pft_share']} over "
           f"{vp['n_explainable']} explainable parameter(s)")
