@@ -141,7 +141,7 @@ class OptimizerConfig:
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    steps: int = 100
+    steps: int | None = 100            # updates (null with training.epochs)
     patches_per_step: int = 8
     eval_every: int = 10               # held-out evaluation cadence (0: only at the end)
     checkpoint_every: int = 10         # checkpoint cadence (always also at the end)
@@ -159,15 +159,21 @@ class TrainingConfig:
                                        # one with the lowest dev loss of the evaluations (early
                                        # stopping without stopping; checkpoints stay the last)
     patch_order: str = "shuffled"      # shuffled | fixed (see PATCH_ORDERS)
-    epochs: int | None = None          # the schedule in epochs: steps must then be epochs x the
-                                       # steps of one epoch of the run's training patches, which
-                                       # the trainer checks against the store (check_epochs)
+    epochs: int | None = None          # the schedule in epochs of the run's own training patches
+                                       # (training.steps null): eval_every and checkpoint_every
+                                       # then count epochs too; the trainer resolves them to
+                                       # steps once the split is known (resolve_epochs)
 
     def __post_init__(self):
+        if self.epochs is not None and self.steps is not None:
+            raise ConfigError(f"training.steps: {self.steps} and training.epochs: {self.epochs} both "
+                              "given; set one (training.steps=null with epochs)")
+        if self.epochs is None and self.steps is None:
+            raise ConfigError("training.steps: null needs training.epochs (the schedule in epochs)")
         for name, lo in (("steps", 1), ("patches_per_step", 1), ("eval_every", 0),
                          ("checkpoint_every", 0), ("max_nonfinite", 1), ("patches_per_call", 1),
                          ("pixels_per_call", 1)):
-            if getattr(self, name) is None and name in ("patches_per_call", "pixels_per_call"):
+            if getattr(self, name) is None and name in ("patches_per_call", "pixels_per_call", "steps"):
                 continue
             _set(self, name, checks.integer(f"training.{name}", getattr(self, name), lo))
         _set(self, "seed", checks.integer("training.seed", self.seed, 0, MAX_SEED))
@@ -317,20 +323,19 @@ def steps_per_epoch(n_train_patches: int, patches_per_step: int) -> int:
     return max(1, n // max(1, min(int(patches_per_step), n)))
 
 
-def check_epochs(config: ExperimentConfig, n_train_patches: int) -> None:
-    """ConfigError, with the exact value to set, when ``training.epochs`` is given and
-    ``training.steps`` is not that many epochs of ``n_train_patches`` training patches. The
-    number of training patches is the data's (the run's partition), so the loader cannot
-    know it; the trainer calls this once the split is known, before any work."""
+def resolve_epochs(config: ExperimentConfig, n_train_patches: int) -> ExperimentConfig:
+    """The config with a schedule in epochs (``training.epochs``) turned into steps for a run
+    of ``n_train_patches`` training patches: ``steps`` = epochs x the steps of one epoch, and
+    ``eval_every`` / ``checkpoint_every`` (counted in epochs) x the same. A config in steps is
+    returned as it is. The number of training patches is the data's (the run's partition), so
+    the loader cannot know it; the trainer calls this once the split is known."""
     tc = config.training
     if tc.epochs is None:
-        return
+        return config
     per = steps_per_epoch(n_train_patches, tc.patches_per_step)
-    if tc.steps != tc.epochs * per:
-        raise ConfigError(
-            f"training.steps: {tc.steps} is not training.epochs={tc.epochs} epochs of this run's "
-            f"{n_train_patches} training patches ({per} steps of {tc.patches_per_step} patches "
-            f"each); set training.steps={tc.epochs * per}")
+    return dataclasses.replace(config, training=dataclasses.replace(
+        tc, steps=tc.epochs * per, epochs=None, eval_every=tc.eval_every * per,
+        checkpoint_every=tc.checkpoint_every * per))
 
 
 def _to_plain(obj):

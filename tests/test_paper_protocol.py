@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from differland_dist.config import check_epochs, load_config, steps_per_epoch
+from differland_dist.config import load_config, resolve_epochs
 from differland_dist.data import splits
 from differland_dist.distributed.policy import NonFiniteDecision, on_nonfinite, step_patches
 from differland_dist.errors import ConfigError
@@ -57,13 +57,14 @@ def test_paper_grid_resolves_to_the_reference_settings():
             assert c.optimizer.name == REF_OPTIMIZER and c.optimizer.schedule == "constant"
             assert c.optimizer.learning_rate == REF_LEARNING_RATE
             assert c.optimizer.clip_norm is None and c.optimizer.weight_decay == 0
-            assert c.training.epochs == REF_ITERATIONS
+            assert c.training.epochs == REF_ITERATIONS and c.training.steps is None
             assert c.training.patches_per_step == REF_UPDATES_PER_BATCH
             assert c.training.patch_order == "fixed"
             assert c.training.on_nonfinite == "reinitialise"
-            per = steps_per_epoch(970, c.training.patches_per_step)
-            assert c.training.steps == REF_ITERATIONS * per
-            assert c.training.eval_every == c.training.checkpoint_every == REF_EVAL_EVERY_EPOCHS * per
+            assert c.training.eval_every == c.training.checkpoint_every == REF_EVAL_EVERY_EPOCHS
+            # resolved for a run of 970 training patches: one update per patch per epoch
+            r = resolve_epochs(c, 970).training
+            assert r.steps == REF_ITERATIONS * 970 and r.eval_every == REF_EVAL_EVERY_EPOCHS * 970
             assert c.loss.parity and c.loss.warm_up == 0 and not c.model.closed_budget
             assert c.data.train_on == "train"
             assert c.ray.gpus_per_worker == 1
@@ -79,16 +80,23 @@ def test_fast_variant_lists_its_differences_and_is_not_the_paper():
     assert c.optimizer.learning_rate != REF_LEARNING_RATE and fast.keep_by == "dev_loss"
 
 
-def test_epochs_are_checked_against_the_run_with_the_exact_value():
-    cfg = load_config(None, ["training.epochs=3", "training.steps=30", "training.patches_per_step=1"])
-    check_epochs(cfg, 10)
-    with pytest.raises(ConfigError, match="training.steps=36"):
-        check_epochs(cfg, 12)
+def test_a_schedule_in_epochs_resolves_per_run():
+    cfg = load_config(None, ["training.epochs=3", "training.steps=null", "training.patches_per_step=1",
+                             "training.eval_every=2", "training.checkpoint_every=1"])
+    r = resolve_epochs(cfg, 12).training
+    assert (r.steps, r.eval_every, r.checkpoint_every, r.epochs) == (36, 24, 12, None)
+    assert resolve_epochs(cfg, 5).training.steps == 15       # another run, its own patches
     # several patches a step: whole steps of an epoch, as step_patches deals them
-    cfg = load_config(None, ["training.epochs=2", "training.steps=6", "training.patches_per_step=4"])
-    check_epochs(cfg, 13)
+    cfg = load_config(None, ["training.epochs=2", "training.steps=null", "training.patches_per_step=4"])
+    assert resolve_epochs(cfg, 13).training.steps == 6
+    plain = load_config(None, ["training.steps=7"])
+    assert resolve_epochs(plain, 13) is plain
+    with pytest.raises(ConfigError, match="both"):
+        load_config(None, ["training.epochs=3", "training.steps=30"])
+    with pytest.raises(ConfigError, match="needs training.epochs"):
+        load_config(None, ["training.steps=null"])
     with pytest.raises(ConfigError, match="training.epochs"):
-        load_config(None, ["training.epochs=0"])
+        load_config(None, ["training.epochs=0", "training.steps=null"])
 
 
 def test_fixed_order_repeats_the_split_order_every_epoch():

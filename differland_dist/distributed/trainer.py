@@ -33,7 +33,7 @@ import optax
 from jax.flatten_util import ravel_pytree
 from tqdm.auto import tqdm
 
-from differland_dist.config import (ExperimentConfig, check_against_store, check_epochs,
+from differland_dist.config import (ExperimentConfig, check_against_store, resolve_epochs,
                                     steps_per_epoch, with_defaults)
 from differland_dist.data import splits
 from differland_dist.data.batch import predictor_names
@@ -136,7 +136,8 @@ class Calibration:
             raise DifferlandError(f"{config.data.url}: no training patches (split == 0)")
         self.T = self.store.n_time
         check_against_store(config, self.T, self.store.steps_per_year)
-        check_epochs(config, len(self.train_patches))
+        # a schedule in epochs becomes steps of this run (saved_config keeps the epochs)
+        config = self.config = resolve_epochs(config, len(self.train_patches))
         # A cluster that is not there fails now, not after minutes of Ray retries.
         check_ray_address(config.ray.address)
         self.resume = resume

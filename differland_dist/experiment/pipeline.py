@@ -211,8 +211,8 @@ def _finished(grid: GridConfig, out: str, oso: dict) -> ExperimentRun:
     for m in grid.members:
         cfg = member_config(grid, m)
         rd = Location(member_dir(out, m), oso)
-        rec = MemberRun(m.key, m.set.name, m.seed, steps=cfg.training.steps)
-        if next_action(rd, cfg.training.steps) == "skip":
+        rec = MemberRun(m.key, m.set.name, m.seed, steps=cfg.training.steps or 0)
+        if next_action(rd, cfg.training.steps or 0) == "skip":
             rec.loss, rec.dev_loss, rec.step = final_losses(rd, cfg.training.keep)
             rec.state = "done"
         runs[m.key] = rec
