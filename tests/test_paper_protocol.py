@@ -109,6 +109,14 @@ def test_fixed_order_repeats_the_split_order_every_epoch():
         load_config(None, ["training.patch_order=random"])
 
 
+def test_fixed_order_of_a_published_run_is_its_index_order():
+    # 4 patches of 2 pixels; run 2 numbers them 7, 3, 9, 5 (run 1: in patch order)
+    slices = {p: slice(2 * p, 2 * p + 2) for p in range(4)}
+    table = np.array([[0, 7], [0, 7], [1, 3], [1, 3], [2, 9], [2, 9], [3, 5], [3, 5]], float)
+    assert splits.published_order(slices, table, 2, np.array([0, 1, 2, 3])).tolist() == [1, 3, 0, 2]
+    assert splits.published_order(slices, table, 1, np.array([3, 1, 0])).tolist() == [0, 1, 3]
+
+
 def test_reinitialise_policy_and_train_on():
     assert on_nonfinite("reinitialise", 0, 3, 0.5, 1.0, 0.5) == NonFiniteDecision("reinitialise", 1, 1.0)
     assert on_nonfinite("reinitialise", 3, 3, 1.0, 1.0, 0.5).action == "stop"

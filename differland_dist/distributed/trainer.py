@@ -127,6 +127,10 @@ class Calibration:
             split = splits.of_data(self.store, config.data)
             # test patches are never read: not for training, not for selection
             self.train_patches, self.dev_patches = splits.for_training(split, config.data.train_on)
+            if config.training.patch_order == "fixed" and config.data.run is not None:
+                # the published loop visits the run's batches in its index order
+                self.train_patches = splits.published_order(self.store.patch_slices, self.store.run_table,
+                                                            config.data.run, self.train_patches)
             how = [f"data.run={config.data.run}"] if config.data.run is not None else []
             how += [f"data.train_on={config.data.train_on}"] if config.data.train_on != "train" else []
             how += [f"data.split_seed={config.data.split_seed}"] if config.data.split_seed is not None else []
