@@ -197,12 +197,13 @@ def test_reproduction_recipe_at_small_size(paper, tmp_path):
                                         f"m{seed:03d}" / "metrics.jsonl").read_text().splitlines()]
         train = [m for m in recs if m["split"] == "train"]
         assert len(train) == n_train[seed + 1] and {m["epoch"] for m in train} == {1}
-    # evaluate the kept member with the reference's conventions (a short warm-up: 12 months)
+    # evaluate the kept member with the reference's conventions (12 months: no warm-up)
     member = tmp_path / "exp" / "members" / full["kept"][0]
     from differland_dist.evaluation.evaluate import EvaluationOptions, evaluate
 
     pc = evaluate(str(member / "inference.zarr"), out=str(tmp_path / "ev"),
-                  options=EvaluationOptions(figures=False, conventions="paper", paper_warm_up=6)
+                  options=EvaluationOptions(figures=False, conventions="paper", paper_warm_up=0)
                   )["paper_conventions"]
     ref = pc["streams"]["lai"]["train"]["reference"]
     assert "spatial_nse" in ref and np.isfinite(ref["flat_nse"])
+    assert "flat_nse" in pc["streams"]["agb"]["train"]["reference"]   # biomass: one whole year

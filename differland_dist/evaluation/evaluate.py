@@ -474,9 +474,10 @@ def _paper_units(name: str, rule, val, w, sim, sel, patch, padded: int, spy: int
                                     water_threshold))
     if name in PAPER_ANNUAL:
         Y = val.shape[1] // spy
-        obs_y = val[sel, : Y * spy].reshape(-1, Y, spy)
+        n = int(np.count_nonzero(sel))  # explicit: -1 is ambiguous with no whole year (Y = 0)
+        obs_y = val[sel, : Y * spy].reshape(n, Y, spy)
         return (np.where(np.all(np.isfinite(obs_y), axis=2), obs_y.mean(axis=2), np.nan),
-                sim[sel, : Y * spy].reshape(-1, Y, spy).mean(axis=2))
+                sim[sel, : Y * spy].reshape(n, Y, spy).mean(axis=2))
     return val[sel], sim[sel]
 
 
