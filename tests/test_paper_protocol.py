@@ -193,3 +193,14 @@ def test_trainer_reinitialises_and_trains_on_train_and_dev(small_store_url, tmp_
     assert s3.step == 1 and s3.nonfinite_in_a_row == 0
     assert [m["epoch"] for m in cal.metrics] == [1, 1, 1]
     assert cal._evaluate(s3) is None   # no dev patches: no dev loss
+
+
+def test_calibrate_dry_run_prints_the_epochs_as_steps_of_the_split(small_store_url, tmp_path, capsys):
+    from differland_dist.cli.main import main
+    from differland_dist.data.store import open_store
+
+    n_train = len(splits.of_data(open_store(small_store_url), load_config(None).data).train)
+    assert main(["calibrate", str(ROOT / "configs" / "demo.yaml"), "--dry-run", "--out", str(tmp_path / "r"),
+                 "--set", f"data.url={small_store_url}", "--set", "training.steps=null",
+                 "--set", "training.epochs=2", "--set", "training.patches_per_step=1"]) == 0
+    assert f"plan: 2 epochs ({2 * n_train} steps)" in capsys.readouterr().out
