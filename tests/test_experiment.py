@@ -327,6 +327,31 @@ def test_analyze_rejects_bad_input_before_work(finished_grid, capsys, tmp_path):
     assert "not an experiment directory" in capsys.readouterr().err
 
 
+def test_analyze_paper_shap_recipe(finished_grid, tmp_path):
+    """--shap-recipe paper adds shap_paper.json: the ensemble's physical and derived targets
+    explained on train/dev pixels only, the reference defects fixed; a bad recipe is refused."""
+    from differland_dist.analysis import shap_paper as SP
+    from differland_dist.analysis.pipeline import run_analysis
+    from differland_dist.analysis.shap_values import ShapOptions
+    from differland_dist.errors import DifferlandError
+
+    experiment, _ = finished_grid
+    with pytest.raises(DifferlandError, match="--shap-recipe"):
+        run_analysis(experiment, str(tmp_path / "x"), shap_recipe="nope")
+    out = tmp_path / "a"
+    s = run_analysis(experiment, str(out), params=PARAMS[:4], figures=False, partition_max_iter=20,
+                     shap=ShapOptions(pixels=8, background=6, nsamples=48, executor="local"),
+                     shap_recipe="paper", paper_shap={"pixels": 6, "background": 3, "nsamples": 40})
+    sp = json.loads((out / "shap_paper.json").read_text())
+    assert sp == s["shap_paper"] and sp["defects"] == {"pft_mask": False, "flab": False, "raw_lat": False}
+    u = sp["unconditional"]
+    assert u["pixels"] == 6 and u["background"] == 3 and "wood_allocation" in u["top"]
+    assert set(u["mean_abs"]["Q10_cal"]) == set(u["features"]) and u["features"][-1] == "lat"
+    assert len(sp["members"]) == 2
+    assert all(v["share_of_pft"] == 1.0 for v in sp["pft_conditional"].values())
+    assert SP.RECIPES == ("members", "paper")
+
+
 def test_analyze_on_object_storage(finished_grid, gcs_emulator):  # noqa: F811
     import fsspec
 

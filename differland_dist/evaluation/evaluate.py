@@ -39,6 +39,7 @@ from differland_dist.data.store import PixelStore, quiet_zarr, resolve, zarr_sto
 from differland_dist.errors import DifferlandError, OutputMismatchError
 from differland_dist.evaluation import carbon as C_
 from differland_dist.evaluation import metrics as M
+from differland_dist.evaluation import paper_conventions as PC
 from differland_dist.evaluation import plots, report
 from differland_dist.evaluation import skill_maps as SM
 from differland_dist.evaluation.streams import (
@@ -473,9 +474,10 @@ def _paper_units(name: str, rule, val, w, sim, sel, patch, padded: int, spy: int
                                     water_threshold))
     if name in PAPER_ANNUAL:
         Y = val.shape[1] // spy
-        obs_y = val[sel, : Y * spy].reshape(-1, Y, spy)
+        n = int(np.count_nonzero(sel))  # explicit: -1 is ambiguous with no whole year (Y = 0)
+        obs_y = val[sel, : Y * spy].reshape(n, Y, spy)
         return (np.where(np.all(np.isfinite(obs_y), axis=2), obs_y.mean(axis=2), np.nan),
-                sim[sel, : Y * spy].reshape(-1, Y, spy).mean(axis=2))
+                sim[sel, : Y * spy].reshape(n, Y, spy).mean(axis=2))
     return val[sel], sim[sel]
 
 
@@ -530,7 +532,8 @@ def paper_conventions(store: PixelStore, group, cfg: ExperimentConfig, codes: np
     out: dict[str, Any] = {
         "source": "evaluate_performance.py of JianingFang/DifferLand_Global",
         "warm_up": int(warm_up), "water_threshold": float(water_threshold),
-        "padded_patch_size": padded, "streams": {}}
+        "padded_patch_size": padded, "streams": {},
+        "keys": PC.KEYS_NOTE}
     N, T = store.n_pixels, store.n_time
     active = {}
     for name, metric in PAPER_STREAMS.items():
@@ -540,6 +543,7 @@ def paper_conventions(store: PixelStore, group, cfg: ExperimentConfig, codes: np
         else:
             active[name] = metric
     accs = {name: [PaperScores() for _ in SPLITS] for name in active}
+    refs = {name: [PC.ReferenceScores() for _ in SPLITS] for name in active}  # the exact numbers
     obs_vars = sorted({v for n in active for v in (schema.obs_value_name(plan[n]["product"]),
                                                    schema.obs_weight_name(plan[n]["product"]))})
     need = sorted({s for n in active for s in rule_of[n].series})
@@ -566,8 +570,11 @@ def paper_conventions(store: PixelStore, group, cfg: ExperimentConfig, codes: np
                 for code in range(len(SPLITS)):
                     sel = codes_b == code
                     if sel.any():
-                        accs[name][code].add(*_paper_units(name, rule, val, w, sim, sel, patch_b,
-                                                           padded, spy, water_threshold))
+                        units = _paper_units(name, rule, val, w, sim, sel, patch_b, padded, spy,
+                                             water_threshold)
+                        accs[name][code].add(*units)
+                        refs[name][code].add(*(PC.reference_units(val[sel], sim[sel], spy)
+                                               if name in PAPER_ANNUAL else units))
                 if PAPER_STREAMS[name] in pix_maps:
                     for k, x in SM.block_maps(sim, val, year, month, spy).items():
                         pix_maps[PAPER_STREAMS[name]][k][s] = x
@@ -580,7 +587,7 @@ def paper_conventions(store: PixelStore, group, cfg: ExperimentConfig, codes: np
         res: dict[str, Any] = {"stream": name, "product": plan[name]["product"],
                                "level": rule_of[name].level}
         for code, sp in enumerate(SPLITS):
-            res[sp] = accs[name][code].result()
+            res[sp] = {**accs[name][code].result(), "reference": refs[name][code].result()}
         out["streams"][metric] = res
     coarse_maps = {}
     for name in coarse_names:

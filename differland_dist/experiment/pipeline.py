@@ -21,7 +21,6 @@ import dataclasses
 import io
 import json
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,7 +38,8 @@ from differland_dist.experiment import probabilistic
 from differland_dist.experiment import scores as sc
 from differland_dist.experiment.grid import GridConfig, Member, grid_from_dict, member_config
 from differland_dist.experiment.runner import (
-    CONFIG_NAME, ExperimentRun, MemberRun, final_losses, member_dir, next_action, train_members)
+    CONFIG_NAME, MEMBERS, ExperimentRun, MemberRun, final_losses, member_dir, next_action, train_members)
+from differland_dist.experiment.selection import last_epoch_train_loss, rank_key
 from differland_dist.inference.output import DEFAULT_SERIES
 from differland_dist.inference.pipeline import InferenceOptions, run_inference
 from differland_dist.lease import LEASE_FILE, Lease
@@ -111,24 +111,38 @@ def _comparable(d: dict) -> dict:
     base.pop("ray", None)
     for k in ("steps", "eval_every", "checkpoint_every"):
         base.get("training", {}).pop(k, None)
-    for k in ("resources", "members", "keep_best", "inference", "ensemble_series"):
+    for k in ("resources", "members", "keep_best", "keep_by", "inference", "ensemble_series"):
         d.pop(k, None)  # more members, another selection or ensemble: same experiment
     return d
 
 
-def select(grid: GridConfig, run: ExperimentRun) -> dict[str, dict[str, list[str]]]:
-    """Per set: the ``keep_best`` finished members with the lowest final dev loss (ties and
-    missing dev losses by seed), and the dropped ones."""
+def select(grid: GridConfig, run: ExperimentRun,
+           oso: dict | None = None) -> dict[str, dict[str, list[str]]]:
+    """Per set: the ``keep_best`` finished members ranked by ``grid.keep_by``
+    (:mod:`~differland_dist.experiment.selection`: the final dev loss, or the last epoch's
+    training loss read from each member's ``metrics.jsonl``; ties and missing losses by seed),
+    and the dropped ones."""
     out = {}
     for s in grid.predictor_sets:
         done = [m for m in run.members.values() if m.set == s.name and m.state == "done"]
-        done.sort(key=lambda m: (m.dev_loss if m.dev_loss is not None and math.isfinite(m.dev_loss)
-                                 else math.inf, m.seed))
+        train = {m.key: _epoch_loss(run.out, m, oso) for m in done} if grid.keep_by == "train_loss" else {}
+        done.sort(key=lambda m: rank_key(grid.keep_by, m.dev_loss, train.get(m.key), m.seed))
         out[s.name] = {"kept": [m.key for m in done[:grid.keep_best]],
                        "dropped": [m.key for m in done[grid.keep_best:]],
                        "failed": [m.key for m in run.members.values()
-                                  if m.set == s.name and m.state == "failed"]}
+                                  if m.set == s.name and m.state == "failed"],
+                       "keep_by": grid.keep_by}
+        if train:
+            out[s.name]["train_loss"] = {k: v for k, v in train.items()}
     return out
+
+
+def _epoch_loss(out: str, m, oso: dict | None) -> float | None:
+    try:
+        text = Location(join(out, MEMBERS, m.key), dict(oso or {})).join("metrics.jsonl").read_bytes().decode()
+    except FileNotFoundError:
+        return None
+    return last_epoch_train_loss(text)
 
 
 def run_experiment(grid: GridConfig, out: str, *, resume: bool = False,
@@ -169,7 +183,7 @@ def _finish(grid, out, store, oso, run, ensemble, inference_options, t0) -> Expe
     """Selection, the ensemble and scores (unless switched off), and the summary."""
     result = ExperimentResult(out, run)
     root = Location(out, oso)
-    selection = select(grid, run)
+    selection = select(grid, run, oso)
     root.join("selection.json").write_json(selection)
     result.kept = {k: v["kept"] for k, v in selection.items()}
     if ensemble if ensemble is not None else grid.inference:
@@ -198,8 +212,8 @@ def _finished(grid: GridConfig, out: str, oso: dict) -> ExperimentRun:
     for m in grid.members:
         cfg = member_config(grid, m)
         rd = Location(member_dir(out, m), oso)
-        rec = MemberRun(m.key, m.set.name, m.seed, steps=cfg.training.steps)
-        if next_action(rd, cfg.training.steps) == "skip":
+        rec = MemberRun(m.key, m.set.name, m.seed, steps=cfg.training.steps or 0)
+        if next_action(rd, cfg.training.steps or 0) == "skip":
             rec.loss, rec.dev_loss, rec.step = final_losses(rd, cfg.training.keep)
             rec.state = "done"
         runs[m.key] = rec

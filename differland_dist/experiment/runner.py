@@ -206,8 +206,8 @@ def train_members(grid: GridConfig, out: str, *, out_storage_options: dict | Non
     for m in grid.members:
         cfg = member_config(grid, m)
         rd = Location(member_dir(out, m), oso)
-        action = next_action(rd, cfg.training.steps)
-        rec = MemberRun(m.key, m.set.name, m.seed, steps=cfg.training.steps)
+        action = next_action(rd, cfg.training.steps or 0)
+        rec = MemberRun(m.key, m.set.name, m.seed, steps=cfg.training.steps or 0)
         if action == "skip":
             rec.loss, rec.dev_loss, rec.step = final_losses(rd, cfg.training.keep)
             rec.state = "done"

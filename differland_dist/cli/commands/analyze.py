@@ -27,6 +27,11 @@ def add_arguments(p):
     p.add_argument("--shap-nsamples", type=int, default=512,
                    help="Kernel SHAP coalitions per pixel (default 512)")
     p.add_argument("--shap-chunk", type=int, default=50, help="pixels per Ray task (default 50)")
+    p.add_argument("--shap-recipe", choices=("members", "paper"), default="members",
+                   help="members: SHAP of each kept member in unbounded space (default); paper: "
+                        "also the paper's recipe (ensemble mean, physical and derived targets, "
+                        "1,000 train/dev pixels, PFT-conditional; reference defects fixed), "
+                        "written to shap_paper.json (docs/paper.md)")
     flags.add_executor(p, what="where the SHAP tasks run")
     flags.add_deprecated(p, "--local", dest="executor", const="local", replacement="--executor local")
     flags.add_address(p, default_text="a local Ray started for the SHAP tasks")
@@ -57,7 +62,8 @@ def run(args) -> int:
                        executor=args.executor, address=args.address)
     s = run_analysis(args.experiment, args.out, sets=args.sets, params=args.params,
                      storage_options=so, out_storage_options=oso, shap=opts,
-                     partition_max_iter=args.partition_iterations, figures=not args.no_figures)
+                     partition_max_iter=args.partition_iterations, figures=not args.no_figures,
+                     shap_recipe=args.shap_recipe)
     out = args.out or args.experiment.rstrip('/') + '/analysis'
     vp = s["variance_partition"]["summary"]
     if args.json:

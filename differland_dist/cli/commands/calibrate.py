@@ -48,7 +48,7 @@ def run(args) -> int:
     # platform through the runtime environment).
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
     # imported here: after JAX_PLATFORMS is set above, and to keep `differland --help` light
-    from differland_dist.config import check_against_store, load_config
+    from differland_dist.config import check_against_store, load_config, resolve_epochs
     from differland_dist.data.store import open_store, parse_storage_options
 
     overrides = list(args.overrides) + ([f"ray.address={args.address}"] if args.address else [])
@@ -68,7 +68,11 @@ def run(args) -> int:
         print(f"config OK: {args.config}")
         print(f"store OK: {store.url}: {store.n_pixels} pixels x {store.n_time} steps, "
               f"{split.counts()} (test patches are never read in training)")
-        print(f"plan: {cfg.training.steps} steps x {cfg.training.patches_per_step} patches on "
+        sched = f"{cfg.training.steps} steps"
+        if cfg.training.epochs is not None:  # a schedule in epochs: steps of this run's split
+            n_train = len(splits.for_training(split, cfg.data.train_on)[0])
+            sched = f"{cfg.training.epochs} epochs ({resolve_epochs(cfg, n_train).training.steps} steps)"
+        print(f"plan: {sched} x {cfg.training.patches_per_step} patches on "
               f"{cfg.ray.workers} workers ({cfg.ray.address}) -> {args.out}")
         return 0
     # imported here: keeps `differland --help` and light commands from importing JAX/Ray/matplotlib
