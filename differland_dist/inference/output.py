@@ -50,6 +50,7 @@ import numpy as np
 import xarray as xr
 import zarr
 
+from differland_dist import provenance
 from differland_dist import streams as _streams
 from differland_dist.data.store import PixelStore, quiet_zarr, resolve, zarr_store
 from differland_dist.errors import DifferlandError
@@ -363,6 +364,7 @@ def create_output(url: str, store: PixelStore, series: Sequence[str], attrs: dic
         "series": list(series),
         "parameters": list(PARAM_NAMES),
         **attrs,
+        **provenance.record(attrs.get("config_json")),
         "complete": False,
     }
     coords = _coords_dataset(store, grid, group_attrs)
