@@ -44,7 +44,7 @@ from differland_dist.data.importers import base_attrs, obs_variables, schema_var
 from differland_dist.data.importers.units_cf import conversion
 from differland_dist.data.store import check_target, write_store
 from differland_dist.errors import DataValidationError, DifferlandError
-from differland_dist.synthetic.earth import monthly_axis, patch_tile
+from differland_dist.data.tiling import monthly_axis, patch_tile
 
 log = logging.getLogger(__name__)
 
