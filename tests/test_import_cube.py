@@ -68,6 +68,8 @@ def sources(tmp_path_factory):
                       "GRA": {"file": "clim.nc", "variable": "GRA"}},
         "observations": {"lai": {"file": "lai.nc", "variable": "LAI", "uncertainty": "LAI_sd"}},
     }
+    co2 = np.linspace(370e-6, 372e-6, TIME.size)
+    xr.Dataset({"co2": ("time", co2, {"units": "mol mol-1"})}, coords={"time": TIME}).to_netcdf(d / "co2.nc")
     (d / "mapping.yaml").write_text(yaml.safe_dump(mapping))
     return d, f, clim, mapping
 
@@ -117,13 +119,14 @@ def test_import_cube_values_units_and_tiling(sources, tmp_path):
 
 def test_import_cube_nearest_and_errors(sources, tmp_path):
     d, f, _, mapping = sources
-    near = {**mapping, "method": "nearest", "grid": {"resolution_deg": 0.5, "lat": [41, 43], "lon": [-3, -1]}}
+    near = {**mapping, "method": "nearest", "co2": {"file": "co2.nc", "variable": "co2"}, "grid": {"resolution_deg": 0.5, "lat": [41, 43], "lon": [-3, -1]}}
     (d / "near.yaml").write_text(yaml.safe_dump(near))
     ds = import_cube(d / "near.yaml")
     # 0.5 degree target on the source's cells: exactly the source values
     iy = np.abs(LAT[:, None] - ds.lat.values[None, :]).argmin(0)
     ix = np.abs(((LON + 180) % 360 - 180)[:, None] - ds.lon.values[None, :]).argmin(0)
     np.testing.assert_allclose(ds.t_max.values, f["mx2t"][:, iy, ix].T - 273.15, rtol=1e-5)
+    np.testing.assert_allclose(ds.co2.values, np.linspace(370, 372, 24), rtol=1e-6)  # mol mol-1 -> ppm
 
     def bad(change: dict, match: str, exc=DifferlandError):
         (d / "bad.yaml").write_text(yaml.safe_dump({**mapping, **change}))
