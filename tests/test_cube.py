@@ -187,8 +187,14 @@ def test_export_of_an_ensemble_set(ensemble_url, tmp_path):
         assert c.gpp_quantile.dims == ("quantile", "time", "lat", "lon")
         np.testing.assert_allclose(c.nbp_sd.values[:, row, col],
                                    e.nbe_sd.sel(predictor_set="A").values.T * 1e-3 / 86400, rtol=1e-6)
+        # nbp = -nbe: its 5 % quantile is minus nbe's 95 % quantile
+        nbe_q = np.swapaxes(e.nbe_quantile.sel(predictor_set="A").values, 1, 2)
         np.testing.assert_allclose(c.nbp_quantile.values[:, :, row, col],
-                                   -np.swapaxes(e.nbe_quantile.sel(predictor_set="A").values, 1, 2)
+                                   -nbe_q[::-1] * 1e-3 / 86400, rtol=1e-6)
+        q = c.nbp_quantile.values
+        assert ((q[0] <= q[2]) | np.isnan(q[0])).all()  # still increasing with the probability
+        np.testing.assert_allclose(c.gpp_quantile.values[:, :, row, col],
+                                   np.swapaxes(e.gpp_quantile.sel(predictor_set="A").values, 1, 2)
                                    * 1e-3 / 86400, rtol=1e-6)
         assert c.attrs["predictor_set"] == "A"
     with xr.open_dataset(dest, decode_times=False, mask_and_scale=False) as raw:

@@ -181,11 +181,22 @@ def cube_variables(ds: xr.Dataset, kind: str, series: Sequence[str], predictor_s
         for vname, (arr, a, dims) in parts.items():
             values = np.asarray(arr.values, np.float64) * (abs(factor) if vname.endswith("_sd")
                                                           else factor)
+            if factor < 0 and "quantile" in dims:
+                # the q-quantile of -x is minus the (1 - q)-quantile of x
+                values = values[_mirror(np.asarray(ds["quantile"].values, np.float64))]
             cube = _scatter(values, row, col, n_lat, n_lon)
             a = _cube_attrs(a)
             if vname.endswith("_sd") or vname.endswith("_quantile"):
                 a.pop("comment", None)
             yield vname, xr.Variable(dims, cube, a)
+
+
+def _mirror(q: np.ndarray) -> np.ndarray:
+    """Index of the (1 - q)-quantile for each quantile q (ValueError if one is missing)."""
+    idx = np.abs(q[None, :] - (1.0 - q)[:, None]).argmin(1)
+    if not np.allclose(q[idx], 1.0 - q):
+        raise ValueError(f"quantiles {q.tolist()} are not symmetric: cannot flip their sign")
+    return idx
 
 
 def _choose_set(ds: xr.Dataset, kind: str, predictor_set: str | None) -> str | None:
@@ -236,9 +247,6 @@ def export_cube(url: str, dest: str, series: Sequence[str] | None = None, cmor: 
     if missing:
         raise DifferlandError(f"series {missing} not in {url} (it has {', '.join(have)})")
     pset = _choose_set(ds, kind, predictor_set)
-    if kind == "ensemble":
-        # the series' times: the member outputs' time coordinate and step lengths
-        ds = ds.assign_coords(quantile=ds["quantile"])
     sk = cube_skeleton(ds)
     sk.attrs["source_output"] = url
     sk.attrs["source_kind"] = kind
@@ -246,7 +254,7 @@ def export_cube(url: str, dest: str, series: Sequence[str] | None = None, cmor: 
         sk.attrs["predictor_set"] = pset
     if cmor:
         sk.attrs["variable_naming"] = "CMOR/ILAMB (differland_dist.inference.cmor)"
-    local = fs.protocol in ("file", "local") or "file" in (fs.protocol if isinstance(fs.protocol, tuple) else ())
+    local = "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
     with tempfile.TemporaryDirectory(prefix="differland-cube-") as tmp:
         path = os.path.join(tmp, os.path.basename(root.rstrip("/")))
         time_attrs = {"units": ds["time"].encoding.get("units", ds["time"].attrs.get("units",
