@@ -66,6 +66,15 @@ def test_cube_equals_the_series_and_passes_the_cf_checker(two_outputs, tmp_path)
     with xr.open_dataset(dest, decode_times=False, mask_and_scale=False) as raw:
         problems = cf_problems(raw, str(tmp_path), "checked")
     assert problems == [], problems
+    # to an object store (fsspec memory://): uploaded whole, the same values
+    import uuid
+
+    import fsspec
+
+    remote = f"memory://cube-{uuid.uuid4().hex}/c.zarr"
+    export_cube(url, remote, series=["gpp"])
+    r = xr.open_zarr(fsspec.get_mapper(remote), zarr_format=3, consolidated=True)
+    np.testing.assert_array_equal(r.gpp.values[:, z.row.values, z.col.values], z.gpp.values.T)
     # refused: an existing target, an unknown series, a wrong extension
     with pytest.raises(DifferlandError, match="exists"):
         export_cube(url, dest)
