@@ -189,6 +189,11 @@ def test_export_of_an_ensemble_set(ensemble_url, tmp_path):
     e = xr.open_zarr(ensemble_url, zarr_format=3, consolidated=True)
     with pytest.raises(DifferlandError, match="--set"):
         export_cube(ensemble_url, str(tmp_path / "x.nc"))
+    old = xr.Dataset({"gpp": (("predictor_set", "statistic", "pixel", "time"), np.zeros((1, 5, 2, 3)))},
+                     coords={"lat": [0.5], "lon": [0.5]}, attrs={"complete": True})
+    old.to_zarr(str(tmp_path / "old.zarr"), zarr_format=3, consolidated=True)
+    with pytest.raises(DifferlandError, match="older version"):
+        export_cube(str(tmp_path / "old.zarr"), str(tmp_path / "o.nc"))
     dest = str(tmp_path / "ens.nc")
     assert main(["export", ensemble_url, "--out", dest, "--set", "A", "--cmor"]) == 0
     row, col = e.row.values, e.col.values

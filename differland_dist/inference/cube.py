@@ -66,6 +66,9 @@ def open_source(url: str, storage_options: dict | None = None) -> tuple[xr.Datas
                               "ensemble.zarr (no differland_output_version, no predictor_set)")
     if not ds.attrs.get("complete"):
         raise DifferlandError(f"{url}: not complete; finish the run that writes it first")
+    if kind == "ensemble" and "quantile" not in ds.dims:
+        raise DifferlandError(f"{url}: an ensemble.zarr of an older version (a 'statistic' "
+                              "dimension); rewrite it with `differland experiment --ensemble-only`")
     if "lat" not in ds.dims or "lon" not in ds.dims:
         raise DifferlandError(f"{url}: a store without a grid (sites); a (time, lat, lon) cube "
                               "needs a gridded store: use `differland infer --format netcdf`'s "
