@@ -96,7 +96,8 @@ def _daily(df: pd.DataFrame, res: str, path: Path) -> tuple[np.ndarray, dict[str
     """(days datetime64[D], column -> daily values in FULLSET DD units; QC as good fractions)."""
     if res == "DD":
         day = pd.to_datetime(df["TIMESTAMP"].astype(np.int64).astype(str), format="%Y%m%d")
-        cols = {c: df[c].to_numpy(np.float64) for c in df.columns if c != "TIMESTAMP"}
+        used = (*FORCING_COLUMNS, *FLUX_COLUMNS, "NEE_VUT_REF_JOINTUNC")
+        cols = {c: pd.to_numeric(df[c]).to_numpy(np.float64) for c in used if c in df.columns}
         return day.to_numpy().astype("datetime64[D]"), cols
     start = pd.to_datetime(df["TIMESTAMP_START"].astype(np.int64).astype(str), format="%Y%m%d%H%M")
     g = df.assign(_day=start.dt.floor("D")).groupby("_day", sort=True)
@@ -132,7 +133,9 @@ def load_csv_site(path: Path, res: str, site: Site, min_qc: float = 0.5,
     try:
         days, c = _daily(df, res, path)
     except (ValueError, TypeError) as e:
-        raise DataValidationError([f"{time_col}: not FULLSET timestamps ({e})"], source=str(path)) from None
+        raise DataValidationError([f"not a FULLSET {res} table: {time_col} must be "
+                                   f"{'YYYYMMDD' if res == 'DD' else 'YYYYMMDDHHMM'} and the "
+                                   f"value columns numbers ({e})"], source=str(path)) from None
     problems = []
     if days.size < 2 or np.any(np.diff(days).astype(np.int64) != 1):
         problems.append(f"{time_col}: expected consecutive days, got {days.size} day(s) with "
