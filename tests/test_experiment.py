@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cf_check import COMBINED_VIEWS, UWUE, cf_problems, unexpected
+from cf_check import COMBINED_VIEWS, UWUE, cf_problems, ensemble_sample, unexpected
 from storage_servers import gcs_emulator  # noqa: F401 - fixture
 
 from differland_dist.data import splits
@@ -201,14 +201,15 @@ def test_grid_end_to_end_with_a_failing_member(finished_grid, exp_store):
 
     ens = dl.open_ensemble(out)
     assert list(ens["predictor_set"].values) == ["PFT", "PFT+CLIM+SOIL+AGE"]
-    assert list(ens["statistic"].values) == ["mean", "sd", "q05", "q50", "q95"]
-    assert ens["lai"].dims == ("predictor_set", "statistic", "pixel", "time")
+    assert list(ens["quantile"].values) == [0.05, 0.5, 0.95]
+    assert ens["lai"].dims == ("predictor_set", "pixel", "time")
+    assert ens["lai_quantile"].dims == ("predictor_set", "quantile", "pixel", "time")
     assert ens["param_LCMA"].attrs["units"] and ens["map_LCMA"].dims[-2:] == ("lat", "lon")
     # dates a year apart are the same date: the members' spread is within half a year
-    assert float(ens["param_Bday"].sel(statistic="sd").max()) < 182.625 / np.sqrt(2) + 1e-3
-    problems = cf_problems(ens, str(tmp_path), "ensemble")  # CF 1.8, like every output
+    assert float(ens["param_Bday_sd"].max()) < 182.625 / np.sqrt(2) + 1e-3
+    problems = cf_problems(ensemble_sample(ens), str(tmp_path), "ensemble")  # CF 1.8, like every output
     assert unexpected(problems, COMBINED_VIEWS + UWUE) == [], problems
-    cube = dl.gridded(ens["lai"].sel(predictor_set="PFT", statistic="mean"))
+    cube = dl.gridded(ens["lai"].sel(predictor_set="PFT"))
     assert cube.dims == ("time", "lat", "lon") and int(np.isfinite(cube.values[0]).sum()) == ens.sizes["pixel"]
     assert (tmp_path / "exp" / "figures" / "test_nse_lai.png").stat().st_size > 1000
     md = (tmp_path / "exp" / "scores.md").read_text()

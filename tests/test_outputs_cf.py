@@ -230,6 +230,7 @@ def test_evaluate_totals_zonal_means_and_skill_maps(nc_output, small_ds, tmp_pat
     assert {"figures/skill_lai.png", "figures/zonal_means.png", "figures/global_totals.png"} <= figs
     for f in ("skill_lai.png", "zonal_means.png", "global_totals.png"):
         assert (tmp_path / "ev" / "figures" / f).read_bytes()[:4] == b"\x89PNG"
+    assert p.attrs["differland_version"] and "differland_git_commit" in p.attrs  # provenance
     # the skill-map store passes the CF checker like every other output
     assert unexpected(cf_problems(p, str(tmp_path), "evaluation"), ()) == []
     # a second evaluation replaces its own products store

@@ -22,8 +22,8 @@ import time
 from typing import Any, Sequence
 
 import numpy as np
-import xarray as xr
 
+from differland_dist.analysis.cf_store import cf_dataset
 from differland_dist.analysis import gradients as grad
 from differland_dist.analysis import generalisation as gen_mod
 from differland_dist.analysis import inputs, report
@@ -64,7 +64,7 @@ def _jsonable(x: Any) -> Any:
 
 
 def _write_zarr(url: str, so: dict, data_vars: dict, coords: dict, attrs: dict | None = None) -> None:
-    ds = xr.Dataset(data_vars, coords=coords, attrs=attrs or {})
+    ds = cf_dataset(data_vars, coords, attrs)  # units, Conventions, provenance
     ds.to_zarr(zarr_store(url, so, read_only=False), mode="w", zarr_format=3, consolidated=False)
 
 

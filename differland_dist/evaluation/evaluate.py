@@ -31,6 +31,7 @@ from typing import Any, Sequence
 import numpy as np
 import xarray as xr
 
+from differland_dist import provenance
 from differland_dist import streams as streams_table
 from differland_dist.config import ExperimentConfig, from_dict
 from differland_dist.data import schema, splits
@@ -874,7 +875,7 @@ def products_dataset(group, skill: dict[str, dict[str, np.ndarray]], carbon: dic
     coords["year"] = xr.Variable("year", years, {"long_name": "calendar year", "units": "1"})
     history = f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} created by differland evaluate"
     return xr.Dataset(data, coords=coords, attrs={"Conventions": "CF-1.8", "title": title,
-                                                  "history": history})
+                                                  "history": history, **provenance.record()})
 
 
 def write_products(url: str, ds, so: dict | None) -> None:

@@ -8,7 +8,7 @@ Experiment directory::
                                             network.npz; inference.zarr and evaluation/ if kept)
     DIR/ensemble/<set>.zarr                 ensemble-mean inference output of each set
     DIR/ensemble/<set>_evaluation/          its evaluation (evaluation.json, figures)
-    DIR/ensemble.zarr                       mean / sd / quantiles per set (see ensemble.py)
+    DIR/ensemble.zarr                       mean, <name>_sd, <name>_quantile per set (ensemble.py)
     DIR/selection.json                      kept and dropped members per set, by dev loss
     DIR/scores.json, DIR/scores.md          see :mod:`differland_dist.experiment.scores`
     DIR/figures/                            test NSE by set per stream; ensemble maps
@@ -289,12 +289,12 @@ def ensemble_maps(url: str, so: dict, params=DEFAULT_MAP_PARAMS) -> dict[str, by
     sets = [str(s) for s in g["predictor_set"][:]]
     figs = {}
     for p in params:
-        arr = g[f"map_{p}"]
-        units = dict(arr.attrs).get("units", "")
+        arrs = (g[f"map_{p}"], g[ens.stat_var(f"map_{p}", "sd")])  # ensemble mean, sd
+        units = dict(arrs[0].attrs).get("units", "")
         fig, axes = plt.subplots(len(sets), 2, figsize=(8, 2.2 * len(sets) + 0.4), dpi=100, squeeze=False)
         for i, s in enumerate(sets):
-            for j, (k, label) in enumerate(((0, "ensemble mean"), (1, "ensemble sd"))):
-                im = axes[i, j].imshow(arr[i, k], cmap="viridis" if j == 0 else "magma", aspect="auto")
+            for j, label in enumerate(("ensemble mean", "ensemble sd")):
+                im = axes[i, j].imshow(arrs[j][i], cmap="viridis" if j == 0 else "magma", aspect="auto")
                 axes[i, j].set_title(f"{s}: {p} {label}", fontsize=8)
                 axes[i, j].set_xticks([]), axes[i, j].set_yticks([])
                 fig.colorbar(im, ax=axes[i, j], shrink=0.8, label=units)

@@ -128,7 +128,10 @@ def _write_part(path: str, part: xr.Dataset, group, chunk_pixels: int) -> None:
     import netCDF4
 
     big = list(part.data_vars)
-    skeleton = part.drop_vars(big)
+    skeleton = part.drop_vars(big).copy()
+    for v in skeleton.variables.values():  # zarr keeps flags as a JSON list; CF: the variable's type
+        if "flag_values" in v.attrs:
+            v.attrs = {**v.attrs, "flag_values": np.asarray(v.attrs["flag_values"], v.dtype)}
     with quiet_zarr():
         time_attrs = dict(group["time"].attrs)
     skeleton.load().to_netcdf(path, engine="netcdf4", format="NETCDF4",

@@ -16,13 +16,11 @@ written without timestamps, so the same arguments give the same store byte for b
 
 from __future__ import annotations
 
-import calendar
 import importlib.util
 import logging
 import math
 import os
 import time as _time
-from datetime import date
 from functools import lru_cache
 from typing import NamedTuple
 
@@ -32,6 +30,7 @@ import xarray as xr
 from differland_dist.data import schema, splits
 from differland_dist.data.batch import assemble_forcing
 from differland_dist.data.store import check_target, write_store
+from differland_dist.data.tiling import monthly_axis, patch_tile  # re-exported: they lived here
 from differland_dist.errors import DifferlandError
 from differland_dist.model import simulate
 from differland_dist.model.parameters import (
@@ -146,21 +145,6 @@ class Grid(NamedTuple):
     tile: tuple[int, int]  # rows x columns of grid cells per patch tile
 
 
-def patch_tile(resolution: float, max_patch_size: int) -> tuple[int, int]:
-    """Grid cells per patch tile: 4 x 5 degrees (the paper's 320 pixels at 0.25 deg), at least
-    4 x 4 cells on coarse grids, halved along the longer side until it holds max_patch_size."""
-    a = max(4, math.ceil(4 / resolution - 1e-9))
-    b = max(4, math.ceil(5 / resolution - 1e-9))
-    while a * b > max_patch_size:
-        if a >= b:
-            a = math.ceil(a / 2)
-        else:
-            b = math.ceil(b / 2)
-        if a == b == 1:
-            break
-    return a, b
-
-
 def make_grid(resolution: float, max_patch_size: int = 320) -> Grid:
     """Land cells (>= 50 % land, north of 60 S) grouped into patches of rectangular tiles."""
     if max_patch_size < 1:
@@ -184,24 +168,6 @@ def make_grid(resolution: float, max_patch_size: int = 320) -> Grid:
 
 
 # -- time -----------------------------------------------------------------------------------
-def monthly_axis(start: int, years: int) -> dict[str, np.ndarray]:
-    """Mid-month ``time`` (days since 2001-01-01), ``doy``, ``delta_t`` (days in the month),
-    and ``year`` of each month from January of ``start``."""
-    ref = date(2001, 1, 1)
-    t, doy, dt, yr = [], [], [], []
-    for y in range(start, start + years):
-        for m in range(1, 13):
-            n = calendar.monthrange(y, m)[1]
-            first = date(y, m, 1)
-            mid = (first - ref).days + n / 2.0
-            t.append(mid)
-            doy.append((first - date(y, 1, 1)).days + n / 2.0 + 1.0)
-            dt.append(n)
-            yr.append(y)
-    return {"time": np.array(t, np.float64), "doy": np.array(doy, np.float32),
-            "delta_t": np.array(dt, np.float32), "year": np.array(yr, np.int32)}
-
-
 # -- smooth random fields -------------------------------------------------------------------
 def _xyz(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
     la, lo = np.deg2rad(lat.astype(np.float64)), np.deg2rad(lon.astype(np.float64))
