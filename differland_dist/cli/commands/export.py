@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+
+from differland_dist.cli import flags
 
 NAME = "export"
 HELP = "write a CF (time, lat, lon) cube (.nc or .zarr) of an inference output or ensemble.zarr"
@@ -23,8 +26,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="an inference output (inference.zarr) or an experiment's ensemble.zarr")
     p.add_argument("--out", required=True, metavar="FILE",
                    help="the cube to write: a .nc (netCDF4) or .zarr name")
-    p.add_argument("--series", default=None, metavar="LIST",
-                   help="comma-separated series to export (default: every series of the output)")
+    flags.add_list(p, "--series", default=None, metavar="SERIES",
+                   help="series to export (default: every series of the output)")
     p.add_argument("--set", dest="predictor_set", default=None, metavar="NAME",
                    help="(ensemble.zarr) the predictor set to export (needed when it has several)")
     p.add_argument("--cmor", action="store_true",
@@ -34,6 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="fsspec options for OUTPUT_STORE as a JSON object")
     p.add_argument("--out-storage-options", metavar="JSON", default=None,
                    help="fsspec options for --out as a JSON object")
+    flags.add_json(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -41,11 +45,14 @@ def run(args: argparse.Namespace) -> int:
     from differland_dist.data.store import parse_storage_options
     from differland_dist.inference.cube import export_cube
 
-    series = [s for s in (args.series or "").split(",") if s] or None
+    series = args.series or None
     dest = export_cube(args.output, args.out, series=series, cmor=args.cmor,
                        predictor_set=args.predictor_set,
                        storage_options=parse_storage_options(args.storage_options),
                        dest_storage_options=parse_storage_options(args.out_storage_options),
                        overwrite=args.overwrite)
+    if args.json:
+        print(json.dumps({"out": str(dest), "cmor": bool(args.cmor), "series": series}))
+        return 0
     print(f"wrote {dest}")
     return 0

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import time
+
+from differland_dist.cli import flags
 
 NAME = "import-cube"
 HELP = "import CF (time, lat, lon) netCDF/zarr datasets as a pixel store (a YAML mapping file)"
@@ -25,6 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--storage-options", metavar="JSON", default=None,
                    help="fsspec options for --out as a JSON object")
     p.add_argument("--overwrite", action="store_true", help="replace an existing store")
+    flags.add_json(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -35,6 +39,11 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     ds = cube_to_store(args.mapping, args.out, parse_storage_options(args.storage_options),
                        overwrite=args.overwrite)
+    if args.json:
+        print(json.dumps({"out": args.out, "pixels": int(ds.sizes["pixel"]),
+                          "patches": int(ds["patch"].values.max()) + 1,
+                          "time": int(ds.sizes["time"]), "seconds": time.perf_counter() - t0}))
+        return 0
     print(f"wrote {args.out}: {ds.sizes['pixel']} land pixels in "
           f"{int(ds['patch'].values.max()) + 1} patches, {ds.sizes['time']} months "
           f"in {time.perf_counter() - t0:.1f} s")

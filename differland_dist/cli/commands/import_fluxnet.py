@@ -4,8 +4,11 @@ site store."""
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import time
+
+from differland_dist.cli import flags
 
 NAME = "import-fluxnet"
 HELP = "import FLUXNET2015 / ONEFlux FULLSET site CSVs (DD, or HH/HR aggregated) as a site store"
@@ -29,14 +32,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-qc", type=float, default=0.5, metavar="F",
                    help="the day's fraction of measured or good gap-filled records an "
                         "observation needs (default 0.5)")
-    p.add_argument("--test-sites", default=None, metavar="ID,ID", help="sites held out as test")
-    p.add_argument("--dev-sites", default=None, metavar="ID,ID", help="sites held out as dev")
-    p.add_argument("--only", default=None, metavar="ID,ID", help="import only these sites")
+    flags.add_list(p, "--test-sites", default=None, metavar="ID", help="sites held out as test")
+    flags.add_list(p, "--dev-sites", default=None, metavar="ID", help="sites held out as dev")
+    flags.add_list(p, "--only", default=None, metavar="ID", help="import only these sites")
     p.add_argument("--weights-from-unc", action="store_true",
                    help="NEE weights 1/NEE_VUT_REF_JOINTUNC^2 (normalised to mean 1)")
     p.add_argument("--storage-options", metavar="JSON", default=None,
                    help="fsspec options for --out as a JSON object")
     p.add_argument("--overwrite", action="store_true", help="replace an existing store")
+    flags.add_json(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -50,6 +54,11 @@ def run(args: argparse.Namespace) -> int:
         monthly=args.monthly, test_sites=args.test_sites, dev_sites=args.dev_sites, only=args.only,
         min_valid_fraction=args.min_valid_fraction, weights_from_unc=args.weights_from_unc,
         min_qc=args.min_qc)
+    if args.json:
+        print(json.dumps({"out": args.out, "sites": int(ds.sizes["pixel"]),
+                          "time": int(ds.sizes["time"]), "monthly": bool(args.monthly),
+                          "seconds": time.perf_counter() - t0}))
+        return 0
     print(f"wrote {args.out}: {ds.sizes['pixel']} site(s), {ds.sizes['time']} "
           f"{'monthly' if args.monthly else 'daily'} steps in {time.perf_counter() - t0:.1f} s")
     return 0
