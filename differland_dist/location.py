@@ -27,6 +27,8 @@ os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 import fsspec  # noqa: E402
 
 from differland_dist.errors import DifferlandError  # noqa: E402
+from differland_dist.retries import client_options  # noqa: E402
+from differland_dist.uploads import write_verified  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +42,11 @@ def join(base: str, *parts: str) -> str:
 
 
 def filesystem(url: str, options: dict | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
-    """(synchronous fsspec filesystem, path inside it) for a URL; a clear error for a bad one."""
+    """(synchronous fsspec filesystem, path inside it) for a URL; a clear error for a bad one.
+    The storage client gets this package's defaults (:func:`~differland_dist.retries.client_options`:
+    verified uploads, bounded retries) under the caller's ``options``."""
     try:
-        fs, path = fsspec.core.url_to_fs(str(url), **(options or {}))
+        fs, path = fsspec.core.url_to_fs(str(url), **client_options(str(url), options))
     except (ValueError, ImportError, TypeError) as e:
         raise DifferlandError(f"{url!r}: cannot open its filesystem: {e}") from None
     return fs, path.rstrip("/") or path
@@ -158,7 +162,8 @@ class Location:
         """Write one file/object so that a reader sees the old content or the new, never a part.
 
         Locally: a temporary name beside the target, fsync, ``os.replace``. On object stores a
-        single-object upload is already atomic, so the bytes go to the final key.
+        single-object upload is already atomic, so the bytes go to the final key, verified
+        against what the server stored (:func:`differland_dist.uploads.write_verified`).
         """
         if self.local:
             parent = os.path.dirname(self.path)
@@ -178,7 +183,7 @@ class Location:
                     pass
                 raise
         else:
-            self.fs.pipe_file(self.path, data)
+            write_verified(self.fs, self.path, data)
 
     def write_json(self, obj: Any) -> None:
         self.write_atomic(json.dumps(obj, indent=1, sort_keys=True).encode())

@@ -159,7 +159,8 @@ class _Blocks:
         with quiet_zarr():
             arrays = [self.group[n] for n in names]
         return dict(zip(names, self.pool.map(
-            lambda a: np.asarray(with_retries(lambda: a[s], f"output {a.path}")), arrays)))
+            lambda a: np.asarray(with_retries(lambda: a[s], f"output {a.path}",
+                                             fs=getattr(a.store, "fs", None))), arrays)))
 
     def close(self) -> None:
         self.rows.close()
@@ -807,7 +808,8 @@ def carbon_products(group, warm_up: int, block_pixels: int) -> dict[str, Any] | 
     zonal = C_.ZonalMeans(zonal_names, lat.size)
     for a in range(0, N, bp):
         s = slice(a, min(a + bp, N))
-        v = {n: np.asarray(with_retries(lambda arr=arr: arr[s], f"output {n}"), np.float64)
+        v = {n: np.asarray(with_retries(lambda arr=arr: arr[s], f"output {n}",
+                                        fs=getattr(arr.store, "fs", None)), np.float64)
              for n, arr in arrays.items()}
         bad = [n for n, x in v.items() if not np.isfinite(x).all()]
         if bad:
