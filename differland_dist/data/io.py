@@ -34,9 +34,10 @@ import numpy as np
 import xarray as xr
 import zarr
 from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, GzipCodec, ZstdCodec
-from zarr.storage import FsspecStore, LocalStore
+from zarr.storage import LocalStore
 
 from differland_dist.data import schema, splits
+from differland_dist.data.zarr_objects import CheckedFsspecStore
 from differland_dist.errors import DataValidationError, DifferlandError
 from differland_dist.location import OWNER_MARKER, Location, filesystem, is_local
 from differland_dist.retries import client_options
@@ -79,14 +80,17 @@ def resolve(url: str, storage_options: dict | None = None) -> tuple[fsspec.Abstr
 
 
 def zarr_store(url: str, storage_options: dict | None = None, read_only: bool = True) -> zarr.abc.store.Store:
-    """The zarr store object for a URL: :class:`LocalStore` for local paths, else FsspecStore."""
+    """The zarr store object for a URL: :class:`LocalStore` for local paths, else a
+    :class:`~differland_dist.data.zarr_objects.CheckedFsspecStore` (verified writes, retried
+    reads)."""
     fs, root = resolve(url, storage_options)
     if is_local(fs):
         if not read_only:
             os.makedirs(root, exist_ok=True)
         return LocalStore(root, read_only=read_only)
-    return FsspecStore.from_url(str(url), storage_options=client_options(url, storage_options),
-                                read_only=read_only)
+    return CheckedFsspecStore.from_url(str(url),
+                                       storage_options=client_options(url, storage_options),
+                                       read_only=read_only)
 
 
 def pixel_chunks(ds_or_arrays, max_patch_size: int) -> dict[str, tuple[int, ...]]:
