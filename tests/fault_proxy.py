@@ -10,7 +10,10 @@ requests fail the ways object storage fails:
   without a response;
 * ``"truncate"``: forwarded, then the response headers (full ``Content-Length``) and half of
   the body are sent and the connection closed mid-body;
-* ``latency_s``: every request waits this long before it is forwarded.
+* ``latency_s``: every request waits this long before it is forwarded;
+* ``max_in_flight``: a request that arrives while that many are being served is answered 429
+  (``"throttled"``), as a bucket throttles load: a client that keeps many requests in flight
+  sees more of them.
 
 Which request fails is decided from a hash of (seed, method, object, how many requests for
 that method and object came before), never from arrival order: the same seed gives every
@@ -54,6 +57,7 @@ class Faults:
     latency_s: float = 0.0
     seed: int = 0
     always: tuple[str, ...] = field(default_factory=tuple)
+    max_in_flight: int = 0
 
     def decide(self, method: str, obj: str, n: int) -> str | None:
         """The fault for the ``n``-th (0-based) ``method`` request of ``obj``, or None."""
@@ -112,10 +116,19 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         obj = object_of(self.command, self.path, body)
         fault = proxy.count(self.command, obj)
         self.close_connection = True
-        if proxy.faults.latency_s:
-            time.sleep(proxy.faults.latency_s)
-        if fault in ("503", "429"):
-            return self._error(int(fault), proxy.flavour)
+        if fault is None and not proxy.enter():
+            return self._error(429, proxy.flavour)
+        try:
+            if proxy.faults.latency_s:
+                time.sleep(proxy.faults.latency_s)
+            if fault in ("503", "429"):
+                return self._error(int(fault), proxy.flavour)
+            return self._serve(proxy, fault, body)
+        finally:
+            if fault is None:
+                proxy.leave()
+
+    def _serve(self, proxy, fault, body):
         status, reason, headers, data = proxy.forward(self.command, self.path, self.headers, body)
         if fault == "drop" or (fault == "truncate" and len(data) < 2):
             self.connection.shutdown(socket.SHUT_RDWR)
@@ -176,6 +189,7 @@ class FaultProxy:
         self.flavour = flavour
         self.requests: Counter = Counter()
         self.injected: Counter = Counter()
+        self.in_flight = 0
         self._lock = threading.Lock()
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.proxy = self  # type: ignore[attr-defined]
@@ -192,6 +206,21 @@ class FaultProxy:
             if fault:
                 self.injected[fault] += 1
         return fault
+
+    def enter(self) -> bool:
+        """Take a place among the requests in flight; False (counted ``"throttled"``) when
+        ``faults.max_in_flight`` are already there."""
+        with self._lock:
+            limit = self.faults.max_in_flight
+            if limit and self.in_flight >= limit:
+                self.injected["throttled"] += 1
+                return False
+            self.in_flight += 1
+            return True
+
+    def leave(self) -> None:
+        with self._lock:
+            self.in_flight -= 1
 
     def forward(self, method, target, headers, body):
         conn = http.client.HTTPConnection(*self.upstream, timeout=120)

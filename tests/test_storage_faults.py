@@ -7,17 +7,16 @@ netCDF export, ``calibrate`` and ``experiment`` run through it and must give exa
 give without faults. Faults that do not go away give one line naming the object, leave nothing
 marked complete, and a rerun resumes. The requests one transient fault costs are counted.
 
-In this process the storage client's backoff (gcsfs's 1, 2, 4 ... s) and ours run 100 times
-faster (:func:`quick_backoff`): the tries are the real ones, only the waits are shortened.
-Ray workers keep the real waits.
+In this process and the Ray workers the storage client's backoff (gcsfs's 1, 2, 4 ... s) and
+ours run 100 times faster (tests/quick_backoff.py): the tries are the real ones, only the waits
+are shortened.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
-from types import SimpleNamespace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -32,6 +31,7 @@ from differland_dist.cli.main import main
 from differland_dist.location import OWNER_MARKER, Location
 
 pytestmark = pytest.mark.filterwarnings("ignore:Consolidated metadata:UserWarning")
+ROOT = Path(__file__).resolve().parents[1]
 
 #: Each request: 4 % 503, 3 % 429, 3 % dropped after the server acted, 3 % body cut short.
 FAULTS = Faults(p_503=0.04, p_429=0.03, p_drop=0.03, p_truncate=0.03, latency_s=0.001, seed=30)
@@ -41,18 +41,13 @@ SYNTH_ARGS = ["--resolution", str(SMALL["resolution"]), "--years", str(SMALL["ye
 
 @pytest.fixture(scope="module")
 def quick_backoff():
-    """gcsfs's and our waits between tries, 100 times shorter, in this process only."""
-    import gcsfs.retry
+    """gcsfs's and our waits between tries, 100 times shorter, in this process (and in the
+    Ray workers of :func:`ray_local`)."""
+    import quick_backoff as qb
 
-    def sleep(s):
-        return asyncio.sleep(s / 100)
-
-    quick = retries.RetryPolicy(retries.BEHIND_RETRYING_CLIENT.attempts, 0.02,
-                                behind_client=True)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(gcsfs.retry, "asyncio", SimpleNamespace(sleep=sleep))
-        mp.setattr(retries, "BEHIND_RETRYING_CLIENT", quick)
-        yield
+    undo = qb.install()
+    yield
+    undo()
 
 
 @pytest.fixture(scope="module")
@@ -320,3 +315,108 @@ def test_an_upload_stored_differently_is_caught_when_written(cr_emulator, small_
         Location(_url(cr_emulator, "note.json"), so).write_atomic(b'{"a": 1}\r')
     fs, _ = filesystem(url, so)
     assert fs.consistency == "md5"  # the default this package gives gcsfs
+
+
+# -- calibrate and experiment: Ray workers reading gs:// through the proxy ------------------------
+# (the workers run quick_backoff.install at start-up; the runs are kept to two steps)
+CACHE = "/tmp/differland-test-jax-cache"
+@pytest.fixture(scope="module")
+def ray_local(quick_backoff):
+    import os
+
+    import ray
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    path = os.pathsep.join([os.path.dirname(here), here, os.environ.get("PYTHONPATH", "")])
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"JAX_COMPILATION_CACHE_DIR": CACHE, "PYTHONPATH": path},
+                          "worker_process_setup_hook": "quick_backoff.install"})
+    yield
+    ray.shutdown()
+
+
+def _network(path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as z:
+        # the arrays; "__meta_json__" names the store and the run, which differ by design
+        return {k: z[k] for k in z.files if not k.startswith("__")}
+
+
+def _grid(url, extra=()):
+    """One predictor set, one member, two steps (configs/experiment_demo.yaml made small)."""
+    from differland_dist.experiment import load_grid
+
+    over = [f"base.data.url={url}", "base.training.steps=2",
+            "base.training.patches_per_step=4", "base.training.patches_per_call=4",
+            "base.training.eval_every=2", "base.training.checkpoint_every=2",
+            "base.optimizer.warmup_steps=1",
+            "base.ray.runtime_env={env_vars: {JAX_COMPILATION_CACHE_DIR: %s}}" % CACHE,
+            "members=1", "keep_best=1", "predictor_sets=[[PFT]]",
+            "ensemble_series=[gpp, lai]", *extra]
+    return load_grid(ROOT / "configs" / "experiment_demo.yaml", over)
+
+
+def _run_experiment(grid, out, so):
+    from differland_dist.experiment.pipeline import prepare_dir, run_experiment
+    from differland_dist.inference.pipeline import InferenceOptions
+
+    prepare_dir(grid, out, False, so)
+    return run_experiment(grid, out, resume=True, out_storage_options=so,
+                          inference_options=InferenceOptions(executor="local"))
+
+
+MEMBER = "members/PFT/m000"
+
+
+@pytest.fixture(scope="module")
+def local_experiment(ray_local, small_store_url, tmp_path_factory):  # noqa: F811
+    """The fault-free experiment on the local store: the reference of both tests below."""
+    out = str(tmp_path_factory.mktemp("exp") / "ref")
+    _run_experiment(_grid(small_store_url), out, {})
+    return out
+
+
+def _same_network(url, so, ref_path, tmp_path):
+    copy = tmp_path / "network.npz"
+    copy.write_bytes(Location(url, so).read_bytes())
+    ref, got = _network(ref_path), _network(copy)
+    assert ref and set(got) == set(ref)
+    for k in ref:
+        np.testing.assert_array_equal(got[k], ref[k], err_msg=k)
+
+
+def test_experiment_through_faults(flaky, gcs_emulator, gs_store, local_experiment, tmp_path):  # noqa: F811
+    """The store and the experiment directory on gs:// through faults: the member's network
+    and the ensemble of the local run, bit for bit."""
+    proxy, info = flaky
+    so = info["storage_options"]
+    proxy.reset(FAULTS)
+    out = _url(info, "exp")
+    _run_experiment(_grid(gs_store, [f"base.data.storage_options={json.dumps(so)}"]), out, so)
+    assert sum(proxy.injected.values()) > 0
+    clean = gcs_emulator["storage_options"]
+    _same_network(f"{out}/{MEMBER}/network.npz", clean,
+                  f"{local_experiment}/{MEMBER}/network.npz", tmp_path)
+    ref_e = _zarr_values(f"{local_experiment}/ensemble.zarr")
+    got_e = _zarr_values(f"{out}/ensemble.zarr", clean)
+    assert ref_e and set(got_e) == set(ref_e)
+    for k in ref_e:
+        np.testing.assert_array_equal(got_e[k], ref_e[k], err_msg=k)
+
+
+def test_calibrate_through_faults(flaky, gcs_emulator, gs_store, local_experiment, tmp_path):  # noqa: F811
+    """`calibrate` of the reference member's own config: the worker reads the store and the
+    driver writes the run directory, both on gs:// through faults; the member's network, bit
+    for bit."""
+    from differland_dist.config import load_config
+    from synth_fixtures import run_calibration
+
+    proxy, info = flaky
+    so = info["storage_options"]
+    cfg = load_config(f"{local_experiment}/{MEMBER}/config.yaml",
+                      [f"data.url={gs_store}", f"data.storage_options={json.dumps(so)}"])
+    proxy.reset(FAULTS)
+    out = _url(info, "run")
+    run_calibration(cfg, out, out_storage_options=so)
+    assert sum(proxy.injected.values()) > 0
+    _same_network(f"{out}/network.npz", gcs_emulator["storage_options"],
+                  f"{local_experiment}/{MEMBER}/network.npz", tmp_path)

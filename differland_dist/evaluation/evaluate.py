@@ -92,9 +92,11 @@ def find_run_dir(attrs: dict, so: dict | None) -> str | None:
     """The run directory of an output's checkpoint (holding ``metrics.jsonl``), if any."""
     cands = []
     ck = str(attrs.get("checkpoint", ""))
+    f = str(attrs.get("checkpoint_file", ""))
+    if ck.startswith("[") or f.startswith("["):  # an ensemble's JSON list: no one run dir
+        return None
     if ck and not ck.endswith(".npz"):
         cands.append(ck)
-    f = str(attrs.get("checkpoint_file", ""))
     if f:
         parent = posixpath.dirname(f.rstrip("/"))
         if posixpath.basename(parent) == "checkpoints":
