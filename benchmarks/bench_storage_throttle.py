@@ -1,6 +1,6 @@
 """Patch readers against a throttling bucket (issue 30): throughput and tail latency with 8 and
 32 concurrent readers in one process, with the process-wide bound on requests in flight
-(:mod:`differland_dist.throttle`, default 32) and without it (1024 slots).
+(:mod:`differland_dist.throttle`, default 32 requests) and without it (1024).
 
     python benchmarks/bench_storage_throttle.py --out benchmarks/results/storage_throttle_cpu.json
 
@@ -125,7 +125,7 @@ def main(argv=None) -> int:
                     pool = reset_storage_slots(slots)
                     proxy.reset()
                     r = run_readers(url, so, n, a.reads, a.seed)
-                    r.update(slots=slots, peak_slots_held=pool.peak,
+                    r.update(slots=slots, peak_in_flight=pool.peak,
                              requests=sum(proxy.requests.values()),
                              throttled_429=proxy.injected["throttled"],
                              latency_ms=a.latency_ms, max_in_flight=a.max_in_flight,

@@ -1,20 +1,25 @@
 """A process-wide bound on object-storage reads in flight.
 
 Every :class:`~differland_dist.data.rows.RowReader` of a process (a calibration worker's patch
-reader and its prefetch, an inference actor's chunk reads, validation's scan) draws its
-concurrent chunk requests from one pool of :data:`DEFAULT_SLOTS` slots, so that N readers in one
-process open at most that many connections to the bucket, not N times their own window. With
-the storage client's jittered exponential backoff on 429/503 (see
-:mod:`differland_dist.retries`), many workers reading one bucket slow down together instead of
-hammering it. ``DIFFERLAND_MAX_STORAGE_REQUESTS`` (an integer >= 1) changes the size.
+reader and its prefetch, an inference actor's chunk reads, validation's scan) takes a slot of
+one pool of :data:`DEFAULT_SLOTS` for each chunk request, so that N readers in one process keep
+at most that many requests in flight to the bucket, not N times their own window. Slots are
+taken per request, first come first served, so a reader that arrives late waits a request's
+time, not another reader's whole batch. With the storage client's jittered exponential backoff
+on 429/503 (see :mod:`differland_dist.retries`), many workers reading one bucket slow down
+together instead of hammering it. ``DIFFERLAND_MAX_STORAGE_REQUESTS`` (an integer >= 1)
+changes the size.
+
+The pool lives on fsspec's event loop, where every async filesystem's requests run.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
-from contextlib import contextmanager
-from typing import Iterator
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
 
 from differland_dist.errors import DifferlandError
 
@@ -24,30 +29,29 @@ ENV = "DIFFERLAND_MAX_STORAGE_REQUESTS"
 
 
 class Slots:
-    """``size`` slots; :meth:`hold` takes between 1 and ``want`` of them (as many as are free,
-    waiting while none is) and gives them back on exit."""
+    """``size`` requests in flight at most (per event loop; fsspec has one)."""
 
     def __init__(self, size: int):
         self.size = int(size)
-        self._free = self.size
-        self._cond = threading.Condition()
-        #: the most slots ever held at once (for tests and benchmarks)
+        self._sems: dict[int, asyncio.Semaphore] = {}
+        self.in_flight = 0
+        #: the most requests ever in flight at once (for tests and benchmarks)
         self.peak = 0
 
-    @contextmanager
-    def hold(self, want: int) -> Iterator[int]:
-        with self._cond:
-            while self._free == 0:
-                self._cond.wait()
-            got = max(1, min(int(want), self._free))
-            self._free -= got
-            self.peak = max(self.peak, self.size - self._free)
-        try:
-            yield got
-        finally:
-            with self._cond:
-                self._free += got
-                self._cond.notify_all()
+    @asynccontextmanager
+    async def hold(self) -> AsyncIterator[None]:
+        """One slot, for one request (await it on the loop that runs the request)."""
+        loop = id(asyncio.get_running_loop())
+        sem = self._sems.get(loop)
+        if sem is None:
+            sem = self._sems[loop] = asyncio.Semaphore(self.size)
+        async with sem:
+            self.in_flight += 1
+            self.peak = max(self.peak, self.in_flight)
+            try:
+                yield
+            finally:
+                self.in_flight -= 1
 
 
 _lock = threading.Lock()

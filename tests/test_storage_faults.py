@@ -151,8 +151,9 @@ def test_a_transient_read_error_is_retried_a_bounded_number_of_times(flaky, gs_s
 
     proxy, info = flaky
     key = gs_store.removeprefix("gs://") + "/t_min/c/1/0"
+    proxy.reset(FAULTS)
+    store = open_store(gs_store, info["storage_options"])  # validated here, faults survived
     proxy.reset(Faults(always=(key,)))
-    store = open_store(gs_store, info["storage_options"])
     with RowReader(store) as rows:
         with pytest.raises(StorageReadError, match=r"reading t_min pixels 8\.\.15 of gs://.*"
                                                    r"failed after 3 attempt\(s\)"):
@@ -168,6 +169,47 @@ def test_a_transient_read_error_is_retried_a_bounded_number_of_times(flaky, gs_s
     with RowReader(store) as rows:
         got = rows.read(["t_min"], slice(8, 16))["t_min"]
     assert proxy.requests[("GET", key)] == 8 and np.isfinite(got).all()
+
+
+def test_readers_of_a_process_share_a_bounded_pool_of_requests(gcs_emulator, gs_store,  # noqa: F811
+                                                               small_store_url, monkeypatch):  # noqa: F811
+    """Six readers of 8 requests each, in six threads, under a pool of 4 slots: never more
+    than 4 requests in flight, and the rows read are the local store's."""
+    import threading
+
+    from differland_dist.data.rows import RowReader
+    from differland_dist.data.store import open_store
+    from differland_dist.errors import DifferlandError
+    from differland_dist.throttle import ENV, reset_storage_slots, slots_from_env
+
+    store = open_store(gs_store, gcs_emulator["storage_options"])
+    ref = RowReader(open_store(small_store_url)).read(["t_min", "swrad"])
+    pool = reset_storage_slots(4)
+    got, errors = [], []
+
+    def read():
+        try:
+            with RowReader(store, max_workers=8) as rows:
+                got.append(rows.read(["t_min", "swrad"]))
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    try:
+        threads = [threading.Thread(target=read) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        reset_storage_slots()
+    assert not errors and len(got) == 6
+    assert 1 <= pool.peak <= 4 and pool.in_flight == 0
+    for g in got:
+        for k in ref:
+            np.testing.assert_array_equal(g[k], ref[k])
+    monkeypatch.setenv(ENV, "0")
+    with pytest.raises(DifferlandError, match=f"{ENV}='0': expected an integer >= 1"):
+        slots_from_env()
 
 
 # -- inference and its netCDF export -----------------------------------------------------------

@@ -17,6 +17,7 @@ errors (what validation, which reports every problem of a store, wants).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import random
@@ -26,6 +27,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Sequence, TypeVar
 
+import fsspec.asyn
 import numpy as np
 
 from differland_dist.data.io import CorruptChunkError, PixelStore
@@ -219,9 +221,7 @@ class RowReader:
         """Bytes of each object (or the exception reading it), ``max_workers`` at a time."""
         fs = self.store.fs
         if getattr(fs, "async_impl", False):
-            # the window is this reader's, bounded by the slots left in this process's pool
-            with storage_slots().hold(min(self.max_workers, len(paths))) as window:
-                return fs.cat_ranges(paths, None, None, on_error="return", batch_size=window)
+            return fsspec.asyn.sync(fs.loop, self._cat_async, fs, paths)
         n = max(1, min(self.max_workers, len(paths)))
         groups = [paths[i::n] for i in range(n)]
         parts = list(self._pool.map(lambda g: fs.cat_ranges(g, None, None, on_error="return"),
@@ -230,6 +230,17 @@ class RowReader:
         for i, part in enumerate(parts):
             out[i::n] = part
         return out
+
+    async def _cat_async(self, fs, paths: list[str]) -> list[bytes | BaseException]:
+        """Each request holds one of this reader's ``max_workers`` places and then one slot of
+        the process's pool (:func:`~differland_dist.throttle.storage_slots`)."""
+        mine, pool = asyncio.Semaphore(self.max_workers), storage_slots()
+
+        async def one(path: str) -> bytes:
+            async with mine, pool.hold():
+                return await fs._cat_file(path)
+
+        return await asyncio.gather(*(one(p) for p in paths), return_exceptions=True)
 
     def _fetch_raw(self, keys: list[ChunkKey]) -> dict[ChunkKey, bytes]:
         """Stored bytes of chunk objects; the chunks whose read failed transiently (after the
