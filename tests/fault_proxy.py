@@ -41,7 +41,7 @@ from urllib.parse import unquote, urlsplit
 
 #: Headers that belong to one connection, not to the request or response.
 _HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "te", "trailer",
-        "upgrade", "content-length"}
+        "upgrade", "content-length", "expect"}
 _GCS_UPLOAD_NAME = re.compile(rb'"name":\s*"((?:[^"\\]|\\.)*)"')
 
 
@@ -134,10 +134,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.connection.shutdown(socket.SHUT_RDWR)
             return
         self.send_response(status, reason)
+        length = str(len(data))
         for k, v in headers:
             if k.lower() not in _HOP:
                 self.send_header(k, v)
-        self.send_header("Content-Length", str(len(data)))
+            elif k.lower() == "content-length" and self.command == "HEAD":
+                length = v  # the object's size, not the (empty) body's
+        self.send_header("Content-Length", length)
         self.send_header("Connection", "close")
         self.end_headers()
         if self.command == "HEAD":

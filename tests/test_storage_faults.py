@@ -23,7 +23,7 @@ import pytest
 import xarray as xr
 
 from fault_proxy import Faults, faults_through
-from storage_servers import gcs_emulator, gcs_emulator_server  # noqa: F401 - fixture
+from storage_servers import gcs_emulator, gcs_emulator_server, s3_server  # noqa: F401 - fixtures
 from synth_fixtures import SMALL, small_ds, small_store_url  # noqa: F401 - fixtures
 
 from differland_dist import retries
@@ -107,6 +107,47 @@ def test_a_write_fault_that_stays_names_the_object_and_a_rerun_completes(flaky, 
     proxy.reset(FAULTS)  # the fault went away: the rerun replaces what the first one left
     assert main(["synth", "--out", url, *SYNTH_ARGS, "--storage-options", so, "--overwrite"]) == 0
     assert _objects(url, gcs_emulator["storage_options"]) == _local_objects(small_store_url)
+
+
+def test_s3_write_and_read_through_faults(s3_server, small_ds, small_store_url,  # noqa: F811
+                                          quick_backoff):
+    """The S3 server behind the proxy (S3's SlowDown/429 bodies): a store written through
+    faults is the local store's bytes, each upload checked against its ETag (read back), and
+    reads through faults give the local rows."""
+    from differland_dist.data.rows import RowReader
+    from differland_dist.data.store import open_store, write_store
+
+    faults = Faults(p_503=0.02, p_429=0.01, p_drop=0.02, p_truncate=0.02, seed=31)
+    with faults_through(s3_server, faults, flavour="s3") as (proxy, info):
+        url = _url(info, "s.zarr")
+        write_store(small_ds, url, info["storage_options"])
+        assert _objects(url, s3_server["storage_options"]) == _local_objects(small_store_url)
+        heads = sum(n for (method, _), n in proxy.requests.items() if method == "HEAD")
+        assert heads >= len(_local_objects(small_store_url))  # every upload read back
+        with RowReader(open_store(url, info["storage_options"])) as rows:
+            got = rows.read(["t_min", "lai"] if "lai" in small_ds else ["t_min"])
+        ref = RowReader(open_store(small_store_url)).read(list(got))
+        for k in ref:
+            np.testing.assert_array_equal(got[k], ref[k])
+        assert sum(proxy.injected.values()) > 0
+
+
+def test_a_stored_object_is_compared_with_what_was_sent():
+    """What the read-back compares: size, GCS's base64 MD5, S3's hex ETag (not a multipart
+    one, which is no MD5)."""
+    import base64
+    import hashlib
+
+    from differland_dist.uploads import mismatch
+
+    data = b"abc\r"
+    md5 = hashlib.md5(data)
+    assert mismatch({"size": 4, "ETag": f'"{md5.hexdigest()}"'}, data) is None
+    assert mismatch({"size": 3}, data) == "stored 3 bytes, sent 4"
+    assert "ETag" in mismatch({"size": 4, "ETag": '"' + "0" * 32 + '"'}, data)
+    assert mismatch({"size": 4, "ETag": '"' + "0" * 32 + '-2"'}, data) is None
+    assert mismatch({"size": 4, "md5Hash": base64.b64encode(md5.digest()).decode()}, data) is None
+    assert "MD5" in mismatch({"size": 4, "md5Hash": base64.b64encode(b"x" * 16).decode()}, data)
 
 
 # -- reads: bounded, named ---------------------------------------------------------------------
