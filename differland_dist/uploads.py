@@ -17,6 +17,7 @@ import asyncio
 import base64
 import hashlib
 import logging
+import os
 import random
 import re
 import time
@@ -34,6 +35,9 @@ log = logging.getLogger(__name__)
 #: latency, bounded so that one write never opens hundreds of connections.
 UPLOAD_MAX_CONCURRENCY = 32
 
+#: Files larger than this are streamed from disk (``put_file``), not read into memory.
+INLINE_MAX = 64 << 20
+
 _MD5_ETAG = re.compile(r"^[0-9a-f]{32}$")
 
 
@@ -43,13 +47,13 @@ def client_verifies(fs: fsspec.AbstractFileSystem) -> bool:
     return "gs" in protocols(fs) and getattr(fs, "consistency", None) in ("md5", "crc32c")
 
 
-def mismatch(info: dict, data: bytes) -> str | None:
-    """What differs between a stored object's ``info`` and the bytes sent (None: nothing we
-    can tell): its size, and its MD5 where the server gives one."""
-    size = info.get("size")
-    if size is not None and int(size) != len(data):
-        return f"stored {int(size)} bytes, sent {len(data)}"
-    md5 = hashlib.md5(data).digest()
+def mismatch(info: dict, size: int, md5: bytes) -> str | None:
+    """What differs between a stored object's ``info`` and what was sent (``size`` bytes of
+    MD5 digest ``md5``), or None when nothing we can tell does: its size, and its MD5 where the
+    server gives one (GCS ``md5Hash``; S3's ETag of a single-part upload)."""
+    stored = info.get("size")
+    if stored is not None and int(stored) != size:
+        return f"stored {int(stored)} bytes, sent {size}"
     if info.get("md5Hash"):
         if base64.b64decode(info["md5Hash"]) != md5:
             return "the stored MD5 is not that of the bytes sent"
@@ -60,6 +64,16 @@ def mismatch(info: dict, data: bytes) -> str | None:
     return None
 
 
+def file_md5(path: str) -> tuple[int, bytes]:
+    """(size, MD5 digest) of a local file, read in 8 MiB blocks."""
+    h, n = hashlib.md5(), 0
+    with open(path, "rb") as f:
+        while block := f.read(8 << 20):
+            h.update(block)
+            n += len(block)
+    return n, h.digest()
+
+
 def _name(fs: fsspec.AbstractFileSystem, path: str) -> str:
     try:
         return fs.unstrip_protocol(path)
@@ -67,10 +81,15 @@ def _name(fs: fsspec.AbstractFileSystem, path: str) -> str:
         return path
 
 
-async def _put_one(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
-    """One upload and its check (StoredBytesMismatch if the stored object differs)."""
+async def _put_one(fs: fsspec.AbstractFileSystem, path: str, data: bytes | None,
+                   lpath: str | None = None) -> None:
+    """One upload, of ``data`` or (streamed) of the local file ``lpath``, and its check
+    (StoredBytesMismatch if the stored object differs)."""
     try:
-        await fs._pipe_file(path, data)
+        if lpath is None:
+            await fs._pipe_file(path, data)
+        else:
+            await fs._put_file(lpath, path)
     except Exception as e:  # noqa: BLE001 - only the client's checksum verdict is renamed
         if type(e).__name__ != "ChecksumError":
             raise
@@ -79,17 +98,19 @@ async def _put_one(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> Non
     if client_verifies(fs):
         return
     fs.invalidate_cache(path)
-    why = mismatch(await fs._info(path), data)
+    size, md5 = (len(data), hashlib.md5(data).digest()) if lpath is None else file_md5(lpath)
+    why = mismatch(await fs._info(path), size, md5)
     if why:
         raise StoredBytesMismatch(f"{_name(fs, path)}: {why}")
 
 
-async def put_verified(fs: fsspec.AbstractFileSystem, path: str, data: bytes,
-                       rng: random.Random | None = None) -> None:
-    """Upload ``data`` to ``path`` on an async filesystem, verified, retried as the policy
-    says; StorageWriteError naming the object when the tries are spent."""
-    await acall_with_retries(lambda: _put_one(fs, path, data), f"writing {_name(fs, path)}",
-                             policy_for(fs), StorageWriteError, rng)
+async def put_verified(fs: fsspec.AbstractFileSystem, path: str, data: bytes | None,
+                       rng: random.Random | None = None, lpath: str | None = None) -> None:
+    """Upload ``data`` (or the local file ``lpath``, streamed) to ``path`` on an async
+    filesystem, verified, retried as the policy says; StorageWriteError naming the object when
+    the tries are spent."""
+    await acall_with_retries(lambda: _put_one(fs, path, data, lpath),
+                             f"writing {_name(fs, path)}", policy_for(fs), StorageWriteError, rng)
 
 
 def write_verified(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
@@ -101,7 +122,7 @@ def write_verified(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> Non
     def once():
         fs.pipe_file(path, data)
         fs.invalidate_cache(path)
-        why = mismatch(fs.info(path), data)
+        why = mismatch(fs.info(path), len(data), hashlib.md5(data).digest())
         if why:
             raise StoredBytesMismatch(f"{_name(fs, path)}: {why}")
 
@@ -159,6 +180,9 @@ async def _put_batch(fs: fsspec.AbstractFileSystem, batch: list[tuple[str, str]]
 
     async def one(lpath: str, rpath: str) -> None:
         async with gate:
+            if os.path.getsize(lpath) > INLINE_MAX:  # a large file (an export): streamed
+                await put_verified(fs, rpath, None, lpath=lpath)
+                return
             with open(lpath, "rb") as f:
                 data = f.read()
             await put_verified(fs, rpath, data)

@@ -132,22 +132,44 @@ def test_s3_write_and_read_through_faults(s3_server, small_ds, small_store_url, 
         assert sum(proxy.injected.values()) > 0
 
 
-def test_a_stored_object_is_compared_with_what_was_sent():
+def test_a_stored_object_is_compared_with_what_was_sent(tmp_path):
     """What the read-back compares: size, GCS's base64 MD5, S3's hex ETag (not a multipart
     one, which is no MD5)."""
     import base64
     import hashlib
 
-    from differland_dist.uploads import mismatch
+    from differland_dist.uploads import file_md5, mismatch
 
     data = b"abc\r"
     md5 = hashlib.md5(data)
-    assert mismatch({"size": 4, "ETag": f'"{md5.hexdigest()}"'}, data) is None
-    assert mismatch({"size": 3}, data) == "stored 3 bytes, sent 4"
-    assert "ETag" in mismatch({"size": 4, "ETag": '"' + "0" * 32 + '"'}, data)
-    assert mismatch({"size": 4, "ETag": '"' + "0" * 32 + '-2"'}, data) is None
-    assert mismatch({"size": 4, "md5Hash": base64.b64encode(md5.digest()).decode()}, data) is None
-    assert "MD5" in mismatch({"size": 4, "md5Hash": base64.b64encode(b"x" * 16).decode()}, data)
+    sent = len(data), md5.digest()
+    assert mismatch({"size": 4, "ETag": f'"{md5.hexdigest()}"'}, *sent) is None
+    assert mismatch({"size": 3}, *sent) == "stored 3 bytes, sent 4"
+    assert "ETag" in mismatch({"size": 4, "ETag": '"' + "0" * 32 + '"'}, *sent)
+    assert mismatch({"size": 4, "ETag": '"' + "0" * 32 + '-2"'}, *sent) is None
+    assert mismatch({"size": 4, "md5Hash": base64.b64encode(md5.digest()).decode()}, *sent) is None
+    assert "MD5" in mismatch({"size": 4, "md5Hash": base64.b64encode(b"x" * 16).decode()}, *sent)
+    path = tmp_path / "f"
+    path.write_bytes(data)
+    assert file_md5(str(path)) == sent
+
+
+def test_a_large_file_is_streamed_and_verified(gcs_emulator, tmp_path, monkeypatch):  # noqa: F811
+    """Files above INLINE_MAX go up with put_file (not read into memory), checked too."""
+    import os
+
+    from differland_dist import uploads
+    from differland_dist.location import filesystem
+
+    monkeypatch.setattr(uploads, "INLINE_MAX", 1000)
+    url = _url(gcs_emulator, "big")
+    fs, root = filesystem(url, {**gcs_emulator["storage_options"], "consistency": "none"})
+    blobs = {"a": os.urandom(5000) + b"\r", "b": os.urandom(10)}
+    for k, v in blobs.items():
+        (tmp_path / k).write_bytes(v)
+    uploads.upload(fs, [(str(tmp_path / k), f"{root}/{k}") for k in blobs], url)
+    fs.invalidate_cache()
+    assert {k: fs.cat_file(f"{root}/{k}") for k in blobs} == blobs
 
 
 # -- reads: bounded, named ---------------------------------------------------------------------
