@@ -26,8 +26,8 @@ os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
 import fsspec  # noqa: E402
 
-from differland_dist.errors import DifferlandError  # noqa: E402
-from differland_dist.retries import client_options  # noqa: E402
+from differland_dist.errors import DifferlandError, StorageReadError  # noqa: E402
+from differland_dist.retries import call_with_retries, client_options, policy_for  # noqa: E402
 from differland_dist.uploads import write_verified  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -110,12 +110,17 @@ class Location:
         except Exception:  # noqa: BLE001 - a filesystem without a listing cache
             pass
 
+    def _retrying(self, fn, what: str):
+        """``fn()`` under the retry policy of :mod:`differland_dist.retries` (a missing object
+        is not retried); StorageReadError naming this location when the tries are spent."""
+        return call_with_retries(fn, f"{what} {self.url}", policy_for(self.fs), StorageReadError)
+
     def exists(self) -> bool:
-        return bool(self.fs.exists(self.path))
+        return bool(self._retrying(lambda: self.fs.exists(self.path), "checking"))
 
     def read_bytes(self) -> bytes:
         """The whole file; FileNotFoundError if it is not there."""
-        return self.fs.cat_file(self.path)
+        return self._retrying(lambda: self.fs.cat_file(self.path), "reading")
 
     def read_json(self, default: Any = FileNotFoundError) -> Any:
         """A JSON document; ``default`` if missing (else FileNotFoundError); DifferlandError
@@ -135,7 +140,7 @@ class Location:
         """Every file/object below this location: key relative to it -> size in bytes."""
         self.invalidate()
         try:
-            found = self.fs.find(self.path, detail=True)
+            found = self._retrying(lambda: self.fs.find(self.path, detail=True), "listing")
         except FileNotFoundError:
             return {}
         out = {}

@@ -262,7 +262,7 @@ class PixelStore:
         """The root ``zarr.json``; DataValidationError if it is missing, not JSON or not the
         metadata of a zarr v3 group."""
         try:
-            raw = self.fs.cat_file(f"{self.root}/{ROOT_META}")
+            raw = Location(self.url, self.storage_options).join(ROOT_META).read_bytes()
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise DataValidationError([f"no zarr v3 group at this URL ({ROOT_META} not found)"],
                                       source=self.url) from None
