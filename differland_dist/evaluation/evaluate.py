@@ -94,9 +94,11 @@ def find_run_dir(attrs: dict, so: dict | None) -> str | None:
     """The run directory of an output's checkpoint (holding ``metrics.jsonl``), if any."""
     cands = []
     ck = str(attrs.get("checkpoint", ""))
+    f = str(attrs.get("checkpoint_file", ""))
+    if ck.startswith("[") or f.startswith("["):  # an ensemble's JSON list: no one run dir
+        return None
     if ck and not ck.endswith(".npz"):
         cands.append(ck)
-    f = str(attrs.get("checkpoint_file", ""))
     if f:
         parent = posixpath.dirname(f.rstrip("/"))
         if posixpath.basename(parent) == "checkpoints":
@@ -161,7 +163,8 @@ class _Blocks:
         with quiet_zarr():
             arrays = [self.group[n] for n in names]
         return dict(zip(names, self.pool.map(
-            lambda a: np.asarray(with_retries(lambda: a[s], f"output {a.path}")), arrays)))
+            lambda a: np.asarray(with_retries(lambda: a[s], f"output {a.path}",
+                                             fs=getattr(a.store, "fs", None))), arrays)))
 
     def close(self) -> None:
         self.rows.close()
@@ -815,7 +818,8 @@ def carbon_products(group, warm_up: int, block_pixels: int) -> dict[str, Any] | 
     zonal = C_.ZonalMeans(zonal_names, lat.size)
     for a in range(0, N, bp):
         s = slice(a, min(a + bp, N))
-        v = {n: np.asarray(with_retries(lambda arr=arr: arr[s], f"output {n}"), np.float64)
+        v = {n: np.asarray(with_retries(lambda arr=arr: arr[s], f"output {n}",
+                                        fs=getattr(arr.store, "fs", None)), np.float64)
              for n, arr in arrays.items()}
         bad = [n for n, x in v.items() if not np.isfinite(x).all()]
         if bad:

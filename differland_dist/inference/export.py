@@ -23,6 +23,7 @@ import xarray as xr
 from differland_dist.data.store import quiet_zarr, resolve, zarr_store
 from differland_dist.inference import output as out_mod
 from differland_dist.errors import DifferlandError
+from differland_dist.uploads import upload
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +186,7 @@ def export_netcdf(url: str, dest: str, storage_options: dict | None = None) -> l
                 if local:
                     os.replace(path, target)
                 else:
-                    fs.put_file(path, target)  # object uploads are atomic
+                    upload(fs, [(path, target)], dest)  # atomic, verified (uploads.py)
             finally:
                 if local and os.path.exists(path):
                     os.remove(path)
