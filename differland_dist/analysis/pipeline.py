@@ -24,9 +24,11 @@ from typing import Any, Sequence
 import numpy as np
 import xarray as xr
 
+from differland_dist.analysis import bootstrap as boot
+from differland_dist.analysis import findings as fnd
 from differland_dist.analysis import gradients as grad
 from differland_dist.analysis import generalisation as gen_mod
-from differland_dist.analysis import inputs, report
+from differland_dist.analysis import inputs, report, settings
 from differland_dist.analysis import shap_values as shp
 from differland_dist.analysis import truth as tr
 from differland_dist.analysis import uncertainty as unc
@@ -71,7 +73,7 @@ def run_analysis(url: str, out: str | None = None, *, sets: Sequence[str] | None
                  params: Sequence[str] | None = None, storage_options: dict | None = None,
                  out_storage_options: dict | None = None, shap: shp.ShapOptions | None = None,
                  partition_max_iter: int = 100, n_splits: int = 5, seed: int = 0,
-                 figures: bool = True) -> dict:
+                 figures: bool = True, bootstrap: int = boot.N_RESAMPLES) -> dict:
     """Run every analysis on experiment directory ``url`` and write them to ``out``.
 
     Args:
@@ -79,6 +81,8 @@ def run_analysis(url: str, out: str | None = None, *, sets: Sequence[str] | None
         (most predictors) is the one partitioned, decomposed and explained.
       params: parameters (default: all 40).
       shap: SHAP sample sizes and executor (None: defaults; ``ShapOptions(pixels=...)``).
+      bootstrap: resamples of the intervals (analysis/bootstrap.py; 0: none, every share
+        is then reported as undecided).
     Returns the summary (also ``summary.json``).
     """
     t0 = time.time()
@@ -231,6 +235,27 @@ def run_analysis(url: str, out: str | None = None, *, sets: Sequence[str] | None
     shap_summary["seconds"] = time.time() - t
     summary["shap"] = _jsonable(shap_summary)
     summary["seconds"]["shap"] = shap_summary["seconds"]
+
+    # intervals and findings (analysis/bootstrap.py, analysis/findings.py)
+    t = time.time()
+    summary["init"] = settings.head_init_scales(fs.run_dirs, so)
+    trusted = [n for n in names if n not in summary["untrusted"]]
+    eligible = [n for n in trusted if (vp["parameters"][n]["r2_all"] or -1) >= fnd.R2_ALL_MIN]
+    bt = None
+    if bootstrap > 0:
+        bt = boot.bootstrap(fs.x[:, :, idx], names, data.predictors, data.patch, groups,
+                            share_params=eligible, pca_params=trusted if len(trusted) >= 3 else [],
+                            true_x=data.true_x[:, idx] if data.true_x is not None else None,
+                            shap_values=np.stack([ex["values"][k][:, :, idx] for k in member_keys]),
+                            shap_truth=ex["values"]["truth"][:, :, idx] if "truth" in ex["values"] else None,
+                            shap_params=eligible, n=bootstrap, seed=seed,
+                            max_iter=partition_max_iter, n_splits=n_splits)
+        summary["intervals"] = _jsonable({k: v for k, v in bt.items()})
+    summary["findings"] = _jsonable(fnd.decide(_jsonable(vp), trusted, bt, top, feats))
+    if vpt is not None and eligible:
+        summary["findings"]["headline"]["truth_median_pft_share"] = float(np.nanmedian(
+            [vpt["parameters"][n]["pft_share"] for n in eligible]))
+    summary["seconds"]["bootstrap"] = time.time() - t
 
     # truth checks
     if data.true_x is not None:
