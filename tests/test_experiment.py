@@ -297,6 +297,11 @@ def test_analyze_writes_every_analysis_and_the_truth_check(finished_grid, capsys
     assert idf["pixels"] in ("test", "dev+test") and set(idf["parameters"]) == set(PARAMS)
     assert tc["identifiable"] == idf["identifiable"]
     md = (an / "report.md").read_text()
+    assert "trusted: median pft_share" in printed
+    summ = json.loads((an / "summary.json").read_text())
+    assert summ["intervals"]["n"] == 20 and summ["init"]["head_init_scale"]
+    assert set(summ["findings"]["shares"]) == set(PARAMS)
+    assert "head_init_scale" in md and "## Findings" in md and "bootstrap over 20 resamples" in md
     for head in ("## Generalisation", "## PFTs versus environment", "## Parameter gradients",
                  "## What drives each parameter (SHAP)", "## Uncertainty", "## Identifiability",
                  "## Checks against the truth"):

@@ -24,9 +24,11 @@ from typing import Any, Sequence
 import numpy as np
 
 from differland_dist.analysis.cf_store import cf_dataset
+from differland_dist.analysis import bootstrap as boot
+from differland_dist.analysis import findings as fnd
 from differland_dist.analysis import gradients as grad
 from differland_dist.analysis import generalisation as gen_mod
-from differland_dist.analysis import inputs, report
+from differland_dist.analysis import inputs, report, settings
 from differland_dist.analysis import shap_paper
 from differland_dist.analysis import shap_values as shp
 from differland_dist.analysis import truth as tr
@@ -73,7 +75,7 @@ def run_analysis(url: str, out: str | None = None, *, sets: Sequence[str] | None
                  out_storage_options: dict | None = None, shap: shp.ShapOptions | None = None,
                  partition_max_iter: int = 100, n_splits: int = 5, seed: int = 0,
                  figures: bool = True, shap_recipe: str = "members",
-                 paper_shap: dict | None = None) -> dict:
+                 paper_shap: dict | None = None, bootstrap: int = boot.N_RESAMPLES) -> dict:
     """Run every analysis on experiment directory ``url`` and write them to ``out``.
 
     Args:
@@ -84,6 +86,8 @@ def run_analysis(url: str, out: str | None = None, *, sets: Sequence[str] | None
       shap_recipe: "members" (each member in unbounded space, shap.json) or "paper": also the
         paper's recipe (analysis/shap_paper.py, shap_paper.json); ``paper_shap``: keyword
         arguments of :func:`shap_paper.for_experiment` (sizes, defects).
+      bootstrap: resamples of the intervals (analysis/bootstrap.py; 0: none, every share
+        is then reported as undecided).
     Returns the summary (also ``summary.json``).
     """
     t0 = time.time()
@@ -244,6 +248,27 @@ def run_analysis(url: str, out: str | None = None, *, sets: Sequence[str] | None
             fs, data, feats, F, so, seed=sopt.seed, executor=sopt.executor, address=sopt.address,
             **(paper_shap or {})))
         summary["seconds"]["shap_paper"] = time.time() - t
+
+    # intervals and findings (analysis/bootstrap.py, analysis/findings.py)
+    t = time.time()
+    summary["init"] = settings.head_init_scales(fs.run_dirs, so)
+    trusted = [n for n in names if n not in summary["untrusted"]]
+    eligible = [n for n in trusted if (vp["parameters"][n]["r2_all"] or -1) >= fnd.R2_ALL_MIN]
+    bt = None
+    if bootstrap > 0:
+        bt = boot.bootstrap(fs.x[:, :, idx], names, data.predictors, data.patch, groups,
+                            share_params=eligible, pca_params=trusted if len(trusted) >= 3 else [],
+                            true_x=data.true_x[:, idx] if data.true_x is not None else None,
+                            shap_values=np.stack([ex["values"][k][:, :, idx] for k in member_keys]),
+                            shap_truth=ex["values"]["truth"][:, :, idx] if "truth" in ex["values"] else None,
+                            shap_params=eligible, n=bootstrap, seed=seed,
+                            max_iter=partition_max_iter, n_splits=n_splits)
+        summary["intervals"] = _jsonable({k: v for k, v in bt.items()})
+    summary["findings"] = _jsonable(fnd.decide(_jsonable(vp), trusted, bt, top, feats))
+    if vpt is not None and eligible:
+        summary["findings"]["headline"]["truth_median_pft_share"] = float(np.nanmedian(
+            [vpt["parameters"][n]["pft_share"] for n in eligible]))
+    summary["seconds"]["bootstrap"] = time.time() - t
 
     # truth checks
     if data.true_x is not None:

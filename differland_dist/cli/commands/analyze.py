@@ -39,6 +39,9 @@ def add_arguments(p):
     flags.add_json(p)
     p.add_argument("--partition-iterations", type=int, default=100,
                    help="boosting iterations of each variance-partition regression (default 100)")
+    p.add_argument("--bootstrap", type=int, default=20, metavar="N",
+                   help="resamples of the intervals over members and patches (default 20; 0: "
+                        "none, every share then undecided; docs/analysis.md)")
     p.add_argument("--no-figures", action="store_true", help="JSON, zarr and report only")
     p.add_argument("--storage-options", default="{}", help="JSON fsspec options for EXPERIMENT_DIR")
     p.add_argument("--out-storage-options", default=None,
@@ -52,6 +55,8 @@ def run(args) -> int:
     from differland_dist.analysis.shap_values import ShapOptions
     from differland_dist.data.store import parse_storage_options
 
+    if args.bootstrap < 0:
+        raise DifferlandError(f"--bootstrap must be >= 0, got {args.bootstrap}")
     if args.partition_iterations < 1:
         raise DifferlandError(f"--partition-iterations must be >= 1, got {args.partition_iterations}")
     so = parse_storage_options(args.storage_options)
@@ -63,16 +68,20 @@ def run(args) -> int:
     s = run_analysis(args.experiment, args.out, sets=args.sets, params=args.params,
                      storage_options=so, out_storage_options=oso, shap=opts,
                      partition_max_iter=args.partition_iterations, figures=not args.no_figures,
-                     shap_recipe=args.shap_recipe)
+                     shap_recipe=args.shap_recipe, bootstrap=args.bootstrap)
     out = args.out or args.experiment.rstrip('/') + '/analysis'
     vp = s["variance_partition"]["summary"]
     if args.json:
         print(json.dumps({"analysis": out, "full_set": s["full_set"], "variance_partition": vp,
                           "gradients": s["gradients"]["components"],
-                          "truth_check": s.get("truth_check")}, default=str))
+                          "findings": s.get("findings"), "truth_check": s.get("truth_check")},
+                         default=str))
         return 0
     print(f"full set {s['full_set']}: median pft_share {vp['median_pft_share']} over "
           f"{vp['n_explainable']} explainable parameter(s)")
+    hl = s["findings"]["headline"]
+    print(f"trusted: median pft_share {hl['median_pft_share']} {hl['interval']} over "
+          f"{len(hl['over'])} parameter(s): {hl['decision']}")
     print("gradients: " + ", ".join(f"{c} {100 * v['explained']:.0f} % ({v['top_predictors'][0][0]})"
                                     for c, v in s["gradients"]["components"].items()))
     if s.get("truth_check"):
