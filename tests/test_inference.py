@@ -102,7 +102,7 @@ def test_ray_pipeline_output(ray_output, small_ds, checkpoint):  # noqa: F811
 
     ds = _open(url)
     assert ds.attrs["complete"] is True and ds.attrs["Conventions"] == "CF-1.8"
-    assert dict(ds.sizes) == {"pixel": N, "time": T, "lat": 12, "lon": 24, "chunk": 9}
+    assert dict(ds.sizes) == {"pixel": N, "time": T, "lat": 12, "lon": 24, "chunk": 9, "nv": 2}
     assert np.issubdtype(ds.time.dtype, np.datetime64)
     assert (ds[out_mod.DONE].values == 1).all()
     for name in out_mod.PARAM_NAMES:

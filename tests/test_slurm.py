@@ -44,7 +44,10 @@ def _run(tmp: Path, *args: str) -> tuple[subprocess.CompletedProcess, list[str]]
     log = tmp / "log"
     env = {**os.environ, "PATH": f"{_bin(tmp)}:{os.environ['PATH']}", "LOG": str(log),
            "SLURM_JOB_NODELIST": "node[1-3]", "SLURM_CPUS_PER_TASK": "8",
-           "SLURM_GPUS_PER_TASK": "1", "RAY_START_WAIT": "0"}
+           "SLURM_GPUS_PER_TASK": "1",
+           # the script sleeps this long after starting each Ray process in the background; a
+           # second lets the fake srun log its line before the next one starts (the order asserted)
+           "RAY_START_WAIT": "1"}
     env.pop("DIFFERLAND_VENV", None)
     r = subprocess.run(["bash", str(SCRIPT), *args], env=env, capture_output=True, text=True,
                        timeout=60)
