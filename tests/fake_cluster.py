@@ -72,7 +72,10 @@ class FakeAutoscalingCluster:
         self.config = autoscaling_config(worker_types, head_cpus, self.address, idle_timeout_minutes)
         self.env = {**os.environ, "RAY_TMPDIR": self.tmp, "RAY_ADDRESS": self.address,
                     "AUTOSCALER_UPDATE_INTERVAL_S": "1", "RAY_FAKE_CLUSTER": "1",
-                    "RAY_USAGE_STATS_ENABLED": "0"}
+                    "RAY_USAGE_STATS_ENABLED": "0",
+                    # no token authentication (Ray turns it on where ~/.ray/auth_token exists):
+                    # every process of this test cluster runs with this environment
+                    "RAY_AUTH_MODE": "disabled"}
         self.started = False
 
     def start(self, timeout_s: float = 120) -> None:
@@ -80,11 +83,11 @@ class FakeAutoscalingCluster:
         with open(path, "w") as f:
             json.dump(self.config, f)
         ray = os.path.join(os.path.dirname(sys.executable), "ray")
+        self.started = True  # from here on shutdown() has processes to kill
         subprocess.run([ray, "start", "--head", f"--port={self.port}", f"--node-ip-address={self.ip}",
                         f"--autoscaling-config={path}", "--num-cpus=0", f"--temp-dir={self.tmp}/ray",
                         "--include-dashboard=false", "--disable-usage-stats"],
                        env=self.env, check=True, capture_output=True, timeout=timeout_s)
-        self.started = True
 
     def pids(self) -> list[int]:
         """This cluster's processes: those whose command line or environment names its
@@ -145,7 +148,11 @@ class FakeAutoscalingCluster:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     def __enter__(self):
-        self.start()
+        try:
+            self.start()
+        except BaseException:
+            self.shutdown()
+            raise
         return self
 
     def __exit__(self, *exc):
