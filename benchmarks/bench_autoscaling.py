@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 DRIVER = ("import ray, time; ray.init(address='auto'); t = time.time(); "
-          "ray.get(ray.remote(num_cpus=1)(lambda: 1).remote()); print(time.time() - t, flush=True)")
+          "ray.get(ray.remote(num_cpus=1)(lambda: 1).remote()); print('task_s', time.time() - t, flush=True)")
 
 
 def main(argv=None):
@@ -34,7 +34,8 @@ def main(argv=None):
         start_s = time.monotonic() - t0
         drv = subprocess.Popen([sys.executable, "-c", DRIVER], env=c.env, stdout=subprocess.PIPE, text=True)
         up_s = c.wait_for_nodes(lambda n: n >= 1, 300)
-        task_s = float(drv.communicate(timeout=300)[0].strip().splitlines()[-1])
+        out = drv.communicate(timeout=300)[0]  # the autoscaler's events are printed there too
+        task_s = float(next(x for x in out.splitlines() if x.startswith("task_s ")).split()[1])
         down_s = c.wait_for_nodes(lambda n: n == 0, 300)
     row = {"head_start_s": round(start_s, 2), "first_worker_node_s": round(up_s, 2),
            "task_result_s": round(task_s, 2), "idle_to_zero_nodes_s": round(down_s, 2),
