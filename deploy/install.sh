@@ -4,10 +4,11 @@
 #   sh deploy/install.sh VARIANT [SRC]
 #
 #   VARIANT  cpu | cuda | tpu
-#            cpu  -> SRC          (jax CPU wheels)
-#            cuda -> SRC[cuda]    (jax[cuda12]: CUDA 12 runtime from pip wheels; the host only
-#                                  needs an NVIDIA driver, >= 525)
-#            tpu  -> SRC[tpu]     (jax[tpu]: libtpu; only works on a TPU VM / GKE TPU node)
+#            cpu  -> SRC[cloud]        (jax CPU wheels)
+#            cuda -> SRC[cuda,cloud]   (jax[cuda12]: CUDA 12 runtime from pip wheels; the host
+#                                       only needs an NVIDIA driver, >= 525)
+#            tpu  -> SRC[tpu,cloud]    (jax[tpu]: libtpu; only works on a TPU VM / GKE TPU node)
+#            [cloud]: gcsfs and s3fs, for gs:// and s3:// stores (clusters read object storage)
 #   SRC      path to the source tree (default: the repository this script lives in)
 #
 # Environment:
@@ -27,9 +28,9 @@ python="${PYTHON:-python3}"
 find_links=""
 
 case "$variant" in
-  cpu)  spec="$src" ;;
-  cuda) spec="$src[cuda]" ;;
-  tpu)  spec="$src[tpu]"
+  cpu)  spec="$src[cloud]" ;;
+  cuda) spec="$src[cuda,cloud]" ;;
+  tpu)  spec="$src[tpu,cloud]"
         # libtpu is on PyPI for current JAX; the find-links page keeps older pins resolvable.
         find_links="https://storage.googleapis.com/jax-releases/libtpu_releases.html" ;;
   *)    echo "install.sh: unknown VARIANT '$variant' (expected cpu, cuda or tpu)" >&2

@@ -9,7 +9,9 @@ The notebook surface (docs/python.md), importable from the top level::
     out = dl.open_output("demo_out/inference.zarr")        # an inference output
     cube = dl.gridded(out.gpp)                             # (time, lat, lon)
 
-and the commands' functions with the configs the CLI uses: ``load_config``, ``synth_to_store``,
+to write a store of one's own data ``write_store`` (an xarray Dataset following the schema) or
+``import_cube`` (CF datasets, docs/data.md), to export ``export_cube`` (a CF (time, lat, lon)
+cube), and the commands' functions with the configs the CLI uses: ``load_config``, ``synth_to_store``,
 ``calibrate``, ``run_inference`` (``InferenceOptions``), ``evaluate`` (``EvaluationOptions``),
 ``run_demo``.
 """
@@ -27,6 +29,9 @@ _EXPORTS = {
     "open_output": "differland_dist.api",
     "gridded": "differland_dist.api",
     "open_ensemble": "differland_dist.api",
+    "write_store": "differland_dist.data.store",
+    "export_cube": "differland_dist.inference.cube",
+    "import_cube": "differland_dist.data.importers.cube",
     "load_grid": "differland_dist.experiment",
     "run_experiment": "differland_dist.experiment",
     "TrainedModel": "differland_dist.trained",

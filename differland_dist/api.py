@@ -5,7 +5,7 @@ Both open lazily (values are read when indexed) with the same pixel layout:
 * dimension ``pixel`` with an index coordinate (the pixel's position in the store, so a
   subset of a store and the same subset of its inference output line up with ``.sel``), and
   per-pixel coordinates ``pixel_lat``, ``pixel_lon`` (degrees), ``row``, ``col``, ``patch``
-  and ``split`` (0 train, 1 held out);
+  and ``split`` (0 train, 1 dev, 2 test: :mod:`differland_dist.data.splits`);
 * dimension ``time`` decoded to datetimes;
 * for gridded stores, dimensions ``lat`` and ``lon``: the grid's cell centres (row 0 first),
   which :func:`gridded` maps pixels onto.
@@ -98,8 +98,9 @@ def _with_pixel_index(ds: xr.Dataset) -> xr.Dataset:
 
 def open_ensemble(experiment_dir: str, storage_options: dict | None = None) -> xr.Dataset:
     """An experiment's ``ensemble.zarr`` (``differland experiment``) as a lazy Dataset:
-    per ``predictor_set`` and ``statistic`` (mean, sd, q05, q50, q95) the 40 ``param_<name>``
-    (pixel), the ensemble series (pixel, time) and ``map_<name>`` (lat, lon); pixels carry
+    per ``predictor_set`` the members' mean of the 40 ``param_<name>`` (pixel), the ensemble
+    series (pixel, time) and ``map_<name>`` (lat, lon), their standard deviation
+    ``<name>_sd`` and quantiles ``<name>_quantile`` (numeric ``quantile`` 0.05, 0.5, 0.95); pixels carry
     ``row``/``col``, so :func:`gridded` turns a series into a (time, lat, lon) cube."""
     # imported here: inference/ and experiment/ load JAX; the notebook surface (resolved on first
     # use, differland_dist/__init__.py) loads it only when a function needs it

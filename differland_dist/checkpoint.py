@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from differland_dist import provenance
 from differland_dist.errors import CheckpointError
 from differland_dist.location import Location
 
@@ -25,7 +26,9 @@ FORMAT_VERSION = 1
 
 
 def to_bytes(arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> bytes:
-    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, **meta}
+    # what wrote it (version, commit, config digest) overrides a copied record of older code
+    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, **meta,
+            **provenance.record(meta.get("config"))}
     if _META_KEY in arrays:
         raise CheckpointError(f"array name {_META_KEY!r} is reserved")
     buf = io.BytesIO()

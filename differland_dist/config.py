@@ -38,6 +38,13 @@ JAX_PLATFORMS = ("cpu", "cuda", "gpu", "rocm", "tpu", "metal")
 TPU_CHIP_COUNTS = (1, 2, 4, 8)
 #: Ray's smallest fractional resource quantity.
 RAY_RESOURCE_UNIT = 1e-4
+#: What ``data.train_on`` may name (data.splits.for_training applies it).
+TRAIN_ON = ("train", "train+dev")
+#: ``training.on_nonfinite`` policies (distributed.policy.on_nonfinite decides).
+ON_NONFINITE = ("skip", "reduce_lr", "rollback", "reinitialise")
+#: ``training.patch_order``: a seeded permutation per epoch, or the split's order every epoch
+#: (the published loop: one batch per index value, in index order).
+PATCH_ORDERS = ("shuffled", "fixed")
 #: Largest training.seed: JAX's 32-bit PRNG keys would map larger seeds onto smaller ones.
 MAX_SEED = 2**32 - 1
 
@@ -50,7 +57,8 @@ def _set(obj, name: str, value) -> None:
 class DataConfig:
     """Where the pixels are and which inputs and observation products are used."""
 
-    url: str = ""
+    url: str = ""  # the pixel store: a local path or gs://, s3:// URL
+    #: fsspec options of the store (never saved in a run)
     storage_options: Mapping[str, Any] = field(default_factory=dict)
     #: predictor sets; a single string is a comma-separated list (``--set data.predictors=PFT``)
     predictors: tuple[str, ...] = ("PFT", "CLIM", "SOIL", "AGE")
@@ -67,9 +75,13 @@ class DataConfig:
     #: published run (1..100) whose train/dev/test partition to use, from the store's per-run
     #: batch index (stores of `differland import-netcdf`); None: the store's split as written
     run: int | None = None
+    #: which patches train: "train" (dev scores and selects), or "train+dev" (the final runs
+    #: of the paper's SHAP, ``compute_shap.py -d``: dev trains too, no dev loss; test stays out)
+    train_on: str = "train"
 
     def __post_init__(self):
         checks.string("data.url", self.url)
+        checks.choice("data.train_on", self.train_on, TRAIN_ON)
         if self.split_seed is not None:
             _set(self, "split_seed", checks.integer("data.split_seed", self.split_seed, 0, MAX_SEED))
         if self.run is not None:
@@ -111,11 +123,11 @@ class DataConfig:
 @dataclass(frozen=True)
 class OptimizerConfig:
     name: str = "adam"                 # adam | adamw | sgd
-    learning_rate: float = 1e-3
+    learning_rate: float = 1e-3  # peak learning rate
     schedule: str = "constant"         # constant | cosine | warmup_cosine
-    warmup_steps: int = 0
+    warmup_steps: int = 0  # linear warm-up steps (warmup_cosine)
     clip_norm: float | None = None     # global-norm clipping
-    weight_decay: float = 0.0
+    weight_decay: float = 0.0  # decoupled weight decay (adamw)
 
     def __post_init__(self):
         checks.choice("optimizer.name", self.name, ("adam", "adamw", "sgd"))
@@ -130,11 +142,11 @@ class OptimizerConfig:
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    steps: int = 100
-    patches_per_step: int = 8
+    steps: int | None = 100  # optimizer steps in all (null with training.epochs)
+    patches_per_step: int = 8  # training patches whose gradients make one step
     eval_every: int = 10               # held-out evaluation cadence (0: only at the end)
     checkpoint_every: int = 10         # checkpoint cadence (always also at the end)
-    seed: int = 0
+    seed: int = 0  # network initialisation (and patch order, unless order_seed)
     on_nonfinite: str = "skip"         # skip | reduce_lr | rollback
     max_nonfinite: int = 10            # consecutive non-finite steps before giving up
     lr_reduction: float = 0.5          # factor for reduce_lr
@@ -149,18 +161,31 @@ class TrainingConfig:
     keep: str = "last"                 # network.npz: the last step's network, or best_dev: the
                                        # one with the lowest dev loss of the evaluations (early
                                        # stopping without stopping; checkpoints stay the last)
+    patch_order: str = "shuffled"      # shuffled | fixed (see PATCH_ORDERS)
+    epochs: int | None = None          # the schedule in epochs of the run's own training patches
+                                       # (training.steps null): eval_every and checkpoint_every
+                                       # then count epochs too; the trainer resolves them to
+                                       # steps once the split is known (resolve_epochs)
 
     def __post_init__(self):
+        if self.epochs is not None and self.steps is not None:
+            raise ConfigError(f"training.steps: {self.steps} and training.epochs: {self.epochs} both "
+                              "given; set one (training.steps=null with epochs)")
+        if self.epochs is None and self.steps is None:
+            raise ConfigError("training.steps: null needs training.epochs (the schedule in epochs)")
         for name, lo in (("steps", 1), ("patches_per_step", 1), ("eval_every", 0),
                          ("checkpoint_every", 0), ("max_nonfinite", 1), ("patches_per_call", 1),
                          ("pixels_per_call", 1), ("updates_per_call", 1)):
-            if getattr(self, name) is None and name in ("patches_per_call", "pixels_per_call"):
+            if getattr(self, name) is None and name in ("patches_per_call", "pixels_per_call", "steps"):
                 continue
             _set(self, name, checks.integer(f"training.{name}", getattr(self, name), lo))
         _set(self, "seed", checks.integer("training.seed", self.seed, 0, MAX_SEED))
         if self.order_seed is not None:
             _set(self, "order_seed", checks.integer("training.order_seed", self.order_seed, 0, MAX_SEED))
-        checks.choice("training.on_nonfinite", self.on_nonfinite, ("skip", "reduce_lr", "rollback"))
+        checks.choice("training.on_nonfinite", self.on_nonfinite, ON_NONFINITE)
+        checks.choice("training.patch_order", self.patch_order, PATCH_ORDERS)
+        if self.epochs is not None:
+            _set(self, "epochs", checks.integer("training.epochs", self.epochs, 1))
         checks.choice("training.keep", self.keep, ("last", "best_dev"))
         _set(self, "lr_reduction", checks.number("training.lr_reduction", self.lr_reduction, 0, 1,
                                                  lo_open=True, hi_open=True))
@@ -183,14 +208,15 @@ def _check_address(address: str) -> None:
 @dataclass(frozen=True)
 class RayConfig:
     address: str = "local"             # local | auto | ray://host:port
-    workers: int = 2
-    cpus_per_worker: float = 1.0
-    gpus_per_worker: float = 0.0
-    tpus_per_worker: float = 0.0
+    workers: int = 2  # Ray training actors
+    cpus_per_worker: float = 1.0  # CPUs each actor reserves
+    gpus_per_worker: float = 0.0  # GPUs each actor reserves (fractions share a GPU)
+    tpus_per_worker: float = 0.0  # TPU chips each actor reserves (1, 2, 4 or 8)
     jax_platforms: str = ""            # "" = cpu unless the worker has GPUs/TPUs
     jax_threads_per_worker: int = 0    # 0 = as many as the CPUs given
+    #: Ray runtime environment of the actors (env_vars ...)
     runtime_env: Mapping[str, Any] = field(default_factory=dict)
-    max_worker_restarts: int = 3
+    max_worker_restarts: int = 3  # replacements of dead actors before the run fails
 
     def __post_init__(self):
         _check_address(checks.string("ray.address", self.address))
@@ -228,7 +254,7 @@ class RayConfig:
 
 @dataclass(frozen=True)
 class ExperimentConfig:
-    name: str = "differland"
+    name: str = "differland"  # the run's name (in its config.yaml and checkpoints)
     data: DataConfig = field(default_factory=DataConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -291,6 +317,29 @@ def check_against_store(config: ExperimentConfig, n_time: int, steps_per_year: i
         raise ConfigError(
             f"loss.enabled.edc: the EDC term compares January pools and needs a whole year "
             f"({spy} steps), the store has {n_time} time steps; switch it off (loss.enabled.edc: false)")
+
+
+def steps_per_epoch(n_train_patches: int, patches_per_step: int) -> int:
+    """Training steps of one epoch over ``n_train_patches``, as
+    :func:`differland_dist.distributed.policy.step_patches` deals them (whole steps; with one
+    patch per step, as published, every patch once)."""
+    n = max(1, int(n_train_patches))
+    return max(1, n // max(1, min(int(patches_per_step), n)))
+
+
+def resolve_epochs(config: ExperimentConfig, n_train_patches: int) -> ExperimentConfig:
+    """The config with a schedule in epochs (``training.epochs``) turned into steps for a run
+    of ``n_train_patches`` training patches: ``steps`` = epochs x the steps of one epoch, and
+    ``eval_every`` / ``checkpoint_every`` (counted in epochs) x the same. A config in steps is
+    returned as it is. The number of training patches is the data's (the run's partition), so
+    the loader cannot know it; the trainer calls this once the split is known."""
+    tc = config.training
+    if tc.epochs is None:
+        return config
+    per = steps_per_epoch(n_train_patches, tc.patches_per_step)
+    return dataclasses.replace(config, training=dataclasses.replace(
+        tc, steps=tc.epochs * per, epochs=None, eval_every=tc.eval_every * per,
+        checkpoint_every=tc.checkpoint_every * per))
 
 
 def _to_plain(obj):

@@ -26,6 +26,11 @@ class StorageReadError(DifferlandError, OSError):
     """A read from the store that still failed after every retry."""
 
 
+class StorageWriteError(DifferlandError, OSError):
+    """An object that could not be written, or was stored with other bytes than those sent,
+    after every retry; the message names the object."""
+
+
 class TrainingDiverged(DifferlandError):
     """Too many consecutive steps with a non-finite loss or gradient."""
 

@@ -26,7 +26,10 @@ os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
 import fsspec  # noqa: E402
 
-from differland_dist.errors import DifferlandError  # noqa: E402
+from differland_dist.errors import DifferlandError, StorageReadError  # noqa: E402
+from differland_dist.extras import missing_backend  # noqa: E402
+from differland_dist.retries import call_with_retries, client_options, policy_for  # noqa: E402
+from differland_dist.uploads import write_verified  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +43,13 @@ def join(base: str, *parts: str) -> str:
 
 
 def filesystem(url: str, options: dict | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
-    """(synchronous fsspec filesystem, path inside it) for a URL; a clear error for a bad one."""
+    """(synchronous fsspec filesystem, path inside it) for a URL; a clear error for a bad one.
+    The storage client gets this package's defaults (:func:`~differland_dist.retries.client_options`:
+    verified uploads, bounded retries) under the caller's ``options``."""
     try:
-        fs, path = fsspec.core.url_to_fs(str(url), **(options or {}))
+        fs, path = fsspec.core.url_to_fs(str(url), **client_options(str(url), options))
     except (ValueError, ImportError, TypeError) as e:
-        raise DifferlandError(f"{url!r}: cannot open its filesystem: {e}") from None
+        raise DifferlandError(missing_backend(url) or f"{url!r}: cannot open its filesystem: {e}") from None
     return fs, path.rstrip("/") or path
 
 
@@ -106,12 +111,17 @@ class Location:
         except Exception:  # noqa: BLE001 - a filesystem without a listing cache
             pass
 
+    def _retrying(self, fn, what: str):
+        """``fn()`` under the retry policy of :mod:`differland_dist.retries` (a missing object
+        is not retried); StorageReadError naming this location when the tries are spent."""
+        return call_with_retries(fn, f"{what} {self.url}", policy_for(self.fs), StorageReadError)
+
     def exists(self) -> bool:
-        return bool(self.fs.exists(self.path))
+        return bool(self._retrying(lambda: self.fs.exists(self.path), "checking"))
 
     def read_bytes(self) -> bytes:
         """The whole file; FileNotFoundError if it is not there."""
-        return self.fs.cat_file(self.path)
+        return self._retrying(lambda: self.fs.cat_file(self.path), "reading")
 
     def read_json(self, default: Any = FileNotFoundError) -> Any:
         """A JSON document; ``default`` if missing (else FileNotFoundError); DifferlandError
@@ -131,7 +141,7 @@ class Location:
         """Every file/object below this location: key relative to it -> size in bytes."""
         self.invalidate()
         try:
-            found = self.fs.find(self.path, detail=True)
+            found = self._retrying(lambda: self.fs.find(self.path, detail=True), "listing")
         except FileNotFoundError:
             return {}
         out = {}
@@ -158,7 +168,8 @@ class Location:
         """Write one file/object so that a reader sees the old content or the new, never a part.
 
         Locally: a temporary name beside the target, fsync, ``os.replace``. On object stores a
-        single-object upload is already atomic, so the bytes go to the final key.
+        single-object upload is already atomic, so the bytes go to the final key, verified
+        against what the server stored (:func:`differland_dist.uploads.write_verified`).
         """
         if self.local:
             parent = os.path.dirname(self.path)
@@ -178,7 +189,7 @@ class Location:
                     pass
                 raise
         else:
-            self.fs.pipe_file(self.path, data)
+            write_verified(self.fs, self.path, data)
 
     def write_json(self, obj: Any) -> None:
         self.write_atomic(json.dumps(obj, indent=1, sort_keys=True).encode())

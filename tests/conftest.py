@@ -52,7 +52,7 @@ def golden_daily(shared_dir):
 # collection order, so a long file collected last would run alone at the end. Seconds per file
 # as measured on the 2-core development VM (2026-11-29); files not listed keep their order, last.
 FILE_SECONDS = {
-    "test_calibrate.py": 450, "test_experiment.py": 300, "test_run_safety.py": 200,
+    "test_calibrate.py": 450, "test_experiment.py": 300, "test_storage_faults.py": 300, "test_run_safety.py": 200,
     "test_multinode.py": 180, "test_paper_parity.py": 170, "test_scaling.py": 150,
     "test_loss.py": 150, "test_demo.py": 130, "test_outputs_cf.py": 110, "test_paper_data.py": 90,
     "test_parity.py": 80, "test_cli_core.py": 70, "test_inference.py": 70, "test_evaluation.py": 70,

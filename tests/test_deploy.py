@@ -871,7 +871,8 @@ def test_dockerignore_excludes_credentials():
         assert pattern in ignore, pattern
 
 
-@pytest.mark.parametrize("variant,extra", [("cpu", ""), ("cuda", "[cuda]"), ("tpu", "[tpu]")])
+@pytest.mark.parametrize("variant,extra", [("cpu", "[cloud]"), ("cuda", "[cuda,cloud]"),
+                                           ("tpu", "[tpu,cloud]")])
 def test_install_script_variants(variant, extra):
     out = subprocess.run(
         ["sh", str(DEPLOY / "install.sh"), variant, "/src"],

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cf_check import COMBINED_VIEWS, UWUE, cf_problems, unexpected
+from cf_check import COMBINED_VIEWS, UWUE, cf_problems, ensemble_sample, unexpected
 from storage_servers import gcs_emulator  # noqa: F401 - fixture
 
 from differland_dist.data import splits
@@ -188,19 +188,28 @@ def test_grid_end_to_end_with_a_failing_member(finished_grid, exp_store):
     assert cell["member_mean"] == pytest.approx(cell["ensemble"], abs=1e-6)  # one kept member
     for sp in ("train", "dev", "test"):
         for view in ("flat", "spatial"):
-            assert set(scores["PFT"]["lai"][sp][view]) >= {"nse", "r2", "rmse", "bias", "r"}
+            assert set(scores["PFT"]["lai"][sp][view]) >= {"nse", "kge", "r2", "rmse", "mae", "bias", "r"}
+    # probabilistic scores of the kept members: the one-member set's CRPS is its MAE (no spread)
+    one, two = scores["PFT"]["lai"]["test"]["probabilistic"], scores["PFT+CLIM+SOIL+AGE"]["lai"]["test"]["probabilistic"]
+    assert one["members"] == 1 and one["n"] > 0 and one["spread_skill"] is None
+    assert one["crps"] == pytest.approx(one["mae"], rel=1e-9)
+    assert one["mae"] == pytest.approx(scores["PFT"]["lai"]["test"]["flat"]["mae"]["ensemble"], rel=1e-4)
+    assert two["members"] == 2 and two["n"] == one["n"] and 0 < two["crps_spread"]
+    assert two["crps"] is not None and two["spread_skill"] > 0 and 0 <= two["coverage_90"] <= 1
+    assert "note" in scores["PFT"]["nbe"]["test"]["probabilistic"]  # a patch-level stream
     import differland_dist as dl
 
     ens = dl.open_ensemble(out)
     assert list(ens["predictor_set"].values) == ["PFT", "PFT+CLIM+SOIL+AGE"]
-    assert list(ens["statistic"].values) == ["mean", "sd", "q05", "q50", "q95"]
-    assert ens["lai"].dims == ("predictor_set", "statistic", "pixel", "time")
+    assert list(ens["quantile"].values) == [0.05, 0.5, 0.95]
+    assert ens["lai"].dims == ("predictor_set", "pixel", "time")
+    assert ens["lai_quantile"].dims == ("predictor_set", "quantile", "pixel", "time")
     assert ens["param_LCMA"].attrs["units"] and ens["map_LCMA"].dims[-2:] == ("lat", "lon")
     # dates a year apart are the same date: the members' spread is within half a year
-    assert float(ens["param_Bday"].sel(statistic="sd").max()) < 182.625 / np.sqrt(2) + 1e-3
-    problems = cf_problems(ens, str(tmp_path), "ensemble")  # CF 1.8, like every output
+    assert float(ens["param_Bday_sd"].max()) < 182.625 / np.sqrt(2) + 1e-3
+    problems = cf_problems(ensemble_sample(ens), str(tmp_path), "ensemble")  # CF 1.8, like every output
     assert unexpected(problems, COMBINED_VIEWS + UWUE) == [], problems
-    cube = dl.gridded(ens["lai"].sel(predictor_set="PFT", statistic="mean"))
+    cube = dl.gridded(ens["lai"].sel(predictor_set="PFT"))
     assert cube.dims == ("time", "lat", "lon") and int(np.isfinite(cube.values[0]).sum()) == ens.sizes["pixel"]
     assert (tmp_path / "exp" / "figures" / "test_nse_lai.png").stat().st_size > 1000
     md = (tmp_path / "exp" / "scores.md").read_text()
@@ -211,6 +220,27 @@ def test_grid_end_to_end_with_a_failing_member(finished_grid, exp_store):
         res2 = run_experiment(grid, out, resume=True, ensemble=False)
     assert res2.run.members["PFT/m000"].state == "done"
     assert res2.run.members["PFT/m001"].state == "failed"
+
+
+def test_experiment_command_exits_1_and_names_the_failed_member(finished_grid, capsys):
+    """`differland experiment` fails (exit 1) when any member failed, naming it, though the
+    others finished: a batch job must not report success for a partial grid."""
+    from differland_dist.cli.main import main
+    from differland_dist.experiment.pipeline import CONFIG_NAME
+    from differland_dist.lease import Lease
+    from differland_dist.location import Location
+
+    out, _ = finished_grid
+    # the saved experiment.yaml is the grid itself; the other writer still holds PFT/m001
+    with Lease(Location(str(Path(out) / "members" / "PFT" / "m001")), owner="someone else"):
+        rc = main(["experiment", str(Path(out) / CONFIG_NAME), "--out", out, "--resume",
+                   "--skip-ensemble", "--json", "--no-progress"])
+    cap = capsys.readouterr()
+    assert rc == 1, cap.err
+    assert "error: 1 of 4 member(s) failed: PFT/m001" in cap.err
+    d = json.loads(cap.out.strip().splitlines()[-1])
+    assert [f["member"] for f in d["failed"]] == ["PFT/m001"] and "someone else" in d["failed"][0]["error"]
+    assert sorted(d["done"]) == ["PFT+CLIM+SOIL+AGE/m000", "PFT+CLIM+SOIL+AGE/m001", "PFT/m000"]
 
 
 # -- differland analyze end to end, on the grid above ------------------------------------------------
@@ -267,6 +297,11 @@ def test_analyze_writes_every_analysis_and_the_truth_check(finished_grid, capsys
     assert idf["pixels"] in ("test", "dev+test") and set(idf["parameters"]) == set(PARAMS)
     assert tc["identifiable"] == idf["identifiable"]
     md = (an / "report.md").read_text()
+    assert "trusted: median pft_share" in printed
+    summ = json.loads((an / "summary.json").read_text())
+    assert summ["intervals"]["n"] == 20 and summ["init"]["head_init_scale"]
+    assert set(summ["findings"]["shares"]) == set(PARAMS)
+    assert "head_init_scale" in md and "## Findings" in md and "bootstrap over 20 resamples" in md
     for head in ("## Generalisation", "## PFTs versus environment", "## Parameter gradients",
                  "## What drives each parameter (SHAP)", "## Uncertainty", "## Identifiability",
                  "## Checks against the truth"):
@@ -296,6 +331,31 @@ def test_analyze_rejects_bad_input_before_work(finished_grid, capsys, tmp_path):
     assert "--sets ['CLIM']: not in the experiment" in capsys.readouterr().err
     assert main(["analyze", str(tmp_path), "--out", str(tmp_path / "a")]) == 1
     assert "not an experiment directory" in capsys.readouterr().err
+
+
+def test_analyze_paper_shap_recipe(finished_grid, tmp_path):
+    """--shap-recipe paper adds shap_paper.json: the ensemble's physical and derived targets
+    explained on train/dev pixels only, the reference defects fixed; a bad recipe is refused."""
+    from differland_dist.analysis import shap_paper as SP
+    from differland_dist.analysis.pipeline import run_analysis
+    from differland_dist.analysis.shap_values import ShapOptions
+    from differland_dist.errors import DifferlandError
+
+    experiment, _ = finished_grid
+    with pytest.raises(DifferlandError, match="--shap-recipe"):
+        run_analysis(experiment, str(tmp_path / "x"), shap_recipe="nope")
+    out = tmp_path / "a"
+    s = run_analysis(experiment, str(out), params=PARAMS[:4], figures=False, partition_max_iter=20,
+                     shap=ShapOptions(pixels=8, background=6, nsamples=48, executor="local"),
+                     shap_recipe="paper", paper_shap={"pixels": 6, "background": 3, "nsamples": 40})
+    sp = json.loads((out / "shap_paper.json").read_text())
+    assert sp == s["shap_paper"] and sp["defects"] == {"pft_mask": False, "flab": False, "raw_lat": False}
+    u = sp["unconditional"]
+    assert u["pixels"] == 6 and u["background"] == 3 and "wood_allocation" in u["top"]
+    assert set(u["mean_abs"]["Q10_cal"]) == set(u["features"]) and u["features"][-1] == "lat"
+    assert len(sp["members"]) == 2
+    assert all(v["share_of_pft"] == 1.0 for v in sp["pft_conditional"].values())
+    assert SP.RECIPES == ("members", "paper")
 
 
 def test_analyze_on_object_storage(finished_grid, gcs_emulator):  # noqa: F811

@@ -176,6 +176,7 @@ def test_resume_computes_only_missing_chunks(ray_output, checkpoint, small_store
     _unmark(url, [1, 4, 8])
     assert _open(url).attrs["complete"] is False
     caplog.set_level(logging.INFO, logger="differland_dist.inference")
+    caplog.set_level(logging.INFO, logger="differland_dist.progress")  # the pixels-done lines
     r = run_inference(checkpoint, url, small_store_url, options=RAY)
     assert r.chunks_computed == [1, 4, 8] and r.complete
     assert r.pixels_computed == 8 + 8 + 3  # chunk 8 holds pixels 64..66

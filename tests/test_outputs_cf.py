@@ -230,6 +230,7 @@ def test_evaluate_totals_zonal_means_and_skill_maps(nc_output, small_ds, tmp_pat
     assert {"figures/skill_lai.png", "figures/zonal_means.png", "figures/global_totals.png"} <= figs
     for f in ("skill_lai.png", "zonal_means.png", "global_totals.png"):
         assert (tmp_path / "ev" / "figures" / f).read_bytes()[:4] == b"\x89PNG"
+    assert p.attrs["differland_version"] and "differland_git_commit" in p.attrs  # provenance
     # the skill-map store passes the CF checker like every other output
     assert unexpected(cf_problems(p, str(tmp_path), "evaluation"), ()) == []
     # a second evaluation replaces its own products store
@@ -256,7 +257,8 @@ def _read_scalars(logdir: str) -> dict[str, dict[int, float]]:
     return out
 
 
-def test_tensorboard_hook_logs_a_real_calibration(small_store_url, tmp_path):  # noqa: F811
+def test_tensorboard_and_mlflow_hooks_log_a_real_calibration(small_store_url, tmp_path,  # noqa: F811
+                                                              monkeypatch):
     pytest.importorskip("tensorboardX", reason="tensorboardX (the [tracking] extra) not installed")
     import ray
 
@@ -270,9 +272,17 @@ def test_tensorboard_hook_logs_a_real_calibration(small_store_url, tmp_path):  #
     started = not ray.is_initialized()
     if started:
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # the [mlflow] hook on the same calibration, into a local MLflow file store
+    from mlflow.tracking import MlflowClient
+
+    from differland_dist.tracking import MLflowHook
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 asks file stores to opt in
+    uri = (tmp_path / "mlruns").as_uri()
     try:
-        with TensorBoardHook(str(tmp_path / "tb")) as hook:
-            calibrate(cfg, str(tmp_path / "run"), hooks=[hook])
+        with TensorBoardHook(str(tmp_path / "tb")) as hook, \
+             MLflowHook(uri, "tests", run_name="run") as ml:
+            calibrate(cfg, str(tmp_path / "run"), hooks=[hook, ml])
     finally:
         if started:
             ray.shutdown()
@@ -284,6 +294,13 @@ def test_tensorboard_hook_logs_a_real_calibration(small_store_url, tmp_path):  #
     assert got["train/loss"] == pytest.approx(train)
     assert got["dev/loss"] == pytest.approx(test)  # the final dev record too (close)
     assert any(t.startswith("train/") and t != "train/loss" for t in got)  # loss terms
+    client = MlflowClient(uri)
+    run = client.get_run(ml.run_id)
+    assert run.info.status == "FINISHED" and run.info.run_name == "run"
+    hist = {m.step: m.value for m in client.get_metric_history(ml.run_id, "train/loss")}
+    assert hist == pytest.approx(train)
+    assert {m.step: m.value for m in client.get_metric_history(ml.run_id, "dev/loss")} == pytest.approx(test)
+    assert run.data.params["training.steps"] == "3" and run.data.params["data.url"] == small_store_url
 
 
 def test_tensorboard_hook_refuses_remote_dir(tmp_path):

@@ -151,7 +151,8 @@ def test_published_network_infer_evaluate_calibrate(paper, shared_dir, golden_mo
     assert "test" in text and "dev" in text
     # 6. the paper config calibrates on the store (a few steps, run 3's partition)
     cfg = load_config(ROOT / "configs" / "paper_global.yaml",
-                      [f"data.url={url}", "data.run=3", "training.steps=2", "training.eval_every=2",
+                      [f"data.url={url}", "data.run=3", "training.epochs=null",  # 2 steps, not epochs
+                       "training.steps=2", "training.eval_every=2",
                        "training.checkpoint_every=2", "ray.workers=1"])
     assert cfg.optimizer.learning_rate == 5e-5 and cfg.training.patches_per_step == 1
     assert cfg.loss.parity and not cfg.model.closed_budget
@@ -161,3 +162,48 @@ def test_published_network_infer_evaluate_calibrate(paper, shared_dir, golden_mo
     assert state.step == 2
     lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert any(np.isfinite(x.get("loss", np.nan)) for x in lines)
+
+
+def test_reproduction_recipe_at_small_size(paper, tmp_path):
+    """docs/paper.md's reproduction recipe on the generated driver: the paper's grid
+    (configs/experiment_paper.yaml: runs as members, one epoch of every training patch in a
+    fixed order, the best member by training loss), then evaluate --conventions paper and
+    analyze --shap-recipe paper, with small sizes."""
+    from differland_dist.experiment.grid import load_grid, member_config
+    from differland_dist.experiment.pipeline import prepare_dir, run_experiment
+    from differland_dist.inference.pipeline import InferenceOptions
+
+    _, _, url = paper
+    n_train = {r: len(splits.of_data(open_store(url), DataConfig(url=url, run=r)).train) for r in (1, 2)}
+    grid = load_grid(ROOT / "configs" / "experiment_paper.yaml", [
+        f"base.data.url={url}", "base.ray.address=local", "base.training.epochs=1",
+        "base.training.eval_every=1", "base.training.checkpoint_every=1",
+        "predictor_sets=[[PFT, CLIM, SOIL, AGE], [PFT]]", "members=2", "keep_best=1",
+        "resources={workers: 1, cpus_per_worker: 1, gpus_per_worker: 0}",
+        "ensemble_series=[gpp, lai]"])
+    assert [member_config(grid, m).data.run for m in grid.members[:2]] == [1, 2]
+    out = str(tmp_path / "exp")
+    prepare_dir(grid, out, False, {})
+    res = run_experiment(grid, out, resume=True, inference_options=InferenceOptions(executor="local"))
+    assert not res.run.failed
+    sel = json.loads((tmp_path / "exp" / "selection.json").read_text())
+    full = sel["PFT+CLIM+SOIL+AGE"]
+    assert full["keep_by"] == "train_loss" and len(full["kept"]) == 1
+    losses = full["train_loss"]
+    assert losses[full["kept"][0]] == min(losses.values())   # the better converged run kept
+    # every member trained one epoch of its own run: each training patch once
+    for seed in (0, 1):
+        recs = [json.loads(x) for x in (tmp_path / "exp" / "members" / "PFT+CLIM+SOIL+AGE" /
+                                        f"m{seed:03d}" / "metrics.jsonl").read_text().splitlines()]
+        train = [m for m in recs if m["split"] == "train"]
+        assert len(train) == n_train[seed + 1] and {m["epoch"] for m in train} == {1}
+    # evaluate the kept member with the reference's conventions (12 months: no warm-up)
+    member = tmp_path / "exp" / "members" / full["kept"][0]
+    from differland_dist.evaluation.evaluate import EvaluationOptions, evaluate
+
+    pc = evaluate(str(member / "inference.zarr"), out=str(tmp_path / "ev"),
+                  options=EvaluationOptions(figures=False, conventions="paper", paper_warm_up=0)
+                  )["paper_conventions"]
+    ref = pc["streams"]["lai"]["train"]["reference"]
+    assert "spatial_nse" in ref and np.isfinite(ref["flat_nse"])
+    assert "flat_nse" in pc["streams"]["agb"]["train"]["reference"]   # biomass: one whole year

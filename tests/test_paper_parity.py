@@ -263,6 +263,11 @@ def test_evaluate_paper_conventions(paper_output, small_ds, tmp_path):  # noqa: 
     assert pc["streams"]["vod"]["note"] == "switched off in the config"
     for k in ("slope", "intercept", "nse"):
         assert k in pc["streams"]["lai"]["train"]["flat"]
+    # the reference's exact numbers beside the gap-aware ones: the same pairs in the flat view
+    ref = pc["streams"]["lai"]["train"]["reference"]
+    assert ref["flat_rmse"] == pytest.approx(pc["streams"]["lai"]["train"]["flat"]["rmse"])
+    assert ref["flat_slope"] == pytest.approx(pc["streams"]["lai"]["train"]["flat"]["slope"])
+    assert "reference" in pc["keys"] and "spatial_median_temporal_nse" in ref
     md = (tmp_path / "ev" / "evaluation.md").read_text()
     assert "## The paper's conventions" in md and "temporal NSE mean" in md
     assert r["streams"]["lai"]["test"]["flat"]["n"] > pc["streams"]["lai"]["test"]["n"]
@@ -295,3 +300,50 @@ def test_water_time_mask_and_padded_scaling():
     assert s[0] == pytest.approx((0 + 4 + 8) / 4) and s[3] == pytest.approx((3 + 7 + 11) / 4)
     n = _paper_patch_series(x, w, np.zeros(3, int), np.array([0]), 4, False, 0.7)[0]
     assert n[1] == pytest.approx((1 + 5) / 2, rel=1e-6) and n[2] == pytest.approx(0.0)
+
+
+# -- the reference's own numbers (evaluation/paper_conventions.py) ------------------------------------
+def _golden_conventions():
+    import json
+
+    g = json.loads((Path(__file__).parent / "paper_conventions_golden.json").read_text())
+    arr = lambda k: np.array([[np.nan if v is None else v for v in row] for row in g["inputs"][k]])  # noqa: E731
+    return g, arr
+
+
+def _assert_reference(got: dict, want: dict):
+    for k, v in want.items():
+        if v is None:
+            assert np.isnan(got[k]), k
+        else:   # the reference computes in float32 (jax means, float32 sklearn inputs)
+            tol = 1e-3 if k.endswith("pval") else 2e-5
+            assert got[k] == pytest.approx(v, rel=tol, abs=1e-6), k
+
+
+def test_reference_conventions_match_the_reference_code():
+    """compute_metrics of evaluate_performance.py, run by the reference's own code on a small
+    case (tests/paper_conventions_golden.json says how): plain-mean spatial scores (NaN when
+    every unit has a gap), sklearn's r2 for constant and single-pair series, the -9999 fill
+    averaged into partial biomass years."""
+    from differland_dist.evaluation import paper_conventions as PC
+
+    g, arr = _golden_conventions()
+    obs, sim = arr("obs"), arr("sim")
+    _assert_reference(PC.reference_metrics(obs, sim), g["reference"]["monthly"])
+    _assert_reference(PC.reference_metrics(arr("gappy_obs"), sim), g["reference"]["all_gaps"])
+    _assert_reference(PC.reference_metrics(*PC.reference_units(arr("biomass_obs"), arr("biomass_sim"), 12)),
+                      g["reference"]["biomass_annual"])
+    # in blocks of units, as evaluate reads the store: the same numbers
+    acc = PC.ReferenceScores()
+    for s in (slice(0, 3), slice(3, 7)):
+        acc.add(obs[s], sim[s])
+    _assert_reference(acc.result(), g["reference"]["monthly"])
+    # the conventions themselves
+    assert PC.r2_score(np.array([1.5, 1.5]), np.array([1.5, 1.5])) == 1.0
+    assert PC.r2_score(np.array([0.5, 0.5]), np.array([0.4, 0.6])) == 0.0
+    assert np.isnan(PC.r2_score(np.array([2.0]), np.array([1.0])))
+    year = PC.sentinel_annual(np.array([[1.0] * 6 + [np.nan] * 6]))
+    assert year[0, 0] == pytest.approx((6 - 6 * 9999) / 12)
+    # the gap-aware versions differ exactly where the reference's conventions bite
+    ours = M.paper_scores(arr("gappy_obs"), sim)
+    assert np.isfinite(ours["spatial"]["nse"]) and g["reference"]["all_gaps"]["spatial_nse"] is None

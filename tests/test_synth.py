@@ -269,9 +269,8 @@ def test_structured_truth_store_via_the_cli(tmp_path, capsys):
     feats = np.stack([ds[k].values for k in synth.TRUTH_FEATURES], axis=1)
     np.testing.assert_allclose(synth.apply_truth(t, feats, ds["lat"].values), ds["true_x"].values,
                                rtol=1e-5, atol=1e-5)
-    with pytest.raises(SystemExit):
-        main(["synth", "--out", str(tmp_path / "t.zarr"), "--truth", "paper"])
-    assert "invalid choice: 'paper'" in capsys.readouterr().err
+    assert main(["synth", "--out", str(tmp_path / "t.zarr"), "--truth", "paper"]) != 0
+    assert "--truth 'paper': expected a design file" in capsys.readouterr().err
     with pytest.raises(DifferlandError, match="--truth 'paper'"):
         synth.synth_to_store(str(tmp_path / "u.zarr"), resolution=15, years=1, truth="paper")
     assert not (tmp_path / "t.zarr").exists() and not (tmp_path / "u.zarr").exists()

@@ -46,6 +46,14 @@ def cv_r2(X: np.ndarray, y: np.ndarray, groups: np.ndarray, *, n_splits: int = 5
     sst = float(np.sum((y - y.mean()) ** 2))
     if sst <= 0:
         return float("nan")
+    pred = cv_predictions(X, y, groups, n_splits=n_splits, seed=seed, max_iter=max_iter)
+    return float(1.0 - np.sum((y - pred) ** 2) / sst)
+
+
+def cv_predictions(X: np.ndarray, y: np.ndarray, groups: np.ndarray, *, n_splits: int = 5,
+                   seed: int = 0, max_iter: int = 100) -> np.ndarray:
+    """(P,) out-of-fold predictions of ``y`` by the :func:`cv_r2` recipe."""
+    y = np.asarray(y, np.float64)
     k = min(n_splits, len(np.unique(groups)))
     if k < 2:
         raise DifferlandError(f"variance partition: {len(np.unique(groups))} patch(es); "
@@ -53,7 +61,7 @@ def cv_r2(X: np.ndarray, y: np.ndarray, groups: np.ndarray, *, n_splits: int = 5
     pred = np.empty_like(y)
     with threadpool_limits(1):  # OpenMP threads on small data: 100x slower on a busy host
         _folds(X, y, groups, k, pred, seed, max_iter)
-    return float(1.0 - np.sum((y - pred) ** 2) / sst)
+    return pred
 
 
 def _folds(X, y, groups, k, pred, seed, max_iter) -> None:

@@ -22,11 +22,14 @@ import time
 from typing import Any, Sequence
 
 import numpy as np
-import xarray as xr
 
+from differland_dist.analysis.cf_store import cf_dataset
+from differland_dist.analysis import bootstrap as boot
+from differland_dist.analysis import findings as fnd
 from differland_dist.analysis import gradients as grad
 from differland_dist.analysis import generalisation as gen_mod
-from differland_dist.analysis import inputs, report
+from differland_dist.analysis import inputs, report, settings
+from differland_dist.analysis import shap_paper
 from differland_dist.analysis import shap_values as shp
 from differland_dist.analysis import truth as tr
 from differland_dist.analysis import uncertainty as unc
@@ -43,7 +46,7 @@ log = logging.getLogger(__name__)
 ANALYSIS_KIND = "experiment-analysis"
 ENTRIES = ["generalisation.json", "variance_partition.json", "gradients.json", "gradients.zarr",
            "shap.json", "shap.zarr", "uncertainty.json", "uncertainty.zarr", "identifiability.json",
-           "truth_check.json", "summary.json", "report.md", "figures"]
+           "truth_check.json", "summary.json", "report.md", "figures", "shap_paper.json"]
 
 
 def _jsonable(x: Any) -> Any:
@@ -63,7 +66,7 @@ def _jsonable(x: Any) -> Any:
 
 
 def _write_zarr(url: str, so: dict, data_vars: dict, coords: dict, attrs: dict | None = None) -> None:
-    ds = xr.Dataset(data_vars, coords=coords, attrs=attrs or {})
+    ds = cf_dataset(data_vars, coords, attrs)  # units, Conventions, provenance
     ds.to_zarr(zarr_store(url, so, read_only=False), mode="w", zarr_format=3, consolidated=False)
 
 
@@ -71,7 +74,8 @@ def run_analysis(url: str, out: str | None = None, *, sets: Sequence[str] | None
                  params: Sequence[str] | None = None, storage_options: dict | None = None,
                  out_storage_options: dict | None = None, shap: shp.ShapOptions | None = None,
                  partition_max_iter: int = 100, n_splits: int = 5, seed: int = 0,
-                 figures: bool = True) -> dict:
+                 figures: bool = True, shap_recipe: str = "members",
+                 paper_shap: dict | None = None, bootstrap: int = boot.N_RESAMPLES) -> dict:
     """Run every analysis on experiment directory ``url`` and write them to ``out``.
 
     Args:
@@ -79,6 +83,11 @@ def run_analysis(url: str, out: str | None = None, *, sets: Sequence[str] | None
         (most predictors) is the one partitioned, decomposed and explained.
       params: parameters (default: all 40).
       shap: SHAP sample sizes and executor (None: defaults; ``ShapOptions(pixels=...)``).
+      shap_recipe: "members" (each member in unbounded space, shap.json) or "paper": also the
+        paper's recipe (analysis/shap_paper.py, shap_paper.json); ``paper_shap``: keyword
+        arguments of :func:`shap_paper.for_experiment` (sizes, defects).
+      bootstrap: resamples of the intervals (analysis/bootstrap.py; 0: none, every share
+        is then reported as undecided).
     Returns the summary (also ``summary.json``).
     """
     t0 = time.time()
@@ -88,6 +97,8 @@ def run_analysis(url: str, out: str | None = None, *, sets: Sequence[str] | None
     bad = [p for p in names if p not in PARAM_NAMES]
     if bad:
         raise DifferlandError(f"--params {bad}: unknown parameter(s); known: {', '.join(PARAM_NAMES)}")
+    if shap_recipe not in shap_paper.RECIPES:
+        raise DifferlandError(f"--shap-recipe: {shap_recipe!r}, expected one of {list(shap_paper.RECIPES)}")
     if len(names) < 3:
         raise DifferlandError(f"--params: at least 3 parameters are needed (PCA of 3 components), "
                               f"got {names}")
@@ -231,6 +242,33 @@ def run_analysis(url: str, out: str | None = None, *, sets: Sequence[str] | None
     shap_summary["seconds"] = time.time() - t
     summary["shap"] = _jsonable(shap_summary)
     summary["seconds"]["shap"] = shap_summary["seconds"]
+    if shap_recipe == "paper":  # the reference's recipe, besides (analysis/shap_paper.py)
+        t = time.time()
+        summary["shap_paper"] = _jsonable(shap_paper.for_experiment(
+            fs, data, feats, F, so, seed=sopt.seed, executor=sopt.executor, address=sopt.address,
+            **(paper_shap or {})))
+        summary["seconds"]["shap_paper"] = time.time() - t
+
+    # intervals and findings (analysis/bootstrap.py, analysis/findings.py)
+    t = time.time()
+    summary["init"] = settings.head_init_scales(fs.run_dirs, so)
+    trusted = [n for n in names if n not in summary["untrusted"]]
+    eligible = [n for n in trusted if (vp["parameters"][n]["r2_all"] or -1) >= fnd.R2_ALL_MIN]
+    bt = None
+    if bootstrap > 0:
+        bt = boot.bootstrap(fs.x[:, :, idx], names, data.predictors, data.patch, groups,
+                            share_params=eligible, pca_params=trusted if len(trusted) >= 3 else [],
+                            true_x=data.true_x[:, idx] if data.true_x is not None else None,
+                            shap_values=np.stack([ex["values"][k][:, :, idx] for k in member_keys]),
+                            shap_truth=ex["values"]["truth"][:, :, idx] if "truth" in ex["values"] else None,
+                            shap_params=eligible, n=bootstrap, seed=seed,
+                            max_iter=partition_max_iter, n_splits=n_splits)
+        summary["intervals"] = _jsonable({k: v for k, v in bt.items()})
+    summary["findings"] = _jsonable(fnd.decide(_jsonable(vp), trusted, bt, top, feats))
+    if vpt is not None and eligible:
+        summary["findings"]["headline"]["truth_median_pft_share"] = float(np.nanmedian(
+            [vpt["parameters"][n]["pft_share"] for n in eligible]))
+    summary["seconds"]["bootstrap"] = time.time() - t
 
     # truth checks
     if data.true_x is not None:
@@ -259,6 +297,8 @@ def run_analysis(url: str, out: str | None = None, *, sets: Sequence[str] | None
                               "truth_explained": summary["gradients_truth"]["explained"]}
                              if cos_all is not None else {})})
     wj("shap.json", shap_summary)
+    if "shap_paper" in summary:
+        wj("shap_paper.json", summary["shap_paper"])
     wj("uncertainty.json", {k: v for k, v in un.items() if k != "ratio_map"})
     if idf:
         wj("identifiability.json", idf)

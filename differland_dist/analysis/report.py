@@ -9,6 +9,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from differland_dist.analysis import findings as fnd
+
 
 def _plt():
     # imported here: matplotlib is heavy and only the figures need it; the backend is set
@@ -148,7 +150,22 @@ def markdown(summary: Mapping) -> str:
             "them are not trusted."
             if s.get("identifiability") else "Parameters marked † are not pinned down by the "
             "ensemble (member spread ≥ half the spatial spread): read them beside their spread."), ""]
+    init = (s.get("init") or {}).get("head_init_scale") or []
+    if init:
+        vals = sorted({v for v in init if v is not None})
+        L += [f"Members initialised with network.head_init_scale = "
+              f"{', '.join(f'{v:g}' for v in vals) or 'unknown'} (1 = the paper's initialisation; "
+              "the initialisation changes the learnt maps' PFT shares, in both directions: "
+              "docs/analysis.md).", ""]
+    ints = s.get("intervals")
+    if ints:
+        L += [f"Intervals: {100 * ints['level']:.0f} % bootstrap over {ints['n']} resamples of the "
+              f"kept members and the patches (seed {ints['seed']}; analysis/bootstrap.py).", ""]
+    else:
+        L += ["No bootstrap intervals were computed (--bootstrap 0): no share is reported as a "
+              "finding.", ""]
     untrusted = set(s["untrusted"])
+    fd = s.get("findings") or {}
 
     def mark(n):
         return f"{n}†" if n in untrusted else n
@@ -166,29 +183,55 @@ def markdown(summary: Mapping) -> str:
                 ref = rows[g["reference"]]
                 line = (f"- {st}: {name} test NSE {_f(r['member_mean'])} ± {_f(r['member_sd'])} vs "
                         f"{g['reference']} {_f(ref['member_mean'])} ± {_f(ref['member_sd'])}: difference "
-                        f"{_f(r['diff'])}, {'beyond' if r['beyond_spread'] else 'within'} the member "
-                        f"spread (p = {_f(r['p_value'], 3)}, {r['test']})")
+                        f"{_f(r['diff'])}, {fnd.generalisation_words(r)}")
                 q = sp["streams"].get(st, {}).get(name)
                 qr = sp["streams"].get(st, {}).get(g["reference"])
                 if q and qr and q.get("diff") is not None:
                     line += (f" (spatial {_f(q['member_mean'])} ± {_f(q['member_sd'])} vs "
                              f"{_f(qr['member_mean'])} ± {_f(qr['member_sd'])}: difference {_f(q['diff'])}, "
-                             f"{'beyond' if q['beyond_spread'] else 'within'} the spread)")
+                             f"{fnd.generalisation_words(q)})")
                 L.append(line + ".")
         L += ["", "![generalisation](figures/generalisation.png)", ""]
     vp = s["variance_partition"]
-    L += ["## PFTs versus environment", "",
-          f"PFTs account for a median {_f(vp['summary']['median_pft_share'])} of the explainable "
-          f"spatial variation of the {vp['summary']['n_explainable']} parameters with r2_all ≥ "
-          f"{vp['recipe']['explainable_r2_all_min']}"
+    hl = fd.get("headline") or {}
+    L += ["## PFTs versus environment", ""]
+    if hl.get("over"):
+        iv = hl.get("interval") or [None, None]
+        verdict = {"PFT": "mostly PFTs", "environment": "mostly the environment"}.get(
+            hl.get("decision"), "undecided (the interval spans ½ or is missing)")
+        L.append(f"Over the {len(hl['over'])} trusted parameters whose maps the predictors explain "
+                 f"(r2_all ≥ {vp['recipe']['explainable_r2_all_min']}), PFTs account for a median "
+                 f"{_f(hl.get('median_pft_share'))} [{_f(iv[0])}, {_f(iv[1])}] of the explainable "
+                 f"spatial variation: {verdict}"
+                 + (f" (truth, same parameters: {_f(hl.get('truth_median_pft_share'))})"
+                    if hl.get("truth_median_pft_share") is not None else "") + ".")
+    else:
+        L.append("No trusted parameter has a map the predictors explain: no PFT-share headline.")
+    L += ["", f"Over all {vp['summary']['n_explainable']} explainable parameters, trusted or not, the "
+          f"median is {_f(vp['summary']['median_pft_share'])}"
           + (f" (truth: {_f(s['variance_partition_truth']['summary']['median_pft_share'])})"
-             if s.get("variance_partition_truth") else "") + ".", "",
-          "| parameter | r2_all | r2_PFT | r2_CLIM | r2_SOIL | r2_AGE | pft_share | direct share | "
-          "spread ratio |", "|---|---|---|---|---|---|---|---|---|"]
+             if s.get("variance_partition_truth") else "") + "; not a finding. "
+          "PFT fractions and climate each predict much of the same variation (compare r2_PFT and "
+          "r2_CLIM): the share measures how much of it PFTs *can* account for, collinearity "
+          "included, not a causal attribution.", "",
+          "*direct share* = 1 − Var(full − PFT-only) / Var(full), both maps on the full map's "
+          "standardised scale: 1 when the PFT-only ensemble's map equals the full set's, 0 when it "
+          "is no closer than a uniform map; it is negative when the PFT-only map differs from the "
+          "full one by more than the full map varies (a PFT-only map of larger amplitude), shown "
+          "as < 0. *decision*: PFT / environment when the share's whole interval is above / below "
+          "½, undecided when it spans ½; untrusted or unexplained parameters get none.", "",
+          "| parameter | r2_all | r2_PFT | r2_CLIM | r2_SOIL | r2_AGE | pft_share | interval | decision | "
+          "direct share | spread ratio |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    shares = fd.get("shares") or {}
     for n, v in vp["parameters"].items():
+        d = v.get("direct_share")
+        ds_ = "< 0" if d is not None and isinstance(d, float) and math.isfinite(d) and d < 0 else _f(d)
+        sh = shares.get(n, {})
+        iv = sh.get("interval") or [None, None]
         L.append(f"| {mark(n)} | {_f(v['r2_all'])} | {_f(v['r2_PFT'])} | {_f(v['r2_CLIM'])} | "
                  f"{_f(v['r2_SOIL'])} | {_f(v['r2_AGE'])} | {_f(v['pft_share'])} | "
-                 f"{_f(v.get('direct_share'))} | {_f(s['uncertainty']['parameters'][n]['ratio'])} |")
+                 f"{'[' + _f(iv[0]) + ', ' + _f(iv[1]) + ']' if iv[0] is not None else '–'} | "
+                 f"{sh.get('decision') or '–'} | {ds_} | {_f(s['uncertainty']['parameters'][n]['ratio'])} |")
     L += ["", "![variance partition](figures/variance_partition.png)", ""]
     gr = s["gradients"]
     L += ["## Parameter gradients", ""]
@@ -204,6 +247,19 @@ def markdown(summary: Mapping) -> str:
     if s.get("pca_cosines_all") is not None:
         L.append(f"- Over all parameters shown (unidentifiable maps included) the cosines are "
                  f"{', '.join(_f(c) for c in s['pca_cosines_all'])}.")
+    pi = (ints or {}).get("pca")
+    if pi:
+        L.append(f"- Over the {len(pi['over'])} trusted parameters: explained variance of the first "
+                 "three components " + ", ".join(f"[{_f(a)}, {_f(b)}]" for a, b in pi["explained"])
+                 + (("; cosines with the truth's " + ", ".join(f"[{_f(a)}, {_f(b)}]" for a, b in pi["cosines"]))
+                    if pi.get("cosines") else "") + ".")
+    for gd in fd.get("gradients") or []:
+        iv = gd["score_r2_all"] or [None, None]
+        L.append(f"- {gd['component']} of the trusted parameters: its scores are predicted out of fold "
+                 f"with R² [{_f(iv[0])}, {_f(iv[1])}]: "
+                 + ("an environmental gradient." if gd["environmental"] else
+                    "not shown to be an environmental gradient (its predictor correlations above "
+                    "are not a finding)."))
     L += ["", "![loadings](figures/pca_loadings.png)", "", "![scores](figures/pca_scores.png)", ""]
     sh = s.get("shap")
     if sh:
@@ -216,6 +272,14 @@ def markdown(summary: Mapping) -> str:
             L.append("- Within PFTs (dominant PFT ≥ 80 %): " + "; ".join(
                 f"{p} ({d['pixels']} px): " + ", ".join(k for k, _ in d["top"][:3])
                 for p, d in sh["pft_conditional"].items()))
+        for n, v in (fd.get("shap") or {}).items():
+            L.append(f"- {n}: {v['first']} ranks first in {100 * (v['first_frequency'] or 0):.0f} % of "
+                     "the resamples: " + ("its leading predictor." if v["decided"] else
+                                          "undecided (below 95 %)."))
+        si = ((ints or {}).get("shap") or {})
+        if si.get("pooled_rho"):
+            L.append(f"- Pooled Spearman ρ against the truth's profile: interval "
+                     f"[{_f(si['pooled_rho'][0])}, {_f(si['pooled_rho'][1])}].")
         L += ["", "![shap](figures/shap_importance.png)", ""]
         L += [f"![dependence {p}](figures/{f})" for p, f in sh["dependence_figures"].items()] + [""]
     u = s["uncertainty"]
@@ -237,6 +301,14 @@ def markdown(summary: Mapping) -> str:
         for n, v in idf["parameters"].items():
             L.append(f"| {n} | {_f(v['r2'])} | {_f(v['r'])} | {_f(v.get('r_all'))} | {_f(v['bias'])} | {_f(v['truth_sd'])} | "
                      f"{_f(v['ensemble_sd'])} | {_f(v.get('truth_range_fraction'), 3)} |")
+        L.append("")
+    if fd:
+        L += ["## Findings", "",
+              "What the numbers above support, by the rules of analysis/findings.py (a share whose "
+              "interval spans ½ is undecided; a gradient is environmental only if the predictors "
+              "predict its scores out of fold; a leading SHAP predictor only if it ranks first in "
+              "≥ 95 % of the resamples; only trusted parameters):", ""]
+        L += [f"- {x}" for x in fd.get("significant") or []] or ["- none"]
         L.append("")
     tc = s.get("truth_check")
     if tc:

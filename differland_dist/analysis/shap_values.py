@@ -20,6 +20,7 @@ import numpy as np
 import shap
 
 from differland_dist.errors import DifferlandError
+from differland_dist.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -161,17 +162,23 @@ def explain(functions: Mapping[str, Callable[[np.ndarray], np.ndarray]], feature
     bg, X = features[bg_idx], features[px_idx]
     chunks = [slice(a, min(a + options.chunk, len(px_idx))) for a in range(0, len(px_idx), options.chunk)]
     keys = list(functions)
+    prog = Progress("shap: tasks (function x pixel chunk)", len(keys) * len(chunks))
     if options.executor == "local":
-        vals = {k: np.concatenate([kernel_shap(functions[k], bg, X[c], options.nsamples, options.seed)
-                                   for c in chunks]) for k in keys}
+        vals = {}
+        for k in keys:
+            parts = []
+            for c in chunks:
+                parts.append(kernel_shap(functions[k], bg, X[c], options.nsamples, options.seed))
+                prog.add()
+            vals[k] = np.concatenate(parts)
     else:
-        vals = _explain_ray(functions, bg, X, chunks, options)
+        vals = _explain_ray(functions, bg, X, chunks, options, prog)
     log.info("shap: %d function(s) x %d pixels (background %d, nsamples %d)", len(keys),
              len(px_idx), len(bg_idx), options.nsamples)
     return {"pixels": px_idx, "background": bg_idx, "values": vals}
 
 
-def _explain_ray(functions, bg, X, chunks, options) -> dict:
+def _explain_ray(functions, bg, X, chunks, options, prog: Progress) -> dict:
     # imported here: Ray loads only when SHAP runs on Ray (executor="local" needs none)
     import ray
 
@@ -183,6 +190,10 @@ def _explain_ray(functions, bg, X, chunks, options) -> dict:
         bg_ref = ray.put(bg)
         refs = {k: [task.remote(f, bg_ref, X[c], options.nsamples, options.seed) for c in chunks]
                 for k, f in functions.items()}
+        pending = [r for rs in refs.values() for r in rs]
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            prog.add(len(done))
         return {k: np.concatenate(ray.get(r)) for k, r in refs.items()}
     finally:
         if started:  # leave a cluster we joined alone; stop the one we started

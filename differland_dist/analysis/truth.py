@@ -23,6 +23,9 @@ PFT_SHARE_TOL = 0.15
 PCA_COS_MIN = 0.8
 SHAP_RHO_MIN = 0.7
 GENERALISATION_STREAMS = ("sif", "lai", "et_gleam")
+#: "Beyond the member spread" also needs the paired (or Welch's) test's p below this: a
+#: difference larger than the sd with p = 0.26 is not distinguishable (issue 25).
+SIGNIFICANCE = 0.05
 
 
 def _r2(y: np.ndarray, yhat: np.ndarray) -> float:
@@ -162,7 +165,8 @@ def check_shap(pooled: float | None, rhos: Mapping[str, float]) -> dict:
 
 
 def check_generalisation(gen: Mapping, full: str, spatial: Mapping | None = None) -> list[dict]:
-    """Does ``full`` beat the reference set on the test split beyond the member spread, per
+    """Does ``full`` beat the reference set on the test split beyond the member spread (and
+    with p < SIGNIFICANCE), per
     stream of GENERALISATION_STREAMS, in ``gen``'s view (the analysis passes the flat one, every
     pixel-month, as the evaluation scores skill); the spatial view's numbers (the pixels' time
     means) ride along as ``spatial_*``."""
@@ -170,9 +174,12 @@ def check_generalisation(gen: Mapping, full: str, spatial: Mapping | None = None
     for st in GENERALISATION_STREAMS:
         r = gen["streams"].get(st, {}).get(full, {})
         q = (spatial or {}).get("streams", {}).get(st, {}).get(full, {})
+        p = r.get("p_value")
+        significant = p is not None and np.isfinite(p) and p < SIGNIFICANCE
         out.append(criterion(f"generalisation: {full} beats {gen['reference']} on test {st} NSE "
-                             f"({gen.get('view', 'flat')}) beyond the member spread", r.get("diff"),
-                             "> member sd", bool(r.get("better")), spread=r.get("spread"),
+                             f"({gen.get('view', 'flat')}) beyond the member spread, p < {SIGNIFICANCE}",
+                             r.get("diff"), f"> member sd and p < {SIGNIFICANCE}",
+                             bool(r.get("better")) and significant, spread=r.get("spread"),
                              p_value=r.get("p_value"),
                              **({"spatial_diff": q.get("diff"), "spatial_spread": q.get("spread"),
                                  "spatial_passed": bool(q.get("better"))} if spatial else {})))

@@ -9,9 +9,10 @@ import os
 import pkgutil
 import sys
 
-from differland_dist import allocator
+from differland_dist import allocator, progress
 from differland_dist.cli import commands as _commands_pkg
 from differland_dist.errors import DifferlandError
+from differland_dist.version import describe
 
 # Before gcsfs is imported anywhere: recent gcsfs probes the bucket type over gRPC, which
 # hangs against emulators and adds a round trip against GCS.
@@ -27,11 +28,21 @@ def _discover():
     return sorted(mods, key=lambda m: m.NAME)
 
 
+class _VersionAction(argparse.Action):
+    """``--version``: the commit is looked up only when asked (it runs git)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(describe())
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="differland",
         description="Distributed calibration of the DifferLand hybrid land model on Ray.",
     )
+    parser.add_argument("--version", action=_VersionAction, nargs=0,
+                        help="print the version (and the git commit when known) and exit")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -86,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     configure_logging(args.verbose, args.quiet)
+    level = progress.log.level
+    progress.enable(getattr(args, "progress", True))
     try:
         check_storage_options(args)
         return int(args._run(args) or 0)
@@ -95,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     except DifferlandError as e:  # clear, expected errors: no traceback
         print(f"error: {e}", file=sys.stderr)
         return 1
+    finally:  # main() may be called again in this process (tests, notebooks)
+        progress.log.setLevel(level)
 
 
 if __name__ == "__main__":

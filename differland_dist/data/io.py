@@ -34,11 +34,14 @@ import numpy as np
 import xarray as xr
 import zarr
 from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, GzipCodec, ZstdCodec
-from zarr.storage import FsspecStore, LocalStore
+from zarr.storage import LocalStore
 
 from differland_dist.data import schema, splits
+from differland_dist.data.zarr_objects import CheckedFsspecStore
 from differland_dist.errors import DataValidationError, DifferlandError
 from differland_dist.location import OWNER_MARKER, Location, filesystem, is_local
+from differland_dist.retries import client_options
+from differland_dist.uploads import UPLOAD_MAX_CONCURRENCY, upload  # noqa: F401 - re-exported
 
 log = logging.getLogger(__name__)
 
@@ -77,14 +80,17 @@ def resolve(url: str, storage_options: dict | None = None) -> tuple[fsspec.Abstr
 
 
 def zarr_store(url: str, storage_options: dict | None = None, read_only: bool = True) -> zarr.abc.store.Store:
-    """The zarr store object for a URL: :class:`LocalStore` for local paths, else FsspecStore."""
+    """The zarr store object for a URL: :class:`LocalStore` for local paths, else a
+    :class:`~differland_dist.data.zarr_objects.CheckedFsspecStore` (verified writes, retried
+    reads)."""
     fs, root = resolve(url, storage_options)
     if is_local(fs):
         if not read_only:
             os.makedirs(root, exist_ok=True)
         return LocalStore(root, read_only=read_only)
-    return FsspecStore.from_url(str(url), storage_options=dict(storage_options or {}),
-                                read_only=read_only)
+    return CheckedFsspecStore.from_url(str(url),
+                                       storage_options=client_options(url, storage_options),
+                                       read_only=read_only)
 
 
 def pixel_chunks(ds_or_arrays, max_patch_size: int) -> dict[str, tuple[int, ...]]:
@@ -156,8 +162,9 @@ def write_zarr_store(ds: xr.Dataset, url: str, storage_options: dict | None = No
     if is_local(fs):
         _write_zarr(out, LocalStore(root), C)
     else:
-        # Object stores: write locally, then upload every object concurrently and the root
-        # zarr.json (complete=True) last; zarr's own writes would go one request at a time.
+        # Object stores: write locally, then upload every object concurrently, each verified
+        # (uploads.py), and the root zarr.json (complete=True) last, only once every other
+        # object is stored as sent; zarr's own writes would go one request at a time.
         with tempfile.TemporaryDirectory(prefix="differland-store-") as tmp:
             _write_zarr(out, LocalStore(tmp), C)
             keys = sorted(k for k in Location(tmp).list_objects() if k != ROOT_META)
@@ -169,66 +176,6 @@ def write_zarr_store(ds: xr.Dataset, url: str, storage_options: dict | None = No
                      time.perf_counter() - t0, window)
         fs.invalidate_cache()
     log.info("wrote %s (complete)", url)
-
-
-#: Most objects :func:`upload` sends at once: enough to hide a cloud store's per-request
-#: latency, bounded so that one write never opens hundreds of connections.
-UPLOAD_MAX_CONCURRENCY = 32
-
-
-def upload(fs: fsspec.AbstractFileSystem, pairs: list[tuple[str, str]], url: str = "",
-           max_concurrency: int = UPLOAD_MAX_CONCURRENCY) -> int:
-    """Upload local files to object storage, ``(local path, remote path)`` each, with a bounded
-    and adapted number of requests in flight; returns the concurrency it settled on.
-
-    fsspec's batched ``put``/``pipe`` start every upload at once (their default batch is
-    1280 requests, or the open-file limit / 8).
-    A server with a short listen queue - gcp-storage-emulator's single-threaded server has the
-    stock backlog of 5 and closes every connection after one request - drops the connection
-    attempts beyond it, and each dropped SYN costs a kernel retransmission of 1, 3, 7, ... s:
-    100 objects took 110 s instead of 0.3 s. Cloud stores, on the other hand, need many
-    requests in flight to hide their latency. So the window starts at one request and doubles
-    while the objects per second rise by a tenth or more (rounds of 8 x window objects), then
-    the rest goes at the best window found, never above ``max_concurrency``.
-
-    Retries are the filesystem's own (gcsfs retries each request up to 6 times with backoff,
-    s3fs through botocore): none are stacked on them here. An upload that still fails raises
-    DifferlandError naming the object.
-    """
-    if not pairs:
-        return 0
-    if not getattr(fs, "async_impl", False):  # no batching to bound: one after the other
-        for lpath, rpath in pairs:
-            _put(fs, [(lpath, rpath)], 1, url)
-        return 1
-    window, best, best_rate, probing, i = 1, 1, 0.0, True, 0
-    while i < len(pairs):
-        batch = pairs[i: i + 8 * window] if probing else pairs[i:]
-        i += len(batch)
-        t0 = time.perf_counter()
-        _put(fs, batch, window, url)
-        rate = len(batch) / max(time.perf_counter() - t0, 1e-6)
-        log.debug("upload: %d object(s), %d at a time: %.0f objects/s", len(batch), window, rate)
-        if not probing:
-            break
-        if rate >= 1.1 * best_rate:  # more in flight paid off
-            best, best_rate = window, rate
-        if best == window and window < max_concurrency:
-            window = min(2 * window, max_concurrency)
-        else:
-            probing, window = False, best
-    return window
-
-
-def _put(fs: fsspec.AbstractFileSystem, batch: list[tuple[str, str]], concurrency: int,
-         url: str) -> None:
-    kw = {"batch_size": concurrency} if getattr(fs, "async_impl", False) else {}
-    try:
-        fs.put([lp for lp, _ in batch], [rp for _, rp in batch], **kw)
-    except Exception as e:  # noqa: BLE001 - whatever the filesystem raised after its retries
-        raise DifferlandError(f"{url}: uploading {len(batch)} object(s) (from {batch[0][1]}) "
-                              f"failed after the storage client's retries: "
-                              f"{type(e).__name__}: {e}") from e
 
 
 def _write_zarr(ds: xr.Dataset, store: zarr.abc.store.Store, max_patch_size: int) -> None:
@@ -315,7 +262,7 @@ class PixelStore:
         """The root ``zarr.json``; DataValidationError if it is missing, not JSON or not the
         metadata of a zarr v3 group."""
         try:
-            raw = self.fs.cat_file(f"{self.root}/{ROOT_META}")
+            raw = Location(self.url, self.storage_options).join(ROOT_META).read_bytes()
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise DataValidationError([f"no zarr v3 group at this URL ({ROOT_META} not found)"],
                                       source=self.url) from None
@@ -588,8 +535,7 @@ def fast_codec(arr: zarr.Array) -> FastCodec | None:
 def decode_raw(codec: FastCodec, raw: bytes) -> np.ndarray:
     """A whole chunk (``codec.shape``, native byte order) from its stored bytes; ValueError
     saying what is wrong for a checksum mismatch, an undecodable frame or a wrong size."""
-    # imported here: google-crc32c comes with gcsfs, not as a declared dependency; only chunk
-    # verification needs it
+    # imported here: only chunk verification needs it (a declared dependency)
     import google_crc32c
 
     body = np.frombuffer(raw, np.uint8)  # no copy; google_crc32c takes arrays, not memoryviews

@@ -48,12 +48,14 @@ class PatchReader:
       cache: None, ``"memory"`` (decoded chunks kept in this process) or a local directory
         (chunks kept as ``.npy`` under ``<dir>/<store fingerprint>/``).
       max_workers: concurrent chunk reads.
-      retries, backoff_s: retries of a failed chunk read and the first wait (doubling).
+      retries, backoff_s: retries of a failed chunk read and the first wait (doubling); None:
+        the policy of :mod:`differland_dist.retries` for the store's filesystem.
     """
 
     def __init__(self, store: PixelStore, predictors: Sequence[str],
                  products: Mapping[str, str | None] | None = None, cache: str | None = None,
-                 max_workers: int = 8, retries: int = 4, backoff_s: float = 0.2):
+                 max_workers: int = 8, retries: int | None = None,
+                 backoff_s: float | None = None):
         self.store = store
         self.predictors = list(predictors)
         names = set(store.array_names)

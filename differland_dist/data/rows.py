@@ -2,7 +2,8 @@
 
 A read names variables and rows of the pixel axis; only the chunks those rows touch are
 fetched, as raw objects, concurrently (batched ``cat_ranges`` on object stores, a thread pool
-otherwise), retried with exponential backoff on transient storage errors, verified (crc32c,
+otherwise; at most :func:`~differland_dist.throttle.storage_slots` requests in flight per
+process), retried as the one policy of :mod:`differland_dist.retries` says, verified (crc32c,
 size) and decoded here; an optional cache keeps decoded chunks in memory or as ``.npy`` files.
 The trainer's :class:`~differland_dist.data.reader.PatchReader`, inference's chunk worker,
 evaluation's blocks and validation's scan all read through it, so retries, verification and
@@ -16,6 +17,7 @@ errors (what validation, which reports every problem of a store, wants).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import random
@@ -25,10 +27,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Sequence, TypeVar
 
+import fsspec.asyn
 import numpy as np
 
 from differland_dist.data.io import CorruptChunkError, PixelStore
 from differland_dist.errors import DataValidationError, StorageReadError
+from differland_dist.retries import (ALONE, RetryPolicy, call_with_retries, is_transient,
+                                     policy_for)
+from differland_dist.throttle import storage_slots
 
 log = logging.getLogger(__name__)
 R = TypeVar("R")
@@ -37,43 +43,22 @@ R = TypeVar("R")
 ChunkKey = tuple[str, tuple[int, ...]]
 Rows = slice | Sequence[slice] | None
 
-#: Errors that say the object is not there or not readable: retrying will not help.
-_PERMANENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
+def with_retries(fn: Callable[[], R], what: str, retries: int | None = None,
+                 backoff_s: float | None = None, rng: random.Random | None = None,
+                 fs=None) -> R:
+    """``fn()`` (a read of ``what``) under the retry policy of :mod:`differland_dist.retries`
+    for filesystem ``fs`` (None: one with no retrying client); ``retries``/``backoff_s``
+    override its tries (``retries + 1`` in all) and first wait. StorageReadError naming
+    ``what`` once they are spent."""
+    policy = _policy(fs, retries, backoff_s)
+    return call_with_retries(fn, f"reading {what}", policy, StorageReadError, rng)
 
 
-def is_transient(err: BaseException) -> bool:
-    """Whether a storage error is worth retrying: timeouts, connection and I/O errors, and
-    HTTP 408/429/5xx from cloud clients; not missing objects or denied access."""
-    if isinstance(err, _PERMANENT):
-        return False
-    if isinstance(err, (TimeoutError, ConnectionError, OSError)):
-        return True
-    code = getattr(err, "code", None) or getattr(err, "status", None)
-    if isinstance(code, int):
-        return code in (408, 429) or 500 <= code < 600
-    return type(err).__module__.split(".")[0] in ("aiohttp", "botocore", "aiobotocore",
-                                                  "urllib3", "requests")
-
-
-def with_retries(fn: Callable[[], R], what: str, retries: int = 4, backoff_s: float = 0.2,
-                 rng: random.Random | None = None) -> R:
-    """Call ``fn``; on a transient error wait ``backoff_s * 2**attempt`` (x0.5-1.5 jitter) and
-    try again, at most ``retries`` more times; then raise StorageReadError naming ``what``."""
-    rng = rng or random.Random()
-    for attempt in range(retries + 1):
-        try:
-            return fn()
-        except Exception as e:  # noqa: BLE001 - classified just below
-            if not is_transient(e):
-                raise
-            if attempt == retries:
-                raise StorageReadError(f"reading {what} failed after {retries + 1} attempt(s): "
-                                       f"{type(e).__name__}: {e}") from e
-            wait = backoff_s * (2 ** attempt) * rng.uniform(0.5, 1.5)
-            log.warning("reading %s: %s: %s; retry %d/%d in %.2f s", what, type(e).__name__, e,
-                        attempt + 1, retries, wait)
-            time.sleep(wait)
-    raise AssertionError("unreachable")
+def _policy(fs, retries: int | None, backoff_s: float | None) -> RetryPolicy:
+    base = ALONE if fs is None else policy_for(fs)
+    return RetryPolicy(base.attempts if retries is None else int(retries) + 1,
+                       base.backoff_s if backoff_s is None else float(backoff_s),
+                       base.cap_s, base.behind_client)
 
 
 def as_slices(rows: Rows, n: int) -> list[slice]:
@@ -95,18 +80,20 @@ class RowReader:
 
     Args:
       store: an opened :class:`PixelStore`.
-      max_workers: concurrent chunk fetches and decodes.
-      retries, backoff_s: retries of a failed fetch and the first wait (doubling).
+      max_workers: concurrent chunk fetches and decodes (fetches also bounded per process by
+        :func:`differland_dist.throttle.storage_slots`).
+      retries, backoff_s: None (the policy of :func:`differland_dist.retries.policy_for` for
+        the store's filesystem), or retries of a failed fetch and the first wait (doubling).
       cache: None, ``"memory"`` (decoded chunks kept in this reader) or a local directory
         (chunks kept as ``.npy`` under ``<dir>/<store fingerprint>/``, shared by readers and
         processes; written atomically).
     """
 
-    def __init__(self, store: PixelStore, max_workers: int = 8, retries: int = 4,
-                 backoff_s: float = 0.2, cache: str | None = None):
+    def __init__(self, store: PixelStore, max_workers: int = 8, retries: int | None = None,
+                 backoff_s: float | None = None, cache: str | None = None):
         self.store = store
         self.max_workers = max(1, int(max_workers))
-        self.retries, self.backoff_s = int(retries), float(backoff_s)
+        self.policy = _policy(store.fs, retries, backoff_s)
         self._rng = random.Random(0)
         self._cache_kind = None if cache is None else ("memory" if cache == "memory" else "disk")
         self._mem: dict[ChunkKey, np.ndarray] = {}
@@ -234,7 +221,7 @@ class RowReader:
         """Bytes of each object (or the exception reading it), ``max_workers`` at a time."""
         fs = self.store.fs
         if getattr(fs, "async_impl", False):
-            return fs.cat_ranges(paths, None, None, on_error="return", batch_size=self.max_workers)
+            return fsspec.asyn.sync(fs.loop, self._cat_async, fs, paths)
         n = max(1, min(self.max_workers, len(paths)))
         groups = [paths[i::n] for i in range(n)]
         parts = list(self._pool.map(lambda g: fs.cat_ranges(g, None, None, on_error="return"),
@@ -244,11 +231,24 @@ class RowReader:
             out[i::n] = part
         return out
 
+    async def _cat_async(self, fs, paths: list[str]) -> list[bytes | BaseException]:
+        """Each request holds one of this reader's ``max_workers`` places and then one slot of
+        the process's pool (:func:`~differland_dist.throttle.storage_slots`)."""
+        mine, pool = asyncio.Semaphore(self.max_workers), storage_slots()
+
+        async def one(path: str) -> bytes:
+            async with mine, pool.hold():
+                return await fs._cat_file(path)
+
+        return await asyncio.gather(*(one(p) for p in paths), return_exceptions=True)
+
     def _fetch_raw(self, keys: list[ChunkKey]) -> dict[ChunkKey, bytes]:
-        """Stored bytes of chunk objects, retrying transient errors with backoff."""
+        """Stored bytes of chunk objects; the chunks whose read failed transiently (after the
+        storage client's own retries) are read again as :attr:`policy` says."""
         out: dict[ChunkKey, bytes] = {}
         pending = list(keys)
-        for attempt in range(self.retries + 1):
+        attempts = self.policy.attempts
+        for attempt in range(1, attempts + 1):
             results = self._cat([self._path(k) for k in pending])
             failed = []
             for key, r in zip(pending, results):
@@ -266,13 +266,15 @@ class RowReader:
             if not failed:
                 return out
             key, err = failed[0]
-            if attempt == self.retries:
-                raise StorageReadError(f"reading {self._what(key)} failed after "
-                                       f"{self.retries + 1} attempt(s) ({len(failed)} chunk(s) "
-                                       f"failing): {type(err).__name__}: {err}") from err
-            wait = self.backoff_s * (2 ** attempt) * self._rng.uniform(0.5, 1.5)
+            if attempt == attempts:
+                behind = " (each after the storage client's own retries)" \
+                    if self.policy.behind_client else ""
+                raise StorageReadError(f"reading {self._what(key)} failed after {attempts} "
+                                       f"attempt(s){behind} ({len(failed)} chunk(s) failing): "
+                                       f"{type(err).__name__}: {err}") from err
+            wait = self.policy.wait_s(attempt, self._rng)
             log.warning("reading %d chunk(s) of %s: %s: %s; retry %d/%d in %.2f s", len(failed),
-                        self.store.url, type(err).__name__, err, attempt + 1, self.retries, wait)
+                        self.store.url, type(err).__name__, err, attempt, attempts - 1, wait)
             time.sleep(wait)
             pending = [k for k, _ in failed]
         raise AssertionError("unreachable")
@@ -286,8 +288,9 @@ class RowReader:
     def _through_zarr(self, key: ChunkKey) -> np.ndarray | CorruptChunkError:
         """A chunk through zarr (layouts whose codecs the fast path does not decode)."""
         try:
-            return with_retries(lambda: self.store.zarr_chunk(*key), self._what(key),
-                                self.retries, self.backoff_s, self._rng)
+            return call_with_retries(lambda: self.store.zarr_chunk(*key),
+                                     f"reading {self._what(key)}", self.policy, StorageReadError,
+                                     self._rng)
         except CorruptChunkError as e:
             return e
 

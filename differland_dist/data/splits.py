@@ -111,6 +111,28 @@ def redraw(written: PatchSplit, seed: int, dev_fraction: float | None = None) ->
     return PatchSplit(train.astype(np.int64), dev.astype(np.int64), written.test)
 
 
+def for_training(split: PatchSplit, train_on: str = "train") -> tuple[np.ndarray, np.ndarray]:
+    """(patches that train, patches whose loss is evaluated) under ``data.train_on``:
+    ``"train"``: the split's train and dev; ``"train+dev"``: train and dev together, sorted,
+    and nothing evaluated (the paper's final runs for SHAP, ``compute_shap.py -d``, whose
+    standardisation is over train + dev too: row 100 of its CSVs). Test never trains."""
+    if train_on == "train":
+        return split.train, split.dev
+    if train_on == "train+dev":
+        both = np.sort(np.concatenate([split.train, split.dev])).astype(np.int64)
+        return both, np.array([], np.int64)
+    raise ConfigError(f"data.train_on: expected train or train+dev, got {train_on!r}")
+
+
+def published_order(patch_slices: Mapping[int, slice], run_table: np.ndarray, run: int,
+                    patches: np.ndarray) -> np.ndarray:
+    """``patches`` in published run ``run``'s batch order: by the run's index value (the
+    order in which ``calibration.py`` visits its batches every epoch), ties by patch id."""
+    col = np.asarray(run_table)[:, int(run) - 1]
+    key = np.array([col[patch_slices[int(p)].start] for p in patches], np.float64)
+    return np.asarray(patches, np.int64)[np.lexsort((np.asarray(patches), key))]
+
+
 def pixel_codes(patch: np.ndarray, split: PatchSplit) -> np.ndarray:
     """(pixel,) int8 split code of every pixel under a (possibly redrawn) patch split."""
     codes = np.full(int(np.max(patch)) + 1 if patch.size else 0, -1, np.int8)

@@ -35,6 +35,7 @@ from differland_dist.data import schema
 from differland_dist.data.io import DIM_LABEL, CorruptChunkError, PixelStore, patch_runs, span
 from differland_dist.data.rows import RowReader
 from differland_dist.errors import DataValidationError, DifferlandError
+from differland_dist.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -472,13 +473,16 @@ def _scan(src, plan: dict[str, tuple], obs_plan: list[tuple], sizes: dict[str, i
             else:
                 tallies[k] = t
 
+    prog = Progress(f"validate {src.label}: blocks read and checked", len(jobs))
     if src.parallel and len(jobs) > 1:
         with ThreadPoolExecutor(max_workers=8) as ex:
             for result in ex.map(lambda j: j[0](*j[1]), jobs):
                 collect(result)
+                prog.add()
     else:
         for fn, args in jobs:
             collect(fn(*args))
+            prog.add()
 
     out = []
     for name, (lo, hi, category, units) in plan.items():

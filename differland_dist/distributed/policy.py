@@ -19,13 +19,16 @@ from typing import Mapping, NamedTuple, Sequence
 import numpy as np
 
 
-def step_patches(train_patches: np.ndarray, step: int, per_step: int, seed: int) -> list[int]:
-    """The patches of ``step`` (0-based): epochs are seeded permutations of the train patches."""
+def step_patches(train_patches: np.ndarray, step: int, per_step: int, seed: int,
+                 fixed: bool = False) -> list[int]:
+    """The patches of ``step`` (0-based): epochs are seeded permutations of the train patches,
+    or with ``fixed`` (training.patch_order: fixed, the published loop) the patches in their
+    given order every epoch."""
     n = len(train_patches)
     per_step = min(per_step, n)
     steps_per_epoch = max(1, n // per_step)
     epoch, k = divmod(step, steps_per_epoch)
-    perm = np.random.default_rng([seed, epoch]).permutation(n)
+    perm = np.arange(n) if fixed else np.random.default_rng([seed, epoch]).permutation(n)
     return [int(train_patches[i]) for i in perm[k * per_step:(k + 1) * per_step]]
 
 
@@ -100,7 +103,8 @@ class NonFiniteDecision(NamedTuple):
 
     ``action``: ``"skip"`` (count the step, leave network and optimizer as they are),
     ``"reduce_lr"`` (retry the same step at ``lr_scale``), ``"rollback"`` (restart from the
-    last checkpoint at ``lr_scale``, the paper's restart-on-NaN) or ``"stop"`` (give up:
+    last checkpoint at ``lr_scale``), ``"reinitialise"`` (a fresh network and optimizer from
+    step 0, the published restart-on-NaN of ``calibration.py``) or ``"stop"`` (give up:
     more than ``max_nonfinite`` in a row). ``in_a_row`` is the new count of consecutive
     non-finite steps."""
 
@@ -124,4 +128,7 @@ def on_nonfinite(action: str, in_a_row: int, max_in_a_row: int, lr_scale: float,
         return NonFiniteDecision("reduce_lr", n, lr_scale * lr_reduction)
     if action == "rollback":
         return NonFiniteDecision("rollback", n, min(lr_scale, checkpoint_lr_scale) * lr_reduction)
-    raise ValueError(f"training.on_nonfinite: {action!r}, expected skip, reduce_lr or rollback")
+    if action == "reinitialise":  # the learning rate as configured: a new start, not a retry
+        return NonFiniteDecision("reinitialise", n, 1.0)
+    raise ValueError(f"training.on_nonfinite: {action!r}, expected skip, reduce_lr, rollback or "
+                     "reinitialise")

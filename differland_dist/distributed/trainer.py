@@ -32,7 +32,8 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from tqdm.auto import tqdm
 
-from differland_dist.config import ExperimentConfig, check_against_store, with_defaults
+from differland_dist.config import (ExperimentConfig, check_against_store, resolve_epochs,
+                                    steps_per_epoch, with_defaults)
 from differland_dist.data import splits
 from differland_dist.data.batch import predictor_names
 from differland_dist.data.store import open_store
@@ -61,6 +62,7 @@ class TrainState:
     lr_scale: float = 1.0            # lowered by on_nonfinite = reduce_lr / rollback
     nonfinite_in_a_row: int = 0
     skipped: list[int] = field(default_factory=list)
+    reinitialised: int = 0           # fresh starts by on_nonfinite = reinitialise (seeds the next)
 
 
 def describe_nonfinite(loss: float, grad: np.ndarray) -> str:
@@ -124,8 +126,13 @@ class Calibration:
             # the store's split, the published run's (data.run) or a redraw (data.split_seed)
             split = splits.of_data(self.store, config.data)
             # test patches are never read: not for training, not for selection
-            self.train_patches, self.dev_patches = split.train, split.dev
+            self.train_patches, self.dev_patches = splits.for_training(split, config.data.train_on)
+            if config.training.patch_order == "fixed" and config.data.run is not None:
+                # the published loop visits the run's batches in its index order
+                self.train_patches = splits.published_order(self.store.patch_slices, self.store.run_table,
+                                                            config.data.run, self.train_patches)
             how = [f"data.run={config.data.run}"] if config.data.run is not None else []
+            how += [f"data.train_on={config.data.train_on}"] if config.data.train_on != "train" else []
             how += [f"data.split_seed={config.data.split_seed}"] if config.data.split_seed is not None else []
             log.info("%s: %s%s", config.data.url, split.counts(),
                      f" (train/dev of {', '.join(how)})" if how else "")
@@ -133,6 +140,8 @@ class Calibration:
             raise DifferlandError(f"{config.data.url}: no training patches (split == 0)")
         self.T = self.store.n_time
         check_against_store(config, self.T, self.store.steps_per_year)
+        # a schedule in epochs becomes steps of this run (saved_config keeps the epochs)
+        config = self.config = resolve_epochs(config, len(self.train_patches))
         # A cluster that is not there fails now, not after minutes of Ray retries.
         check_ray_address(config.ray.address)
         multistep.check_config(config)
@@ -171,6 +180,7 @@ class Calibration:
         return {"kind": "training", "step": state.step, "config": self.saved_config,
                 "data_fingerprint": self.fingerprint, "lr_scale": state.lr_scale,
                 "nonfinite_in_a_row": state.nonfinite_in_a_row, "skipped": state.skipped,
+                "reinitialised": state.reinitialised,
                 "rng": {"kind": "numpy.default_rng([seed, epoch])", "seed": self.config.training.seed,
                         "next_step": state.step},
                 "network": dataclasses.asdict(self.config.network),
@@ -278,7 +288,8 @@ class Calibration:
             flat = np.asarray(ravel_pytree(network_from_arrays(arrays))[0])
             opt_state = state_from_arrays(tx.init(net0), arrays, "opt/")
             state = TrainState(flat, opt_state, int(meta["step"]), float(meta.get("lr_scale", 1.0)),
-                               int(meta.get("nonfinite_in_a_row", 0)), list(meta.get("skipped", [])))
+                               int(meta.get("nonfinite_in_a_row", 0)), list(meta.get("skipped", [])),
+                               int(meta.get("reinitialised", 0)))
             self.rundir.reset_metrics(state.step)
             self._last_ckpt = (state.step, state.flat.copy(), state.opt_state, state.lr_scale)
             if tc.keep == "best_dev" and "best_dev" in meta:
@@ -293,7 +304,8 @@ class Calibration:
             self._last_ckpt = (0, state.flat.copy(), state.opt_state, 1.0)
         n_step = min(tc.patches_per_step, len(self.train_patches))
         n_calls = len(self._calls(step_patches(self.train_patches, 0, tc.patches_per_step,
-                                               tc.seed if tc.order_seed is None else tc.order_seed)))
+                                               tc.seed if tc.order_seed is None else tc.order_seed,
+                                               tc.patch_order == "fixed")))
         log.info("%d workers ready in %.1fs: %d train / %d dev patches, %d steps of %d patches "
                  "in ~%d calls of %d pixels (up to %d patches each)", W, time.perf_counter() - t0,
                  len(self.train_patches), len(self.dev_patches), tc.steps, n_step, n_calls,
@@ -418,8 +430,9 @@ class Calibration:
         tc = self.config.training
         t_step = time.perf_counter()
         order = tc.seed if tc.order_seed is None else tc.order_seed
-        patches = step_patches(self.train_patches, state.step, tc.patches_per_step, order)
-        nxt = (step_patches(self.train_patches, state.step + 1, tc.patches_per_step, order)
+        fixed = tc.patch_order == "fixed"
+        patches = step_patches(self.train_patches, state.step, tc.patches_per_step, order, fixed)
+        nxt = (step_patches(self.train_patches, state.step + 1, tc.patches_per_step, order, fixed)
                if state.step + 1 < tc.steps else [])
         if self.pool is None:  # the driver logic alone (tests replace _gather)
             by_call, wall, compute_s, pm = self._gather(patches, state.flat, True, False)
@@ -436,6 +449,7 @@ class Calibration:
         loss = terms.get("loss", float("nan"))
         finite = math.isfinite(loss) and bool(np.all(np.isfinite(grad)))
         rec = {"step": state.step + 1, "split": "train", **terms, "patches": len(patches),
+               "epoch": state.step // steps_per_epoch(len(self.train_patches), tc.patches_per_step) + 1,
                "pixel_months": pm, "lr_scale": state.lr_scale, "applied": finite,
                "workers": 0 if self.pool is None else len(self.pool), "calls": len(by_call),
                "time_compute_s": compute_s, "time_comm_s": max(wall - compute_s, 0.0)}
@@ -526,8 +540,26 @@ class Calibration:
                                        skipped=state.skipped + [state.step + 1])
         if d.action == "reduce_lr":
             return dataclasses.replace(state, lr_scale=d.lr_scale, nonfinite_in_a_row=d.in_a_row)
+        if d.action == "reinitialise":
+            return self._reinitialise(state, d.in_a_row)
         step, flat, opt_state, _ = last
-        return TrainState(flat.copy(), opt_state, step, d.lr_scale, d.in_a_row, state.skipped)
+        return TrainState(flat.copy(), opt_state, step, d.lr_scale, d.in_a_row, state.skipped,
+                          state.reinitialised)
+
+    def _reinitialise(self, state: TrainState, in_a_row: int) -> TrainState:
+        """A fresh network (key: training.seed folded with the count of fresh starts, so
+        every start differs and a resumed run draws the same) and optimizer, from step 0:
+        the published restart when an epoch's loss is NaN (``calibration.py``)."""
+        cfg = self.config
+        n = state.reinitialised + 1
+        key = jax.random.fold_in(jax.random.PRNGKey(cfg.training.seed), n)
+        net = init_network(key, len(self.std_names) - 1, cfg.network)
+        flat = np.asarray(ravel_pytree(net)[0])
+        opt_state = make_optimizer(cfg.optimizer, cfg.training.steps).init(net)
+        log.warning("fresh start %d from step 0 (training.on_nonfinite = reinitialise)", n)
+        self._last_ckpt = (0, flat.copy(), opt_state, 1.0)
+        self._best = None  # keep=best_dev: a network of the abandoned start is not kept
+        return TrainState(flat, opt_state, 0, 1.0, in_a_row, state.skipped, n)
 
     def _evaluate(self, state: TrainState) -> float | None:
         """Dev loss of the current network (recorded in metrics.jsonl); None without dev patches."""

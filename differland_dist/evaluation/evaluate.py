@@ -31,6 +31,7 @@ from typing import Any, Sequence
 import numpy as np
 import xarray as xr
 
+from differland_dist import provenance
 from differland_dist import streams as streams_table
 from differland_dist.config import ExperimentConfig, from_dict
 from differland_dist.data import schema, splits
@@ -39,6 +40,7 @@ from differland_dist.data.store import PixelStore, quiet_zarr, resolve, zarr_sto
 from differland_dist.errors import DifferlandError, OutputMismatchError
 from differland_dist.evaluation import carbon as C_
 from differland_dist.evaluation import metrics as M
+from differland_dist.evaluation import paper_conventions as PC
 from differland_dist.evaluation import plots, report
 from differland_dist.evaluation import skill_maps as SM
 from differland_dist.evaluation.streams import (
@@ -92,9 +94,11 @@ def find_run_dir(attrs: dict, so: dict | None) -> str | None:
     """The run directory of an output's checkpoint (holding ``metrics.jsonl``), if any."""
     cands = []
     ck = str(attrs.get("checkpoint", ""))
+    f = str(attrs.get("checkpoint_file", ""))
+    if ck.startswith("[") or f.startswith("["):  # an ensemble's JSON list: no one run dir
+        return None
     if ck and not ck.endswith(".npz"):
         cands.append(ck)
-    f = str(attrs.get("checkpoint_file", ""))
     if f:
         parent = posixpath.dirname(f.rstrip("/"))
         if posixpath.basename(parent) == "checkpoints":
@@ -159,7 +163,8 @@ class _Blocks:
         with quiet_zarr():
             arrays = [self.group[n] for n in names]
         return dict(zip(names, self.pool.map(
-            lambda a: np.asarray(with_retries(lambda: a[s], f"output {a.path}")), arrays)))
+            lambda a: np.asarray(with_retries(lambda: a[s], f"output {a.path}",
+                                             fs=getattr(a.store, "fs", None))), arrays)))
 
     def close(self) -> None:
         self.rows.close()
@@ -473,9 +478,10 @@ def _paper_units(name: str, rule, val, w, sim, sel, patch, padded: int, spy: int
                                     water_threshold))
     if name in PAPER_ANNUAL:
         Y = val.shape[1] // spy
-        obs_y = val[sel, : Y * spy].reshape(-1, Y, spy)
+        n = int(np.count_nonzero(sel))  # explicit: -1 is ambiguous with no whole year (Y = 0)
+        obs_y = val[sel, : Y * spy].reshape(n, Y, spy)
         return (np.where(np.all(np.isfinite(obs_y), axis=2), obs_y.mean(axis=2), np.nan),
-                sim[sel, : Y * spy].reshape(-1, Y, spy).mean(axis=2))
+                sim[sel, : Y * spy].reshape(n, Y, spy).mean(axis=2))
     return val[sel], sim[sel]
 
 
@@ -530,7 +536,8 @@ def paper_conventions(store: PixelStore, group, cfg: ExperimentConfig, codes: np
     out: dict[str, Any] = {
         "source": "evaluate_performance.py of JianingFang/DifferLand_Global",
         "warm_up": int(warm_up), "water_threshold": float(water_threshold),
-        "padded_patch_size": padded, "streams": {}}
+        "padded_patch_size": padded, "streams": {},
+        "keys": PC.KEYS_NOTE}
     N, T = store.n_pixels, store.n_time
     active = {}
     for name, metric in PAPER_STREAMS.items():
@@ -540,6 +547,7 @@ def paper_conventions(store: PixelStore, group, cfg: ExperimentConfig, codes: np
         else:
             active[name] = metric
     accs = {name: [PaperScores() for _ in SPLITS] for name in active}
+    refs = {name: [PC.ReferenceScores() for _ in SPLITS] for name in active}  # the exact numbers
     obs_vars = sorted({v for n in active for v in (schema.obs_value_name(plan[n]["product"]),
                                                    schema.obs_weight_name(plan[n]["product"]))})
     need = sorted({s for n in active for s in rule_of[n].series})
@@ -566,8 +574,11 @@ def paper_conventions(store: PixelStore, group, cfg: ExperimentConfig, codes: np
                 for code in range(len(SPLITS)):
                     sel = codes_b == code
                     if sel.any():
-                        accs[name][code].add(*_paper_units(name, rule, val, w, sim, sel, patch_b,
-                                                           padded, spy, water_threshold))
+                        units = _paper_units(name, rule, val, w, sim, sel, patch_b, padded, spy,
+                                             water_threshold)
+                        accs[name][code].add(*units)
+                        refs[name][code].add(*(PC.reference_units(val[sel], sim[sel], spy)
+                                               if name in PAPER_ANNUAL else units))
                 if PAPER_STREAMS[name] in pix_maps:
                     for k, x in SM.block_maps(sim, val, year, month, spy).items():
                         pix_maps[PAPER_STREAMS[name]][k][s] = x
@@ -580,7 +591,7 @@ def paper_conventions(store: PixelStore, group, cfg: ExperimentConfig, codes: np
         res: dict[str, Any] = {"stream": name, "product": plan[name]["product"],
                                "level": rule_of[name].level}
         for code, sp in enumerate(SPLITS):
-            res[sp] = accs[name][code].result()
+            res[sp] = {**accs[name][code].result(), "reference": refs[name][code].result()}
         out["streams"][metric] = res
     coarse_maps = {}
     for name in coarse_names:
@@ -807,7 +818,8 @@ def carbon_products(group, warm_up: int, block_pixels: int) -> dict[str, Any] | 
     zonal = C_.ZonalMeans(zonal_names, lat.size)
     for a in range(0, N, bp):
         s = slice(a, min(a + bp, N))
-        v = {n: np.asarray(with_retries(lambda arr=arr: arr[s], f"output {n}"), np.float64)
+        v = {n: np.asarray(with_retries(lambda arr=arr: arr[s], f"output {n}",
+                                        fs=getattr(arr.store, "fs", None)), np.float64)
              for n, arr in arrays.items()}
         bad = [n for n, x in v.items() if not np.isfinite(x).all()]
         if bad:
@@ -867,7 +879,7 @@ def products_dataset(group, skill: dict[str, dict[str, np.ndarray]], carbon: dic
     coords["year"] = xr.Variable("year", years, {"long_name": "calendar year", "units": "1"})
     history = f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} created by differland evaluate"
     return xr.Dataset(data, coords=coords, attrs={"Conventions": "CF-1.8", "title": title,
-                                                  "history": history})
+                                                  "history": history, **provenance.record()})
 
 
 def write_products(url: str, ds, so: dict | None) -> None:

@@ -6,10 +6,14 @@ Written into the experiment directory:
 * ``members/<set>/m<seed>/inference.zarr``: each kept member's inference output (Ray Data);
 * ``ensemble/<set>.zarr``: the ensemble mean as an ordinary inference output (same layout as
   ``differland infer`` writes, so ``differland evaluate`` and the Python API read it);
-* ``ensemble.zarr``: per predictor set (dimension ``predictor_set``) the mean, standard
-  deviation and 5/50/95 % quantiles (dimension ``statistic``) of the 40 parameters
-  (``param_<name>``, pixel), of the mapped monthly series (``<series>``, pixel × time) and
-  gridded parameter maps (``map_<name>``, lat × lon), with CF units and long names.
+* ``ensemble.zarr``: per predictor set (dimension ``predictor_set``) the ensemble statistics of
+  the 40 parameters (``param_<name>``, pixel), of the monthly series (``<series>``, pixel ×
+  time) and of the gridded parameter maps (``map_<name>``, lat × lon): the mean under the
+  variable's own name, the standard deviation as ``<name>_sd`` and the 5/50/95 % quantiles as
+  ``<name>_quantile`` along a numeric ``quantile`` coordinate (0.05, 0.5, 0.95); with CF
+  attributes (units, standard name of the mean, cell methods, coordinates, cell measures,
+  grid mapping), the members' time, step lengths, cell areas and crs, the split as flags,
+  ``Conventions`` and provenance.
 
 Statistics are computed block by block over whole output chunks, so memory is bounded by one
 block of every kept member, not by the store.
@@ -27,6 +31,7 @@ import numpy as np
 import xarray as xr
 import zarr
 
+from differland_dist import provenance
 from differland_dist.data.store import PixelStore, zarr_store
 from differland_dist.errors import DifferlandError
 from differland_dist.inference import output as out_mod
@@ -38,8 +43,11 @@ log = logging.getLogger(__name__)
 ENSEMBLE = "ensemble.zarr"
 ENSEMBLE_KIND = "experiment-ensemble"
 MEAN_DIR = "ensemble"
+#: What :func:`stats` returns, in order.
 STATISTICS = ("mean", "sd", "q05", "q50", "q95")
-_Q = (5.0, 50.0, 95.0)
+#: The quantiles' probabilities (the ``quantile`` coordinate).
+QUANTILES = (0.05, 0.5, 0.95)
+_Q = tuple(100.0 * q for q in QUANTILES)
 
 
 def stats(x: np.ndarray) -> np.ndarray:
@@ -55,14 +63,23 @@ def stats(x: np.ndarray) -> np.ndarray:
     return np.stack([mean, sd, *q]).astype(np.float32)
 
 
-def _series_attrs(name: str) -> dict[str, Any]:
-    s = out_mod.SERIES_BY_NAME[name]
-    return {"units": s.units, "long_name": s.long_name}
+def _series_attrs(name: str, gridded: bool) -> dict[str, Any]:
+    """The CF attributes of an inference output's series (units, standard name, cell methods,
+    coordinates, cell measures)."""
+    return {k: v for k, v in out_mod.series_attrs(out_mod.SERIES_BY_NAME[name], gridded).items()
+            if k != "model_outputs"}
 
 
-def _param_attrs(name: str) -> dict[str, Any]:
+def _param_attrs(name: str, gridded: bool) -> dict[str, Any]:
     units, long_name = {p[0]: (p[1], p[2]) for p in out_mod.PARAMETERS}[name]
-    return {"units": units, "long_name": long_name}
+    return {"units": units, "long_name": long_name, "coordinates": "pixel_lat pixel_lon",
+            **({"cell_measures": "area: pixel_area"} if gridded else {})}
+
+
+def _map_attrs(name: str) -> dict[str, Any]:
+    units, long_name = {p[0]: (p[1], p[2]) for p in out_mod.PARAMETERS}[name]
+    return {"units": units, "long_name": f"{long_name} (map)", "grid_mapping": "crs",
+            "cell_measures": "area: cell_area"}
 
 
 def ensemble_mean_output(url: str, store: PixelStore, members: Sequence[str], series: Sequence[str],
@@ -104,7 +121,7 @@ def ensemble_mean_output(url: str, store: PixelStore, members: Sequence[str], se
 
 def _cf_attrs(arr) -> dict[str, Any]:
     """The descriptive CF attributes of a member output's variable (not its encoding)."""
-    keep = ("units", "long_name", "standard_name", "calendar", "axis")
+    keep = ("units", "long_name", "standard_name", "calendar", "axis", "bounds")
     return {k: v for k, v in dict(arr.attrs).items() if k in keep}
 
 
@@ -124,6 +141,23 @@ def member_params(groups, s: slice) -> np.ndarray:
     return x
 
 
+def _stat_attrs(base: dict[str, Any], what: str) -> dict[str, Any]:
+    """Attributes of an ensemble statistic of a variable with attributes ``base``: the mean
+    keeps the standard name (a mean of the quantity is the quantity), sd and quantiles not."""
+    a = {k: v for k, v in base.items() if what == "mean" or k != "standard_name"}
+    a["long_name"] = f"{base['long_name']}: ensemble {STAT_LONG[what]} over the kept members"
+    return a
+
+
+#: What each ensemble variable holds: ``<name>`` the mean, ``<name>_sd``, ``<name>_quantile``.
+STAT_LONG = {"mean": "mean", "sd": "standard deviation (ddof 1)", "quantile": "quantiles"}
+
+
+def stat_var(name: str, what: str) -> str:
+    """The ensemble variable of a statistic: ``gpp`` (mean), ``gpp_sd``, ``gpp_quantile``."""
+    return name if what == "mean" else f"{name}_{what}"
+
+
 def write_ensemble(url: str, store: PixelStore, members_by_set: dict[str, list[str]],
                    series: Sequence[str], storage_options: dict | None = None) -> str:
     """Write ``ensemble.zarr`` (see the module doc) from the kept members' outputs of each set
@@ -137,67 +171,95 @@ def write_ensemble(url: str, store: PixelStore, members_by_set: dict[str, list[s
         loc.clear_owned(ENSEMBLE_KIND)
     groups = {k: [out_mod.open_output(u, storage_options) for u in v] for k, v in members_by_set.items()}
     first = groups[sets[0]][0]
-    N, T = int(first.attrs["n_pixels"]), int(first.attrs["n_time"])
-    C = int(first.attrs["chunk_pixels"])
+    fattrs = dict(first.attrs)
+    N, T = int(fattrs["n_pixels"]), int(fattrs["n_time"])
+    C = int(fattrs["chunk_pixels"])
     grid = out_mod.store_grid(store)
-    S, K = len(sets), len(STATISTICS)
+    S, Q = len(sets), len(QUANTILES)
     params, maps = [f"param_{n}" for n in out_mod.PARAM_NAMES], [f"map_{n}" for n in out_mod.PARAM_NAMES]
-    loc.claim(ENSEMBLE_KIND, ["zarr.json", "predictor_set", "statistic", "time", "pixel_lat",
-                              "pixel_lon", "row", "col", "split", "members", *params, *series,
-                              *(maps if grid is not None else []), "lat", "lon"])
+    # CF companions copied from the first member (all members share the store's pixels, grid
+    # and time axis): the step lengths (time bounds), cell areas and the grid mapping
+    companions = [c for c in ("step_days", "time_bnds", "pixel_area", "cell_area", "crs") if c in first]
+    var_names = [stat_var(v, w) for v in [*params, *series, *(maps if grid is not None else [])]
+                 for w in STAT_LONG]
+    loc.claim(ENSEMBLE_KIND, ["zarr.json", "predictor_set", "quantile", "time", "pixel_lat",
+                              "pixel_lon", "row", "col", "split", "members", *companions,
+                              *var_names, "lat", "lon"])
     coords = {
         "predictor_set": xr.Variable("predictor_set", np.array(sets, dtype=object),
                                      {"long_name": "predictor set of the network"}),
-        "statistic": xr.Variable("statistic", np.array(STATISTICS, dtype=object),
-                                 {"long_name": "ensemble statistic over the kept members: mean, "
-                                  "standard deviation, 5/50/95 % quantiles"}),
+        "quantile": xr.Variable("quantile", np.array(QUANTILES, np.float64),
+                                {"units": "1", "long_name": "probability of the ensemble quantile "
+                                 "over the kept members (linear interpolation)"}),
         "time": xr.Variable("time", np.asarray(first["time"][:], np.float64), _cf_attrs(first["time"])),
         "pixel_lat": xr.Variable("pixel", np.asarray(first["pixel_lat"][:]), _cf_attrs(first["pixel_lat"])),
         "pixel_lon": xr.Variable("pixel", np.asarray(first["pixel_lon"][:]), _cf_attrs(first["pixel_lon"])),
         "row": xr.Variable("pixel", np.asarray(first["row"][:], np.int32), _cf_attrs(first["row"])),
         "col": xr.Variable("pixel", np.asarray(first["col"][:], np.int32), _cf_attrs(first["col"])),
-        "split": xr.Variable("pixel", np.asarray(store.split), {"units": "1", "long_name":
-                             "0 = train, 1 = dev, 2 = test (as written in the store)"}),
+        "split": xr.Variable("pixel", np.asarray(store.split, np.int8), {
+            "long_name": "data split of the pixel (as written in the store)",
+            "flag_values": [0, 1, 2], "flag_meanings": "train dev test"}),
         "members": xr.Variable("predictor_set", np.array([len(groups[k]) for k in sets], np.int32),
                                {"units": "1", "long_name": "kept members in the ensemble"}),
     }
+    for c in companions:
+        a = first[c]
+        coords[c] = xr.Variable(tuple(a.metadata.dimension_names or ()), np.asarray(a[...]),
+                                {k: v for k, v in dict(a.attrs).items() if k != "_FillValue"})
     if grid is not None:
-        coords["lat"] = xr.Variable("lat", grid.lat, {"units": "degrees_north", "standard_name": "latitude"})
-        coords["lon"] = xr.Variable("lon", grid.lon, {"units": "degrees_east", "standard_name": "longitude"})
+        coords["lat"] = xr.Variable("lat", grid.lat, _cf_attrs(first["lat"]))
+        coords["lon"] = xr.Variable("lon", grid.lon, _cf_attrs(first["lon"]))
     zs = zarr_store(url, storage_options, read_only=False)
     xr.Dataset(coords=coords, attrs={
         "title": "DifferLand experiment ensemble", "Conventions": "CF-1.8",
         "history": f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} created by differland experiment",
         "members_json": json.dumps(members_by_set), "n_pixels": N, "n_time": T,
+        "grid_resolution_deg": float(fattrs.get("grid_resolution_deg", 0) or 0),
+        "steps_per_year": int(fattrs.get("steps_per_year", 0)),
+        **provenance.record(fattrs.get("config_json")),
         "complete": False}).to_zarr(zs, mode="a", zarr_format=3, consolidated=False)
     g = zarr.open_group(zs, mode="r+", zarr_format=3)
+
+    def create(name: str, base: dict, dims: tuple[str, ...], shape: tuple[int, ...],
+               chunks: tuple[int, ...]) -> None:
+        for what in STAT_LONG:
+            q = what == "quantile"
+            g.create_array(stat_var(name, what), shape=(S, *((Q,) if q else ()), *shape),
+                           chunks=(1, *((1,) if q else ()), *chunks), dtype="float32",
+                           fill_value=np.nan,
+                           dimension_names=("predictor_set", *(("quantile",) if q else ()), *dims),
+                           attributes=_stat_attrs(base, what))
+
+    gridded = grid is not None
     for name, pname in zip(params, out_mod.PARAM_NAMES):
-        g.create_array(name, shape=(S, K, N), chunks=(1, K, C), dtype="float32", fill_value=np.nan,
-                       dimension_names=("predictor_set", "statistic", "pixel"),
-                       attributes=_param_attrs(pname))
+        create(name, _param_attrs(pname, gridded), ("pixel",), (N,), (C,))
     for name in series:
-        g.create_array(name, shape=(S, K, N, T), chunks=(1, 1, C, T), dtype="float32",
-                       fill_value=np.nan, dimension_names=("predictor_set", "statistic", "pixel", "time"),
-                       attributes=_series_attrs(name))
+        create(name, _series_attrs(name, gridded), ("pixel", "time"), (N, T), (C, T))
+    if gridded:
+        for name, pname in zip(maps, out_mod.PARAM_NAMES):
+            create(name, _map_attrs(pname), ("lat", "lon"), (grid.lat.size, grid.lon.size),
+                   (min(grid.lat.size, 360), min(grid.lon.size, 720)))
+
+    def put(name: str, si: int, st: np.ndarray, index=slice(None)) -> None:
+        """Write stats (5, ...) = mean, sd, quantiles of set ``si`` at ``index``."""
+        g[name][(si, index)] = st[0]
+        g[stat_var(name, "sd")][(si, index)] = st[1]
+        g[stat_var(name, "quantile")][(si, slice(None), index)] = st[2:]
+
     for si, set_name in enumerate(sets):
         members = groups[set_name]
-        pstats = np.full((K, N, len(params)), np.nan, np.float32)
+        pstats = np.full((len(STATISTICS), N, len(params)), np.nan, np.float32)
         for a in range(0, N, C):
             s = slice(a, min(a + C, N))
             pstats[:, s, :] = stats(member_params(members, s))
             for name in series:
-                g[name][si, :, s, :] = stats(np.stack([np.asarray(m[name][s]) for m in members]))
+                put(name, si, stats(np.stack([np.asarray(m[name][s]) for m in members])), s)
         for j, name in enumerate(params):
-            g[name][si] = pstats[:, :, j]
-        if grid is not None:
+            put(name, si, pstats[:, :, j])
+        if gridded:
             for j, name in enumerate(maps):
-                if si == 0:
-                    g.create_array(name, shape=(S, K, grid.lat.size, grid.lon.size),
-                                   chunks=(1, 1, min(grid.lat.size, 360), min(grid.lon.size, 720)),
-                                   dtype="float32", fill_value=np.nan,
-                                   dimension_names=("predictor_set", "statistic", "lat", "lon"),
-                                   attributes=_param_attrs(out_mod.PARAM_NAMES[j]))
-                g[name][si] = np.stack([out_mod.to_grid(pstats[k, :, j], grid) for k in range(K)])
+                put(name, si, np.stack([out_mod.to_grid(pstats[k, :, j], grid)
+                                        for k in range(len(STATISTICS))]))
         log.info("ensemble %s: %d members, %d pixels", set_name, len(members), N)
     zarr.consolidate_metadata(zs, zarr_format=3)
     g = zarr.open_group(zs, mode="r+", zarr_format=3, use_consolidated=True)

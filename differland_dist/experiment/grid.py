@@ -11,7 +11,8 @@ An experiment config (YAML) names a base calibration config and the grid::
       - {predictors: [LATLON], set: [network.width=64]}   # per-set overrides
     members: 20                      # count (seeds 0..19) or explicit seeds [3, 7, 11]
     vary: [network_seed, patch_order, split_seed]   # or run: the paper's runs seed + 1
-    keep_best: 10                    # members kept per set by dev loss (default: half)
+    keep_best: 10                    # members kept per set (default: half)
+    keep_by: dev_loss                # or train_loss: the last epoch's (the paper's selection)
     resources: {workers: 1, cpus_per_worker: 1, gpus_per_worker: 0}
 
 Every member is an ordinary calibration with its own run directory; what differs between the
@@ -29,6 +30,7 @@ from typing import Any, Mapping
 from differland_dist.config import ExperimentConfig, apply_overrides, from_dict, read_yaml
 from differland_dist.data.schema import PREDICTOR_SET_ORDER
 from differland_dist.errors import ConfigError
+from differland_dist.experiment.selection import KEEP_BY
 from differland_dist.inference.output import check_series
 
 #: The paper's seven predictor sets, in its order.
@@ -100,6 +102,7 @@ class GridConfig:
     seeds: tuple[int, ...] = tuple(range(20))
     vary: tuple[str, ...] = DEFAULT_VARY
     keep_best: int = 10
+    keep_by: str = "dev_loss"
     resources: Resources = field(default_factory=Resources)
     inference: bool = True
     ensemble_series: tuple[str, ...] = ("gpp", "nee", "nbe", "et", "lai", "sif")
@@ -122,6 +125,11 @@ class GridConfig:
         if not 1 <= self.keep_best <= len(self.seeds):
             raise ConfigError(f"keep_best: must be in 1..{len(self.seeds)} (the members per set), "
                               f"got {self.keep_best}")
+        if self.keep_by not in KEEP_BY:
+            raise ConfigError(f"keep_by: expected one of {list(KEEP_BY)}, got {self.keep_by!r}")
+        if self.keep_by == "dev_loss" and self.base.data.train_on != "train":
+            raise ConfigError(f"keep_by: dev_loss needs a dev set, but base data.train_on is "
+                              f"{self.base.data.train_on!r}; use keep_by: train_loss")
         for s in self.predictor_sets:
             member_config(self, Member(s, self.seeds[0]))  # every set's config must validate
 
@@ -138,6 +146,7 @@ class GridConfig:
                 "predictor_sets": [{"predictors": list(s.predictors), "set": list(s.overrides)}
                                    for s in self.predictor_sets],
                 "members": list(self.seeds), "vary": list(self.vary), "keep_best": self.keep_best,
+                "keep_by": self.keep_by,
                 "resources": dataclasses.asdict(self.resources), "inference": self.inference,
                 "ensemble_series": list(self.ensemble_series)}
 
@@ -168,8 +177,27 @@ def member_config(grid: GridConfig, member: Member) -> ExperimentConfig:
         raise ConfigError(f"predictor set {member.set.name}: {e}") from None
 
 
-_KEYS = {"name", "base", "set", "predictor_sets", "members", "vary", "keep_best", "resources",
-         "inference", "ensemble_series"}
+#: The experiment config's keys (YAML) and what each holds; the loader accepts these only, and
+#: docs/config.md lists them (``differland_dist.config_reference``).
+KEYS: dict[str, str] = {
+    "name": "the experiment's name (no '/'); default experiment",
+    "base": "the base calibration config: a path relative to this file, or an inline mapping "
+            "(required)",
+    "set": "--set overrides (key=value strings) applied to the base config",
+    "predictor_sets": "rows of the grid: lists of predictor set names, or {predictors: [...], "
+                      "set: [key=value, ...]} with overrides for that set; default the paper's "
+                      "seven",
+    "members": "members per set: a count (seeds 0..n-1) or a list of seeds; default 20",
+    "vary": f"what differs between a set's members, drawn from each seed: any of {list(VARY)} "
+            f"(run and split_seed exclude each other); default {list(DEFAULT_VARY)}",
+    "keep_best": "members kept per set by dev loss for the ensemble; default half the members",
+    "resources": "what one member reserves: {workers, cpus_per_worker, gpus_per_worker}; "
+                 "default {workers: 1, cpus_per_worker: 1, gpus_per_worker: 0}",
+    "keep_by": "how kept members are ranked: dev_loss (default) or train_loss (the last epoch's summed training loss, as the paper keeps the best converged)",
+    "inference": "after training, infer the kept members and build ensemble.zarr and "
+                 "scores.json; default true",
+    "ensemble_series": "output series kept in ensemble.zarr; default [gpp, nee, nbe, et, lai, sif]",
+}
 
 
 def _predictor_set(item: Any, i: int) -> PredictorSet:
@@ -203,9 +231,9 @@ def grid_from_dict(d: Mapping[str, Any], base_dir: Path | None = None,
     if not isinstance(d, Mapping):
         raise ConfigError("experiment config: expected a mapping at the top level")
     d = apply_overrides(dict(d), [o for o in overrides or [] if not o.startswith("base.")])
-    unknown = sorted(set(d) - _KEYS)
+    unknown = sorted(set(d) - set(KEYS))
     if unknown:
-        raise ConfigError(f"experiment config: unknown key(s) {unknown}; known: {sorted(_KEYS)}")
+        raise ConfigError(f"experiment config: unknown key(s) {unknown}; known: {sorted(KEYS)}")
     base_src = d.get("base")
     if isinstance(base_src, str):
         path = Path(base_src)
@@ -263,7 +291,8 @@ def grid_from_dict(d: Mapping[str, Any], base_dir: Path | None = None,
         raise ConfigError(f"inference: expected true/false, got {inference!r}")
 
     return GridConfig(base=base, name=name, predictor_sets=psets, seeds=seeds,
-                      vary=tuple(vary), keep_best=keep, resources=resources,
+                      vary=tuple(vary), keep_best=keep, keep_by=d.get("keep_by", "dev_loss"),
+                      resources=resources,
                       inference=inference, ensemble_series=tuple(check_series(series)))
 
 

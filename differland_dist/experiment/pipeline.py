@@ -8,7 +8,7 @@ Experiment directory::
                                             network.npz; inference.zarr and evaluation/ if kept)
     DIR/ensemble/<set>.zarr                 ensemble-mean inference output of each set
     DIR/ensemble/<set>_evaluation/          its evaluation (evaluation.json, figures)
-    DIR/ensemble.zarr                       mean / sd / quantiles per set (see ensemble.py)
+    DIR/ensemble.zarr                       mean, <name>_sd, <name>_quantile per set (ensemble.py)
     DIR/selection.json                      kept and dropped members per set, by dev loss
     DIR/scores.json, DIR/scores.md          see :mod:`differland_dist.experiment.scores`
     DIR/figures/                            test NSE by set per stream; ensemble maps
@@ -21,7 +21,6 @@ import dataclasses
 import io
 import json
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,10 +34,12 @@ from differland_dist.errors import DifferlandError
 from differland_dist.evaluation.evaluate import EvaluationOptions, evaluate
 from differland_dist.evaluation.streams import RULES
 from differland_dist.experiment import ensemble as ens
+from differland_dist.experiment import probabilistic
 from differland_dist.experiment import scores as sc
 from differland_dist.experiment.grid import GridConfig, Member, grid_from_dict, member_config
 from differland_dist.experiment.runner import (
-    CONFIG_NAME, ExperimentRun, MemberRun, final_losses, member_dir, next_action, train_members)
+    CONFIG_NAME, MEMBERS, ExperimentRun, MemberRun, final_losses, member_dir, next_action, train_members)
+from differland_dist.experiment.selection import last_epoch_train_loss, rank_key
 from differland_dist.inference.output import DEFAULT_SERIES
 from differland_dist.inference.pipeline import InferenceOptions, run_inference
 from differland_dist.lease import LEASE_FILE, Lease
@@ -110,24 +111,38 @@ def _comparable(d: dict) -> dict:
     base.pop("ray", None)
     for k in ("steps", "eval_every", "checkpoint_every"):
         base.get("training", {}).pop(k, None)
-    for k in ("resources", "members", "keep_best", "inference", "ensemble_series"):
+    for k in ("resources", "members", "keep_best", "keep_by", "inference", "ensemble_series"):
         d.pop(k, None)  # more members, another selection or ensemble: same experiment
     return d
 
 
-def select(grid: GridConfig, run: ExperimentRun) -> dict[str, dict[str, list[str]]]:
-    """Per set: the ``keep_best`` finished members with the lowest final dev loss (ties and
-    missing dev losses by seed), and the dropped ones."""
+def select(grid: GridConfig, run: ExperimentRun,
+           oso: dict | None = None) -> dict[str, dict[str, list[str]]]:
+    """Per set: the ``keep_best`` finished members ranked by ``grid.keep_by``
+    (:mod:`~differland_dist.experiment.selection`: the final dev loss, or the last epoch's
+    training loss read from each member's ``metrics.jsonl``; ties and missing losses by seed),
+    and the dropped ones."""
     out = {}
     for s in grid.predictor_sets:
         done = [m for m in run.members.values() if m.set == s.name and m.state == "done"]
-        done.sort(key=lambda m: (m.dev_loss if m.dev_loss is not None and math.isfinite(m.dev_loss)
-                                 else math.inf, m.seed))
+        train = {m.key: _epoch_loss(run.out, m, oso) for m in done} if grid.keep_by == "train_loss" else {}
+        done.sort(key=lambda m: rank_key(grid.keep_by, m.dev_loss, train.get(m.key), m.seed))
         out[s.name] = {"kept": [m.key for m in done[:grid.keep_best]],
                        "dropped": [m.key for m in done[grid.keep_best:]],
                        "failed": [m.key for m in run.members.values()
-                                  if m.set == s.name and m.state == "failed"]}
+                                  if m.set == s.name and m.state == "failed"],
+                       "keep_by": grid.keep_by}
+        if train:
+            out[s.name]["train_loss"] = {k: v for k, v in train.items()}
     return out
+
+
+def _epoch_loss(out: str, m, oso: dict | None) -> float | None:
+    try:
+        text = Location(join(out, MEMBERS, m.key), dict(oso or {})).join("metrics.jsonl").read_bytes().decode()
+    except FileNotFoundError:
+        return None
+    return last_epoch_train_loss(text)
 
 
 def run_experiment(grid: GridConfig, out: str, *, resume: bool = False,
@@ -168,7 +183,7 @@ def _finish(grid, out, store, oso, run, ensemble, inference_options, t0) -> Expe
     """Selection, the ensemble and scores (unless switched off), and the summary."""
     result = ExperimentResult(out, run)
     root = Location(out, oso)
-    selection = select(grid, run)
+    selection = select(grid, run, oso)
     root.join("selection.json").write_json(selection)
     result.kept = {k: v["kept"] for k, v in selection.items()}
     if ensemble if ensemble is not None else grid.inference:
@@ -197,8 +212,8 @@ def _finished(grid: GridConfig, out: str, oso: dict) -> ExperimentRun:
     for m in grid.members:
         cfg = member_config(grid, m)
         rd = Location(member_dir(out, m), oso)
-        rec = MemberRun(m.key, m.set.name, m.seed, steps=cfg.training.steps)
-        if next_action(rd, cfg.training.steps) == "skip":
+        rec = MemberRun(m.key, m.set.name, m.seed, steps=cfg.training.steps or 0)
+        if next_action(rd, cfg.training.steps or 0) == "skip":
             rec.loss, rec.dev_loss, rec.step = final_losses(rd, cfg.training.keep)
             rec.state = "done"
         runs[m.key] = rec
@@ -244,7 +259,10 @@ def build_ensemble(grid: GridConfig, out: str, store, kept: dict[str, list[str]]
                                        storage_options=so, out_storage_options=oso)
     ens.write_ensemble(join(out, ens.ENSEMBLE), store, outputs,
                        [n for n in grid.ensemble_series if n in series], oso)
-    scores = sc.collect(member_evals, ens_evals)
+    prob = {s: probabilistic.score_members(store, urls, grid.base.data.products,
+                                           int(grid.base.loss.warm_up), oso)
+            for s, urls in outputs.items()}
+    scores = sc.collect(member_evals, ens_evals, prob)
     root = Location(out, oso)
     root.join("scores.json").write_atomic(sc.to_json(scores).encode())
     root.join("scores.md").write_atomic(sc.to_markdown(scores, f"Experiment {grid.name}: scores").encode())
@@ -271,12 +289,12 @@ def ensemble_maps(url: str, so: dict, params=DEFAULT_MAP_PARAMS) -> dict[str, by
     sets = [str(s) for s in g["predictor_set"][:]]
     figs = {}
     for p in params:
-        arr = g[f"map_{p}"]
-        units = dict(arr.attrs).get("units", "")
+        arrs = (g[f"map_{p}"], g[ens.stat_var(f"map_{p}", "sd")])  # ensemble mean, sd
+        units = dict(arrs[0].attrs).get("units", "")
         fig, axes = plt.subplots(len(sets), 2, figsize=(8, 2.2 * len(sets) + 0.4), dpi=100, squeeze=False)
         for i, s in enumerate(sets):
-            for j, (k, label) in enumerate(((0, "ensemble mean"), (1, "ensemble sd"))):
-                im = axes[i, j].imshow(arr[i, k], cmap="viridis" if j == 0 else "magma", aspect="auto")
+            for j, label in enumerate(("ensemble mean", "ensemble sd")):
+                im = axes[i, j].imshow(arrs[j][i], cmap="viridis" if j == 0 else "magma", aspect="auto")
                 axes[i, j].set_title(f"{s}: {p} {label}", fontsize=8)
                 axes[i, j].set_xticks([]), axes[i, j].set_yticks([])
                 fig.colorbar(im, ax=axes[i, j], shrink=0.8, label=units)

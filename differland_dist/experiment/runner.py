@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from differland_dist import progress
 from differland_dist.distributed.pool import check_ray_address, client_address, effective_address
 from differland_dist.distributed.trainer import calibrate
 from differland_dist.distributed.worker import worker_env
@@ -205,8 +206,8 @@ def train_members(grid: GridConfig, out: str, *, out_storage_options: dict | Non
     for m in grid.members:
         cfg = member_config(grid, m)
         rd = Location(member_dir(out, m), oso)
-        action = next_action(rd, cfg.training.steps)
-        rec = MemberRun(m.key, m.set.name, m.seed, steps=cfg.training.steps)
+        action = next_action(rd, cfg.training.steps or 0)
+        rec = MemberRun(m.key, m.set.name, m.seed, steps=cfg.training.steps or 0)
         if action == "skip":
             rec.loss, rec.dev_loss, rec.step = final_losses(rd, cfg.training.keep)
             rec.state = "done"
@@ -318,11 +319,13 @@ def train_members(grid: GridConfig, out: str, *, out_storage_options: dict | Non
 def _log_progress(runs: dict[str, MemberRun]) -> None:
     counts = {s: sum(1 for m in runs.values() if m.state == s) for s in STATES}
     rate = sum(m.pixel_months_per_s for m in runs.values() if m.state == "running")
-    log.info("grid: %d done / %d running / %d waiting / %d queued / %d failed; %.3g pixel-months/s",
-             counts["done"], counts["running"], counts["waiting"], counts["queued"],
-             counts["failed"], rate)
+    # through the progress logger: the CLI's --no-progress hides these lines
+    progress.log.info("grid: %d done / %d running / %d waiting / %d queued / %d failed; "
+                      "%.3g pixel-months/s",
+                      counts["done"], counts["running"], counts["waiting"], counts["queued"],
+                      counts["failed"], rate)
     for m in runs.values():
         if m.state == "running":
             loss = "" if m.loss is None else f" loss {m.loss:.4g}"
-            log.info("  %s step %d/%d%s (%.3g pixel-months/s)", m.key, m.step, m.steps, loss,
-                     m.pixel_months_per_s)
+            progress.log.info("  %s step %d/%d%s (%.3g pixel-months/s)", m.key, m.step, m.steps,
+                              loss, m.pixel_months_per_s)

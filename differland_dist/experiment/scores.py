@@ -4,8 +4,15 @@ comparison).
 
 ``scores.json`` (scripts read it)::
 
-    {"<set>": {"<stream>": {"train"|"dev"|"test": {"flat"|"spatial":
-        {"nse"|"r2"|"rmse"|"bias"|"r": {"ensemble": x, "member_mean": y, "member_sd": z}}}}}}
+    {"<set>": {"<stream>": {"train"|"dev"|"test": {
+        "flat"|"spatial": {"nse"|"kge"|"r2"|"rmse"|"mae"|"bias"|"r":
+                           {"ensemble": x, "member_mean": y, "member_sd": z, "members": [...]}},
+        "probabilistic": {"crps", "crps_spread", "spread_skill", "coverage_50", "coverage_90",
+                          "mae", "rmse", "n", "members"}  (or {"note": why})}}}}
+
+The probabilistic scores treat the kept members as the ensemble's distribution (CRPS in its
+fair form, the spread–skill ratio, interval coverage): see
+:mod:`differland_dist.experiment.probabilistic` for their definitions.
 
 NaN (no data for that split, or a constant series) is written as null. Each member is scored
 on its own train/dev partition (a member may draw its own); the ensemble mean on the store's
@@ -23,7 +30,7 @@ import numpy as np
 
 SPLITS = ("train", "dev", "test")
 VIEWS = ("flat", "spatial")
-METRICS = ("nse", "r2", "rmse", "bias", "r")
+METRICS = ("nse", "kge", "r2", "rmse", "mae", "bias", "r")
 
 
 def _get(ev: Mapping, stream: str, split: str, view: str, metric: str) -> float:
@@ -38,10 +45,12 @@ def _clean(x: float) -> float | None:
     return float(x) if x is not None and math.isfinite(x) else None
 
 
-def collect(member_evals: Mapping[str, Sequence[Mapping]], ensemble_evals: Mapping[str, Mapping]
-            ) -> dict[str, Any]:
+def collect(member_evals: Mapping[str, Sequence[Mapping]], ensemble_evals: Mapping[str, Mapping],
+            probabilistic: Mapping[str, Mapping] | None = None) -> dict[str, Any]:
     """scores (see the module doc) from each set's member evaluations and the evaluation of
-    its ensemble mean (``evaluation.json`` results of :func:`differland_dist.evaluation.evaluate`)."""
+    its ensemble mean (``evaluation.json`` results of :func:`differland_dist.evaluation.evaluate`),
+    and each set's probabilistic scores (stream -> split -> scores, or stream -> ``{"note"}``,
+    of :func:`differland_dist.experiment.probabilistic.score_members`)."""
     out: dict[str, Any] = {}
     for set_name, evals in member_evals.items():
         ens = ensemble_evals.get(set_name, {})
@@ -63,8 +72,15 @@ def collect(member_evals: Mapping[str, Sequence[Mapping]], ensemble_evals: Mappi
                                    (0.0 if ok.size == 1 else None),
                                    "members": [_clean(v) for v in vals]}
                     per_set[st][sp][view] = cell
+                prob = ((probabilistic or {}).get(set_name) or {}).get(st)
+                if prob is not None:
+                    per_set[st][sp]["probabilistic"] = _clean_all(prob.get(sp, prob))
         out[set_name] = per_set
     return out
+
+
+def _clean_all(d: Mapping) -> dict:
+    return {k: _clean(v) if isinstance(v, float) else v for k, v in d.items()}
 
 
 def to_json(scores: Mapping) -> str:
@@ -97,6 +113,19 @@ def to_markdown(scores: Mapping, title: str = "Experiment scores") -> str:
                                  f"{_fmt(c['member_sd'])})")
                 lines.append(f"| {set_name} | {sp} | " + " | ".join(cells) + " |")
         lines.append("")
+        prob = {s: per[st]["test"].get("probabilistic") for s, per in scores.items() if st in per}
+        prob = {s: p for s, p in prob.items() if p and "crps" in p}
+        if prob:
+            lines += ["Test split, the members as an ensemble (CRPS fair form, lower is better; "
+                      "spread–skill 1 = spread as large as the error; coverage of the central "
+                      "50 % and 90 % intervals):", "",
+                      "| predictor set | members | CRPS | MAE (mean) | spread–skill | cover 50 % | cover 90 % |",
+                      "|---|---|---|---|---|---|---|"]
+            for s, p in prob.items():
+                lines.append(f"| {s} | {p['members']} | {_fmt(p['crps'])} | {_fmt(p['mae'])} | "
+                             f"{_fmt(p['spread_skill'], 2)} | {_fmt(p['coverage_50'], 2)} | "
+                             f"{_fmt(p['coverage_90'], 2)} |")
+            lines.append("")
     return "\n".join(lines)
 
 

@@ -23,6 +23,7 @@ import xarray as xr
 from differland_dist.data.store import quiet_zarr, resolve, zarr_store
 from differland_dist.inference import output as out_mod
 from differland_dist.errors import DifferlandError
+from differland_dist.uploads import upload
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +129,10 @@ def _write_part(path: str, part: xr.Dataset, group, chunk_pixels: int) -> None:
     import netCDF4
 
     big = list(part.data_vars)
-    skeleton = part.drop_vars(big)
+    skeleton = part.drop_vars(big).copy()
+    for v in skeleton.variables.values():  # zarr keeps flags as a JSON list; CF: the variable's type
+        if "flag_values" in v.attrs:
+            v.attrs = {**v.attrs, "flag_values": np.asarray(v.attrs["flag_values"], v.dtype)}
     with quiet_zarr():
         time_attrs = dict(group["time"].attrs)
     skeleton.load().to_netcdf(path, engine="netcdf4", format="NETCDF4",
@@ -182,7 +186,7 @@ def export_netcdf(url: str, dest: str, storage_options: dict | None = None) -> l
                 if local:
                     os.replace(path, target)
                 else:
-                    fs.put_file(path, target)  # object uploads are atomic
+                    upload(fs, [(path, target)], dest)  # atomic, verified (uploads.py)
             finally:
                 if local and os.path.exists(path):
                     os.remove(path)

@@ -50,12 +50,15 @@ import numpy as np
 import xarray as xr
 import zarr
 
+from differland_dist import provenance
 from differland_dist import streams as _streams
 from differland_dist.data.store import PixelStore, quiet_zarr, resolve, zarr_store
 from differland_dist.errors import DifferlandError
 from differland_dist.location import Location
 from differland_dist.model.parameters import (
     OUTPUT_UNITS, PHENOLOGY_PARAMETERS, POOLS, PROCESS_PARAMETERS)
+from differland_dist.inference.site_time import SITE_TIME, site_times
+from differland_dist.inference.time_bounds import with_time_bounds
 from differland_dist.units import udunits  # also ``output.udunits``, where it lived
 
 log = logging.getLogger(__name__)
@@ -265,11 +268,12 @@ def _cf(units: str, long_name: str, **extra) -> dict[str, Any]:
     return {"units": units, "long_name": long_name, **extra}
 
 
-def series_attrs(s: SeriesSpec, gridded: bool) -> dict[str, Any]:
+def series_attrs(s: SeriesSpec, gridded: bool, site_time: bool = False) -> dict[str, Any]:
     """CF attributes of a stored series: units, long_name, standard_name (where one exists),
-    cell_methods (fluxes are step means), auxiliary coordinates and the pixel's cell area."""
+    cell_methods (fluxes are step means), auxiliary coordinates (each site's own time with
+    ``site_time``) and the pixel's cell area."""
     a = _cf(s.units, s.long_name, model_outputs=" + ".join(s.sources),
-            coordinates="pixel_lat pixel_lon")
+            coordinates="pixel_lat pixel_lon" + (f" {SITE_TIME}" if site_time else ""))
     if s.standard_name:
         a["standard_name"] = s.standard_name
     if s.flux:
@@ -295,15 +299,18 @@ def _coords_dataset(store: PixelStore, grid: Grid | None, attrs: dict) -> xr.Dat
         "row": xr.Variable("pixel", np.asarray(a("row")[:], np.int32), _cf("1", "grid row of the pixel")),
         "col": xr.Variable("pixel", np.asarray(a("col")[:], np.int32), _cf("1", "grid column of the pixel")),
         "patch": xr.Variable("pixel", store.patch, _cf("1", "patch the pixel belongs to")),
-        "split": xr.Variable("pixel", store.split,
-                             _cf("1", "0 = train, 1 = dev, 2 = test (by patch, as in the input store)")),
+        "split": xr.Variable("pixel", np.asarray(store.split, np.int8), {
+            "long_name": "data split of the pixel (by patch, as in the input store)",
+            "flag_values": [0, 1, 2], "flag_meanings": "train dev test"}),
     }
+    data.update(site_times(store, data["time"].attrs))  # sites of different years: their dates
     if "delta_t" in store.array_names:
         dt = np.asarray(a("delta_t")[:], np.float64).reshape(-1)
         if dt.shape == (store.n_time,):
-            # the step lengths give time bounds (mid-step time -/+ half; added by the netCDF
-            # export, which owns the extra bounds dimension) and the totals' days per step
+            # the step lengths give time bounds (mid-step time -/+ half) and the totals' days
+            # per step
             data["step_days"] = xr.Variable("time", dt, _cf("d", "length of the time step"))
+            data.update(with_time_bounds(data["time"], dt))
     if grid is not None:
         r = float(attrs["grid_resolution_deg"])
         data["lat"] = xr.Variable("lat", grid.lat, _cf("degrees_north", "grid cell centre latitude",
@@ -363,6 +370,7 @@ def create_output(url: str, store: PixelStore, series: Sequence[str], attrs: dic
         "series": list(series),
         "parameters": list(PARAM_NAMES),
         **attrs,
+        **provenance.record(attrs.get("config_json")),
         "complete": False,
     }
     coords = _coords_dataset(store, grid, group_attrs)
@@ -384,7 +392,7 @@ def create_output(url: str, store: PixelStore, series: Sequence[str], attrs: dic
             s = SERIES_BY_NAME[name]
             g.create_array(name, shape=(N, T), chunks=(C, T), dtype="float32", fill_value=np.nan,
                            dimension_names=("pixel", "time"),
-                           attributes=series_attrs(s, grid is not None))
+                           attributes=series_attrs(s, grid is not None, SITE_TIME in coords))
         if grid is not None:
             chunks = (min(grid.lat.size, 360), min(grid.lon.size, 720))
             for name, units, long_name in PARAMETERS:

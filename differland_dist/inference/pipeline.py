@@ -43,6 +43,7 @@ from differland_dist.inference.export import NETCDF_FILES, export_netcdf
 from differland_dist.lease import LEASE_FILE, Lease
 from differland_dist.location import Location
 from differland_dist.network.mlp import network_to_arrays
+from differland_dist import progress as progress_log
 from differland_dist.process_env import jax_process_env
 from differland_dist.runs import load_trained
 from differland_dist.secrets import safe_config_dict
@@ -69,7 +70,8 @@ class InferenceOptions:
     max_tasks: compute at most this many tasks in this call (None: all); the rest stays for
       a later call (the output stays partial).
     read_threads: concurrent variable reads per task.
-    progress_bars: Ray Data's progress bars (the driver logs progress either way).
+    progress_bars: Ray Data's progress bars (the driver logs progress lines either way, hidden by
+      differland_dist.progress.enable(False)).
     """
 
     min_actors: int = 1
@@ -483,8 +485,10 @@ class _Progress:
             self.last = now
             rate = self.done / max(now - self.t0, 1e-9)
             eta = (self.total - self.done) / rate if rate > 0 else math.inf
-            log.info("pixels done: %d / %d (%.0f %%), %.3g pixel-months/s, ETA %.0f s", self.done,
-                     self.total, 100.0 * self.done / max(self.total, 1), rate * self.T, eta)
+            # through the progress logger: --no-progress hides these lines with the others
+            progress_log.log.info("pixels done: %d / %d (%.0f %%), %.3g pixel-months/s, ETA %.0f s",
+                                  self.done, self.total, 100.0 * self.done / max(self.total, 1),
+                                  rate * self.T, eta)
 
 
 def _netcdf_targets(out: str) -> list[str]:

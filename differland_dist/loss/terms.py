@@ -73,12 +73,14 @@ _POOL_SERIES = ("next_labile_pool", "next_foliar_pool", "next_root_pool", "next_
 class LossConfig:
     """Which terms are on, their weights (paper defaults), and the time conventions."""
 
+    #: term -> on/off; terms not named keep their default
     enabled: Mapping[str, bool] = field(default_factory=_default_enabled)
+    #: term -> weight; terms not named keep the paper's
     weights: Mapping[str, float] = field(default_factory=lambda: {t: w for t, (_, w) in _term_table().items()})
     warm_up: int = 0                 # steps excluded from data terms
-    steps_per_year: int = 12
-    parity: bool = False
-    epsilon: float = 1e-3
+    steps_per_year: int = 12  # time steps per year of the data, for annual terms
+    parity: bool = False  # reproduce the published loss exactly, quirks included
+    epsilon: float = 1e-3  # added to weight sums in the means' denominators
 
     def __post_init__(self):
         given = {}

@@ -33,9 +33,9 @@ _ACTIVATIONS = {
 class NetworkConfig:
     """Architecture; the paper's (3 layers of 32, leaky-ReLU) is the default."""
 
-    hidden_layers: int = 3
-    width: int = 32
-    activation: str = "leaky_relu"
+    hidden_layers: int = 3  # hidden layers of the shared embedding
+    width: int = 32  # units per hidden layer
+    activation: str = "leaky_relu"  # hidden-layer activation
     #: Factor on the three heads' initial Glorot weights. 1 is the paper's initialisation, whose
     #: untrained parameter maps are PFT patterns as large as real spatial variation; below 1 they
     #: are nearly uniform, and in the twin experiment members then learnt more of the true

@@ -16,13 +16,11 @@ written without timestamps, so the same arguments give the same store byte for b
 
 from __future__ import annotations
 
-import calendar
 import importlib.util
 import logging
 import math
 import os
 import time as _time
-from datetime import date
 from functools import lru_cache
 from typing import NamedTuple
 
@@ -32,50 +30,20 @@ import xarray as xr
 from differland_dist.data import schema, splits
 from differland_dist.data.batch import assemble_forcing
 from differland_dist.data.store import check_target, write_store
+from differland_dist.data.tiling import monthly_axis, patch_tile  # re-exported: they lived here
 from differland_dist.errors import DifferlandError
 from differland_dist.model import simulate
 from differland_dist.model.parameters import (
-    OUTPUT_INDEX, PHENOLOGY_PARAMETERS, POOLS, PROCESS_PARAMETERS, all_bounds, to_bounded,
-    to_unbounded)
+    OUTPUT_INDEX, PHENOLOGY_PARAMETERS, PROCESS_PARAMETERS, all_bounds, to_bounded)
+from differland_dist.synthetic.truth_design import (
+    PARAM_NAMES_ALL, PARAM_UNITS_ALL, TRUTH_FEATURES, TruthDesign, apply_truth, build_truth,
+    load_design, shipped_designs)
 
 log = logging.getLogger(__name__)
 
 DEFAULT_RESOLUTION = 5.0
 DEFAULT_START = 2001
 DEFAULT_YEARS = 5
-#: The 20 predictors of the paper's full set, inputs of the hidden relation.
-TRUTH_FEATURES = schema.PREDICTOR_SETS["PFT"] + schema.PREDICTOR_SETS["CLIM"] + \
-    schema.PREDICTOR_SETS["AGE"] + schema.PREDICTOR_SETS["SOIL"]
-#: Fixed (centre, scale) standardising each truth feature: the relation does not depend on
-#: the grid or on which pixels exist.
-FEATURE_SCALING = {
-    **{n: (0.1, 0.2) for n in schema.PREDICTOR_SETS["PFT"]},
-    "MAT": (10.0, 12.0), "MAP": (900.0, 700.0), "elevation": (600.0, 700.0),
-    "canopy_height": (8.0, 10.0), "forest_age": (80.0, 50.0), "BULK_DEN": (1.35, 0.2),
-    "SAND": (40.0, 15.0), "SILT": (35.0, 10.0), "CLAY": (25.0, 10.0), "GRAVEL": (15.0, 8.0),
-}
-PARAM_NAMES_ALL = tuple(b.name for b in PROCESS_PARAMETERS) + tuple(
-    b.name for b in PHENOLOGY_PARAMETERS) + tuple(f"init_{b.name}" for b in POOLS)
-PARAM_UNITS_ALL = tuple(b.units for b in PROCESS_PARAMETERS + PHENOLOGY_PARAMETERS + POOLS)
-
-#: Central physical values of the hidden relation (typical DALEC values).
-_BASE = {
-    "decomposition_rate": 0.001, "f_gpp": 0.45, "f_fol": 0.2, "f_root": 0.35,
-    "leaf_lifespan": 1.5, "tor_wood": 1e-4, "tor_root": 0.002, "tor_litter": 0.002,
-    "tor_som": 3e-5, "Q10": 0.04, "canopy_efficiency": 20.0, "flab": 0.1,
-    "clab_release_period": 45.0, "leaf_fall_period": 60.0, "LCMA": 85.0, "IWUE": 25.0,
-    "runoff_focal_point": 3000.0, "field_capacity": 250.0, "foliar_cf": 0.5,
-    "ligneous_cf": 0.2, "dom_cf": 0.3, "resilience": 0.3, "lab_lifespan": 1.3,
-    "moisture_factor": 0.3, "uWUE": 8.0, "boese_r": 0.02, "wilting_point_frac": 0.15,
-    "sif_alpha": 12.0, "sif_beta_plus_three": 3.5, "p_fol": 0.003, "p_wood": 1e-5,
-    "init_labile": 80.0, "init_foliar": 100.0, "init_root": 200.0, "init_wood": 4000.0,
-    "init_litter": 300.0, "init_som": 8000.0, "init_water": 200.0,
-}
-#: Leaf-onset and leaf-fall day of year in the northern hemisphere (south: half a year later).
-_ONSET_DOY, _FALL_DOY = 120.0, 290.0
-_AMP = {"process": 0.35, "pheno": 0.08, "pools": 0.3}
-_HIDDEN = 16
-
 # Purposes of the random streams (never reorder: that changes every store).
 (_RNG_GEOGRAPHY, _RNG_ANOMALY, _RNG_FIRE, _RNG_SPLIT, _RNG_TRUTH, _RNG_NOISE, _RNG_COVER,
  _RNG_WEATHER) = range(8)
@@ -146,21 +114,6 @@ class Grid(NamedTuple):
     tile: tuple[int, int]  # rows x columns of grid cells per patch tile
 
 
-def patch_tile(resolution: float, max_patch_size: int) -> tuple[int, int]:
-    """Grid cells per patch tile: 4 x 5 degrees (the paper's 320 pixels at 0.25 deg), at least
-    4 x 4 cells on coarse grids, halved along the longer side until it holds max_patch_size."""
-    a = max(4, math.ceil(4 / resolution - 1e-9))
-    b = max(4, math.ceil(5 / resolution - 1e-9))
-    while a * b > max_patch_size:
-        if a >= b:
-            a = math.ceil(a / 2)
-        else:
-            b = math.ceil(b / 2)
-        if a == b == 1:
-            break
-    return a, b
-
-
 def make_grid(resolution: float, max_patch_size: int = 320) -> Grid:
     """Land cells (>= 50 % land, north of 60 S) grouped into patches of rectangular tiles."""
     if max_patch_size < 1:
@@ -184,24 +137,6 @@ def make_grid(resolution: float, max_patch_size: int = 320) -> Grid:
 
 
 # -- time -----------------------------------------------------------------------------------
-def monthly_axis(start: int, years: int) -> dict[str, np.ndarray]:
-    """Mid-month ``time`` (days since 2001-01-01), ``doy``, ``delta_t`` (days in the month),
-    and ``year`` of each month from January of ``start``."""
-    ref = date(2001, 1, 1)
-    t, doy, dt, yr = [], [], [], []
-    for y in range(start, start + years):
-        for m in range(1, 13):
-            n = calendar.monthrange(y, m)[1]
-            first = date(y, m, 1)
-            mid = (first - ref).days + n / 2.0
-            t.append(mid)
-            doy.append((first - date(y, 1, 1)).days + n / 2.0 + 1.0)
-            dt.append(n)
-            yr.append(y)
-    return {"time": np.array(t, np.float64), "doy": np.array(doy, np.float32),
-            "delta_t": np.array(dt, np.float32), "year": np.array(yr, np.int32)}
-
-
 # -- smooth random fields -------------------------------------------------------------------
 def _xyz(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
     la, lo = np.deg2rad(lat.astype(np.float64)), np.deg2rad(lon.astype(np.float64))
@@ -244,8 +179,35 @@ _PFT_CLIMATE = {"NF": (-1, 2.7), "DBF": (10, 2.95), "EBF": (25, 3.35), "MF": (5,
                 "CRO": (14, 2.85), "NVG": (20, 1.7)}
 
 
-def make_predictors(lat: np.ndarray, lon: np.ndarray, seed: int) -> dict[str, np.ndarray]:
-    """The 20 static predictors (raw, float32) plus the climate fields the forcing needs."""
+#: ``pft_climate_coupling`` of the geography before the setting existed (and the default: the
+#: stores of earlier versions are reproduced bit for bit; docs/data.md has the measured
+#: PFT -> MAT predictability at each value and the real-Earth-like one).
+PFT_CLIMATE_COUPLING = 1.0
+
+
+def check_coupling(value: float, what: str = "--pft-climate-coupling") -> float:
+    """``value`` as a float in [0, 1]; a one-line DifferlandError naming ``what`` otherwise."""
+    try:
+        c = float(value)
+    except (TypeError, ValueError):
+        c = float("nan")
+    if not 0.0 <= c <= 1.0:
+        raise DifferlandError(f"{what} {value!r}: expected a number in [0, 1] (1 = vegetation "
+                              "follows climate as in earlier stores, 0 = independent of it)")
+    return c
+
+
+def make_predictors(lat: np.ndarray, lon: np.ndarray, seed: int,
+                    pft_climate_coupling: float = PFT_CLIMATE_COUPLING) -> dict[str, np.ndarray]:
+    """The 20 static predictors (raw, float32) plus the climate fields the forcing needs.
+
+    ``pft_climate_coupling`` c in [0, 1] scales the climatic (and, for wetlands, elevation)
+    part of each vegetation type's score by c and raises the amplitude of its own random field
+    from 0.8 to 0.8 + 1.7 (1 - c): at 1 vegetation follows climate as before (bit for bit),
+    at 0 it is a random mosaic independent of climate. Canopy height (forests are tall where
+    warm and wet) and stand age (younger under crops) keep their dependence on the PFTs."""
+    c = check_coupling(pft_climate_coupling, "pft_climate_coupling")
+    k = 0.8 + (1.0 - c) * 1.7  # 0.8 exactly at c = 1
     rng = _rng(seed, _RNG_GEOGRAPHY)
     xyz = _xyz(lat, lon)
     f = smooth_fields(rng, xyz, 8, 0.25)       # broad: climate, soils
@@ -261,11 +223,11 @@ def make_predictors(lat: np.ndarray, lon: np.ndarray, seed: int) -> dict[str, np
     logp = np.log10(map_)
     scores = []
     for j, (name, (t0, p0)) in enumerate(_PFT_CLIMATE.items()):
-        s = -((mat - t0) / 8.0) ** 2 - ((logp - p0) / 0.28) ** 2 + 0.8 * fp[:, j]
+        s = c * (-((mat - t0) / 8.0) ** 2 - ((logp - p0) / 0.28) ** 2) + k * fp[:, j]
         if name == "NVG":  # deserts and the coldest land
-            s = np.maximum(s, -((mat + 18.0) / 6.0) ** 2 + 0.8 * fp[:, j])
+            s = np.maximum(s, c * (-((mat + 18.0) / 6.0) ** 2) + k * fp[:, j])
         if name == "WET":
-            s = s - elev / 800.0
+            s = s - c * elev / 800.0
         scores.append(s)
     pft = _softmax(1.3 * np.stack(scores, axis=1))
     forest = pft[:, :4].sum(axis=1)
@@ -360,135 +322,12 @@ def make_forcing(lat, lon, pred: dict[str, np.ndarray], axis: dict[str, np.ndarr
     return out
 
 
-# -- the hidden relation --------------------------------------------------------------------
-class Truth(NamedTuple):
-    """x = b2 + tanh(((pred - centre) / scale) @ w1 + b1) @ w2 (40 unbounded parameters);
-    b2 holds the central values, the phenology ones shifted by half a year in the south."""
-
-    centre: np.ndarray  # (20,)
-    scale: np.ndarray   # (20,)
-    w1: np.ndarray      # (20, H)
-    b1: np.ndarray      # (H,)
-    w2: np.ndarray      # (H, 40), amplitude included
-    b2: np.ndarray      # (40,) central unbounded values (northern hemisphere)
-    b2_south: np.ndarray  # (40,) same for southern-hemisphere pixels
-
-
-def make_truth(seed: int, design: str = "random") -> Truth:
-    """The hidden relation. ``design``: "random" (a random network of all 20 predictors,
-    small amplitudes) or "structured" (:data:`LATENTS` and :data:`STRUCTURE`: each parameter
-    follows one named gradient, the observable ones strongly)."""
-    check_truth_design(design)
-    rng = _rng(seed, _RNG_TRUTH)
-    lo, hi = all_bounds()
-    nf, n = len(TRUTH_FEATURES), len(PARAM_NAMES_ALL)
-    centre = np.array([FEATURE_SCALING[k][0] for k in TRUTH_FEATURES])
-    scale = np.array([FEATURE_SCALING[k][1] for k in TRUTH_FEATURES])
-    if design == "structured":
-        north, south = _central_values(lo, hi)
-        return _structured_truth(rng, centre, scale, north, south, lo, hi)
-    w1 = rng.normal(0.0, 1.0 / math.sqrt(nf), size=(nf, _HIDDEN))
-    b1 = rng.normal(0.0, 0.5, size=_HIDDEN)
-    n_proc, n_ph = len(PROCESS_PARAMETERS), len(PHENOLOGY_PARAMETERS)
-    amp = np.array([_AMP["process"]] * n_proc + [_AMP["pheno"]] * n_ph
-                   + [_AMP["pools"]] * len(POOLS))
-    w2 = rng.normal(0.0, 1.0 / math.sqrt(_HIDDEN), size=(_HIDDEN, n)) * amp
-    north, south = _central_values(lo, hi)
-    return Truth(centre, scale, w1, b1, w2, north, south)
-
-
-def _central_values(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Unbounded central values (north, south): south's phenology half a year later."""
-    base = np.array([_BASE.get(k, np.nan) for k in PARAM_NAMES_ALL])
-    north, south = base.copy(), base.copy()
-    i_b, i_f = PARAM_NAMES_ALL.index("Bday"), PARAM_NAMES_ALL.index("Fday")
-    north[i_b], north[i_f] = 365.25 + _ONSET_DOY, 365.25 + _FALL_DOY
-    south[i_b], south[i_f] = 365.25 + _ONSET_DOY + 182.6, 365.25 + _FALL_DOY + 182.6
-    return to_unbounded(north, lo, hi), to_unbounded(south, lo, hi)
-
-
-#: The truth designs ``make_truth`` knows (docs/analysis.md, "The synthetic truth").
-TRUTH_DESIGNS = ("random", "structured")
-
-
-def check_truth_design(design: str, what: str = "truth design") -> None:
-    """A one-line error naming ``what`` (the argument or flag) unless ``design`` is known."""
-    if design not in TRUTH_DESIGNS:
-        raise DifferlandError(f"{what} {design!r}: expected one of {', '.join(TRUTH_DESIGNS)}")
-
-#: The structured truth's latent gradients: each a tanh of a weighted sum of standardised
-#: predictors (the weights, and a centring so each is roughly zero-mean over land). Three of
-#: them are the paper's gradients (growing season, leaf economics, agricultural intensity);
-#: soil water, stand age and wetness give parameters that follow soils, forest age and rain.
-LATENTS = {
-    "growing_season": ({"MAT": 0.6, "elevation": -0.2}, 0.35),
-    "leaf_economics": ({"NF": 0.45, "EBF": 0.45, "DBF": -0.35, "GRA": -0.35, "SH": -0.2}, 0.15),
-    "agriculture": ({"CRO": 0.6, "GRA": 0.25}, -0.15),
-    "soil_water": ({"CLAY": 0.3, "SILT": 0.25, "SAND": -0.3}, 0.85),
-    "stand_age": ({"forest_age": 0.8, "canopy_height": 0.3}, -0.35),
-    "wetness": ({"MAP": 0.9}, 0.35),
-}
-#: What drives each parameter in the structured truth: ({latent: loading}, spatial sd of the
-#: natural log of the physical value). Parameters the synthetic streams see vary by 15-40 %
-#: (phenology dates by ~3-4 %, i.e. 15-25 days); the rest (not listed) vary by 4 % over all
-#: latents at random: realistic, but below what SIF, LAI, ET and NBE can resolve
-#: (docs/analysis.md). Leaf mass per area grows with stand age and light-use efficiency with
-#: soil fertility, so the streams depend on more than PFTs (as on the real Earth).
-STRUCTURE = {
-    "Bday": ({"growing_season": -1.0}, 0.035), "Fday": ({"growing_season": 1.0}, 0.035),
-    "leaf_fall_period": ({"growing_season": 1.0}, 0.2),
-    "clab_release_period": ({"growing_season": -1.0}, 0.15),
-    "Q10": ({"growing_season": -1.0}, 0.15),
-    "leaf_lifespan": ({"leaf_economics": 1.0}, 0.25), "f_fol": ({"leaf_economics": -1.0}, 0.2),
-    "LCMA": ({"leaf_economics": 0.4, "stand_age": 1.0}, 0.4),
-    "canopy_efficiency": ({"agriculture": 0.4, "soil_water": 1.0}, 0.35),
-    "uWUE": ({"agriculture": 1.0}, 0.25), "sif_alpha": ({"agriculture": 1.0}, 0.2),
-    "f_gpp": ({"agriculture": -1.0}, 0.1),
-    "field_capacity": ({"soil_water": 1.0}, 0.4), "runoff_focal_point": ({"soil_water": 1.0}, 0.4),
-    "wilting_point_frac": ({"soil_water": 1.0}, 0.2), "moisture_factor": ({"soil_water": -1.0}, 0.2),
-    "init_wood": ({"stand_age": 1.0}, 0.4), "tor_wood": ({"stand_age": -1.0}, 0.3),
-    "init_som": ({"stand_age": 1.0}, 0.3), "tor_som": ({"stand_age": -1.0}, 0.3),
-    "boese_r": ({"wetness": 1.0}, 0.2), "IWUE": ({"wetness": -1.0}, 0.2),
-}
-_STRUCTURE_MINOR = 0.04   # log-sd of the parameters not in STRUCTURE
-_STRUCTURE_MIX = 0.25     # sd of each parameter's random loading on the other latents
-_LATENT_SD = 0.6          # typical spatial sd of a latent (tanh of a ~unit-sd sum)
-
-
-def _structured_truth(rng: np.random.Generator, centre, scale, north, south, lo, hi) -> Truth:
-    """The structured design as a one-hidden-layer network: one hidden unit per latent."""
-    feats = list(TRUTH_FEATURES)
-    w1 = np.zeros((len(feats), len(LATENTS)))
-    b1 = np.zeros(len(LATENTS))
-    for h, (weights, offset) in enumerate(LATENTS.values()):
-        for f, w in weights.items():
-            w1[feats.index(f), h] = w
-        b1[h] = offset
-    latents = list(LATENTS)
-    n = len(PARAM_NAMES_ALL)
-    mix = rng.normal(0.0, _STRUCTURE_MIX, size=(len(latents), n))
-    w2 = np.zeros((len(latents), n))
-    for j, name in enumerate(PARAM_NAMES_ALL):
-        # d ln(p)/dx of the bounded transform at the central value: a log-sd -> unbounded sd
-        x0 = north[j]
-        slope = math.log(hi[j] / lo[j]) / (math.pi * (1.0 + x0 * x0))
-        if name in STRUCTURE:
-            drivers, log_sd = STRUCTURE[name]
-            load = mix[:, j].copy()
-            for latent, w in drivers.items():
-                load[latents.index(latent)] = w
-        else:
-            load, log_sd = rng.normal(0.0, 1.0, size=len(latents)), _STRUCTURE_MINOR
-        w2[:, j] = load / np.linalg.norm(load) * log_sd / (_LATENT_SD * slope)
-    return Truth(centre, scale, w1, b1, w2, north, south)
-
-
-def apply_truth(truth: Truth, features: np.ndarray, lat: np.ndarray) -> np.ndarray:
-    """(P, 40) unbounded true parameters from (P, 20) raw features."""
-    z = (features.astype(np.float64) - truth.centre) / truth.scale
-    h = np.tanh(z @ truth.w1 + truth.b1)
-    b2 = np.where((lat >= 0)[:, None], truth.b2, truth.b2_south)
-    return b2 + h @ truth.w2
+# -- the hidden relation (synthetic/truth_design.py) ----------------------------------------
+def make_truth(seed: int, design: "str | TruthDesign" = "random"):
+    """The hidden relation of ``design`` (a shipped name such as "structured", a YAML file,
+    "random-structured", or a :class:`TruthDesign`) drawn for ``seed``."""
+    d = design if isinstance(design, TruthDesign) else load_design(design, seed, "truth design")
+    return build_truth(d, seed)
 
 
 # -- running DALEC --------------------------------------------------------------------------
@@ -631,7 +470,8 @@ def _var(name: str, dims, data, extra: dict | None = None) -> xr.Variable:
 def make_synthetic(resolution: float = DEFAULT_RESOLUTION, start: int = DEFAULT_START,
                    years: int = DEFAULT_YEARS, seed: int = 0, test_fraction: float = 0.1,
                    max_patch_size: int = 320, dev_fraction: float = 0.1,
-                   truth: str = "random") -> xr.Dataset:
+                   truth: "str | TruthDesign" = "random",
+                   pft_climate_coupling: float = PFT_CLIMATE_COUPLING) -> xr.Dataset:
     """The synthetic Earth as an in-memory Dataset following the store schema.
 
     Args:
@@ -642,10 +482,18 @@ def make_synthetic(resolution: float = DEFAULT_RESOLUTION, start: int = DEFAULT_
         patch; see :mod:`differland_dist.data.splits`); the rest is train.
       max_patch_size: largest patch allowed, in pixels. The store's ``max_patch_size`` (its
         pixel chunk) is the largest patch the tiling can make: min(this, tile cells).
-      truth: the hidden relation's design, one of :data:`TRUTH_DESIGNS` (see
-        :func:`make_truth`).
+      truth: the hidden relation's design: a shipped name (configs/truths: "random",
+        "structured"), a design YAML file, "random-structured" (drawn from ``seed``) or a
+        :class:`TruthDesign` (synthetic/truth_design.py).
+      pft_climate_coupling: how strongly vegetation cover follows climate, in [0, 1]
+        (:func:`make_predictors`).
     """
-    design, truth = truth, make_truth(seed, truth)  # grid-independent: bad designs fail first
+    # grid-independent: bad designs and settings fail first
+    spec = truth if isinstance(truth, TruthDesign) else load_design(truth, seed)
+    coupling = check_coupling(pft_climate_coupling)
+    # a shipped design is recorded by its name (stores as before); others carry their YAML
+    shipped = isinstance(truth, str) and truth in shipped_designs()
+    truth = build_truth(spec, seed)
     if years < 1:
         raise DifferlandError(f"years must be >= 1, got {years}")
     splits.check_fractions(dev_fraction, test_fraction)
@@ -656,7 +504,7 @@ def make_synthetic(resolution: float = DEFAULT_RESOLUTION, start: int = DEFAULT_
     T = axis["time"].size
     log.info("synthetic Earth: %d land pixels at %g deg, %d patches (tiles of %dx%d cells), "
              "%d months from %d", P, resolution, int(grid.patch.max()) + 1, *grid.tile, T, start)
-    pred = make_predictors(grid.lat, grid.lon, seed)
+    pred = make_predictors(grid.lat, grid.lon, seed, coupling)
     frc = make_forcing(grid.lat, grid.lon, pred, axis, seed)
     feats = np.stack([pred[k] for k in TRUTH_FEATURES], axis=1)
     x = apply_truth(truth, feats, grid.lat)
@@ -737,7 +585,10 @@ def make_synthetic(resolution: float = DEFAULT_RESOLUTION, start: int = DEFAULT_
         "synth_seed": int(seed),
         "synth_start_year": int(start),
         "synth_years": int(years),
-        "truth_design": design,
+        "truth_design": spec.name,
+        **({} if shipped else {"truth_design_yaml": spec.to_yaml()}),
+        # absent: 1, the geography of the stores made before the setting existed
+        **({} if coupling == PFT_CLIMATE_COUPLING else {"synth_pft_climate_coupling": coupling}),
         "test_fraction": float(test_fraction),
         "dev_fraction": float(dev_fraction),
         splits.CONVENTION_ATTR: splits.CONVENTION,
@@ -754,13 +605,17 @@ def synth_to_store(url: str, resolution: float = DEFAULT_RESOLUTION, start: int 
                    years: int = DEFAULT_YEARS, seed: int = 0, test_fraction: float = 0.1,
                    max_patch_size: int = 320, storage_options: dict | None = None,
                    overwrite: bool = False, dev_fraction: float = 0.1,
-                   truth: str = "random") -> xr.Dataset:
+                   truth: "str | TruthDesign" = "random",
+                   pft_climate_coupling: float = PFT_CLIMATE_COUPLING) -> xr.Dataset:
     """Make the synthetic Earth and write it to ``url`` (atomically: complete flag last).
     Returns the in-memory Dataset."""
-    check_truth_design(truth, "--truth")
+    spec = truth if isinstance(truth, TruthDesign) else load_design(truth, seed)  # bad designs fail first
+    check_coupling(pft_climate_coupling)
     check_target(url, storage_options, overwrite)  # fail before minutes of work, not after
     ds = make_synthetic(resolution=resolution, start=start, years=years, seed=seed,
                         test_fraction=test_fraction, max_patch_size=max_patch_size,
-                        dev_fraction=dev_fraction, truth=truth)
+                        dev_fraction=dev_fraction,
+                        truth=truth if isinstance(truth, str) and truth in shipped_designs() else spec,
+                        pft_climate_coupling=pft_climate_coupling)
     write_store(ds, url, storage_options=storage_options, overwrite=overwrite)
     return ds

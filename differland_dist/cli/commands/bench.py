@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from differland_dist.cli import flags
 from differland_dist.errors import DifferlandError
 
 NAME = "bench"
@@ -19,7 +20,7 @@ def add_arguments(p):
     p.add_argument("--unroll", type=int, default=1, help="time steps unrolled per loop iteration")
     p.add_argument("--pixel-block", type=int, default=0,
                    help="pixels rolled out together in blocks (0: all at once; -1: 256 on CPU)")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    flags.add_json(p)
     p.add_argument("--cpu-devices", type=int, default=None,
                    help="on a CPU, expose this many host devices and split the pixels across "
                         "them (default: one per core)")

@@ -3,7 +3,10 @@ synth -> calibrate -> infer -> evaluate, and a report of the held-out pixels."""
 
 from __future__ import annotations
 
+import json
 import os
+
+from differland_dist.cli import flags
 
 NAME = "demo"
 HELP = "synthetic Earth -> calibrate on local Ray -> infer -> evaluate -> held-out report"
@@ -22,7 +25,8 @@ def add_arguments(p):
     p.add_argument("--steps", type=int, default=None, help="training steps (default: configs/demo.yaml)")
     p.add_argument("--workers", type=int, default=2, help="Ray workers (default 2)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-progress", action="store_true")
+    flags.add_progress(p, what="progress bars and lines of each stage")
+    flags.add_json(p)
 
 
 def run(args) -> int:
@@ -31,8 +35,13 @@ def run(args) -> int:
     from differland_dist.demo import run_demo
 
     s = run_demo(args.out, args.resolution, args.years, args.steps, args.seed, args.workers,
-                 progress=not args.no_progress)
+                 progress=args.progress)
     h = s["held_out"]
+    rmse = [h[k]["rmse"] for k in ("lai_untrained", "lai_trained", "gpp_untrained", "gpp_trained")]
+    better = None not in rmse and rmse[1] < rmse[0] and rmse[3] < rmse[2]
+    if args.json:
+        print(json.dumps(s, default=str))
+        return 0 if better else 1
 
     def f(v):
         return "n/a" if v is None else f"{v:.3f}"
@@ -48,6 +57,4 @@ def run(args) -> int:
           f"{f(s['held_out_param_correlation_with_truth'])}")
     print(f"report: {os.path.join(args.out, 'report.md')} ({s['seconds']['total']:.0f} s); "
           f"evaluation: {os.path.join(args.out, 'evaluation', 'evaluation.md')}")
-    rmse = [h[k]["rmse"] for k in ("lai_untrained", "lai_trained", "gpp_untrained", "gpp_trained")]
-    better = None not in rmse and rmse[1] < rmse[0] and rmse[3] < rmse[2]
     return 0 if better else 1

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+
+from differland_dist.cli import flags
 
 NAME = "evaluate"
 HELP = "score a run or an inference output against every observation stream; figures"
@@ -29,8 +32,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="input store with the observations (default: the output's source store)")
     p.add_argument("--out", metavar="DIR", default=None,
                    help="results directory (default: RUN_DIR/evaluation, or <output>_evaluation)")
-    p.add_argument("--map-params", default=",".join(DEFAULT_MAP_PARAMS), metavar="LIST",
-                   help="comma-separated parameters to map")
+    flags.add_list(p, "--map-params", default=list(DEFAULT_MAP_PARAMS), metavar="PARAM",
+                   help="parameters to map")
     p.add_argument("--series-pixels", type=int, default=4, metavar="N",
                    help="held-out pixels whose series are plotted (default 4)")
     p.add_argument("--block-pixels", type=int, default=4096, metavar="N",
@@ -42,8 +45,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "reported beside ours, and its per-pixel skill maps (monthly, annual and "
                         "anomaly r and RMSE, trends and p-values; nbe on 4x5 degrees) in "
                         "evaluation.zarr")
-    p.add_argument("--executor", choices=("ray", "local"), default="ray",
-                   help="how inference runs for a run directory without output (default ray)")
+    flags.add_executor(p, what="where inference runs for a run directory without output")
+    flags.add_address(p, default_text="start a local Ray or join RAY_ADDRESS")
     p.add_argument("--max-actors", type=int, default=2, metavar="N",
                    help="actor pool maximum for that inference (default 2)")
     p.add_argument("--gpus-per-actor", type=float, default=0.0, metavar="N",
@@ -52,6 +55,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="fsspec options (JSON) for the store and run directory")
     p.add_argument("--out-storage-options", metavar="JSON", default=None,
                    help="fsspec options (JSON) for the output store and results (default: the same)")
+    flags.add_progress(p, what="progress lines of that inference")
+    flags.add_json(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -64,13 +69,16 @@ def run(args: argparse.Namespace) -> int:
     oso = parse_storage_options(args.out_storage_options) if args.out_storage_options else None
     options = EvaluationOptions(
         block_pixels=args.block_pixels,
-        map_params=tuple(s.strip() for s in args.map_params.split(",") if s.strip()),
+        map_params=tuple(flags.split_list(args.map_params)),
         n_series_pixels=args.series_pixels, figures=not args.no_figures,
         conventions=args.conventions)
     inference = InferenceOptions(executor=args.executor, max_actors=args.max_actors,
-                                 gpus_per_actor=args.gpus_per_actor)
+                                 gpus_per_actor=args.gpus_per_actor, address=args.address)
     r = evaluate(args.target, store=args.store, out=args.out, storage_options=so,
                  out_storage_options=oso, options=options, inference=inference)
+    if args.json:
+        print(json.dumps(r, default=str))
+        return 0
     print(f"evaluation of {r['output']} -> {r['out_dir']}/evaluation.md")
     print("flat scores by split (train: fitted; dev: model selection; test: never trained on "
           "or selected by)")

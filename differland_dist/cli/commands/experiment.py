@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import sys
 
+from differland_dist.cli import flags
 from differland_dist.errors import DifferlandError
 
 NAME = "experiment"
 HELP = "train a grid of predictor sets x ensemble members on Ray, then ensemble and score it"
 DESCRIPTION = (HELP + ". DIR (path or gs://, s3:// URL) receives experiment.yaml, experiment.jsonl, "
                "members/<set>/m<seed>/ run directories, ensemble.zarr, scores.json/.md and "
-               "figures/. Rerun with --resume to finish what is unfinished.")
+               "figures/. Rerun with --resume to finish what is unfinished. Exits 1 when any member failed "
+               "(each is named, with its error), after the ensemble of the others is built.")
 
 
 def add_arguments(p):
-    p.add_argument("config", help="experiment config (YAML), e.g. configs/experiment_demo.yaml")
+    p.add_argument("config", metavar="EXPERIMENT_CONFIG",
+                   help="experiment grid config (YAML: a base calibration config plus predictor "
+                        "sets x seeds, selection and ensemble), e.g. configs/experiment_demo.yaml; "
+                        "not a calibration config (that is `differland calibrate`'s)")
     p.add_argument("--out", required=True, metavar="DIR", help="experiment directory (path or URL)")
     p.add_argument("--resume", action="store_true",
                    help="continue DIR: finished members are kept, the others resume from their "
@@ -23,8 +30,7 @@ def add_arguments(p):
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override an experiment value (keep_best=3) or, prefixed with base., a "
                         "value of the base calibration config (base.training.steps=50)")
-    p.add_argument("--address", default=None,
-                   help="Ray cluster (local, auto, ray://host:port; default: the base config's)")
+    flags.add_address(p, default_text="the base config's ray.address")
     p.add_argument("--skip-ensemble", action="store_true",
                    help="train only: no inference, ensemble or scores")
     p.add_argument("--ensemble-only", action="store_true",
@@ -37,6 +43,8 @@ def add_arguments(p):
                    help="take over a stale lease on DIR (its driver was killed); a live "
                         "experiment's lease is never taken")
     p.add_argument("--out-storage-options", default="{}", help="JSON fsspec options for DIR")
+    flags.add_progress(p, what="progress lines of the grid and its running members")
+    flags.add_json(p)
 
 
 def run(args) -> int:
@@ -52,6 +60,11 @@ def run(args) -> int:
     oso = parse_storage_options(args.out_storage_options)
     grid = load_grid(args.config, args.overrides)
     if args.dry_run:
+        if args.json:
+            print(json.dumps({"experiment": grid.name, "members": len(grid.members),
+                              "predictor_sets": [s.name for s in grid.predictor_sets],
+                              "seeds": list(grid.seeds), "keep_best": grid.keep_best}))
+            return 0
         print(f"experiment {grid.name}: {len(grid.predictor_sets)} predictor sets x "
               f"{len(grid.seeds)} members = {len(grid.members)} calibrations, keep best "
               f"{grid.keep_best} per set; each member {grid.resources.workers} worker(s) x "
@@ -69,6 +82,16 @@ def run(args) -> int:
                          ensemble=False if args.skip_ensemble else None, force=args.force,
                          tensorboard=args.tensorboard)
     run_ = res.run
+    rc = 1 if run_.failed else 0
+    if run_.failed:  # on stderr too, so a batch log names them even with --json
+        print(f"error: {len(run_.failed)} of {len(run_.members)} member(s) failed: "
+              + ", ".join(m.key for m in run_.failed), file=sys.stderr)
+    if args.json:
+        print(json.dumps({"experiment": args.out, "members": len(run_.members),
+                          "done": [m.key for m in run_.by_state("done")],
+                          "failed": [{"member": m.key, "error": m.error} for m in run_.failed],
+                          "kept": res.kept, "scores": res.scores}, default=str))
+        return rc
     print(f"members: {len(run_.by_state('done'))} done, {len(run_.failed)} failed of "
           f"{len(run_.members)}")
     for m in run_.failed:
@@ -84,4 +107,4 @@ def run(args) -> int:
         if line:
             print(f"  test NSE (ensemble mean) {s}: " + ", ".join(line))
     print(f"experiment directory: {args.out}")
-    return 1 if run_.failed and not run_.by_state("done") else 0
+    return rc

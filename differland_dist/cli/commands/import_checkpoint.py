@@ -7,8 +7,11 @@ trained-model checkpoint (network, standardisation, config) that ``differland in
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
+from differland_dist.cli import flags
 from differland_dist.data import splits
 from differland_dist.errors import CheckpointError, ConfigError, DifferlandError
 from differland_dist.location import Location
@@ -20,9 +23,10 @@ HELP = "convert the paper's network pickle (allow-listed unpickling) to a safe .
 def add_arguments(p):
     p.add_argument("pickle", help="path or URL of the published *.pickle")
     p.add_argument("--out", required=True, help="output checkpoint path or URL (.npz)")
-    p.add_argument("--predictors", default="PFT,CLIM,SOIL,AGE",
+    flags.add_list(p, "--predictors", default=["PFT", "CLIM", "SOIL", "AGE"], metavar="SET",
                    help="predictor sets the network was trained with (recorded in the checkpoint; "
-                        "their number of predictors must match the network's inputs)")
+                        "their number of predictors must match the network's inputs; default "
+                        "PFT CLIM SOIL AGE)")
     p.add_argument("--mean-csv", metavar="FILE",
                    help="the published predictor means (predictor_mean_df_v6.csv): with --std-csv, "
                         "writes a complete checkpoint for infer/evaluate")
@@ -41,6 +45,7 @@ def add_arguments(p):
                    help="base config recorded in the checkpoint (default: configs' defaults with the "
                         "published model, closed_budget false)")
     p.add_argument("--storage-options", default="{}", help="JSON fsspec options for the URLs")
+    flags.add_json(p)
 
 
 def _read_text(url: str, so: dict, what: str) -> str:
@@ -79,7 +84,7 @@ def run(args) -> int:
         read_stat_csv)
 
     so = parse_storage_options(args.storage_options)
-    sets = [s.strip() for s in args.predictors.split(",") if s.strip()]
+    sets = flags.split_list(args.predictors)
     try:
         names = predictor_names(sets)
     except ConfigError as e:
@@ -142,6 +147,12 @@ def run(args) -> int:
     what = (f"with CSV row {row} standardisation ({'train+dev' if args.train_and_dev else f'run {args.run}'})"
             if std is not None else "network only (no standardisation: give --mean-csv/--std-csv "
                                     "for infer/evaluate)")
+    if args.json:
+        print(json.dumps({"pickle": str(args.pickle), "out": str(args.out),
+                          "embedding": [list(l.weights.shape) for l in net.embed],
+                          "predictor_sets": sets,
+                          "standardisation_row": int(row) if std is not None else None}))
+        return 0
     print(f"imported {args.pickle}: embedding {[tuple(l.weights.shape) for l in net.embed]}, "
           f"heads 31/7/2, {what} -> {args.out}")
     return 0

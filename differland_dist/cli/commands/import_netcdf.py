@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import time
 
+from differland_dist.cli import flags
 from differland_dist.data.importers import netcdf as nc
 from differland_dist.data.importers.netcdf import Inputs, netcdf_to_store
 from differland_dist.data.store import parse_storage_options
@@ -41,9 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run of the split-index file whose batches are the patches and whose "
                              "split is written, 1-based as the published --run (default 1; every "
                              "run's index is stored for data.run)")
-    parser.add_argument("--predictor-sets", default=",".join(nc.DEFAULT_PREDICTOR_SETS),
-                        metavar="SETS", help="predictor sets to import; pixels with a gap in any of "
-                        "them are left out (default PFT,CLIM,AGE,SOIL)")
+    flags.add_list(parser, "--predictor-sets", default=list(nc.DEFAULT_PREDICTOR_SETS),
+                   metavar="SET", help="predictor sets to import; pixels with a gap in any of "
+                   "them are left out (default PFT CLIM AGE SOIL)")
     parser.add_argument("--n-time", type=int, default=None, metavar="N",
                         help="use the first N months (default: every month of the driver)")
     parser.add_argument("--max-patch-size", type=int, default=320, metavar="N",
@@ -52,8 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train-fraction", type=float, default=nc.TRAIN_FRACTION, metavar="F",
                         help="indices 0..round(F x max index) train, larger ones dev, negative "
                              "ones test (default 0.9)")
-    parser.add_argument("--skip-products", default="", metavar="P,P",
-                        help="default products not to import, e.g. sif,ewt")
+    flags.add_list(parser, "--skip-products", default=[], metavar="PRODUCT",
+                   help="default products not to import, e.g. sif ewt")
     parser.add_argument("--scratch", default=None, metavar="DIR",
                         help="stage the arrays as memory maps under DIR (default: in memory "
                              "unless the driver's temporal data exceed --memory-limit-gb)")
@@ -62,10 +64,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--storage-options", metavar="JSON", default=None,
                         help="fsspec options for --out as a JSON object")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing store")
-
-
-def _list(text: str | None) -> list[str]:
-    return [s.strip() for s in (text or "").split(",") if s.strip()]
+    flags.add_progress(parser, what="progress lines of the reads")
+    flags.add_json(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -73,11 +73,15 @@ def run(args: argparse.Namespace) -> int:
     inputs = Inputs.in_dir(args.data_dir, driver=args.driver, co2=args.co2, valid=args.valid,
                            run_index=args.run_index, bulk=args.bulk_mask)
     summary = netcdf_to_store(
-        inputs, args.out, run=args.run, predictor_sets=_list(args.predictor_sets),
+        inputs, args.out, run=args.run, predictor_sets=flags.split_list(args.predictor_sets),
         n_time=args.n_time, max_patch_size=args.max_patch_size,
-        train_fraction=args.train_fraction, skip_products=_list(args.skip_products),
+        train_fraction=args.train_fraction, skip_products=flags.split_list(args.skip_products),
         scratch_dir=args.scratch, memory_limit_bytes=int(args.memory_limit_gb * (1 << 30)),
         storage_options=parse_storage_options(args.storage_options), overwrite=args.overwrite)
+    if args.json:
+        print(json.dumps({"out": args.out, **summary, "seconds": time.perf_counter() - t0},
+                         default=str))
+        return 0
     print(f"wrote {args.out}: {summary['pixels']} pixels ({summary['dev_pixels']} dev, "
           f"{summary['test_pixels']} test) in {summary['patches']} patches, {summary['time']} "
           f"months, products {', '.join(summary['products'])}; {summary['runs']} run(s), PFTs "

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import time
 
+from differland_dist.cli import flags
 from differland_dist.data.store import parse_storage_options
 
 NAME = "import-sites"
@@ -30,13 +32,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-valid-fraction", type=float, default=0.5, metavar="F",
                         help="(monthly) share of a month's days an observation needs to give a "
                              "monthly value (default 0.5)")
-    parser.add_argument("--test-sites", default=None, metavar="ID,ID",
+    flags.add_list(parser, "--test-sites", default=None, metavar="ID",
                         help="sites held out as test (split = 2: never trained on or selected "
                              "by), for leave-sites-out experiments")
-    parser.add_argument("--dev-sites", default=None, metavar="ID,ID",
+    flags.add_list(parser, "--dev-sites", default=None, metavar="ID",
                         help="sites held out as dev (split = 1: watched during training, used "
                              "for model selection)")
-    parser.add_argument("--only", default=None, metavar="ID,ID",
+    flags.add_list(parser, "--only", default=None, metavar="ID",
                         help="import only these sites (default: every site of site_coords.csv)")
     parser.add_argument("--weights-from-unc", action="store_true",
                         help="observation weights 1/unc^2 (normalised to mean 1 per product) "
@@ -44,6 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--storage-options", metavar="JSON", default=None,
                         help="fsspec options for --out as a JSON object")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing store")
+    flags.add_json(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -57,6 +60,14 @@ def run(args: argparse.Namespace) -> int:
         min_valid_fraction=args.min_valid_fraction, weights_from_unc=args.weights_from_unc,
         storage_options=parse_storage_options(args.storage_options), overwrite=args.overwrite)
     per_pixel = ds.attrs.get("per_pixel_forcing") or []
+    if args.json:
+        print(json.dumps({"out": args.out, "sites": int(ds.sizes["pixel"]),
+                          "dev": int((ds["split"].values == 1).sum()),
+                          "test": int((ds["split"].values == 2).sum()),
+                          "time": int(ds.sizes["time"]), "monthly": bool(args.monthly),
+                          "per_pixel_forcing": list(per_pixel),
+                          "seconds": time.perf_counter() - t0}))
+        return 0
     print(f"wrote {args.out}: {ds.sizes['pixel']} site(s) "
           f"({int((ds['split'].values == 1).sum())} dev, {int((ds['split'].values == 2).sum())} "
           f"test), {ds.sizes['time']} "

@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
+
+from differland_dist.cli import flags
 
 NAME = "infer"
 HELP = "run a trained network and DALEC over every pixel of a store (Ray Data, resumable)"
@@ -43,15 +46,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="pixels per task, in whole store chunks (default 4096; larger on GPUs)")
     p.add_argument("--chunk-pixels", type=int, default=2048, metavar="N",
                    help="target pixels per output chunk, in whole store chunks (default 2048)")
-    p.add_argument("--series", default=",".join(DEFAULT_SERIES), metavar="LIST",
-                   help="comma-separated output series (default: all)")
+    flags.add_list(p, "--series", default=list(DEFAULT_SERIES), metavar="NAME",
+                   help="output series (default: all)")
     p.add_argument("--max-tasks", type=int, default=None, metavar="N",
                    help="compute at most N tasks in this call; a later call continues")
-    p.add_argument("--executor", choices=("ray", "local"), default="ray",
-                   help="ray (default): Ray Data actor pool; local: in this process")
-    p.add_argument("--address", default=None,
-                   help="Ray address if Ray is not initialised (default: start a local Ray or "
-                        "join RAY_ADDRESS)")
+    flags.add_executor(p, what="where the pixels are computed (ray: a Ray Data actor pool)")
+    flags.add_address(p, default_text="start a local Ray or join RAY_ADDRESS")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an output made from another checkpoint, store or series")
     p.add_argument("--force", action="store_true",
@@ -61,8 +61,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="fsspec options (JSON) for the store and checkpoint (default: the config's)")
     p.add_argument("--out-storage-options", metavar="JSON", default=None,
                    help="fsspec options (JSON) for --out (default: --storage-options)")
-    p.add_argument("--progress-bars", action="store_true", help="show Ray Data's progress bars")
-    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    flags.add_progress(p, what="progress lines, and Ray Data's bars when stderr is a terminal",
+                       aliases=[("--progress-bars", True)])
+    flags.add_json(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -76,9 +77,10 @@ def run(args: argparse.Namespace) -> int:
         min_actors=args.min_actors, max_actors=args.max_actors, cpus_per_actor=args.cpus_per_actor,
         gpus_per_actor=args.gpus_per_actor, pixels_per_task=args.pixels_per_task,
         chunk_pixels=args.chunk_pixels,
-        series=tuple(s.strip() for s in args.series.split(",") if s.strip()),
+        series=tuple(flags.split_list(args.series)),
         executor=args.executor, address=args.address, jax_platforms=args.jax_platforms,
-        max_tasks=args.max_tasks, progress_bars=args.progress_bars)
+        max_tasks=args.max_tasks,
+        progress_bars=args.progress and sys.stderr.isatty())
     r = run_inference(args.checkpoint, args.out, args.store, options=options,
                       overwrite=args.overwrite, storage_options=so, out_storage_options=oso,
                       netcdf=args.format == "netcdf", force=args.force)

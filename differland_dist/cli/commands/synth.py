@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import time
 
 from differland_dist import synthetic as synth
+from differland_dist.cli import flags
 from differland_dist.data.store import parse_storage_options
 
 NAME = "synth"
@@ -36,14 +38,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "stopping (default 0.1)")
     parser.add_argument("--max-patch-size", type=int, default=320, metavar="N",
                         help="largest patch in pixels, also the pixel chunk (default 320)")
-    parser.add_argument("--truth", choices=synth.TRUTH_DESIGNS, default="random",
+    parser.add_argument("--truth", default="random", metavar="DESIGN",
                         help="the hidden parameter relation: 'random' (small random variation "
-                             "of every parameter) or 'structured' (named gradients: the "
+                             "of every parameter), 'structured' (named gradients: the "
                              "observable parameters follow climate, PFTs, soils or forest age "
-                             "strongly; for the analyses, docs/analysis.md)")
+                             "strongly; docs/analysis.md), 'random-structured' (a random "
+                             "latent design drawn from --seed) or a design FILE.yaml "
+                             "(configs/truths/ has the shipped ones; docs/data.md)")
+    parser.add_argument("--pft-climate-coupling", type=float, default=synth.PFT_CLIMATE_COUPLING,
+                        metavar="C", help="how strongly vegetation cover follows climate, 0-1 "
+                        "(default 1: the geography of earlier stores; docs/data.md)")
     parser.add_argument("--storage-options", metavar="JSON", default=None,
                         help="fsspec options as a JSON object")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing store")
+    flags.add_json(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,9 +60,16 @@ def run(args: argparse.Namespace) -> int:
         args.out, resolution=args.resolution, start=args.start, years=args.years,
         seed=args.seed, test_fraction=args.test_fraction, dev_fraction=args.dev_fraction,
         max_patch_size=args.max_patch_size, truth=args.truth,
+        pft_climate_coupling=args.pft_climate_coupling,
         storage_options=parse_storage_options(args.storage_options), overwrite=args.overwrite)
     split = ds["split"].values
     n_dev, n_test = int((split == 1).sum()), int((split == 2).sum())
+    if args.json:
+        print(json.dumps({"out": args.out, "pixels": int(ds.sizes["pixel"]), "dev": n_dev,
+                          "test": n_test, "time": int(ds.sizes["time"]),
+                          "patches": int(ds["patch"].values.max()) + 1,
+                          "seconds": time.perf_counter() - t0}))
+        return 0
     print(f"wrote {args.out}: {ds.sizes['pixel']} pixels ({n_dev} dev, {n_test} test), {ds.sizes['time']} "
           f"months, {int(ds['patch'].values.max()) + 1} patches in "
           f"{time.perf_counter() - t0:.1f} s")

@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 
+from differland_dist.cli import flags
 from differland_dist.data.store import PixelStore, parse_storage_options
 from differland_dist.data.validate import summary, validate_store
 
@@ -22,11 +23,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("url", help="store URL")
     parser.add_argument("--storage-options", metavar="JSON", default=None,
                         help='fsspec options as a JSON object, e.g. \'{"token": "anon"}\'')
+    flags.add_progress(parser, what="progress lines of the chunk scan")
+    flags.add_json(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     opts = parse_storage_options(args.storage_options)
     problems = validate_store(args.url, opts)
+    if args.json:
+        print(json.dumps({"url": args.url, "valid": not problems, "problems": problems,
+                          "summary": None if problems else summary(PixelStore(args.url, opts))},
+                         default=str))
+        return 1 if problems else 0
     if problems:
         print(f"{args.url}: {len(problems)} problem(s):")
         for p in problems:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
+from differland_dist.cli import flags
+
 NAME = "verify"
 HELP = "check the model on golden files (embedded, or --golden FILE ...); exit 1 beyond tolerance"
 DESCRIPTION = (HELP + ". Errors are printed as fractions of the spec tolerance: <= 1 passes "
@@ -10,8 +14,9 @@ DESCRIPTION = (HELP + ". Errors are printed as fractions of the spec tolerance: 
 
 
 def add_arguments(p):
-    p.add_argument("--golden", nargs="+", metavar="FILE",
-                   help="golden .npz files in the layout of shared/golden (default: the embedded set)")
+    flags.add_list(p, "--golden", default=None, metavar="FILE",
+                   help="golden .npz files in the published golden layout (default: the embedded set)")
+    flags.add_json(p)
 
 
 def run(args) -> int:
@@ -21,6 +26,16 @@ def run(args) -> int:
     from differland_dist.verify import embedded_golden_files, verify_file
 
     files = args.golden or embedded_golden_files()
+    if args.json:
+        results = [verify_file(f) for f in files]
+        print(json.dumps({"device": jax.devices()[0].platform,
+                          "passed": bool(all(r.passed for r in results)),
+                          "files": [{"name": r.name, "pixels": r.pixels, "steps": r.steps,
+                                     "outputs": r.outputs, "final_pools": r.final_pools,
+                                     "loss": r.loss, "gradients": r.gradients,
+                                     "passed": bool(r.passed), "worst_output": r.worst_output}
+                                    for r in results]}, default=float))
+        return 0 if all(r.passed for r in results) else 1
     print(f"device: {jax.devices()[0].platform} ({jax.devices()[0].device_kind})")
     print(f"{'file':32s} {'pixels x steps':>15s} {'outputs':>9s} {'pools':>9s} {'loss':>9s} {'grads':>9s}  result")
     ok = True

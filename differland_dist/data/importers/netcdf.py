@@ -58,6 +58,7 @@ from differland_dist.data.splits import RUN_TABLE_VAR, run_split_codes
 from differland_dist.data.importers import base_attrs, obs_variables, schema_var, spans
 from differland_dist.data.store import check_target, write_store
 from differland_dist.errors import DataValidationError, DifferlandError
+from differland_dist.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -526,6 +527,9 @@ def import_netcdf(inputs: Inputs, run: int = 1,
                                       source=str(path))
 
         # -- time
+        reads = Progress(f"import-netcdf {path.name}: (time, lat, lon) variables read", 2 + len(
+            FORCING_VARS) + sum((0 if p.static else len(p.sources)) + bool(p.weight) for p in products))
+
         def temporal(var: str, name: str | None = None) -> np.ndarray:
             """(P, T) float32 of a (time, lat, lon) variable at the kept pixels, read in blocks
             of months; converted to the store units of ``name`` when given."""
@@ -536,6 +540,7 @@ def import_netcdf(inputs: Inputs, run: int = 1,
                 e = min(s + block, T)
                 x = np.asarray(da[s:e].values).reshape(e - s, -1)
                 out[:, s:e] = x[:, order].T
+            reads.add()
             if name is not None:
                 scale, offset = _conversion(path, var, dict(da.attrs), schema.VARS[name].units)
                 if (scale, offset) != (1.0, 0.0):

@@ -469,11 +469,33 @@ def import_sites(sites_dir: str | os.PathLike, monthly: bool = False,
 
     Returns: a Dataset following :mod:`differland_dist.data.schema`, pixels = sites.
     """
-    if not 0.0 < min_valid_fraction <= 1.0:
-        raise DifferlandError(f"min_valid_fraction must be in (0, 1], got {min_valid_fraction}")
-    t0 = _time.perf_counter()
+    check_min_valid_fraction(min_valid_fraction)
     chosen = select_sites(sites_dir, only)
     ids = [s.site_id for s, _ in chosen]
+    test, dev = check_held_out(ids, test_sites, dev_sites)
+    series, problems = [], []
+    for site, path in chosen:  # every file checked before anything is built
+        try:
+            series.append(load_site(path, site, need_unc=weights_from_unc))
+        except DataValidationError as e:
+            problems += [f"{path.name} (site {site.site_id}): {p}" for p in e.problems]
+    if problems:
+        raise DataValidationError(problems, source=str(sites_dir))
+    return sites_dataset(series, monthly=monthly, test=test, dev=dev,
+                         min_valid_fraction=min_valid_fraction, weights_from_unc=weights_from_unc,
+                         source="fluxnet_sites", obs_vars=OBS_VARS,
+                         source_files=[COORDS_FILE] + [f"{i}.nc" for i in ids])
+
+
+def check_min_valid_fraction(min_valid_fraction: float) -> None:
+    if not 0.0 < min_valid_fraction <= 1.0:
+        raise DifferlandError(f"min_valid_fraction must be in (0, 1], got {min_valid_fraction}")
+
+
+def check_held_out(ids: Sequence[str], test_sites: Sequence[str] | str | None,
+                   dev_sites: Sequence[str] | str | None) -> tuple[list[str], list[str]]:
+    """The test and dev site ids, checked against the imported ``ids`` (DifferlandError
+    naming unknown or doubly named sites)."""
     test, dev = _parse_ids(test_sites), _parse_ids(dev_sites)
     for flag, chosen_ids in (("--test-sites", test), ("--dev-sites", dev)):
         unknown = [t for t in chosen_ids if t not in ids]
@@ -483,14 +505,18 @@ def import_sites(sites_dir: str | os.PathLike, monthly: bool = False,
     both = sorted(set(test) & set(dev))
     if both:
         raise DifferlandError(f"--test-sites and --dev-sites both name {', '.join(both)}")
-    series, problems = [], []
-    for site, path in chosen:  # every file checked before anything is built
-        try:
-            series.append(load_site(path, site, need_unc=weights_from_unc))
-        except DataValidationError as e:
-            problems += [f"{path.name} (site {site.site_id}): {p}" for p in e.problems]
-    if problems:
-        raise DataValidationError(problems, source=str(sites_dir))
+    return test, dev
+
+
+def sites_dataset(series: list[Series], *, monthly: bool, test: Sequence[str], dev: Sequence[str],
+                  min_valid_fraction: float, weights_from_unc: bool, source: str,
+                  obs_vars: dict[str, tuple[str, str, str, str]], source_files: list[str]) -> xr.Dataset:
+    """The site store Dataset from loaded daily series (one per site; see the module doc):
+    monthly aggregation, padding, the split, predictors from the site table, the observations
+    of ``obs_vars`` (product -> (variable, uncertainty variable, stream, description)) that the
+    series hold. Shared by every site importer (site netCDFs, FLUXNET2015 CSVs)."""
+    t0 = _time.perf_counter()
+    ids = [s.site.site_id for s in series]
     if monthly:
         series = [aggregate_monthly(s, min_valid_fraction) for s in series]
     spy_nominal = 12.0 if monthly else 365.25
@@ -534,9 +560,11 @@ def import_sites(sites_dir: str | os.PathLike, monthly: bool = False,
     data["MAT"] = schema_var("MAT", [x.mat for x in sites], source="site_coords.csv MAT")
     data["MAP"] = schema_var("MAP", [x.map for x in sites], source="site_coords.csv MAP")
     data["elevation"] = schema_var("elevation", [x.elev for x in sites], source="site_coords.csv ELEV")
-    for product, (var, uvar, stream, what) in OBS_VARS.items():
+    for product, (var, uvar, stream, what) in obs_vars.items():
+        if product not in series[0].obs:
+            continue
         value = stack(lambda s, p=product: s.obs[p])
-        if weights_from_unc:
+        if weights_from_unc and uvar and product in series[0].unc:
             w = _unc_weights(value, stack(lambda s, p=product: s.unc[p]))
             wdesc = f"1/{uvar}^2 normalised to mean 1 over observed steps"
         else:
@@ -569,7 +597,7 @@ def import_sites(sites_dir: str | os.PathLike, monthly: bool = False,
     kind = "monthly" if monthly else "daily"
     attrs = base_attrs(
         title=f"FLUXNET sites ({P} site(s), {kind}): {', '.join(ids)}",
-        source="fluxnet_sites", steps_per_year=12 if monthly else 365, max_patch_size=1,
+        source=source, steps_per_year=12 if monthly else 365, max_patch_size=1,
         grid_resolution_deg=0.0,
         sites=ids,
         site_years={x.site_id: [x.start_year, x.end_year] for x in sites},
@@ -589,7 +617,7 @@ def import_sites(sites_dir: str | os.PathLike, monthly: bool = False,
                     "site is a one-pixel patch",
         weights="1/unc^2, normalised" if weights_from_unc else "1 where observed, 0 at gaps",
         **({"monthly_min_valid_fraction": float(min_valid_fraction)} if monthly else {}),
-        source_files=[COORDS_FILE] + [f"{i}.nc" for i in ids],
+        source_files=list(source_files),
     )
     ds = xr.Dataset(data, coords=coords, attrs=attrs)
     log.info("%d site(s) imported (%s, %d steps; per-pixel %s) in %.1f s", P, kind, T,
