@@ -156,6 +156,8 @@ class TrainingConfig:
     patches_per_call: int | None = None  # patches per call instead (wins over pixels_per_call)
     order_seed: int | None = None      # seed of the patch order (None: training.seed, which
                                        # also seeds the network's initialisation)
+    updates_per_call: int = 1          # K > 1: up to K optimizer updates in one call of the one
+                                       # worker (ray.workers=1; distributed/multistep.py)
     keep: str = "last"                 # network.npz: the last step's network, or best_dev: the
                                        # one with the lowest dev loss of the evaluations (early
                                        # stopping without stopping; checkpoints stay the last)
@@ -173,7 +175,7 @@ class TrainingConfig:
             raise ConfigError("training.steps: null needs training.epochs (the schedule in epochs)")
         for name, lo in (("steps", 1), ("patches_per_step", 1), ("eval_every", 0),
                          ("checkpoint_every", 0), ("max_nonfinite", 1), ("patches_per_call", 1),
-                         ("pixels_per_call", 1)):
+                         ("pixels_per_call", 1), ("updates_per_call", 1)):
             if getattr(self, name) is None and name in ("patches_per_call", "pixels_per_call", "steps"):
                 continue
             _set(self, name, checks.integer(f"training.{name}", getattr(self, name), lo))

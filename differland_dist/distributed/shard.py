@@ -311,6 +311,26 @@ class Shard:
             return self._fns[key]
         # imported here: Ray actors import JAX after the runtime environment set JAX_PLATFORMS (see __init__)
         import jax
+
+        f = self.call_function(with_grad)
+        if len(self.devices) > 1:
+            from jax.sharding import Mesh, NamedSharding, PartitionSpec as Ps
+
+            mesh = Mesh(np.array(self.devices), ("pixel",))
+            split = NamedSharding(mesh, Ps("pixel"))
+            split1 = NamedSharding(mesh, Ps(None, "pixel"))  # field- and leaf-major arrays
+            rep = NamedSharding(mesh, Ps())
+            fn = jax.jit(f, in_shardings=(rep, split, split1, split1, split, split, rep, rep, rep))
+        else:
+            fn = jax.jit(f)
+        self._fns[key] = fn
+        return fn
+
+    def call_function(self, with_grad: bool):
+        """The pure function :meth:`compiled` jits (after a first read), for callers that
+        trace it into a larger program (:mod:`~differland_dist.distributed.multistep`)."""
+        # imported here: Ray actors import JAX after the runtime environment set JAX_PLATFORMS (see __init__)
+        import jax
         from jax.flatten_util import ravel_pytree
 
         from differland_dist.loss.objective import network_loss
@@ -335,28 +355,17 @@ class Shard:
             value, grads = jax.value_and_grad(per_call, has_aux=True)(*args)
             return value, ravel_pytree(grads)[0]
 
-        f = value_and_flat_grad if with_grad else per_call
-        if len(self.devices) > 1:
-            from jax.sharding import Mesh, NamedSharding, PartitionSpec as Ps
+        return value_and_flat_grad if with_grad else per_call
 
-            mesh = Mesh(np.array(self.devices), ("pixel",))
-            split = NamedSharding(mesh, Ps("pixel"))
-            split1 = NamedSharding(mesh, Ps(None, "pixel"))  # field- and leaf-major arrays
-            rep = NamedSharding(mesh, Ps())
-            fn = jax.jit(f, in_shardings=(rep, split, split1, split1, split, split, rep, rep, rep))
-        else:
-            fn = jax.jit(f)
-        self._fns[key] = fn
-        return fn
-
-    def pack(self, call: Sequence[int], slot: int | None = None):
+    def pack(self, call: Sequence[int], slot: int | None = None, out: tuple | None = None):
         """The call's patches one after another in ``shape.rows`` = R pixels: raw predictors
         (R, k), forcing fields (F, R, T), stacked label leaves (L, R, T), local patch index
         (R,) and valid (R,); the tail repeats the first
         pixel with valid = 0 and zero weights (a real pixel keeps the padded rollout finite).
         Each patch's rows are copied once, into aligned arrays: new ones, or with ``slot``
         the shard's reusable buffers of that slot (their previous call must have finished:
-        the device may read them without a copy)."""
+        the device may read them without a copy), or ``out``: (predictors, forcing, label
+        stack) arrays of those shapes to fill."""
         ids = [int(p) for p in call]
         if len(ids) > self.shape.segments:
             raise ValueError(f"a call of {len(ids)} patches, more than its {self.shape.segments} slots")
@@ -366,9 +375,12 @@ class Shard:
         if n > R:
             raise ValueError(f"a call of {n} pixels, more than its {R} rows")
         first = arrays[0]
-        pred = self._buffer(slot, 0, (R,) + first.predictors_raw.shape[1:], first.predictors_raw.dtype)
-        forcing, stack = (self._buffer(slot, i, x.shape[:1] + (R,) + x.shape[2:], x.dtype)
-                          for i, x in ((1, first.forcing), (2, first.label_stack)))
+        if out is not None:
+            pred, forcing, stack = out
+        else:
+            pred = self._buffer(slot, 0, (R,) + first.predictors_raw.shape[1:], first.predictors_raw.dtype)
+            forcing, stack = (self._buffer(slot, i, x.shape[:1] + (R,) + x.shape[2:], x.dtype)
+                              for i, x in ((1, first.forcing), (2, first.label_stack)))
         patch = np.zeros(R, np.int32)
         start = 0
         for i, a in enumerate(arrays):

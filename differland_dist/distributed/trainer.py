@@ -29,7 +29,6 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from jax.flatten_util import ravel_pytree
 from tqdm.auto import tqdm
 
@@ -39,6 +38,7 @@ from differland_dist.data import splits
 from differland_dist.data.batch import predictor_names
 from differland_dist.data.store import open_store
 from differland_dist.errors import CheckpointError, ConfigError, DifferlandError, TrainingDiverged
+from differland_dist.distributed import multistep
 from differland_dist.distributed.optim import make_optimizer, state_from_arrays, state_to_arrays
 from differland_dist.distributed.policy import calls, deal, on_nonfinite, step_patches  # noqa: F401 (re-exported)
 from differland_dist.distributed.pool import (WorkersLost, WorkerPool, check_ray_address,  # noqa: F401
@@ -144,6 +144,7 @@ class Calibration:
         config = self.config = resolve_epochs(config, len(self.train_patches))
         # A cluster that is not there fails now, not after minutes of Ray retries.
         check_ray_address(config.ray.address)
+        multistep.check_config(config)
         self.resume = resume
         self.sizes = {int(p): int(sl.stop - sl.start) for p, sl in self.store.patch_slices.items()}
         self.patch_size = max(self.sizes.values())
@@ -316,18 +317,18 @@ class Calibration:
 
         @jax.jit
         def apply(flat, grad, opt_state, lr_scale):
-            net = self._unravel(flat)
-            g = self._unravel(grad)
-            updates, opt_state = tx.update(g, opt_state, net)
-            updates = jax.tree.map(lambda u: u * lr_scale, updates)
-            return ravel_pytree(optax.apply_updates(net, updates))[0], opt_state
+            return multistep.apply_update(tx, self._unravel, flat, grad, opt_state, lr_scale)
 
         bar = None
         if self.progress:
             bar = tqdm(total=tc.steps, initial=state.step, desc="calibrate", unit="step", dynamic_ncols=True)
         try:
             while state.step < tc.steps:
-                state = self._train_step(state, apply, bar)
+                if tc.updates_per_call > 1:  # n updates in one worker call, n <= K
+                    state = self._train_updates(state, multistep.chunk_length(
+                        state.step, tc.steps, tc.updates_per_call, tc.eval_every, tc.checkpoint_every), bar)
+                else:
+                    state = self._train_step(state, apply, bar)
                 for h in self.hooks:
                     h(state.step, self)
                 done = state.step >= tc.steps
@@ -477,6 +478,50 @@ class Calibration:
         log.log(logging.INFO if rec["step"] % every == 0 or rec["step"] == 1 or not finite else logging.DEBUG,
                 "step %d/%d loss %.6g (%d patches, %.3g pixel-months/s)%s", rec["step"], tc.steps,
                  loss, len(patches), rec["pixel_months_per_s"], "" if finite else " NOT APPLIED")
+        return state
+
+    def _train_updates(self, state: TrainState, n: int, bar) -> TrainState:
+        """``n`` steps in one call of the single worker (:mod:`.multistep`); the same records
+        and non-finite policy as ``n`` calls of :meth:`_train_step`."""
+        tc = self.config.training
+        order = tc.seed if tc.order_seed is None else tc.order_seed
+
+        def step_calls(i):
+            ps = step_patches(self.train_patches, state.step + i, tc.patches_per_step, order)
+            return ps, self._calls(ps)
+
+        plan = multistep.plan(step_calls, n)
+        ahead = [p for i in range(n, min(2 * n, tc.steps - state.step)) for p in step_calls(i)[0]]
+        t0 = time.perf_counter()
+        job = (state.flat, multistep.state_leaves(state.opt_state), state.lr_scale, plan.calls,
+               plan.last, self.std_mean.astype(np.float32), self.std_std.astype(np.float32))
+        res = multistep.Result(*self._call("update", {0: job}, {0: {"prefetch": ahead}})[0])
+        wall, t1 = time.perf_counter() - t0, time.perf_counter()
+        good = res.finite.index(False) if res.bad_grad is not None else n
+        for i, terms in enumerate(multistep.step_terms(plan, res.terms)[:good + 1]):
+            pm = sum(self.sizes[p] for p in plan.patches[i]) * self.T
+            rec = {"step": state.step + i + 1, "split": "train", **terms, "patches": len(plan.patches[i]),
+                   "pixel_months": pm, "lr_scale": state.lr_scale, "applied": i < good, "workers": 1,
+                   "calls": plan.n_calls[i],
+                   "time_compute_s": res.seconds / n, "time_comm_s": max(wall - res.seconds, 0.0) / n,
+                   "updates_per_call": n}
+            if i == good:
+                rec["nonfinite"] = describe_nonfinite(terms.get("loss", float("nan")), res.bad_grad)
+            rec["time_driver_s"] = (time.perf_counter() - t1) / n
+            rec["time_step_s"] = (time.perf_counter() - t0) / n
+            rec["pixel_months_per_s"] = pm / max(rec["time_step_s"], 1e-9)
+            self.rundir.append(rec)
+        opt_state = multistep.state_of_leaves(state.opt_state, res.opt_leaves)
+        state = dataclasses.replace(state, flat=res.flat, opt_state=opt_state, step=state.step + good,
+                                    nonfinite_in_a_row=0 if good else state.nonfinite_in_a_row)
+        if good < n:
+            state = self._nonfinite(state, rec["nonfinite"])
+        if bar is not None:
+            bar.n = state.step
+            bar.refresh()
+        log.log(logging.INFO if good < n or state.step % max(1, tc.steps // 20) < n else logging.DEBUG,
+                "step %d/%d loss %.6g (%d updates in one call, %.3g pixel-months/s)", state.step,
+                tc.steps, rec.get("loss", float("nan")), n, rec["pixel_months_per_s"])
         return state
 
     def _nonfinite(self, state: TrainState, what: str) -> TrainState:

@@ -74,7 +74,8 @@ def make_actor_class():
             self.shard = Shard(cfg, patch_ids, tuple(shape))
             n_pred = len(predictor_names(cfg.data.predictors))
             template = init_network(jax.random.PRNGKey(0), n_pred, cfg.network)
-            _, self._unravel = ravel_pytree(template)
+            flat, self._unravel = ravel_pytree(template)
+            self._cfg, self._size, self._updater = cfg, flat.size, None
 
         def info(self) -> dict[str, Any]:
             # imported here: Ray actors import JAX after the runtime environment set JAX_PLATFORMS
@@ -89,6 +90,22 @@ def make_actor_class():
 
         def predictor_sums(self, patch_ids):
             return self.shard.predictor_sums(patch_ids)
+
+        def update(self, flat_params, opt_leaves, lr_scale, calls, last, mean, std, prefetch=()):
+            """Several optimizer updates in one program (training.updates_per_call; see
+            :mod:`~differland_dist.distributed.multistep`): a :class:`multistep.Result` as a tuple."""
+            if self._updater is None:
+                import jax
+
+                from differland_dist.distributed.multistep import Updater
+                from differland_dist.distributed.optim import make_optimizer
+
+                tx = make_optimizer(self._cfg.optimizer, self._cfg.training.steps)
+                self._updater = Updater(self.shard, tx, self._unravel,
+                                        tx.init(self._unravel(jax.numpy.zeros(self._size, jax.numpy.float32))))
+            if len(prefetch):
+                self.shard.prefetch(prefetch)
+            return tuple(self._updater.run(flat_params, opt_leaves, lr_scale, calls, last, mean, std))
 
         def compute(self, flat_params, calls, mean, std, with_grad=True, test=False, prefetch=()):
             """Per-call results of ``calls`` (lists of patch ids), (seconds, pixel-months);
