@@ -28,7 +28,7 @@ import fsspec  # noqa: E402
 
 from differland_dist.errors import DifferlandError, StorageReadError  # noqa: E402
 from differland_dist.extras import missing_backend  # noqa: E402
-from differland_dist.retries import call_with_retries, client_options, policy_for  # noqa: E402
+from differland_dist.retries import call_with_retries, client_options, policy_for, tune_client  # noqa: E402
 from differland_dist.uploads import write_verified  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,7 @@ def filesystem(url: str, options: dict | None = None) -> tuple[fsspec.AbstractFi
     verified uploads, bounded retries) under the caller's ``options``."""
     try:
         fs, path = fsspec.core.url_to_fs(str(url), **client_options(str(url), options))
+        tune_client(fs)
     except (ValueError, ImportError, TypeError) as e:
         raise DifferlandError(missing_backend(url) or f"{url!r}: cannot open its filesystem: {e}") from None
     return fs, path.rstrip("/") or path

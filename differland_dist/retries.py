@@ -6,8 +6,9 @@ Two layers, and no third (docs/data.md, "Retries", has the table):
    408/429/5xx, a dropped connection or a body cut short: :data:`CLIENT_ATTEMPTS` ``["gs"]``
    = 6 tries, waiting ``2**(n-1) + U(0, 1)`` s (capped at 32 s) before try ``n``. s3fs hands
    HTTP errors to botocore (we set its ``standard`` mode, :data:`CLIENT_ATTEMPTS` ``["s3"]``
-   tries, jittered exponential waits) and itself retries a body cut short and S3's
-   ``SlowDown``. Local and in-memory filesystems have no such layer.
+   tries, jittered exponential waits); s3fs's own retry loop is cut to one try
+   (:func:`tune_client`), so botocore is the only request-level retrier there. Local and
+   in-memory filesystems have no such layer.
 2. **Ours, per operation** (one chunk object read, one object uploaded): an operation whose
    error is still transient after the client's tries, or that the client never retries (an
    uploaded object whose stored checksum is not that of the bytes sent), is tried again with
@@ -18,7 +19,7 @@ Two layers, and no third (docs/data.md, "Retries", has the table):
    (:func:`call_with_retries`); nothing else retries.
 
 So a fault that does not go away costs at most ``CLIENT_ATTEMPTS x attempts`` requests per
-object (6 x 3 = 18 on gs://, 1 x 5 = 5 on a local or mounted filesystem) and then an error
+object (6 x 3 = 18 on gs:// and s3://, 1 x 5 = 5 on a local or mounted filesystem) and then an error
 naming the object; tests/test_storage_faults.py counts them through a proxy.
 """
 
@@ -39,7 +40,8 @@ log = logging.getLogger(__name__)
 R = TypeVar("R")
 
 #: Tries the storage client itself makes per HTTP request, by fsspec protocol (gcsfs: its
-#: fixed ``retries = 6``; s3: botocore's ``max_attempts``, set by :func:`client_options`).
+#: fixed ``retries = 6``; s3: botocore's ``total_max_attempts`` (its ``max_attempts`` would
+#: count retries, one more request), set by :func:`client_options`).
 CLIENT_ATTEMPTS = {"gs": 6, "gcs": 6, "s3": 6, "s3a": 6}
 
 
@@ -79,6 +81,17 @@ def policy_for(fs: fsspec.AbstractFileSystem) -> RetryPolicy:
     return BEHIND_RETRYING_CLIENT if client_attempts(fs) > 1 else ALONE
 
 
+def tune_client(fs: fsspec.AbstractFileSystem) -> fsspec.AbstractFileSystem:
+    """Make botocore the one request-level retrier of an s3fs filesystem: s3fs wraps every
+    call in a retry loop of its own (``retries``, 5 by default) around botocore's, which
+    would multiply the tries of a dropped connection; with one s3fs try per call the layers
+    are botocore's (:data:`CLIENT_ATTEMPTS`) and ours. A body cut short, which s3fs retried,
+    is then retried by our per-operation loop. Other filesystems are returned unchanged."""
+    if type(fs).__name__ == "S3FileSystem" and getattr(fs, "retries", 1) != 1:
+        fs.retries = 1  # per instance: fsspec caches one per set of options, all ours
+    return fs
+
+
 def client_options(url: str, options: dict | None) -> dict:
     """``options`` with this package's defaults for the storage client of ``url`` filled in
     (what the caller set wins): gcsfs compares each upload's stored MD5 (the server's response)
@@ -90,7 +103,7 @@ def client_options(url: str, options: dict | None) -> dict:
         out.setdefault("consistency", "md5")
     elif scheme in ("s3", "s3a"):
         config = dict(out.get("config_kwargs") or {})
-        config.setdefault("retries", {"mode": "standard", "max_attempts": CLIENT_ATTEMPTS["s3"]})
+        config.setdefault("retries", {"mode": "standard", "total_max_attempts": CLIENT_ATTEMPTS["s3"]})
         out["config_kwargs"] = config
     return out
 

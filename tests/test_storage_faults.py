@@ -132,6 +132,36 @@ def test_s3_write_and_read_through_faults(s3_server, small_ds, small_store_url, 
         assert sum(proxy.injected.values()) > 0
 
 
+@pytest.mark.parametrize("kind", ["503", "drop"])
+def test_s3_retries_are_botocores_times_ours(s3_server, small_ds, quick_backoff, kind):  # noqa: F811
+    """On s3:// one chunk that always fails costs botocore's 6 tries times our 3 (s3fs's own
+    loop cut to one try by retries.tune_client; before, a dropped connection cost 5 times
+    more), then one error naming the chunk."""
+    from differland_dist.data.rows import RowReader
+    from differland_dist.data.store import open_store, write_store
+    from differland_dist.errors import StorageReadError
+
+    with faults_through(s3_server, Faults(), flavour="s3") as (proxy, info):
+        url = _url(info, "r.zarr")
+        write_store(small_ds, url, info["storage_options"])
+        store = open_store(url, info["storage_options"])
+        key = url.removeprefix("s3://") + "/t_min/c/1/0"
+
+        class Always(Faults):
+            def decide(self, method, obj, n):
+                return kind if obj == key else None
+
+        proxy.reset(Always())
+        with RowReader(store) as rows:
+            with pytest.raises(StorageReadError, match=r"t_min pixels 8\.\.15 of s3://"):
+                rows.read(["t_min"], slice(8, 16))
+        # aiohttp itself re-sends a request once when a reused keep-alive connection is
+        # dropped before the answer (below botocore), so a drop costs twice a 503
+        per_try = {"503": 1, "drop": 2}[kind]
+        assert proxy.requests[("GET", key)] == per_try * 6 * 3 == per_try * \
+            retries.CLIENT_ATTEMPTS["s3"] * retries.BEHIND_RETRYING_CLIENT.attempts
+
+
 def test_a_stored_object_is_compared_with_what_was_sent(tmp_path):
     """What the read-back compares: size, GCS's base64 MD5, S3's hex ETag (not a multipart
     one, which is no MD5)."""

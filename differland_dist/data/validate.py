@@ -33,7 +33,7 @@ import xarray as xr
 
 from differland_dist.data import schema
 from differland_dist.data.io import DIM_LABEL, CorruptChunkError, PixelStore, patch_runs, span
-from differland_dist.data.rows import RowReader
+from differland_dist.data.rows import RowReader, with_retries
 from differland_dist.errors import DataValidationError, DifferlandError
 from differland_dist.progress import Progress
 
@@ -354,6 +354,16 @@ def _check_structure(src, plan: dict[str, tuple]) -> list[str]:
     return out
 
 
+def _read_each(store: PixelStore, paths: list[str]) -> dict[str, bytes]:
+    """Small objects read concurrently, each under the one retry policy: one object's
+    transient fault costs a retry of that object, not of the whole batch."""
+    def one(path: str) -> bytes:
+        return with_retries(lambda: store.fs.cat_file(path), path, fs=store.fs)
+
+    with ThreadPoolExecutor(max_workers=8) as ex:
+        return dict(zip(paths, ex.map(one, paths)))
+
+
 def _check_chunks(store: PixelStore, manifest: dict[str, int], only: frozenset[str] | None = None,
                   ) -> tuple[list[str], set[str]]:
     """Metadata objects and chunk keys every array (in ``only`` if given) should have, against
@@ -363,7 +373,7 @@ def _check_chunks(store: PixelStore, manifest: dict[str, int], only: frozenset[s
     consolidated = (store.root_meta.get("consolidated_metadata") or {}).get("metadata", {})
     names = [n for n in store.array_names if only is None or n in only]
     present = [n for n in names if f"{n}/zarr.json" in manifest]
-    own = store.fs.cat([f"{store.root}/{n}/zarr.json" for n in present]) if consolidated else {}
+    own = _read_each(store, [f"{store.root}/{n}/zarr.json" for n in present]) if consolidated else {}
     own = {k.rstrip("/").rsplit("/", 2)[-2]: v for k, v in own.items()}
     for name in names:
         if f"{name}/zarr.json" not in manifest:

@@ -53,6 +53,7 @@ import zarr
 from differland_dist import provenance
 from differland_dist import streams as _streams
 from differland_dist.data.store import PixelStore, quiet_zarr, resolve, zarr_store
+from differland_dist.data.rows import with_retries
 from differland_dist.errors import DifferlandError
 from differland_dist.location import Location
 from differland_dist.model.parameters import (
@@ -189,7 +190,8 @@ def digest(data: bytes) -> str:
 
 def store_digest(store: PixelStore) -> str:
     """sha256 of the input store's root metadata (shapes, attributes; one small read)."""
-    return digest(store.fs.cat_file(f"{store.root}/{ROOT_META}"))
+    return digest(with_retries(lambda: store.fs.cat_file(f"{store.root}/{ROOT_META}"),
+                               f"{store.url}/{ROOT_META}", fs=store.fs))
 
 
 def network_digest(arrays: dict[str, np.ndarray]) -> str:
