@@ -137,6 +137,22 @@ def is_transient(err: BaseException) -> bool:
                                                   "urllib3", "requests", "gcsfs", "s3fs")
 
 
+def _wait_or_fail(e: Exception, attempt: int, what: str, policy: RetryPolicy,
+                  fail: Callable[[str], Exception], rng: random.Random) -> float:
+    """The wait before the next try after ``e`` on try ``attempt``; raises ``e`` itself when it
+    is not transient and ``fail(message)`` when the tries are spent."""
+    if not is_transient(e):
+        raise e
+    if attempt == policy.attempts:
+        behind = " (each after the storage client's own retries)" if policy.behind_client else ""
+        raise fail(f"{what} failed after {policy.attempts} attempt(s){behind}: "
+                   f"{type(e).__name__}: {e}") from e
+    wait = policy.wait_s(attempt, rng)
+    log.warning("%s: %s: %s; retry %d/%d in %.2f s", what, type(e).__name__, e,
+                attempt, policy.attempts - 1, wait)
+    return wait
+
+
 def call_with_retries(fn: Callable[[], R], what: str, policy: RetryPolicy,
                       fail: Callable[[str], Exception], rng: random.Random | None = None,
                       sleep: Callable[[float], None] = time.sleep) -> R:
@@ -146,20 +162,10 @@ def call_with_retries(fn: Callable[[], R], what: str, policy: RetryPolicy,
     for attempt in range(1, policy.attempts + 1):
         try:
             return fn()
-        except Exception as e:  # noqa: BLE001 - classified just below
-            if not is_transient(e):
-                raise
-            if attempt == policy.attempts:
-                behind = " (each after the storage client's own retries)" \
-                    if policy.behind_client else ""
-                raise fail(f"{what} failed after {policy.attempts} attempt(s){behind}: "
-                           f"{type(e).__name__}: {e}") from e
-            wait = policy.wait_s(attempt, rng)
-            log.warning("%s: %s: %s; retry %d/%d in %.2f s", what, type(e).__name__, e,
-                        attempt, policy.attempts - 1, wait)
-            sleep(wait)
+        except Exception as e:  # noqa: BLE001 - classified by _wait_or_fail
+            wait = _wait_or_fail(e, attempt, what, policy, fail, rng)
+        sleep(wait)
     raise AssertionError("unreachable")
-
 
 
 async def acall_with_retries(fn: Callable[[], Awaitable[R]], what: str, policy: RetryPolicy,
@@ -170,16 +176,7 @@ async def acall_with_retries(fn: Callable[[], Awaitable[R]], what: str, policy: 
     for attempt in range(1, policy.attempts + 1):
         try:
             return await fn()
-        except Exception as e:  # noqa: BLE001 - classified just below
-            if not is_transient(e):
-                raise
-            if attempt == policy.attempts:
-                behind = " (each after the storage client's own retries)" \
-                    if policy.behind_client else ""
-                raise fail(f"{what} failed after {policy.attempts} attempt(s){behind}: "
-                           f"{type(e).__name__}: {e}") from e
-            wait = policy.wait_s(attempt, rng)
-            log.warning("%s: %s: %s; retry %d/%d in %.2f s", what, type(e).__name__, e,
-                        attempt, policy.attempts - 1, wait)
-            await asyncio.sleep(wait)
+        except Exception as e:  # noqa: BLE001 - classified by _wait_or_fail
+            wait = _wait_or_fail(e, attempt, what, policy, fail, rng)
+        await asyncio.sleep(wait)
     raise AssertionError("unreachable")

@@ -53,7 +53,8 @@ class RecordHook:
         self._calibration = None
 
     def write(self, split: str, step: int, scalars: dict[str, float]) -> None:
-        raise NotImplementedError
+        """Send one record's scalars; each back-end (TensorBoard, MLflow) defines it."""
+        raise TypeError(f"{type(self).__name__} defines no write(): subclass RecordHook")
 
     def start(self, calibration) -> None:
         """Called once, with the calibration, before its first record is written."""

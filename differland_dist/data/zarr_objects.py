@@ -25,8 +25,8 @@ class CheckedFsspecStore(FsspecStore):
         return f"{self.path.rstrip('/')}/{key}" if self.path else key
 
     async def set(self, key: str, value: Buffer, byte_range: tuple[int, int] | None = None) -> None:
-        if byte_range:
-            raise NotImplementedError
+        if byte_range:  # zarr writes whole objects; a partial write would skip the check
+            raise ValueError(f"{self._object(key)}: partial writes (byte_range) are not supported")
         if not self._is_open:
             await self._open()
         self._check_writable()
