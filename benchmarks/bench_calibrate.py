@@ -6,7 +6,7 @@ from 1 to 2 workers with one core each (JAX pinned to one thread per worker).
 Both worker counts run in this one process against the same store, so their ratio is
 comparable; the first steps (compilation) are excluded from the medians.
 
-``--kernel`` also runs ``differland bench``'s loss+gradient kernel (:func:`differland_dist.bench.
+``--kernel`` also runs ``differland bench``'s loss+gradient kernel (:func:`differland_dist.selfcheck.bench.
 run_bench`) in a Ray task set up exactly like a worker (one CPU, JAX on one thread), on one
 call's padded pixels and the store's months, before and after the calibrations, and reports
 each calibration's pixel-months per second per core against the kernel's per core.
@@ -67,7 +67,7 @@ def main(argv=None):
 
         @ray.remote(num_cpus=1, runtime_env={"env_vars": worker_env(cfg.ray)})
         def run(pixels, months):
-            from differland_dist.bench import as_dict, run_bench
+            from differland_dist.selfcheck.bench import as_dict, run_bench
 
             return as_dict(run_bench(pixels=pixels, months=months, repeats=7))
 

@@ -43,7 +43,7 @@ def main(argv=None):
     ap.add_argument("--out")
     a = ap.parse_args(argv)
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
-    from differland_dist.process_env import jax_process_env
+    from differland_dist.common.process_env import jax_process_env
 
     os.environ.update({k: v for k, v in jax_process_env("cpu", 1).items() if k == "XLA_FLAGS"})
     import jax
@@ -51,7 +51,7 @@ def main(argv=None):
     import numpy as np
     from jax.flatten_util import ravel_pytree
 
-    from differland_dist.bench import run_bench
+    from differland_dist.selfcheck.bench import run_bench
     from differland_dist.config import load_config
     from differland_dist.distributed.policy import calls as pack_calls
     from differland_dist.distributed.shard import Shard

@@ -37,12 +37,12 @@ def main(argv=None):
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                                    f" --xla_force_host_platform_device_count={a.cpu_devices}").strip()
 
-    from differland_dist import allocator
+    from differland_dist.common import allocator
 
     tuned = allocator.tune()  # as the differland CLI does
     import jax
 
-    from differland_dist.bench import as_dict, run_bench
+    from differland_dist.selfcheck.bench import as_dict, run_bench
 
     rows = []
     env = {"python": platform.python_version(), "jax": jax.__version__, "machine": platform.machine(),

@@ -38,7 +38,7 @@ def main(argv=None):
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
     import numpy as np
 
-    from differland_dist import checkpoint
+    from differland_dist.storage import checkpoint
     from differland_dist.synthetic import synth_to_store
     from differland_dist.experiment import grid_from_dict, run_experiment
 

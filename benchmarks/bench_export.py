@@ -21,6 +21,7 @@ import tracemalloc
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # random_checkpoint, a test fixture
 
 SERIES = ("gpp", "nee", "nbe", "et", "lai", "pool_som")
 
@@ -36,7 +37,7 @@ def main(argv=None) -> int:
 
     from differland_dist.inference.cube import export_cube
     from differland_dist.inference.pipeline import InferenceOptions, run_inference
-    from differland_dist.inference.random_checkpoint import random_checkpoint
+    from random_checkpoint import random_checkpoint
     from differland_dist.synthetic import synth_to_store
 
     with tempfile.TemporaryDirectory(prefix="bench-export-") as d:

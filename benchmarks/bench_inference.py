@@ -31,6 +31,7 @@ import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # random_checkpoint, a test fixture
 os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
@@ -53,7 +54,7 @@ def main(argv=None):
     from differland_dist.data import schema
     from differland_dist.data.store import PixelStore, write_store
     from differland_dist.synthetic import make_synthetic
-    from differland_dist.inference.random_checkpoint import random_checkpoint
+    from random_checkpoint import random_checkpoint
     from differland_dist.inference.pipeline import InferenceOptions, run_inference
 
     work = Path(a.workdir)

@@ -37,7 +37,7 @@ def main(argv=None):
     import jax.numpy as jnp
     import numpy as np
 
-    from differland_dist.bench import _time_interleaved, synthetic_batch
+    from differland_dist.selfcheck.bench import _time_interleaved, synthetic_batch
     from differland_dist.experiment.batched import member, members_value_and_grad, stack_members
     from differland_dist.loss import LossConfig, network_value_and_grad
     from differland_dist.model.config import ModelConfig

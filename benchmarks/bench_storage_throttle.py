@@ -1,6 +1,6 @@
 """Patch readers against a throttling bucket (issue 30): throughput and tail latency with 8 and
 32 concurrent readers in one process, with the process-wide bound on requests in flight
-(:mod:`differland_dist.throttle`, default 32 requests) and without it (1024).
+(:mod:`differland_dist.storage.throttle`, default 32 requests) and without it (1024).
 
     python benchmarks/bench_storage_throttle.py --out benchmarks/results/storage_throttle_cpu.json
 
@@ -105,7 +105,7 @@ def main(argv=None) -> int:
 
     from differland_dist.data.store import write_store
     from differland_dist.synthetic import make_synthetic
-    from differland_dist.throttle import reset_storage_slots
+    from differland_dist.storage.throttle import reset_storage_slots
     from fault_proxy import FaultProxy, Faults, proxied
     from storage_servers import gcs_emulator_server
 

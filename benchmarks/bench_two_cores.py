@@ -21,13 +21,13 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CODE = ("import json, sys; from differland_dist.bench import run_bench; "
+CODE = ("import json, sys; from differland_dist.selfcheck.bench import run_bench; "
         "r = run_bench(pixels=int(sys.argv[1]), months=int(sys.argv[2]), repeats=int(sys.argv[3])); "
         "print(json.dumps({'rate': r.grad_pixel_months_per_s}))")
 
 
 def _env() -> dict:
-    from differland_dist.process_env import jax_process_env
+    from differland_dist.common.process_env import jax_process_env
 
     env = dict(os.environ)
     env.update(jax_process_env("cpu", 1))

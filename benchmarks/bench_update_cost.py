@@ -10,7 +10,7 @@ pixels, the call padded to ``--pixels-per-call`` 320 rows; the paper's 0.25-degr
 it), with ``training.updates_per_call`` = each K given. The per-update time is taken between the end
 of the first call (compilation and the first reads excluded) and the end of the run, from the
 driver's clock (everything: driver, Ray round trip, packing, compute). The kernel is
-``differland bench``'s loss + gradient (:func:`differland_dist.bench.run_bench`) at the same
+``differland bench``'s loss + gradient (:func:`differland_dist.selfcheck.bench.run_bench`) at the same
 pixels and months in a Ray task set up like the worker, timed before and after the runs; the
 ratio is the update's time over the mean of the two kernels. All in one run.
 """
@@ -70,7 +70,7 @@ def main(argv=None):
 
     @ray.remote(num_cpus=1, num_gpus=1 if a.gpu else 0, runtime_env={"env_vars": worker_env(wcfg.ray)})
     def kernel_task(pixels, months):
-        from differland_dist.bench import as_dict, run_bench
+        from differland_dist.selfcheck.bench import as_dict, run_bench
 
         return as_dict(run_bench(pixels=pixels, months=months, repeats=9))
 

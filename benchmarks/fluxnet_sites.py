@@ -42,7 +42,7 @@ def site_scores(store_url: str, run_dir: str, time_half: str | None, warm_up: in
     from differland_dist.data.store import open_store
     from differland_dist.inference.compute import read_patches, simulate_batch
     from differland_dist.model import OUTPUTS
-    from differland_dist.trained import TrainedModel
+    from differland_dist.notebook.trained import TrainedModel
 
     tm = TrainedModel.from_checkpoint(run_dir)
     store = open_store(store_url)

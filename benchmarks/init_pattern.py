@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # random_checkpoint, a test fixture
 
 
 def _partition(maps, names, data, iterations):
@@ -55,7 +56,7 @@ def main(argv=None):
 
     import differland_dist as dl
     from differland_dist.analysis import inputs
-    from differland_dist.inference.random_checkpoint import random_checkpoint
+    from random_checkpoint import random_checkpoint
 
     data = inputs.load(a.experiment)
     if data.true_x is None:

@@ -23,7 +23,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from differland_dist.bench import synthetic_batch  # noqa: E402
+from differland_dist.selfcheck.bench import synthetic_batch  # noqa: E402
 from differland_dist.experiment.batched import member, members_value_and_grad, stack_members  # noqa: E402
 from differland_dist.loss import LossConfig, network_value_and_grad  # noqa: E402
 from differland_dist.loss.objective import loss_from_x  # noqa: E402

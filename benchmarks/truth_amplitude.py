@@ -46,7 +46,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None, help="default: the demo's (1000)")
     a = ap.parse_args()
     import differland_dist.synthetic.earth as earth
-    from differland_dist.demo import run_demo
+    from differland_dist.cli.demo import run_demo
 
     earth._AMP = {k: v * a.factor for k, v in earth._AMP.items()}  # noqa: SLF001 - the probe's point
     run_demo(a.out, steps=a.steps, progress=False)

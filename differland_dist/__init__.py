@@ -23,19 +23,19 @@ import importlib
 __version__ = "0.1.0"
 
 # Resolved on first use: importing the package stays cheap and imports no JAX, so the CLI
-# (and a notebook) can still tune the heap (differland_dist.allocator) before JAX loads.
+# (and a notebook) can still tune the heap (differland_dist.common.allocator) before JAX loads.
 _EXPORTS = {
-    "open_store": "differland_dist.api",
-    "open_output": "differland_dist.api",
-    "gridded": "differland_dist.api",
-    "open_ensemble": "differland_dist.api",
+    "open_store": "differland_dist.notebook.stores",
+    "open_output": "differland_dist.notebook.stores",
+    "gridded": "differland_dist.notebook.stores",
+    "open_ensemble": "differland_dist.notebook.stores",
     "write_store": "differland_dist.data.store",
     "export_cube": "differland_dist.inference.cube",
     "import_cube": "differland_dist.data.importers.cube",
     "load_grid": "differland_dist.experiment",
     "run_experiment": "differland_dist.experiment",
-    "TrainedModel": "differland_dist.trained",
-    "Labels": "differland_dist.labels",
+    "TrainedModel": "differland_dist.notebook.trained",
+    "Labels": "differland_dist.vocabulary.labels",
     "load_config": "differland_dist.config",
     "ExperimentConfig": "differland_dist.config",
     "synth_to_store": "differland_dist.synthetic",
@@ -44,9 +44,11 @@ _EXPORTS = {
     "InferenceOptions": "differland_dist.inference.pipeline",
     "evaluate": "differland_dist.evaluation.evaluate",
     "EvaluationOptions": "differland_dist.evaluation.evaluate",
-    "run_demo": "differland_dist.demo",
-    "DEMO_CONFIG": "differland_dist.demo",
+    "run_demo": "differland_dist.cli.demo",
+    "DEMO_CONFIG": "differland_dist.cli.demo",
     "DifferlandError": "differland_dist.errors",
+    "TensorBoardHook": "differland_dist.distributed.tracking",
+    "MLflowHook": "differland_dist.distributed.tracking",
 }
 
 __all__ = sorted(_EXPORTS)

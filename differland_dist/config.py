@@ -23,7 +23,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from differland_dist import checks
+from differland_dist.common import checks
 from differland_dist.data.schema import PREDICTOR_SET_ORDER, STREAMS
 from differland_dist.errors import ConfigError
 from differland_dist.loss.terms import ANNUAL_TERMS, TERMS, LossConfig

@@ -3,13 +3,13 @@
 
     RUN_DIR/config.yaml                      the full validated config of the run
     RUN_DIR/metrics.jsonl                    one JSON object per step / evaluation
-    RUN_DIR/checkpoints/step_00000050.npz    safe checkpoints (see :mod:`differland_dist.checkpoint`)
+    RUN_DIR/checkpoints/step_00000050.npz    safe checkpoints (see :mod:`differland_dist.storage.checkpoint`)
     RUN_DIR/checkpoints/latest.json          {"step": 50, "path": "step_00000050.npz"}, written last
     RUN_DIR/network.npz                      the kept network (same format), written at the end:
                                              the last, or the best-dev one (training.keep)
-    RUN_DIR/.differland-lease.json           the running writer's lease (see :mod:`differland_dist.lease`)
+    RUN_DIR/.differland-lease.json           the running writer's lease (see :mod:`differland_dist.storage.lease`)
 
-Saved configs never hold credentials (:func:`differland_dist.secrets.safe_config_dict`).
+Saved configs never hold credentials (:func:`differland_dist.storage.secrets.safe_config_dict`).
 
 A checkpoint holds the network (``net_*``), the predictor standardisation (``std_mean``,
 ``std_std``), the optimizer state (``opt/...``) and, in its metadata, the step, the full
@@ -22,14 +22,14 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from differland_dist import checkpoint
+from differland_dist.storage import checkpoint
 from differland_dist.config import ExperimentConfig, from_dict
 # The run directory's layout is read and written in one module; re-exported here for readers.
 from differland_dist.distributed.rundir import (  # noqa: F401
     CHECKPOINT_RE, RUN_FILES, TEMP_SUFFIX, checkpoint_name, checkpoint_steps, latest_checkpoint,
     read_latest, read_metrics, remove_stale_temp_files)
 from differland_dist.errors import CheckpointError
-from differland_dist.location import join
+from differland_dist.storage.location import join
 from differland_dist.network.io import network_from_checkpoint
 from differland_dist.network.mlp import NetworkConfig, NetworkParams
 from differland_dist.network.standardize import Standardizer
@@ -55,7 +55,7 @@ def resolve_checkpoint(url: str, storage_options: dict | None = None) -> str:
 class TrainedCheckpoint:
     """What a training checkpoint holds, loaded: the network and its config, the predictor
     standardisation, the calibration config, the step, where it came from and its metadata.
-    :class:`differland_dist.trained.TrainedModel` is the façade that computes with it."""
+    :class:`differland_dist.notebook.trained.TrainedModel` is the façade that computes with it."""
 
     network: NetworkParams
     network_config: NetworkConfig

@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from differland_dist.labels import Labels
+from differland_dist.vocabulary.labels import Labels
 from differland_dist.loss import TERMS, LossConfig, loss_from_x
 from differland_dist.model.config import PARITY_MODEL
 from differland_dist.model.structures import Forcing

@@ -18,7 +18,7 @@ def install():
     import gcsfs.retry
     import s3fs.core
 
-    from differland_dist import retries
+    from differland_dist.storage import retries
 
     def sleep(s):
         return asyncio.sleep(s / SCALE)

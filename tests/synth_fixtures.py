@@ -77,7 +77,7 @@ def calibrate_cli(config_path: str, out, *args: str, env: dict | None = None, ti
 
 def final_arrays(run_dir) -> dict:
     """Every array of a run's ``network.npz`` (network, standardisation, optimizer state)."""
-    from differland_dist import checkpoint
+    from differland_dist.storage import checkpoint
 
     arrays, _ = checkpoint.load(f"{run_dir}/network.npz")
     return arrays

@@ -6,12 +6,12 @@ import sys
 
 import pytest
 
-from differland_dist import allocator
+from differland_dist.common import allocator
 from differland_dist.distributed.worker import worker_env
 
 def _tune_in_subprocess(tuning: str) -> str:
     env = dict(os.environ, DIFFERLAND_MALLOC_TUNING=tuning)
-    r = subprocess.run([sys.executable, "-c", "from differland_dist import allocator; print(allocator.tune())"],
+    r = subprocess.run([sys.executable, "-c", "from differland_dist.common import allocator; print(allocator.tune())"],
                        env=env, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     return r.stdout.strip()

@@ -87,7 +87,7 @@ def _cli(args, env, timeout=600):
 
 
 def test_infer_grows_the_cluster_from_zero_and_it_shrinks_when_idle(cluster, small_store_url, tmp_path):  # noqa: F811
-    from differland_dist.inference.random_checkpoint import random_checkpoint
+    from random_checkpoint import random_checkpoint
 
     ckpt = random_checkpoint(small_store_url, str(tmp_path / "network.npz"), config={"loss": {"warm_up": 3}})
     cluster.wait_for_nodes(lambda n: n == 0, 60)

@@ -326,9 +326,9 @@ def test_keep_best_dev_selects_the_lowest_dev_loss_and_survives_resume(ray_local
     """training.keep=best_dev: network.npz is the network of the evaluation with the lowest dev
     loss (the checkpoint of that step), and a run interrupted after that step and resumed
     selects the same network, bit for bit."""
-    from differland_dist import checkpoint
+    from differland_dist.storage import checkpoint
     from differland_dist.experiment.runner import final_losses
-    from differland_dist.location import Location
+    from differland_dist.storage.location import Location
 
     over = {"training.steps": 6, "training.eval_every": 1, "training.checkpoint_every": 1,
             "training.keep": "best_dev", "optimizer.learning_rate": 0.05}

@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from differland_dist import progress
+from differland_dist.common import progress
 from differland_dist.cli import flags
 from differland_dist.cli.main import build_parser, main
 from synth_fixtures import small_ds, small_store_url  # noqa: F401 - fixtures

@@ -23,7 +23,7 @@ from differland_dist.inference.cube import export_cube
 def two_outputs(small_store_url, tmp_path_factory):  # noqa: F811
     """Two complete inference outputs of the small store (random networks, seeds 0 and 1)."""
     from differland_dist.inference.pipeline import InferenceOptions, run_inference
-    from differland_dist.inference.random_checkpoint import random_checkpoint
+    from random_checkpoint import random_checkpoint
 
     d = tmp_path_factory.mktemp("cube")
     outs = []
@@ -131,7 +131,8 @@ def test_cmor_table_units_convert_and_standard_names_exist():
 
 
 def test_provenance_in_outputs_and_checkpoints(two_outputs, tmp_path):
-    from differland_dist import checkpoint, provenance
+    from differland_dist.storage import checkpoint
+    from differland_dist.common import provenance
 
     z = xr.open_zarr(two_outputs[0], zarr_format=3, consolidated=True)
     assert z.attrs["differland_version"] and "differland_git_commit" in z.attrs

@@ -39,7 +39,7 @@ def copy(small_store_url, tmp_path):  # noqa: F811
 
 @pytest.fixture(scope="module")
 def checkpoint(small_store_url, tmp_path_factory):  # noqa: F811
-    from differland_dist.inference.random_checkpoint import random_checkpoint
+    from random_checkpoint import random_checkpoint
 
     path = str(tmp_path_factory.mktemp("ckpt") / "network.npz")
     return random_checkpoint(small_store_url, path, config={"loss": {"warm_up": 3}})
@@ -277,7 +277,7 @@ def test_gcs_upload_does_not_stall_on_a_short_listen_queue(small_ds, stock_gcs_e
     import uuid
 
     from differland_dist.data.store import write_store
-    from differland_dist.location import Location
+    from differland_dist.storage.location import Location
 
     url = f"gs://stock/{uuid.uuid4().hex}/small.zarr"
     t0 = time.perf_counter()

@@ -144,7 +144,7 @@ def test_read_metrics_jsonl():
 # -- end to end -------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def checkpoint(small_store_url, tmp_path_factory):  # noqa: F811
-    from differland_dist.inference.random_checkpoint import random_checkpoint
+    from random_checkpoint import random_checkpoint
 
     path = str(tmp_path_factory.mktemp("eval_ckpt") / "network.npz")
     return random_checkpoint(small_store_url, path, config={"loss": {"warm_up": WARM_UP}})
@@ -231,7 +231,7 @@ def test_evaluate_run_dir_cli(checkpoint, small_store_url, tmp_path, capsys):  #
     """A run directory: inference into RUN_DIR/inference.zarr, then evaluation with training
     curves from metrics.jsonl."""
     from differland_dist.cli.main import main
-    from differland_dist.inference.random_checkpoint import random_checkpoint
+    from random_checkpoint import random_checkpoint
 
     run = tmp_path / "run"
     run.mkdir()

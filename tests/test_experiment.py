@@ -146,8 +146,8 @@ def finished_grid(exp_store, tmp_path_factory):
     failing; the end-to-end test and `differland analyze`'s tests read it."""
     from differland_dist.experiment.pipeline import prepare_dir, run_experiment
     from differland_dist.inference.pipeline import InferenceOptions
-    from differland_dist.lease import Lease
-    from differland_dist.location import Location
+    from differland_dist.storage.lease import Lease
+    from differland_dist.storage.location import Location
 
     grid = _grid(exp_store, keep_best=2)
     tmp = tmp_path_factory.mktemp("grid")
@@ -163,8 +163,8 @@ def finished_grid(exp_store, tmp_path_factory):
 
 def test_grid_end_to_end_with_a_failing_member(finished_grid, exp_store):
     from differland_dist.experiment.pipeline import run_experiment
-    from differland_dist.lease import Lease
-    from differland_dist.location import Location
+    from differland_dist.storage.lease import Lease
+    from differland_dist.storage.location import Location
 
     out, res = finished_grid
     tmp_path = Path(out).parent
@@ -227,8 +227,8 @@ def test_experiment_command_exits_1_and_names_the_failed_member(finished_grid, c
     others finished: a batch job must not report success for a partial grid."""
     from differland_dist.cli.main import main
     from differland_dist.experiment.pipeline import CONFIG_NAME
-    from differland_dist.lease import Lease
-    from differland_dist.location import Location
+    from differland_dist.storage.lease import Lease
+    from differland_dist.storage.location import Location
 
     out, _ = finished_grid
     # the saved experiment.yaml is the grid itself; the other writer still holds PFT/m001
@@ -382,7 +382,7 @@ def test_killed_driver_resumes_to_identical_members(exp_store, finished_grid, tm
     """Kill the experiment driver (and its local Ray) mid-run; --resume gives the same
     member networks as an uninterrupted experiment (the finished grid's members of that set:
     a member's config does not depend on the rest of the grid)."""
-    from differland_dist import checkpoint
+    from differland_dist.storage import checkpoint
 
     sets = [["PFT", "CLIM", "SOIL", "AGE"]]
     ref, _ = finished_grid

@@ -14,7 +14,7 @@ import pytest
 from synth_fixtures import small_ds, small_store_url  # noqa: F401 - fixtures
 
 from differland_dist.errors import DifferlandError
-from differland_dist.location import OWNER_MARKER, Location
+from differland_dist.storage.location import OWNER_MARKER, Location
 
 
 def _cli(*args, cwd=None):

@@ -45,7 +45,7 @@ def ray_cluster():
 
 @pytest.fixture(scope="module")
 def checkpoint(small_store_url, tmp_path_factory):  # noqa: F811
-    from differland_dist.inference.random_checkpoint import random_checkpoint
+    from random_checkpoint import random_checkpoint
 
     path = str(tmp_path_factory.mktemp("ckpt") / "network.npz")
     return random_checkpoint(small_store_url, path, config={"loss": {"warm_up": 3}})
@@ -176,7 +176,7 @@ def test_resume_computes_only_missing_chunks(ray_output, checkpoint, small_store
     _unmark(url, [1, 4, 8])
     assert _open(url).attrs["complete"] is False
     caplog.set_level(logging.INFO, logger="differland_dist.inference")
-    caplog.set_level(logging.INFO, logger="differland_dist.progress")  # the pixels-done lines
+    caplog.set_level(logging.INFO, logger="differland_dist.common.progress")  # the pixels-done lines
     r = run_inference(checkpoint, url, small_store_url, options=RAY)
     assert r.chunks_computed == [1, 4, 8] and r.complete
     assert r.pixels_computed == 8 + 8 + 3  # chunk 8 holds pixels 64..66
@@ -243,7 +243,7 @@ def test_gcs_output(gcs_emulator, checkpoint, small_store_url, ray_output):  # n
 
 def test_missing_predictor_sets_fail_before_any_work(small_ds, tmp_path):  # noqa: F811
     from differland_dist.data.store import write_store
-    from differland_dist.inference.random_checkpoint import random_checkpoint
+    from random_checkpoint import random_checkpoint
 
     full = str(tmp_path / "full.zarr")
     write_store(small_ds, full)
@@ -258,7 +258,7 @@ def test_missing_predictor_sets_fail_before_any_work(small_ds, tmp_path):  # noq
 
 
 def test_output_of_another_checkpoint_is_refused(checkpoint, small_store_url, tmp_path):  # noqa: F811
-    from differland_dist.inference.random_checkpoint import random_checkpoint
+    from random_checkpoint import random_checkpoint
 
     url = str(tmp_path / "o.zarr")
     opts = replace(LOCAL, max_tasks=0)

@@ -8,10 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from differland_dist import streams as S
+from differland_dist.vocabulary import streams as S
 from differland_dist.distributed.shard import pad_patch
 from differland_dist.errors import DataValidationError, DifferlandError
-from differland_dist.labels import Labels
+from differland_dist.vocabulary.labels import Labels
 from differland_dist.loss import TERMS, LossConfig, loss_from_x
 from differland_dist.model.config import PARITY_MODEL
 from differland_dist.model.structures import Forcing

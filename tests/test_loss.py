@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from differland_dist.labels import Labels
+from differland_dist.vocabulary.labels import Labels
 from differland_dist.loss import TERMS, LossConfig, loss_from_x, loss_terms, required_series
 from differland_dist.model import OUTPUTS, rollout, simulate
 from differland_dist.model.config import ModelConfig, PARITY_MODEL

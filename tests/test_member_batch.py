@@ -10,7 +10,7 @@ def test_batched_members_equal_separate_members():
     import jax
     import jax.numpy as jnp
 
-    from differland_dist.bench import synthetic_batch
+    from differland_dist.selfcheck.bench import synthetic_batch
     from differland_dist.experiment.batched import member, members_value_and_grad, stack_members
     from differland_dist.loss import LossConfig, network_value_and_grad
     from differland_dist.model.config import ModelConfig

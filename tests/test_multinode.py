@@ -183,7 +183,7 @@ def test_a_killed_driver_resumes_to_the_same_network(cluster, reference, store10
 def test_a_run_directory_from_before_pixels_per_call_resumes(cluster, store10, tmp_path):
     """A run directory written before ``training.pixels_per_call`` existed (its saved configs
     lack the key) resumes when the key is at its default, and still refuses a changed value."""
-    from differland_dist import checkpoint
+    from differland_dist.storage import checkpoint
     from differland_dist.errors import CheckpointError
 
     c, _ = cluster

@@ -120,7 +120,7 @@ def nc_output(small_store_url, tmp_path_factory):  # noqa: F811
     """A complete output of the small store with its netCDF export, exported in many small
     blocks (the streaming path: 5 pixels' values per block at most)."""
     from differland_dist.inference import export
-    from differland_dist.inference.random_checkpoint import random_checkpoint
+    from random_checkpoint import random_checkpoint
     from differland_dist.inference.pipeline import InferenceOptions, run_inference
 
     d = tmp_path_factory.mktemp("cf")
@@ -264,7 +264,7 @@ def test_tensorboard_and_mlflow_hooks_log_a_real_calibration(small_store_url, tm
 
     from differland_dist.config import load_config
     from differland_dist.distributed.trainer import calibrate
-    from differland_dist.tracking import TensorBoardHook
+    from differland_dist.distributed.tracking import TensorBoardHook
 
     cfg = load_config(None, [f"data.url={small_store_url}", "training.steps=3",
                              "training.patches_per_step=4", "training.eval_every=2",
@@ -275,7 +275,7 @@ def test_tensorboard_and_mlflow_hooks_log_a_real_calibration(small_store_url, tm
     # the [mlflow] hook on the same calibration, into a local MLflow file store
     from mlflow.tracking import MlflowClient
 
-    from differland_dist.tracking import MLflowHook
+    from differland_dist.distributed.tracking import MLflowHook
 
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 asks file stores to opt in
     uri = (tmp_path / "mlruns").as_uri()
@@ -306,7 +306,7 @@ def test_tensorboard_and_mlflow_hooks_log_a_real_calibration(small_store_url, tm
 def test_tensorboard_hook_refuses_remote_dir(tmp_path):
     pytest.importorskip("tensorboardX", reason="tensorboardX (the [tracking] extra) not installed")
     from differland_dist.errors import DifferlandError
-    from differland_dist.tracking import TensorBoardHook
+    from differland_dist.distributed.tracking import TensorBoardHook
 
     with pytest.raises(DifferlandError, match="local directory"):
         TensorBoardHook("gs://bucket/tb")

@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 from differland_dist.distributed.shard import pad_patch
-from differland_dist.labels import Labels
+from differland_dist.vocabulary.labels import Labels
 from differland_dist.loss import TERMS, LossConfig
 from differland_dist.loss.terms import EDC_FLUXES, loss_terms, required_series
 
@@ -236,7 +236,7 @@ def test_paper_scores_hand_computed():
 @pytest.fixture(scope="module")
 def paper_output(small_store_url, tmp_path_factory):  # noqa: F811
     from differland_dist.inference.pipeline import InferenceOptions, run_inference
-    from differland_dist.inference.random_checkpoint import random_checkpoint
+    from random_checkpoint import random_checkpoint
 
     d = tmp_path_factory.mktemp("paper_eval")
     ck = random_checkpoint(small_store_url, str(d / "network.npz"), config={"loss": {"warm_up": 3}})

@@ -24,7 +24,7 @@ WARM_UP = 3
 
 @pytest.fixture(scope="module")
 def checkpoint(small_store_url, tmp_path_factory):  # noqa: F811
-    from differland_dist.inference.random_checkpoint import random_checkpoint
+    from random_checkpoint import random_checkpoint
 
     path = str(tmp_path_factory.mktemp("api_ckpt") / "network.npz")
     return random_checkpoint(small_store_url, path, seed=3, config={"loss": {"warm_up": WARM_UP}})
@@ -92,7 +92,7 @@ def test_trained_model_matches_infer(checkpoint, output, small_store_url):  # no
 def test_time_subset_and_per_pixel_forcing(checkpoint, small_store_url):  # noqa: F811
     """A batch cut in time starts there, with the store's day numbers (not 0-based); per-step
     forcing given per pixel (``co2_by_pixel``, site stores) wins over the shared series."""
-    from differland_dist.trained import _numeric_time
+    from differland_dist.notebook.trained import _numeric_time
 
     ds = dl.open_store(small_store_url)
     tm = dl.TrainedModel.from_checkpoint(checkpoint)

@@ -25,8 +25,8 @@ from synth_fixtures import small_ds, small_store_url  # noqa: F401 - fixtures
 
 from differland_dist.config import load_config
 from differland_dist.errors import CheckpointError, ConfigError, DifferlandError
-from differland_dist.lease import LEASE_FILE, Lease, LeaseHeld, LeaseLost
-from differland_dist.location import Location
+from differland_dist.storage.lease import LEASE_FILE, Lease, LeaseHeld, LeaseLost
+from differland_dist.storage.location import Location
 
 CACHE = "/tmp/differland-test-jax-cache"
 SECRETS = ("sekrit-GCS-token-1", "sekrit-AWS-2", "sekrit-ENV-3")
@@ -93,7 +93,7 @@ def _file_metrics(run_dir):
 
 # -- 2. credentials never reach a file -------------------------------------------------------------
 def test_scrub_drops_known_credentials_and_refuses_unknown_ones():
-    from differland_dist.secrets import scrub
+    from differland_dist.storage.secrets import scrub
 
     opts = {"token": {"type": "service_account", "private_key": "k"}, "project": "p",
             "endpoint_url": "http://127.0.0.1:9000", "key": "AKIA", "secret": "s",
@@ -157,8 +157,8 @@ def test_credential_like_option_that_is_not_known_is_refused_up_front(small_stor
 # -- 3. one run per run directory / output: the lease ---------------------------------------------
 _HOLDER = """
 import sys, time
-from differland_dist.lease import Lease
-from differland_dist.location import Location
+from differland_dist.storage.lease import Lease
+from differland_dist.storage.location import Location
 target, file, owner = sys.argv[1:4]
 Lease(Location(target), owner=owner, file=Location(file), heartbeat_s=0.5, stale_s=5).acquire()
 print("held", flush=True)
@@ -202,7 +202,7 @@ def test_second_calibrate_into_a_held_run_directory_is_refused(ray_local, small_
 
 
 def test_second_infer_into_a_held_output_is_refused(small_store_url, tmp_path):
-    from differland_dist.inference.random_checkpoint import random_checkpoint
+    from random_checkpoint import random_checkpoint
     from differland_dist.inference.pipeline import InferenceOptions, run_inference
 
     ckpt = random_checkpoint(small_store_url, str(tmp_path / "net.npz"))
@@ -320,7 +320,7 @@ def test_resume_falls_back_past_a_corrupt_checkpoint_and_cleans_temp_files(
     assert _train_steps(cal.metrics) == [1, 2, 3]
     assert _train_steps(_file_metrics(run)) == [1, 2, 3]
     assert json.loads((ck / "latest.json").read_text())["step"] == 3
-    from differland_dist import checkpoint
+    from differland_dist.storage import checkpoint
 
     assert checkpoint.load(str(ck / "step_00000002.npz"))[1]["step"] == 2  # rewritten whole
     assert not any((run / k).exists() for k in ours)

@@ -14,7 +14,7 @@ from cf_check import cf_problems, unexpected
 def site_output(shared_dir, tmp_path_factory):
     from differland_dist.data.importers.sites import sites_to_store
     from differland_dist.inference.pipeline import InferenceOptions, run_inference
-    from differland_dist.inference.random_checkpoint import random_checkpoint
+    from random_checkpoint import random_checkpoint
 
     d = tmp_path_factory.mktemp("siteout")
     store = str(d / "sites.zarr")

@@ -26,9 +26,9 @@ from fault_proxy import Faults, faults_through
 from storage_servers import gcs_emulator, gcs_emulator_server, s3_server  # noqa: F401 - fixtures
 from synth_fixtures import SMALL, small_ds, small_store_url  # noqa: F401 - fixtures
 
-from differland_dist import retries
+from differland_dist.storage import retries
 from differland_dist.cli.main import main
-from differland_dist.location import OWNER_MARKER, Location
+from differland_dist.storage.location import OWNER_MARKER, Location
 
 pytestmark = pytest.mark.filterwarnings("ignore:Consolidated metadata:UserWarning")
 ROOT = Path(__file__).resolve().parents[1]
@@ -168,7 +168,7 @@ def test_a_stored_object_is_compared_with_what_was_sent(tmp_path):
     import base64
     import hashlib
 
-    from differland_dist.uploads import file_md5, mismatch
+    from differland_dist.storage.uploads import file_md5, mismatch
 
     data = b"abc\r"
     md5 = hashlib.md5(data)
@@ -188,8 +188,8 @@ def test_a_large_file_is_streamed_and_verified(gcs_emulator, tmp_path, monkeypat
     """Files above INLINE_MAX go up with put_file (not read into memory), checked too."""
     import os
 
-    from differland_dist import uploads
-    from differland_dist.location import filesystem
+    from differland_dist.storage import uploads
+    from differland_dist.storage.location import filesystem
 
     monkeypatch.setattr(uploads, "INLINE_MAX", 1000)
     url = _url(gcs_emulator, "big")
@@ -206,7 +206,7 @@ def test_a_large_file_is_streamed_and_verified(gcs_emulator, tmp_path, monkeypat
 @pytest.fixture(scope="module")
 def gs_store(gcs_emulator, small_store_url):  # noqa: F811
     """The small store on the emulator (uploaded without faults)."""
-    from differland_dist.location import filesystem
+    from differland_dist.storage.location import filesystem
 
     url = _url(gcs_emulator, "small.zarr")
     fs, root = filesystem(url, gcs_emulator["storage_options"])
@@ -273,7 +273,7 @@ def test_readers_of_a_process_share_a_bounded_pool_of_requests(gcs_emulator, gs_
     from differland_dist.data.rows import RowReader
     from differland_dist.data.store import open_store
     from differland_dist.errors import DifferlandError
-    from differland_dist.throttle import ENV, reset_storage_slots, slots_from_env
+    from differland_dist.storage.throttle import ENV, reset_storage_slots, slots_from_env
 
     store = open_store(gs_store, gcs_emulator["storage_options"])
     ref = RowReader(open_store(small_store_url)).read(["t_min", "swrad"])
@@ -308,7 +308,7 @@ def test_readers_of_a_process_share_a_bounded_pool_of_requests(gcs_emulator, gs_
 # -- inference and its netCDF export -----------------------------------------------------------
 @pytest.fixture(scope="module")
 def checkpoint(small_store_url, tmp_path_factory):  # noqa: F811
-    from differland_dist.inference.random_checkpoint import random_checkpoint
+    from random_checkpoint import random_checkpoint
 
     path = str(tmp_path_factory.mktemp("ckpt") / "network.npz")
     return random_checkpoint(small_store_url, path, config={"loss": {"warm_up": 3}})
@@ -433,7 +433,7 @@ def test_an_upload_stored_differently_is_caught_when_written(cr_emulator, small_
     write time, the store is never marked complete; other writes verify too."""
     from differland_dist.data.store import write_store
     from differland_dist.errors import StorageWriteError
-    from differland_dist.location import filesystem
+    from differland_dist.storage.location import filesystem
 
     local = tmp_path / "s.zarr"
     write_store(small_ds, str(local))

@@ -1,4 +1,4 @@
-"""The stream table (differland_dist/streams.py) is the single source of what a stream is:
+"""The stream table (differland_dist/vocabulary/streams.py) is the single source of what a stream is:
 every consumer's list equals the table's, and a new row reaches the loss and the evaluation."""
 
 import ast
@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from differland_dist import config as config_mod
-from differland_dist import streams as S
+from differland_dist.vocabulary import streams as S
 from differland_dist.data import schema
 from differland_dist.evaluation import streams as ev
 from differland_dist.inference import output as out_mod
-from differland_dist.labels import Labels
+from differland_dist.vocabulary.labels import Labels
 from differland_dist.loss import terms as L
 from differland_dist.model.parameters import OUTPUTS
 

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import xarray as xr
 
-from differland_dist import provenance
+from differland_dist.common import provenance
 
 #: Coordinates with units of their own.
 _KNOWN = {"pixel_lat": {"units": "degrees_north", "standard_name": "latitude"},

@@ -15,7 +15,7 @@ from differland_dist.data.store import open_store
 from differland_dist.errors import DifferlandError
 from differland_dist.experiment.pipeline import load_experiment
 from differland_dist.inference import output as out_mod
-from differland_dist.location import Location, join
+from differland_dist.storage.location import Location, join
 from differland_dist.model import calendar
 from differland_dist.model.parameters import all_bounds, to_unbounded
 from differland_dist.synthetic import Truth

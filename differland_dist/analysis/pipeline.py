@@ -37,7 +37,7 @@ from differland_dist.analysis.partition import GROUPS, variance_partition
 from differland_dist.data.store import zarr_store
 from differland_dist.errors import DifferlandError
 from differland_dist.inference.output import PARAM_NAMES
-from differland_dist.location import Location, join
+from differland_dist.storage.location import Location, join
 from differland_dist.model import calendar
 from differland_dist.model.parameters import all_bounds, to_bounded
 

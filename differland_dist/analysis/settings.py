@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import yaml
 
-from differland_dist.location import Location, join
+from differland_dist.storage.location import Location, join
 
 
 def head_init_scales(run_dirs: list[str], storage_options: dict | None = None) -> dict:

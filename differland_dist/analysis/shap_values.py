@@ -20,7 +20,7 @@ import numpy as np
 import shap
 
 from differland_dist.errors import DifferlandError
-from differland_dist.progress import Progress
+from differland_dist.common.progress import Progress
 
 log = logging.getLogger(__name__)
 

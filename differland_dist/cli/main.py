@@ -9,10 +9,11 @@ import os
 import pkgutil
 import sys
 
-from differland_dist import allocator, progress
+from differland_dist.common import allocator
+from differland_dist.common import progress
 from differland_dist.cli import commands as _commands_pkg
 from differland_dist.errors import DifferlandError
-from differland_dist.version import describe
+from differland_dist.common.version import describe
 
 # Before gcsfs is imported anywhere: recent gcsfs probes the bucket type over gRPC, which
 # hangs against emulators and adds a round trip against GCS.

@@ -2,7 +2,7 @@
 
 A :class:`PatchBatch` holds the pixels of whole patches: the model forcing in the 17-column
 layout of :data:`differland_dist.model.parameters.FORCING_NAMES`, the raw predictors and the
-observations as :class:`~differland_dist.labels.Labels` (value, weight per stream by name).
+observations as :class:`~differland_dist.vocabulary.labels.Labels` (value, weight per stream by name).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import numpy as np
 
 from differland_dist.data import schema
 from differland_dist.errors import ConfigError
-from differland_dist.labels import Labels
+from differland_dist.vocabulary.labels import Labels
 from differland_dist.model.parameters import FORCING_NAMES
 
 #: Days per year used to turn MAP (mm yr-1) into the model's map_daily (mm d-1).

@@ -39,9 +39,9 @@ from zarr.storage import LocalStore
 from differland_dist.data import schema, splits
 from differland_dist.data.zarr_objects import CheckedFsspecStore
 from differland_dist.errors import DataValidationError, DifferlandError
-from differland_dist.location import OWNER_MARKER, Location, filesystem, is_local
-from differland_dist.retries import client_options
-from differland_dist.uploads import UPLOAD_MAX_CONCURRENCY, upload  # noqa: F401 - re-exported
+from differland_dist.storage.location import OWNER_MARKER, Location, filesystem, is_local
+from differland_dist.storage.retries import client_options
+from differland_dist.storage.uploads import UPLOAD_MAX_CONCURRENCY, upload  # noqa: F401 - re-exported
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +189,7 @@ def _write_zarr(ds: xr.Dataset, store: zarr.abc.store.Store, max_patch_size: int
         group.attrs["complete"] = True  # rewrites root zarr.json only, consolidated kept
 
 
-#: The ownership kind of a pixel store (see :meth:`differland_dist.location.Location.claim`).
+#: The ownership kind of a pixel store (see :meth:`differland_dist.storage.location.Location.claim`).
 STORE_KIND = "zarr-store"
 
 

@@ -49,7 +49,7 @@ class PatchReader:
         (chunks kept as ``.npy`` under ``<dir>/<store fingerprint>/``).
       max_workers: concurrent chunk reads.
       retries, backoff_s: retries of a failed chunk read and the first wait (doubling); None:
-        the policy of :mod:`differland_dist.retries` for the store's filesystem.
+        the policy of :mod:`differland_dist.storage.retries` for the store's filesystem.
     """
 
     def __init__(self, store: PixelStore, predictors: Sequence[str],

@@ -2,8 +2,8 @@
 
 A read names variables and rows of the pixel axis; only the chunks those rows touch are
 fetched, as raw objects, concurrently (batched ``cat_ranges`` on object stores, a thread pool
-otherwise; at most :func:`~differland_dist.throttle.storage_slots` requests in flight per
-process), retried as the one policy of :mod:`differland_dist.retries` says, verified (crc32c,
+otherwise; at most :func:`~differland_dist.storage.throttle.storage_slots` requests in flight per
+process), retried as the one policy of :mod:`differland_dist.storage.retries` says, verified (crc32c,
 size) and decoded here; an optional cache keeps decoded chunks in memory or as ``.npy`` files.
 The trainer's :class:`~differland_dist.data.reader.PatchReader`, inference's chunk worker,
 evaluation's blocks and validation's scan all read through it, so retries, verification and
@@ -32,9 +32,9 @@ import numpy as np
 
 from differland_dist.data.io import CorruptChunkError, PixelStore
 from differland_dist.errors import DataValidationError, StorageReadError
-from differland_dist.retries import (ALONE, RetryPolicy, call_with_retries, is_transient,
+from differland_dist.storage.retries import (ALONE, RetryPolicy, call_with_retries, is_transient,
                                      policy_for)
-from differland_dist.throttle import storage_slots
+from differland_dist.storage.throttle import storage_slots
 
 log = logging.getLogger(__name__)
 R = TypeVar("R")
@@ -46,7 +46,7 @@ Rows = slice | Sequence[slice] | None
 def with_retries(fn: Callable[[], R], what: str, retries: int | None = None,
                  backoff_s: float | None = None, rng: random.Random | None = None,
                  fs=None) -> R:
-    """``fn()`` (a read of ``what``) under the retry policy of :mod:`differland_dist.retries`
+    """``fn()`` (a read of ``what``) under the retry policy of :mod:`differland_dist.storage.retries`
     for filesystem ``fs`` (None: one with no retrying client); ``retries``/``backoff_s``
     override its tries (``retries + 1`` in all) and first wait. StorageReadError naming
     ``what`` once they are spent."""
@@ -81,8 +81,8 @@ class RowReader:
     Args:
       store: an opened :class:`PixelStore`.
       max_workers: concurrent chunk fetches and decodes (fetches also bounded per process by
-        :func:`differland_dist.throttle.storage_slots`).
-      retries, backoff_s: None (the policy of :func:`differland_dist.retries.policy_for` for
+        :func:`differland_dist.storage.throttle.storage_slots`).
+      retries, backoff_s: None (the policy of :func:`differland_dist.storage.retries.policy_for` for
         the store's filesystem), or retries of a failed fetch and the first wait (doubling).
       cache: None, ``"memory"`` (decoded chunks kept in this reader) or a local directory
         (chunks kept as ``.npy`` under ``<dir>/<store fingerprint>/``, shared by readers and
@@ -233,7 +233,7 @@ class RowReader:
 
     async def _cat_async(self, fs, paths: list[str]) -> list[bytes | BaseException]:
         """Each request holds one of this reader's ``max_workers`` places and then one slot of
-        the process's pool (:func:`~differland_dist.throttle.storage_slots`)."""
+        the process's pool (:func:`~differland_dist.storage.throttle.storage_slots`)."""
         mine, pool = asyncio.Semaphore(self.max_workers), storage_slots()
 
         async def one(path: str) -> bytes:

@@ -9,7 +9,7 @@ A store is one zarr v3 group readable by ``xarray.open_zarr``. Dimensions:
 Variables carry ``units`` and ``long_name`` attributes; the group carries ``attrs`` listed in
 :data:`GLOBAL_ATTRS`. Observation gaps are NaN in the value and 0 in the weight.
 This module is the single source of these facts (the observation streams' come from
-``differland_dist.streams``); docs/data.md explains them for people.
+``differland_dist.vocabulary.streams``); docs/data.md explains them for people.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from differland_dist import streams as _streams
+from differland_dist.vocabulary import streams as _streams
 
 
 class Var(NamedTuple):
@@ -102,7 +102,7 @@ PREDICTOR_SETS: dict[str, tuple[str, ...]] = {
 PREDICTOR_SET_ORDER = ("PFT", "CLIM", "AGE", "SOIL", "LATLON", "CONTROL")
 
 class Stream(NamedTuple):
-    """A stream's store facts (derived from :data:`differland_dist.streams.STREAMS`, the one
+    """A stream's store facts (derived from :data:`differland_dist.vocabulary.streams.STREAMS`, the one
     stream table). ``level``: "pixel" terms compare pixel values; "patch" terms compare patch
     means."""
 

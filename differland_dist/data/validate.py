@@ -35,7 +35,7 @@ from differland_dist.data import schema
 from differland_dist.data.io import DIM_LABEL, CorruptChunkError, PixelStore, patch_runs, span
 from differland_dist.data.rows import RowReader, with_retries
 from differland_dist.errors import DataValidationError, DifferlandError
-from differland_dist.progress import Progress
+from differland_dist.common.progress import Progress
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,8 @@
 """zarr's object-store adapter under this package's storage rules.
 
 :class:`CheckedFsspecStore` is zarr's ``FsspecStore`` with every object write verified and
-retried as :mod:`differland_dist.uploads` does it, and every read retried as
-:mod:`differland_dist.retries` says and named when it fails, so inference outputs, ensembles
+retried as :mod:`differland_dist.storage.uploads` does it, and every read retried as
+:mod:`differland_dist.storage.retries` says and named when it fails, so inference outputs, ensembles
 and analyses written through zarr get what stores written by ``write_store`` get.
 """
 
@@ -13,8 +13,8 @@ from zarr.core.buffer import Buffer, BufferPrototype
 from zarr.storage import FsspecStore
 
 from differland_dist.errors import StorageReadError
-from differland_dist.retries import acall_with_retries, policy_for
-from differland_dist.uploads import put_verified
+from differland_dist.storage.retries import acall_with_retries, policy_for
+from differland_dist.storage.uploads import put_verified
 
 
 class CheckedFsspecStore(FsspecStore):

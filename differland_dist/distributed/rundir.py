@@ -2,11 +2,11 @@
 
     RUN_DIR/config.yaml                      the full validated config of the run
     RUN_DIR/metrics.jsonl                    one JSON object per step / evaluation, appended
-    RUN_DIR/checkpoints/step_00000050.npz    safe checkpoints (see :mod:`differland_dist.checkpoint`)
+    RUN_DIR/checkpoints/step_00000050.npz    safe checkpoints (see :mod:`differland_dist.storage.checkpoint`)
     RUN_DIR/checkpoints/latest.json          {"step": 50, "path": "step_00000050.npz"}, written last
     RUN_DIR/network.npz                      the kept network (same format), written at the end:
                                              the last, or the best-dev one (training.keep)
-    RUN_DIR/.differland-lease.json           the running writer's lease (see :mod:`differland_dist.lease`)
+    RUN_DIR/.differland-lease.json           the running writer's lease (see :mod:`differland_dist.storage.lease`)
 
 The trainer writes through :class:`RunDir`; readers (``runs.load_trained``, ``evaluate``'s
 training curves, an experiment's member losses) use :func:`read_latest`,
@@ -23,9 +23,9 @@ from typing import Any, Callable
 
 import yaml
 
-from differland_dist import checkpoint
+from differland_dist.storage import checkpoint
 from differland_dist.errors import CheckpointError, DifferlandError
-from differland_dist.location import Location, join
+from differland_dist.storage.location import Location, join
 
 log = logging.getLogger(__name__)
 

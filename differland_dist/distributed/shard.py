@@ -24,7 +24,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 
 from differland_dist.distributed.policy import call_rows, max_segments
-from differland_dist.labels import Labels
+from differland_dist.vocabulary.labels import Labels
 
 log = logging.getLogger(__name__)
 

@@ -46,10 +46,10 @@ from differland_dist.distributed.pool import (WorkersLost, WorkerPool, check_ray
 from differland_dist.distributed.rundir import RunDir
 from differland_dist.distributed.shard import call_shape
 from differland_dist.distributed.worker import worker_env
-from differland_dist.lease import Lease
-from differland_dist.location import Location
+from differland_dist.storage.lease import Lease
+from differland_dist.storage.location import Location
 from differland_dist.network.mlp import init_network, network_from_arrays, network_to_arrays
-from differland_dist.secrets import safe_config_dict
+from differland_dist.storage.secrets import safe_config_dict
 
 log = logging.getLogger(__name__)
 
@@ -588,7 +588,7 @@ def calibrate(config: ExperimentConfig, out_dir: str, *, resume: bool = False, p
 
     Writes ``config.yaml``, ``metrics.jsonl``, ``checkpoints/`` and ``network.npz`` into
     ``out_dir`` (local path or object-storage URL), holding its lease
-    (:mod:`differland_dist.lease`; ``force`` takes over a stale one). Returns the final
+    (:mod:`differland_dist.storage.lease`; ``force`` takes over a stale one). Returns the final
     :class:`TrainState` and the :class:`Calibration` (metrics, network unravel function).
     """
     cal = Calibration(config, out_dir, resume=resume, progress=progress, hooks=hooks,

@@ -13,7 +13,7 @@ import time
 from typing import Any, Sequence
 
 from differland_dist.distributed.shard import Shard
-from differland_dist.process_env import jax_process_env
+from differland_dist.common.process_env import jax_process_env
 
 
 def worker_env(ray_cfg) -> dict[str, str]:

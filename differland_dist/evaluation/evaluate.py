@@ -9,7 +9,7 @@ always reads stored model output, block by block.
 What is written to the output directory (default: ``RUN_DIR/evaluation`` for a run directory,
 ``<output without .zarr>_evaluation`` beside an output store):
 
-* ``evaluation.json``: inputs, per stream (of ``differland_dist.streams``) and split (train / dev / test:
+* ``evaluation.json``: inputs, per stream (of ``differland_dist.vocabulary.streams``) and split (train / dev / test:
   the split the run trained with, i.e. its own draw when ``data.split_seed`` is set) the
   flat, spatial and temporal metrics (:mod:`differland_dist.evaluation.metrics`; NaN as null),
   and, for synthetic stores, the recovery of the true parameters per parameter;
@@ -31,8 +31,8 @@ from typing import Any, Sequence
 import numpy as np
 import xarray as xr
 
-from differland_dist import provenance
-from differland_dist import streams as streams_table
+from differland_dist.common import provenance
+from differland_dist.vocabulary import streams as streams_table
 from differland_dist.config import ExperimentConfig, from_dict
 from differland_dist.data import schema, splits
 from differland_dist.data.rows import RowReader, with_retries
@@ -48,7 +48,7 @@ from differland_dist.evaluation.streams import (
 from differland_dist.inference import output as out_mod
 from differland_dist.inference.export import with_bounds
 from differland_dist.inference.pipeline import InferenceOptions, run_inference
-from differland_dist.location import Location, join
+from differland_dist.storage.location import Location, join
 from differland_dist.model import calendar
 from differland_dist.model.parameters import all_bounds, to_bounded, to_unbounded
 from differland_dist.runs import resolve_checkpoint
@@ -677,7 +677,7 @@ def read_metrics_jsonl(text: str) -> tuple[list[dict], list[dict], list[str]]:
 
     Each line is a JSON object with ``step`` and ``loss``; held-out lines have
     ``"split": "dev"`` (``"test"`` in runs made before the three splits). Terms are the loss
-    terms (``differland_dist.streams.terms`` names, the loss's order) present, at the top level
+    terms (``differland_dist.vocabulary.streams.terms`` names, the loss's order) present, at the top level
     or inside a ``terms`` object."""
     train, test = [], []
     for i, line in enumerate(text.splitlines()):
@@ -915,7 +915,7 @@ def carbon_figures(group, skill: dict, carbon: dict, plan: dict) -> dict[str, by
 
 # -- writing --------------------------------------------------------------------------------------
 def write_bytes(url: str, data: bytes, so: dict | None = None) -> None:
-    """Write a file atomically (:meth:`differland_dist.location.Location.write_atomic`)."""
+    """Write a file atomically (:meth:`differland_dist.storage.location.Location.write_atomic`)."""
     Location(url, so).write_atomic(data)
 
 

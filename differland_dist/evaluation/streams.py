@@ -1,6 +1,6 @@
 """How each observation stream is compared with the model, and the block-wise accumulators.
 
-Each stream's rule derives from the stream table (``differland_dist.streams``): the model side
+Each stream's rule derives from the stream table (``differland_dist.vocabulary.streams``): the model side
 is a sum of inference output series (see :func:`rules`), compared after the warm-up steps the
 way the loss compares it (the table's aggregation):
 
@@ -22,7 +22,7 @@ from typing import Mapping, NamedTuple
 
 import numpy as np
 
-from differland_dist import streams as S
+from differland_dist.vocabulary import streams as S
 from differland_dist.evaluation import metrics as M
 from differland_dist.inference import output as out_mod
 

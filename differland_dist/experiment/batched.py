@@ -18,7 +18,7 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 
-from differland_dist.labels import Labels
+from differland_dist.vocabulary.labels import Labels
 from differland_dist.loss import LossConfig
 from differland_dist.loss.objective import network_loss
 from differland_dist.model.config import ModelConfig
@@ -43,7 +43,7 @@ def members_value_and_grad(nets: NetworkParams, predictors, forcing, labels: Lab
 
     Every argument but the static ones carries a leading member axis: ``nets`` (stacked
     :class:`NetworkParams`), ``predictors`` (M, P, 1 + n), ``forcing`` (a Forcing of (M, P, T)
-    fields), ``labels`` (a :class:`~differland_dist.labels.Labels` of (M, P, T) leaves),
+    fields), ``labels`` (a :class:`~differland_dist.vocabulary.labels.Labels` of (M, P, T) leaves),
     ``patch`` (M, P) int, ``valid`` (M, P); :func:`stack_members` builds them. Each member is
     the loss of :func:`differland_dist.loss.network_value_and_grad` on its own slice."""
     def one(net, pred, forc, lab, pat, val):

@@ -31,11 +31,11 @@ import numpy as np
 import xarray as xr
 import zarr
 
-from differland_dist import provenance
+from differland_dist.common import provenance
 from differland_dist.data.store import PixelStore, zarr_store
 from differland_dist.errors import DifferlandError
 from differland_dist.inference import output as out_mod
-from differland_dist.location import Location, join
+from differland_dist.storage.location import Location, join
 from differland_dist.model import calendar
 
 log = logging.getLogger(__name__)

@@ -42,9 +42,9 @@ from differland_dist.experiment.runner import (
 from differland_dist.experiment.selection import last_epoch_train_loss, rank_key
 from differland_dist.inference.output import DEFAULT_SERIES
 from differland_dist.inference.pipeline import InferenceOptions, run_inference
-from differland_dist.lease import LEASE_FILE, Lease
-from differland_dist.location import OWNER_MARKER, Location, join
-from differland_dist.secrets import safe_config_dict
+from differland_dist.storage.lease import LEASE_FILE, Lease
+from differland_dist.storage.location import OWNER_MARKER, Location, join
+from differland_dist.storage.secrets import safe_config_dict
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +163,7 @@ def run_experiment(grid: GridConfig, out: str, *, resume: bool = False,
         experiment's lease is never taken.
       tensorboard: local directory for the members' TensorBoard logs (one per member).
 
-    One driver at a time holds the experiment directory (:mod:`differland_dist.lease`).
+    One driver at a time holds the experiment directory (:mod:`differland_dist.storage.lease`).
     """
     t0 = time.time()
     so = dict(grid.base.data.storage_options)

@@ -24,14 +24,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from differland_dist import progress
+from differland_dist.common import progress
 from differland_dist.distributed.pool import check_ray_address, client_address, effective_address
 from differland_dist.distributed.trainer import calibrate
 from differland_dist.distributed.worker import worker_env
 from differland_dist.experiment.grid import GridConfig, Member, member_config
-from differland_dist.location import Location, join
+from differland_dist.storage.location import Location, join
 from differland_dist.runs import latest_checkpoint
-from differland_dist.tracking import TensorBoardHook
+from differland_dist.distributed.tracking import TensorBoardHook
 
 log = logging.getLogger(__name__)
 

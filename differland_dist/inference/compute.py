@@ -56,7 +56,7 @@ def read_patches(trained, store, patch_ids: Sequence[int]):
 def simulate_batch(trained, batch, network=None):
     """Parameters and all 44 outputs of a trained model for a :class:`PatchBatch`.
 
-    ``trained``: a ``runs.load_trained`` record or a :class:`differland_dist.trained.
+    ``trained``: a ``runs.load_trained`` record or a :class:`differland_dist.notebook.trained.
     TrainedModel`; ``network``: other weights of the same architecture (e.g. the untrained
     initialisation) instead of the trained ones.
 

@@ -33,7 +33,7 @@ from typing import Sequence
 import numpy as np
 import xarray as xr
 
-from differland_dist import provenance
+from differland_dist.common import provenance
 from differland_dist.data.store import quiet_zarr, resolve, zarr_store
 from differland_dist.errors import DifferlandError
 from differland_dist.inference import cmor as cmor_mod

@@ -23,7 +23,7 @@ import xarray as xr
 from differland_dist.data.store import quiet_zarr, resolve, zarr_store
 from differland_dist.inference import output as out_mod
 from differland_dist.errors import DifferlandError
-from differland_dist.uploads import upload
+from differland_dist.storage.uploads import upload
 
 log = logging.getLogger(__name__)
 

@@ -50,22 +50,22 @@ import numpy as np
 import xarray as xr
 import zarr
 
-from differland_dist import provenance
-from differland_dist import streams as _streams
+from differland_dist.common import provenance
+from differland_dist.vocabulary import streams as _streams
 from differland_dist.data.store import PixelStore, quiet_zarr, resolve, zarr_store
 from differland_dist.data.rows import with_retries
 from differland_dist.errors import DifferlandError
-from differland_dist.location import Location
+from differland_dist.storage.location import Location
 from differland_dist.model.parameters import (
     OUTPUT_UNITS, PHENOLOGY_PARAMETERS, POOLS, PROCESS_PARAMETERS)
 from differland_dist.inference.site_time import SITE_TIME, site_times
 from differland_dist.inference.time_bounds import with_time_bounds
-from differland_dist.units import udunits  # also ``output.udunits``, where it lived
+from differland_dist.vocabulary.units import udunits  # also ``output.udunits``, where it lived
 
 log = logging.getLogger(__name__)
 
 OUTPUT_VERSION = 1
-#: The ownership kind of an inference output (see :meth:`differland_dist.location.Location.claim`).
+#: The ownership kind of an inference output (see :meth:`differland_dist.storage.location.Location.claim`).
 OUTPUT_KIND = "inference-output"
 ROOT_META = "zarr.json"
 DONE = "chunk_done"
@@ -132,7 +132,7 @@ DEFAULT_SERIES = tuple(s.name for s in SERIES)
 
 def stream_series(outputs: Sequence[str]) -> tuple[str, ...]:
     """The stored series whose sum is the sum of these model outputs (an observation stream's
-    model side, ``differland_dist.streams.Stream.outputs``): the one series with exactly these
+    model side, ``differland_dist.vocabulary.streams.Stream.outputs``): the one series with exactly these
     sources, else one single-source series per output, in order."""
     outputs = tuple(outputs)
     for s in SERIES:

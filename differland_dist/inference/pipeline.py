@@ -40,13 +40,13 @@ from differland_dist.inference.compute import (
     check_finite, check_standardizer, check_store_inputs, compiled_forward, input_variables,
     pad_pixels, stack_inputs)
 from differland_dist.inference.export import NETCDF_FILES, export_netcdf
-from differland_dist.lease import LEASE_FILE, Lease
-from differland_dist.location import Location
+from differland_dist.storage.lease import LEASE_FILE, Lease
+from differland_dist.storage.location import Location
 from differland_dist.network.mlp import network_to_arrays
-from differland_dist import progress as progress_log
-from differland_dist.process_env import jax_process_env
+from differland_dist.common import progress as progress_log
+from differland_dist.common.process_env import jax_process_env
 from differland_dist.runs import load_trained
-from differland_dist.secrets import safe_config_dict
+from differland_dist.storage.secrets import safe_config_dict
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class InferenceOptions:
       a later call (the output stays partial).
     read_threads: concurrent variable reads per task.
     progress_bars: Ray Data's progress bars (the driver logs progress lines either way, hidden by
-      differland_dist.progress.enable(False)).
+      differland_dist.common.progress.enable(False)).
     """
 
     min_actors: int = 1
@@ -378,7 +378,7 @@ def run_inference(checkpoint: str, out: str, store: str | None = None, *,
       storage_options: fsspec options of the input store (default: the config's);
         ``out_storage_options`` of the output (default: the same),
         ``checkpoint_storage_options`` of the checkpoint (default: the same).
-      force: take over the output's lease from a stale holder (:mod:`differland_dist.lease`;
+      force: take over the output's lease from a stale holder (:mod:`differland_dist.storage.lease`;
         the lease is ``<out>.differland-lease.json``, held while this call writes).
     """
     t0 = time.perf_counter()
@@ -400,7 +400,7 @@ def run_inference(checkpoint: str, out: str, store: str | None = None, *,
     series = options.series
     zarr_url = f"{out.rstrip('/')}/{NETCDF_ZARR_NAME}" if netcdf else out
     identity = _identity(trained, pstore, series, checkpoint)
-    # the saved config without credentials (differland_dist.secrets)
+    # the saved config without credentials (differland_dist.storage.secrets)
     identity["config_json"] = json.dumps(safe_config_dict(cfg, strict=False), sort_keys=True)
     # one writer per output; beside it, so that the output holds only what it lists as its own
     lease = Lease(Location(zarr_url, oso), owner="infer", force=force,

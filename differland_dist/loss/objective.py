@@ -7,7 +7,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
-from differland_dist.labels import Labels
+from differland_dist.vocabulary.labels import Labels
 from differland_dist.loss.terms import (
     LossConfig, check_labels, loss_terms, required_series, total_loss)
 from differland_dist.model.config import ModelConfig
@@ -20,7 +20,7 @@ def loss_from_parameters(params: Parameters, forcing: Forcing, labels: Labels, p
                          n_patches: int, loss_cfg: LossConfig, model_cfg: ModelConfig,
                          patch_rows: int = 0):
     """(total, terms dict) for physical parameters (fields (P,)), forcing fields (P, T) and
-    :class:`~differland_dist.labels.Labels` of (P, T) leaves; ``patch`` (P,) int local patch
+    :class:`~differland_dist.vocabulary.labels.Labels` of (P, T) leaves; ``patch`` (P,) int local patch
     index in [0, n_patches), ``valid`` (P,) 1 for real pixels, 0 for padding; ``patch_rows``:
     see :func:`~differland_dist.loss.terms.loss_terms`."""
     check_labels(labels)  # before the rollout: a wrong argument fails at once

@@ -1,9 +1,9 @@
 """The DifferLand loss: every term by name, configurable streams and weights.
 
-The terms come from the stream table (``differland_dist.streams``): each stream's term(s),
+The terms come from the stream table (``differland_dist.vocabulary.streams``): each stream's term(s),
 dispatched on aggregation (monthly, annual, static, anomaly) and level (pixel, patch), then
 the two physical penalties (violation, EDC). Inputs are the per-step series of a lean rollout
-(P, T), the observations as :class:`~differland_dist.labels.Labels` ((P, T) value and weight
+(P, T), the observations as :class:`~differland_dist.vocabulary.labels.Labels` ((P, T) value and weight
 per stream by name), and the batch's patch structure:
 ``patch`` (P,) local patch index in [0, n_patches) and ``valid`` (P,) 1 for real pixels,
 0 for padding (a patch's padding rows carry its index). Patch-level terms compare patch means
@@ -32,10 +32,10 @@ from typing import Mapping
 import jax
 import jax.numpy as jnp
 
-from differland_dist import checks
-from differland_dist import streams as S
+from differland_dist.common import checks
+from differland_dist.vocabulary import streams as S
 from differland_dist.errors import ConfigError, DifferlandError
-from differland_dist.labels import Labels
+from differland_dist.vocabulary.labels import Labels
 
 
 def _term_table() -> dict[str, tuple[str | None, float]]:
@@ -49,7 +49,7 @@ def _default_enabled() -> dict[str, bool]:
     return {t.name: st is None or t.name != st.name or st.assimilated for st, t in S.terms()}
 
 
-#: Term name -> (stream it reads, paper weight), derived from ``differland_dist.streams``.
+#: Term name -> (stream it reads, paper weight), derived from ``differland_dist.vocabulary.streams``.
 #: "violation" and "edc" read no stream (EDC is switched per pixel by the LAI weight at the
 #: first step, as published).
 TERMS: dict[str, tuple[str | None, float]] = _term_table()
@@ -236,7 +236,7 @@ def loss_terms(series: Mapping[str, jax.Array], totals: Mapping[str, jax.Array],
                labels, patch, valid, n_patches: int, cfg: LossConfig,
                patch_rows: int = 0) -> dict[str, jax.Array]:
     """Every enabled term, weighted, by name (scalars): one per stream term of the stream
-    table (``differland_dist.streams``), in its order, then the two physical penalties.
+    table (``differland_dist.vocabulary.streams``), in its order, then the two physical penalties.
 
     Args:
       series: name -> (P, T) per-step outputs (see :func:`required_series`).

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from differland_dist import checks
+from differland_dist.common import checks
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from differland_dist import checkpoint
+from differland_dist.storage import checkpoint
 from differland_dist.errors import CheckpointError
 from differland_dist.network.mlp import NetworkConfig, NetworkParams, network_from_arrays, network_to_arrays
 from differland_dist.network.standardize import Standardizer

@@ -28,7 +28,7 @@ def add_arguments(p):
 
 def run(args) -> int:
     # imported here: keeps `differland --help` and light commands (and XLA_FLAGS is set before, cli/main.py) from importing JAX/Ray/matplotlib
-    from differland_dist.bench import as_dict, run_bench
+    from differland_dist.selfcheck.bench import as_dict, run_bench
 
     if args.pixels < 1 or args.months < 12:
         raise DifferlandError(f"--pixels must be >= 1 and --months >= 12, got {args.pixels}, {args.months}")

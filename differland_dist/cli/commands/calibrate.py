@@ -77,7 +77,7 @@ def run(args) -> int:
         return 0
     # imported here: keeps `differland --help` and light commands from importing JAX/Ray/matplotlib
     from differland_dist.distributed.trainer import calibrate
-    from differland_dist.tracking import MLflowHook, TensorBoardHook
+    from differland_dist.distributed.tracking import MLflowHook, TensorBoardHook
 
     run_name = args.out.rstrip("/").rsplit("/", 1)[-1]
     with (TensorBoardHook(args.tensorboard) if args.tensorboard else nullcontext()) as tb, \

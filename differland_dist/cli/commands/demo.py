@@ -32,7 +32,7 @@ def add_arguments(p):
 def run(args) -> int:
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
     # imported here: after JAX_PLATFORMS is set above, and to keep `differland --help` light
-    from differland_dist.demo import run_demo
+    from differland_dist.cli.demo import run_demo
 
     s = run_demo(args.out, args.resolution, args.years, args.steps, args.seed, args.workers,
                  progress=args.progress)

@@ -14,7 +14,7 @@ import numpy as np
 from differland_dist.cli import flags
 from differland_dist.data import splits
 from differland_dist.errors import CheckpointError, ConfigError, DifferlandError
-from differland_dist.location import Location
+from differland_dist.storage.location import Location
 
 NAME = "import-checkpoint"
 HELP = "convert the paper's network pickle (allow-listed unpickling) to a safe .npz checkpoint"

@@ -23,7 +23,7 @@ def run(args) -> int:
     # imported here: keeps `differland --help` and light commands from importing JAX/Ray/matplotlib
     import jax
 
-    from differland_dist.verify import embedded_golden_files, verify_file
+    from differland_dist.selfcheck.verify import embedded_golden_files, verify_file
 
     files = args.golden or embedded_golden_files()
     if args.json:

@@ -58,7 +58,7 @@ from differland_dist.data.splits import RUN_TABLE_VAR, run_split_codes
 from differland_dist.data.importers import base_attrs, obs_variables, schema_var, spans
 from differland_dist.data.store import check_target, write_store
 from differland_dist.errors import DataValidationError, DifferlandError
-from differland_dist.progress import Progress
+from differland_dist.common.progress import Progress
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ a precipitation flux in kg m-2 s-1 becomes mm d-1.
 from __future__ import annotations
 
 from differland_dist.errors import DataValidationError
-from differland_dist.units import udunits
+from differland_dist.vocabulary.units import udunits
 
 #: Water: a mass per area and a depth (1 kg m-2 = 1 mm).
 _WATER = ("kg m-2", "mm")

@@ -9,7 +9,7 @@ to xarray batches of a pixel store.
     sim = tm.simulate(ds.isel(pixel=slice(0, 50)))          # monthly series (pixel, time)
 
 A *batch* is an :class:`xarray.Dataset` holding a store's variables for some pixels: a store
-opened with :func:`differland_dist.api.open_store`, or a subset of it along ``pixel`` (and,
+opened with :func:`differland_dist.notebook.stores.open_store`, or a subset of it along ``pixel`` (and,
 for :meth:`TrainedModel.simulate`, along ``time``: the run then starts at the batch's first
 step from the network's initial pools). Only the variables the model needs are read
 (:meth:`TrainedModel.required_variables`), so a lazily opened store costs the subset's bytes.
@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 
 #: Pixel coordinates copied from a batch onto every result (when the batch has them).
 PIXEL_COORDS = ("pixel", "pixel_lat", "pixel_lon", "row", "col", "patch", "split")
-#: Store names of the per-pixel position, and the names :func:`~differland_dist.api.open_store`
+#: Store names of the per-pixel position, and the names :func:`~differland_dist.notebook.stores.open_store`
 #: gives them (the inference output's).
 _RENAMED = {"lat": "pixel_lat", "lon": "pixel_lon"}
 #: Default pixels per compiled call of :meth:`TrainedModel.simulate` (bounds its memory).

@@ -25,7 +25,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from differland_dist import api
+from differland_dist.notebook import stores as api
 from differland_dist.config import load_config
 from differland_dist.data import splits
 from differland_dist.data.store import open_store as open_pixel_store
@@ -36,15 +36,15 @@ from differland_dist.evaluation.evaluate import EvaluationOptions, evaluate
 from differland_dist.evaluation.metrics import flat
 from differland_dist.evaluation.report import clean
 from differland_dist.inference.pipeline import InferenceOptions, run_inference
-from differland_dist.location import Location
+from differland_dist.storage.location import Location
 from differland_dist.network.io import save_network
 from differland_dist.network.mlp import init_network
 from differland_dist.runs import latest_checkpoint
-from differland_dist.trained import TrainedModel
+from differland_dist.notebook.trained import TrainedModel
 
 log = logging.getLogger(__name__)
 
-DEMO_CONFIG = Path(__file__).resolve().parent / "configs" / "demo.yaml"
+DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 #: The parameter whose learnt map is drawn next to its true map.
 MAP_PARAM = "field_capacity"
 STAGES = 5

@@ -25,7 +25,7 @@ import zarr
 from differland_dist.data.store import PixelStore, quiet_zarr, zarr_store
 from differland_dist.data.validate import check_store
 from differland_dist.errors import DifferlandError
-from differland_dist.location import join
+from differland_dist.storage.location import join
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ import uuid
 from typing import Any
 
 from differland_dist.errors import DifferlandError
-from differland_dist.location import Location
+from differland_dist.storage.location import Location
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from differland_dist.labels import Labels
+from differland_dist.vocabulary.labels import Labels
 from differland_dist.loss import LossConfig, network_value_and_grad
 from differland_dist.model.config import ModelConfig
 from differland_dist.model.parameters import FORCING_NAMES

@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from differland_dist import provenance
+from differland_dist.common import provenance
 from differland_dist.errors import CheckpointError
-from differland_dist.location import Location
+from differland_dist.storage.location import Location
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ def git_commit() -> str | None:
     """The commit (40 hex digits, ``+dirty`` appended for uncommitted changes) of the checkout
     this package is imported from; else the commit pip recorded for a ``git+`` install; else
     None (a wheel built from an sdist has none)."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     if os.path.exists(os.path.join(root, ".git")):
         try:
             sha = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True,

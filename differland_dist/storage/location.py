@@ -27,9 +27,9 @@ os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 import fsspec  # noqa: E402
 
 from differland_dist.errors import DifferlandError, StorageReadError  # noqa: E402
-from differland_dist.extras import missing_backend  # noqa: E402
-from differland_dist.retries import call_with_retries, client_options, policy_for, tune_client  # noqa: E402
-from differland_dist.uploads import write_verified  # noqa: E402
+from differland_dist.storage.extras import missing_backend  # noqa: E402
+from differland_dist.storage.retries import call_with_retries, client_options, policy_for, tune_client  # noqa: E402
+from differland_dist.storage.uploads import write_verified  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def join(base: str, *parts: str) -> str:
 
 def filesystem(url: str, options: dict | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
     """(synchronous fsspec filesystem, path inside it) for a URL; a clear error for a bad one.
-    The storage client gets this package's defaults (:func:`~differland_dist.retries.client_options`:
+    The storage client gets this package's defaults (:func:`~differland_dist.storage.retries.client_options`:
     verified uploads, bounded retries) under the caller's ``options``."""
     try:
         fs, path = fsspec.core.url_to_fs(str(url), **client_options(str(url), options))
@@ -113,7 +113,7 @@ class Location:
             pass
 
     def _retrying(self, fn, what: str):
-        """``fn()`` under the retry policy of :mod:`differland_dist.retries` (a missing object
+        """``fn()`` under the retry policy of :mod:`differland_dist.storage.retries` (a missing object
         is not retried); StorageReadError naming this location when the tries are spent."""
         return call_with_retries(fn, f"{what} {self.url}", policy_for(self.fs), StorageReadError)
 
@@ -170,7 +170,7 @@ class Location:
 
         Locally: a temporary name beside the target, fsync, ``os.replace``. On object stores a
         single-object upload is already atomic, so the bytes go to the final key, verified
-        against what the server stored (:func:`differland_dist.uploads.write_verified`).
+        against what the server stored (:func:`differland_dist.storage.uploads.write_verified`).
         """
         if self.local:
             parent = os.path.dirname(self.path)

@@ -13,7 +13,7 @@ with). Everything else derives from :data:`STREAMS`:
 The row order is the published loss's term order (the order terms are computed and summed);
 ``Stream.label`` is the stream's place in the published label layout, where the golden files'
 labels (P, T, 24) hold the value then the weight of each stream in :func:`label_order`. A
-batch carries them by stream name (``differland_dist.labels.Labels``, which alone converts
+batch carries them by stream name (``differland_dist.vocabulary.labels.Labels``, which alone converts
 to and from that layout).
 
 Aggregations (how the model side meets the observations, after warm-up):
@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from differland_dist.units import udunits
+from differland_dist.vocabulary.units import udunits
 
 AGGREGATIONS = ("monthly", "annual", "static", "anomaly")
 LEVELS = ("pixel", "patch")

@@ -13,9 +13,9 @@ Two layers, and no third (docs/data.md, "Retries", has the table):
    error is still transient after the client's tries, or that the client never retries (an
    uploaded object whose stored checksum is not that of the bytes sent), is tried again with
    jittered exponential backoff, :func:`policy_for` ``(fs).attempts`` times in all. The chunk
-   reader (:mod:`differland_dist.data.rows`), the uploader (:mod:`differland_dist.uploads`),
+   reader (:mod:`differland_dist.data.rows`), the uploader (:mod:`differland_dist.storage.uploads`),
    zarr's object store (:mod:`differland_dist.data.zarr_objects`) and
-   :class:`differland_dist.location.Location`'s reads, listings and writes use this one loop
+   :class:`differland_dist.storage.location.Location`'s reads, listings and writes use this one loop
    (:func:`call_with_retries`); nothing else retries.
 
 So a fault that does not go away costs at most ``CLIENT_ATTEMPTS x attempts`` requests per

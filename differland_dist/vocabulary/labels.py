@@ -1,7 +1,7 @@
 """A batch's observations by stream name: the :class:`Labels` pytree.
 
 What the loss compares the model with travels as ``Labels``: per stream of the stream table
-(``differland_dist.streams``) its value and weight, (P, T) arrays keyed by stream name, plus
+(``differland_dist.vocabulary.streams``) its value and weight, (P, T) arrays keyed by stream name, plus
 the masks that travel with a batch (``time_test``: a site store's per-step time split). It is
 a NamedTuple of dicts, hence a JAX pytree: ``jax.jit``, ``jax.vmap`` and ``jax.tree.map`` take
 it as they are, with the stream names as static structure, and the batch axes (patches,
@@ -23,7 +23,7 @@ from typing import Any, Callable, Mapping, NamedTuple
 
 import numpy as np
 
-from differland_dist import streams as S
+from differland_dist.vocabulary import streams as S
 from differland_dist.errors import DataValidationError, DifferlandError
 
 

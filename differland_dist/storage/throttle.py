@@ -6,7 +6,7 @@ one pool of :data:`DEFAULT_SLOTS` for each chunk request, so that N readers in o
 at most that many requests in flight to the bucket, not N times their own window. Slots are
 taken per request, first come first served, so a reader that arrives late waits a request's
 time, not another reader's whole batch. With the storage client's jittered exponential backoff
-on 429/503 (see :mod:`differland_dist.retries`), many workers reading one bucket slow down
+on 429/503 (see :mod:`differland_dist.storage.retries`), many workers reading one bucket slow down
 together instead of hammering it. ``DIFFERLAND_MAX_STORAGE_REQUESTS`` (an integer >= 1)
 changes the size.
 

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from differland_dist.errors import DataValidationError
-from differland_dist.labels import Labels
+from differland_dist.vocabulary.labels import Labels
 from differland_dist.loss import TERMS, LossConfig, loss_from_x
 from differland_dist.model import OUTPUTS, simulate
 from differland_dist.model.config import PARITY_MODEL

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from differland_dist import allocator
+from differland_dist.common import allocator
 
 
 def jax_process_env(platforms: str, cpu_threads: int = 0) -> dict[str, str]:

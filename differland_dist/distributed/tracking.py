@@ -24,7 +24,7 @@ import time
 from typing import Any
 
 from differland_dist.errors import DifferlandError
-from differland_dist.secrets import safe_config_dict
+from differland_dist.storage.secrets import safe_config_dict
 
 log = logging.getLogger(__name__)
 

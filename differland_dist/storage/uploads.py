@@ -3,9 +3,9 @@
 Every object uploaded here is checked against the bytes sent before anything counts it as
 written: on gs:// the server's response to the upload carries the stored object's MD5, which
 gcsfs compares (``consistency="md5"``, set by
-:func:`differland_dist.retries.client_options`); elsewhere the stored object's size, and its
+:func:`differland_dist.storage.retries.client_options`); elsewhere the stored object's size, and its
 MD5 where the server reports one (S3's ``ETag`` of a single-part upload), are read back. A
-mismatch is retried like a transient error (:mod:`differland_dist.retries`) and then a
+mismatch is retried like a transient error (:mod:`differland_dist.storage.retries`) and then a
 StorageWriteError naming the object, so a store is never marked complete over a chunk that was
 stored differently from what was sent (the pinned GCS emulator, for one, drops an uploaded
 object's final byte when it is a carriage return).
@@ -26,7 +26,7 @@ import fsspec
 import fsspec.asyn
 
 from differland_dist.errors import StorageWriteError
-from differland_dist.retries import (StoredBytesMismatch, acall_with_retries, call_with_retries,
+from differland_dist.storage.retries import (StoredBytesMismatch, acall_with_retries, call_with_retries,
                                      policy_for, protocols)
 
 log = logging.getLogger(__name__)
