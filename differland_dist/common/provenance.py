@@ -1,39 +1,21 @@
-"""What made an output: the package version, the git commit of its source (when it runs from
-a git checkout) and a digest of the config, recorded in every output store's attributes and
-every checkpoint's metadata."""
+"""What made an output: the package version, the git commit of its source
+(:func:`differland_dist.common.version.git_commit`, "" when unknown) and a digest of the config,
+recorded in every output store's attributes and every checkpoint's metadata."""
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import logging
-import os
-import subprocess
 from typing import Any
+
+from differland_dist.common.version import git_commit
 
 log = logging.getLogger(__name__)
 
 VERSION_KEY = "differland_version"
 COMMIT_KEY = "differland_git_commit"
 CONFIG_KEY = "config_sha256"
-
-
-@functools.lru_cache(maxsize=1)
-def git_commit() -> str:
-    """The commit of the package's source tree ("" when it is not a git checkout, e.g. an
-    installed wheel, or git is missing); ``-dirty`` appended when tracked files differ."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    try:
-        head = subprocess.run(["git", "-C", here, "rev-parse", "HEAD"], capture_output=True,
-                              text=True, timeout=10)
-        if head.returncode != 0:
-            return ""
-        dirty = subprocess.run(["git", "-C", here, "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return ""
-    return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
 def config_digest(config: Any) -> str:
@@ -55,7 +37,7 @@ def record(config: Any = None) -> dict[str, str]:
     """The provenance attributes: version, commit and (when a config is given) its digest."""
     from differland_dist import __version__
 
-    out = {VERSION_KEY: __version__, COMMIT_KEY: git_commit()}
+    out = {VERSION_KEY: __version__, COMMIT_KEY: git_commit() or ""}
     if config is not None:
         out[CONFIG_KEY] = config_digest(config)
     return out

@@ -1,6 +1,7 @@
 """The package's version and, where it can be found, the git commit it was built from.
 
-``differland --version`` prints :func:`describe`; outputs can record :func:`provenance`.
+``differland --version`` prints :func:`describe`; outputs record the commit through
+:mod:`differland_dist.common.provenance`.
 """
 
 from __future__ import annotations
@@ -39,11 +40,6 @@ def git_commit() -> str | None:
     except (PackageNotFoundError, ValueError, AttributeError):
         pass
     return None
-
-
-def provenance() -> dict[str, str | None]:
-    """``{"version": ..., "commit": ...}`` for an output's attributes."""
-    return {"version": __version__, "commit": git_commit()}
 
 
 def describe() -> str:
