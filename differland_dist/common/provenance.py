@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 from typing import Any
 
 from differland_dist.common.version import git_commit
 
-log = logging.getLogger(__name__)
 
 VERSION_KEY = "differland_version"
 COMMIT_KEY = "differland_git_commit"
