@@ -27,6 +27,68 @@ SHARED = Path(os.environ.get("DIFFERLAND_SHARED", ROOT.parent / "shared"))
 sys.path.insert(0, str(Path(__file__).parent))
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_ray_cluster():
+    """One Ray cluster per pytest-xdist worker, joined through ``RAY_ADDRESS`` by every run
+    whose ``ray.address`` is ``local`` (the trainer, the experiment runner and inference defer
+    to it, as on a Ray job's driver) and by the module fixtures of tests/ray_session.py:
+    starting a local cluster costs 7-20 s on the 2-core machine, joining one under a second.
+    Tests of cluster forms, lost nodes, autoscaling and fake GPUs start their own and unset
+    ``RAY_ADDRESS`` there. ``DIFFERLAND_TEST_OWN_CLUSTERS=1`` turns sharing off."""
+    if os.environ.get("DIFFERLAND_TEST_OWN_CLUSTERS") or os.environ.get("RAY_ADDRESS"):
+        yield None
+        return
+    import shutil
+    import subprocess
+
+    tmp = f"/tmp/rs-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}-{os.getpid()}"
+    address = f"127.0.0.1:{_free_port()}"
+    saved = {k: os.environ.get(k) for k in ("RAY_ADDRESS", "RAY_AUTH_MODE")}
+    # one authentication mode for the cluster and all its drivers (a driver in token mode has
+    # its actors cancelled on a cluster without tokens)
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    ray_cli = shutil.which("ray", path=str(Path(sys.executable).parent)) or "ray"
+    # 8 logical CPUs: the most workers a test asks for, whatever the machine's cores
+    subprocess.run([ray_cli, "start", "--head", f"--port={address.split(':')[1]}", "--num-cpus=8",
+                    "--include-dashboard=false", f"--temp-dir={tmp}", "--disable-usage-stats"],
+                   check=True, capture_output=True, timeout=180)
+    os.environ["RAY_ADDRESS"] = address
+    try:
+        yield address
+    finally:
+        import signal
+        import time
+
+        for var, value in saved.items():
+            if value is None:
+                os.environ.pop(var, None)
+            else:
+                os.environ[var] = value
+        # `ray stop` would stop every cluster on the machine: end only this one's processes
+        ours = []
+        for d in Path("/proc").glob("[0-9]*"):
+            try:
+                if tmp.encode() in (d / "cmdline").read_bytes():
+                    ours.append(int(d.name))
+            except OSError:
+                pass
+        for pid in ours:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        time.sleep(1)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     if not SHARED.exists():

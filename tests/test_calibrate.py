@@ -6,6 +6,7 @@ import signal
 
 import numpy as np
 import pytest
+from ray_session import ray_session
 
 from differland_dist.config import load_config
 from differland_dist.errors import ConfigError, DataValidationError, DifferlandError
@@ -17,12 +18,8 @@ CACHE = "/tmp/differland-test-jax-cache"
 
 @pytest.fixture(scope="module")
 def ray_local():
-    import ray
-
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"JAX_COMPILATION_CACHE_DIR": CACHE}})
-    yield
-    ray.shutdown()
+    with ray_session(num_cpus=4, runtime_env={"env_vars": {"JAX_COMPILATION_CACHE_DIR": CACHE}}):
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from ray_session import ray_session
 import xarray as xr
 
 from storage_servers import gcs_emulator  # noqa: F401 - fixture
@@ -28,19 +29,9 @@ LOCAL = InferenceOptions(chunk_pixels=8, executor="local", pixels_per_task=PPT)
 
 @pytest.fixture(scope="module")
 def ray_cluster():
-    """Ray with 2 CPUs for this module (or the Ray another fixture already started)."""
-    import warnings
-
-    import ray
-
-    if ray.is_initialized():
+    """Ray for this module: the worker's shared cluster (or 2 CPUs of its own)."""
+    with ray_session(num_cpus=2):
         yield
-        return
-    with warnings.catch_warnings():  # JAX warns of fork(); Ray forks only to exec
-        warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")

@@ -40,6 +40,8 @@ def cluster():
     # If an earlier ray.init() here already chose token mode, that mode is kept.
     old_auth = os.environ.get("RAY_AUTH_MODE")
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    # the worker's shared cluster (conftest) is not this module's: "local" starts its own here
+    old_address = os.environ.pop("RAY_ADDRESS", None)
     c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
     nodes = [c.add_node(num_cpus=1) for _ in range(3)]   # two workers, one spare node
     c.wait_for_nodes()
@@ -49,7 +51,7 @@ def cluster():
         if ray.is_initialized():
             ray.shutdown()
         c.shutdown()
-        for var, value in (("RAY_TMPDIR", old), ("RAY_AUTH_MODE", old_auth)):
+        for var, value in (("RAY_TMPDIR", old), ("RAY_AUTH_MODE", old_auth), ("RAY_ADDRESS", old_address)):
             if value is None:
                 os.environ.pop(var, None)
             else:

@@ -10,6 +10,7 @@ import signal
 
 import numpy as np
 import pytest
+from ray_session import ray_session
 
 from differland_dist.errors import ConfigError
 from synth_fixtures import quick_config, run_calibration, store10  # noqa: F401 - fixture
@@ -25,15 +26,8 @@ BASE = {"training.steps": 6, "training.patches_per_step": 4, "training.patches_p
 
 @pytest.fixture(scope="module")
 def ray_local():
-    import ray
-
-    if ray.is_initialized():
+    with ray_session(num_cpus=2, runtime_env={"env_vars": {"JAX_COMPILATION_CACHE_DIR": CACHE}}):
         yield
-        return
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"JAX_COMPILATION_CACHE_DIR": CACHE}})
-    yield
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")

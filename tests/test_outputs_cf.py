@@ -11,6 +11,7 @@ import struct
 
 import numpy as np
 import pytest
+from ray_session import ray_session
 import xarray as xr
 
 from cf_check import COMBINED_VIEWS, UWUE, cf_problems, unexpected
@@ -260,8 +261,6 @@ def _read_scalars(logdir: str) -> dict[str, dict[int, float]]:
 def test_tensorboard_and_mlflow_hooks_log_a_real_calibration(small_store_url, tmp_path,  # noqa: F811
                                                               monkeypatch):
     pytest.importorskip("tensorboardX", reason="tensorboardX (the [tracking] extra) not installed")
-    import ray
-
     from differland_dist.config import load_config
     from differland_dist.distributed.trainer import calibrate
     from differland_dist.distributed.tracking import TensorBoardHook
@@ -269,9 +268,6 @@ def test_tensorboard_and_mlflow_hooks_log_a_real_calibration(small_store_url, tm
     cfg = load_config(None, [f"data.url={small_store_url}", "training.steps=3",
                              "training.patches_per_step=4", "training.eval_every=2",
                              "training.checkpoint_every=3", "ray.workers=1"])
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     # the [mlflow] hook on the same calibration, into a local MLflow file store
     from mlflow.tracking import MlflowClient
 
@@ -279,13 +275,9 @@ def test_tensorboard_and_mlflow_hooks_log_a_real_calibration(small_store_url, tm
 
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 asks file stores to opt in
     uri = (tmp_path / "mlruns").as_uri()
-    try:
-        with TensorBoardHook(str(tmp_path / "tb")) as hook, \
-             MLflowHook(uri, "tests", run_name="run") as ml:
-            calibrate(cfg, str(tmp_path / "run"), hooks=[hook, ml])
-    finally:
-        if started:
-            ray.shutdown()
+    with ray_session(num_cpus=2), TensorBoardHook(str(tmp_path / "tb")) as hook, \
+            MLflowHook(uri, "tests", run_name="run") as ml:
+        calibrate(cfg, str(tmp_path / "run"), hooks=[hook, ml])
     recs = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() if x]
     got = _read_scalars(str(tmp_path / "tb"))
     train = {r["step"]: r["loss"] for r in recs if r.get("split", "train") == "train"}

@@ -18,6 +18,7 @@ import time
 
 import numpy as np
 import pytest
+from ray_session import ray_session
 import yaml
 
 from storage_servers import gcs_emulator, s3_server  # noqa: F401 - fixtures
@@ -34,15 +35,8 @@ SECRETS = ("sekrit-GCS-token-1", "sekrit-AWS-2", "sekrit-ENV-3")
 
 @pytest.fixture(scope="module")
 def ray_local():
-    import ray
-
-    if ray.is_initialized():
+    with ray_session(num_cpus=2, runtime_env={"env_vars": {"JAX_COMPILATION_CACHE_DIR": CACHE}}):
         yield
-        return
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"JAX_COMPILATION_CACHE_DIR": CACHE}})
-    yield
-    ray.shutdown()
 
 
 def _sets(url, **kw):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from ray_session import ray_session
 
 from differland_dist.config import load_config
 from synth_fixtures import quick_config, run_calibration, store10  # noqa: F401 - fixture
@@ -15,15 +16,8 @@ CACHE = "/tmp/differland-test-jax-cache"
 
 @pytest.fixture(scope="module")
 def ray_local():
-    import ray
-
-    if ray.is_initialized():
+    with ray_session(num_cpus=4, runtime_env={"env_vars": {"JAX_COMPILATION_CACHE_DIR": CACHE}}):
         yield
-        return
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"JAX_COMPILATION_CACHE_DIR": CACHE}})
-    yield
-    ray.shutdown()
 
 
 # calls of 16 pixels (the store's largest patch has 14): a step's 7 patches pack into 3-4 calls

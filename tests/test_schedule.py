@@ -5,6 +5,7 @@ GPUs, waves close to the ideal, every member done."""
 from __future__ import annotations
 
 import pytest
+from ray_session import own_cluster
 
 from schedule_probe import ideal_makespan, paper_grid, run_schedule
 
@@ -15,9 +16,10 @@ def ray_gpus():
 
     if ray.is_initialized():  # another module's cluster: this test needs its own resources
         ray.shutdown()
-    ray.init(num_cpus=4, num_gpus=4, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
+    with own_cluster():  # four fake GPUs: a cluster of its own, not the shared one
+        ray.init(num_cpus=4, num_gpus=4, include_dashboard=False, log_to_driver=False)
+        yield
+        ray.shutdown()
 
 
 def test_members_fill_declared_gpus_in_waves(ray_gpus, tmp_path):

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from ray_session import ray_session
 import xarray as xr
 
 from fault_proxy import Faults, faults_through
@@ -464,11 +465,9 @@ def ray_local(quick_backoff):
 
     here = os.path.dirname(os.path.abspath(__file__))
     path = os.pathsep.join([os.path.dirname(here), here, os.environ.get("PYTHONPATH", "")])
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"JAX_COMPILATION_CACHE_DIR": CACHE, "PYTHONPATH": path},
-                          "worker_process_setup_hook": "quick_backoff.install"})
-    yield
-    ray.shutdown()
+    with ray_session(runtime_env={"env_vars": {"JAX_COMPILATION_CACHE_DIR": CACHE, "PYTHONPATH": path},
+                                  "worker_process_setup_hook": "quick_backoff.install"}):
+        yield
 
 
 def _network(path) -> dict[str, np.ndarray]:
