@@ -54,7 +54,8 @@ log = logging.getLogger(__name__)
 
 class Inputs(NamedTuple):
     """What an evaluation reads: the target, the output group and its attributes, the run's
-    config, the input store (where, and opened), and the per-pixel split codes the run trained with."""
+    config, the input store (where, and opened), and the per-pixel split codes the run
+    trained with."""
 
     target: Target
     group: Any

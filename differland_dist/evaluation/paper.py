@@ -16,7 +16,7 @@ import numpy as np
 from differland_dist.config import ExperimentConfig
 from differland_dist.data.store import PixelStore
 from differland_dist.errors import DifferlandError
-from differland_dist.evaluation import paper_conventions as reference
+from differland_dist.evaluation.paper_conventions import KEYS_NOTE, ReferenceScores, reference_units
 from differland_dist.evaluation import skill_maps
 from differland_dist.evaluation.blocks import Blocks, obs_pair, obs_vars, output_times, patch_blocks
 from differland_dist.evaluation.compare import stream_plan
@@ -92,7 +92,7 @@ def _start(store: PixelStore, group, cfg: ExperimentConfig, codes: np.ndarray, w
         store=store, plan=plan, active=active, codes=codes, warm_up=warm_up,
         water_threshold=water_threshold, padded=int(store.attrs.get("max_patch_size", 320)),
         accs={name: [PaperScores() for _ in SPLITS] for name in active},
-        refs={name: [reference.ReferenceScores() for _ in SPLITS] for name in active},
+        refs={name: [ReferenceScores() for _ in SPLITS] for name in active},
         pix_maps={PAPER_STREAMS[n]: {k: np.full(N, np.nan, np.float32) for k in skill_maps.MAPS}
                   for n in PAPER_PIXEL_MAPS if n in active},
         coarse={n: skill_maps.CoarseMeans(cells, store.n_time - warm_up) for n in coarse_names},
@@ -119,7 +119,7 @@ def _add_block(run: _PaperPass, reader: Blocks, s: slice) -> None:
                 units = paper_units(name, rule, val, w, sim, sel, patch_b, run.padded, spy,
                                     run.water_threshold)
                 run.accs[name][code].add(*units)
-                run.refs[name][code].add(*(reference.reference_units(val[sel], sim[sel], spy)
+                run.refs[name][code].add(*(reference_units(val[sel], sim[sel], spy)
                                            if name in PAPER_ANNUAL else units))
         if PAPER_STREAMS[name] in run.pix_maps:
             for k, x in skill_maps.block_maps(sim, val, run.year, run.month, spy).items():
@@ -181,7 +181,7 @@ def paper_conventions(store: PixelStore, group, cfg: ExperimentConfig, codes: np
         "source": "evaluate_performance.py of JianingFang/DifferLand_Global",
         "warm_up": int(warm_up), "water_threshold": float(water_threshold),
         "padded_patch_size": int(store.attrs.get("max_patch_size", 320)), "streams": {},
-        "keys": reference.KEYS_NOTE}
+        "keys": KEYS_NOTE}
     run = _start(store, group, cfg, codes, warm_up, water_threshold, out)
     reader = Blocks(store, group)
     t0 = time.perf_counter()
