@@ -22,7 +22,7 @@ from differland_dist.evaluation.blocks import Blocks, obs_pair, obs_vars, output
 from differland_dist.evaluation.compare import stream_plan
 from differland_dist.evaluation.paper_scores import (
     PAPER_ANNUAL, PAPER_COARSE_MAPS, PAPER_PIXEL_MAPS, PAPER_STREAMS, PAPER_WARM_UP,
-    PAPER_WATER_THRESHOLD, PaperScores, paper_units)
+    PAPER_WATER_THRESHOLD, PaperLayout, PaperScores, paper_units)
 from differland_dist.evaluation.recovery import finite_median
 from differland_dist.evaluation.streams import SPLITS, model_side, rules
 
@@ -60,8 +60,7 @@ class _PaperPass:
     active: dict[str, str]
     codes: np.ndarray
     warm_up: int
-    water_threshold: float
-    padded: int
+    layout: PaperLayout
     accs: dict
     refs: dict
     pix_maps: dict
@@ -90,7 +89,7 @@ def _start(store: PixelStore, group, cfg: ExperimentConfig, codes: np.ndarray, w
              if coarse_names else None)
     return _PaperPass(
         store=store, plan=plan, active=active, codes=codes, warm_up=warm_up,
-        water_threshold=water_threshold, padded=int(store.attrs.get("max_patch_size", 320)),
+        layout=PaperLayout(int(store.attrs.get("max_patch_size", 320)), spy, water_threshold),
         accs={name: [PaperScores() for _ in SPLITS] for name in active},
         refs={name: [ReferenceScores() for _ in SPLITS] for name in active},
         pix_maps={PAPER_STREAMS[n]: {k: np.full(N, np.nan, np.float32) for k in skill_maps.MAPS}
@@ -116,8 +115,7 @@ def _add_block(run: _PaperPass, reader: Blocks, s: slice) -> None:
         for code in range(len(SPLITS)):
             sel = codes_b == code
             if sel.any():
-                units = paper_units(name, rule, val, w, sim, sel, patch_b, run.padded, spy,
-                                    run.water_threshold)
+                units = paper_units(name, rule, val, w, sim, sel, patch_b, run.layout)
                 run.accs[name][code].add(*units)
                 run.refs[name][code].add(*(reference_units(val[sel], sim[sel], spy)
                                            if name in PAPER_ANNUAL else units))

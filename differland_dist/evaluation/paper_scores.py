@@ -4,7 +4,7 @@ added block by block: its stream names and constants, its patch series and units
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -104,8 +104,17 @@ class PaperScores:
         return out
 
 
-def paper_units(name: str, rule, val, w, sim, sel, patch, padded: int, spy: int,
-                 water_threshold: float) -> tuple[np.ndarray, np.ndarray]:
+class PaperLayout(NamedTuple):
+    """How the reference forms units: the rows of its padded patch batch, steps per year and
+    the water mask's mean-weight threshold."""
+
+    padded: int
+    steps_per_year: int
+    water_threshold: float
+
+
+def paper_units(name: str, rule, val, w, sim, sel, patch, layout: PaperLayout
+                ) -> tuple[np.ndarray, np.ndarray]:
     """(obs, sim) units x X of a stream for the pixels ``sel`` of a block of whole patches."""
     if rule.level == "patch":
         ids = np.unique(patch[sel])
@@ -116,11 +125,12 @@ def paper_units(name: str, rule, val, w, sim, sel, patch, padded: int, spy: int,
         else:
             x_sim = sim
         obs_v = np.nan_to_num(val)
-        return (paper_patch_series(obs_v[sel], ws[sel], patch[sel], ids, padded, name == "ewt",
-                                    water_threshold),
-                paper_patch_series(x_sim[sel], ws[sel], patch[sel], ids, padded, name == "ewt",
-                                    water_threshold))
+        return (paper_patch_series(obs_v[sel], ws[sel], patch[sel], ids, layout.padded,
+                                    name == "ewt", layout.water_threshold),
+                paper_patch_series(x_sim[sel], ws[sel], patch[sel], ids, layout.padded,
+                                    name == "ewt", layout.water_threshold))
     if name in PAPER_ANNUAL:
+        spy = layout.steps_per_year
         Y = val.shape[1] // spy
         n = int(np.count_nonzero(sel))  # explicit: -1 is ambiguous with no whole year (Y = 0)
         obs_y = val[sel, : Y * spy].reshape(n, Y, spy)
