@@ -13,8 +13,9 @@ import yaml
 from synth_fixtures import small_ds, small_store_url  # noqa: F401 - fixtures
 
 from differland_dist.evaluation import metrics as M
-from differland_dist.evaluation.evaluate import (
-    EvaluationOptions, evaluate, parameter_recovery, read_metrics_jsonl)
+from differland_dist.evaluation.evaluate import EvaluationOptions, evaluate
+from differland_dist.evaluation.metrics_log import training_log
+from differland_dist.evaluation.recovery import parameter_recovery
 from differland_dist.evaluation.streams import RULES, comparable
 from differland_dist.inference import output as out_mod
 from differland_dist.inference.pipeline import InferenceOptions, run_inference
@@ -136,7 +137,7 @@ def test_read_metrics_jsonl():
         json.dumps({"step": 2, "loss": 8.0, "terms": {"lai": 3.0, "sif": 5.0}}),
         json.dumps({"step": 2, "loss": 9.0, "lai": 4.5, "split": "test"}),
     ])
-    train, test, terms = read_metrics_jsonl(text)
+    train, test, terms = training_log(text)
     assert [r["step"] for r in train] == [1, 2] and train[1]["lai"] == 3.0
     assert len(test) == 1 and terms == ["sif", "lai"]  # loss-term order
 

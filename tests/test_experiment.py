@@ -363,13 +363,14 @@ def test_analyze_on_object_storage(finished_grid, gcs_emulator):  # noqa: F811
 
     from differland_dist.analysis.pipeline import run_analysis
     from differland_dist.analysis.shap_values import ShapOptions
+    from differland_dist.storage.location import Location
 
     experiment, _ = finished_grid
     so = gcs_emulator["storage_options"]
     url = f"{gcs_emulator['url_prefix']}/{uuid.uuid4().hex}/exp"
     fs = fsspec.filesystem("gs", **so)
     fs.put(experiment, url.removeprefix("gs://"), recursive=True)
-    s = run_analysis(url, params=PARAMS[:4], storage_options=so, figures=False, partition_max_iter=20,
+    s = run_analysis(Location(url, so), params=PARAMS[:4], figures=False, partition_max_iter=20,
                      shap=ShapOptions(pixels=8, background=6, nsamples=48, executor="local"))
     tc = json.loads(fs.cat_file(f"{url.removeprefix('gs://')}/analysis/truth_check.json"))
     assert tc == s["truth_check"]

@@ -290,15 +290,15 @@ def test_evaluate_paper_conventions(paper_output, small_ds, tmp_path):  # noqa: 
 
 def test_water_time_mask_and_padded_scaling():
     """ewt: patch means over the padded rows (sum / padded) and the 0.7 mean-weight mask."""
-    from differland_dist.evaluation.evaluate import _paper_patch_series
+    from differland_dist.evaluation.paper_scores import paper_patch_series
 
     x = np.arange(12, dtype=float).reshape(3, 4)
     w = np.array([[1, 1, 0, 1], [1, 1, 0, 1], [1, 0, 0, 1.0]])
-    s = _paper_patch_series(x, w, np.zeros(3, int), np.array([0]), 4, True, 0.7)[0]
+    s = paper_patch_series(x, w, np.zeros(3, int), np.array([0]), 4, True, 0.7)[0]
     # mean weights over 4 padded rows: .75 .5 0 .75 -> steps 1 and 2 masked
     assert np.isnan(s[1]) and np.isnan(s[2])
     assert s[0] == pytest.approx((0 + 4 + 8) / 4) and s[3] == pytest.approx((3 + 7 + 11) / 4)
-    n = _paper_patch_series(x, w, np.zeros(3, int), np.array([0]), 4, False, 0.7)[0]
+    n = paper_patch_series(x, w, np.zeros(3, int), np.array([0]), 4, False, 0.7)[0]
     assert n[1] == pytest.approx((1 + 5) / 2, rel=1e-6) and n[2] == pytest.approx(0.0)
 
 

@@ -149,7 +149,7 @@ def test_coarsening_to_4x5():
 
 
 def test_block_maps_blockwise_equal_whole_and_paper_scores_accumulate():
-    from differland_dist.evaluation.evaluate import PaperScores
+    from differland_dist.evaluation.paper_scores import PaperScores
 
     rng = np.random.default_rng(5)
     P, T = 37, 48

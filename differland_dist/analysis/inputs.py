@@ -14,8 +14,8 @@ from differland_dist.data.batch import predictor_names
 from differland_dist.data.store import open_store
 from differland_dist.errors import DifferlandError
 from differland_dist.experiment.pipeline import load_experiment
-from differland_dist.inference import output as out_mod
-from differland_dist.storage.location import Location, join
+from differland_dist.inference.output import PARAM_NAMES, open_output, param_var
+from differland_dist.storage.location import Location
 from differland_dist.model import calendar
 from differland_dist.model.parameters import all_bounds, to_unbounded
 from differland_dist.synthetic import Truth
@@ -43,7 +43,7 @@ class SetMaps:
     name: str
     predictors: list[str]
     members: list[str]
-    run_dirs: list[str]
+    run_dirs: list[Location]
     x: np.ndarray
     date_centre: dict = field(default_factory=dict)
 
@@ -60,8 +60,7 @@ class SetMaps:
 class ExperimentData:
     """Everything the analyses need, read once."""
 
-    url: str
-    storage_options: dict
+    root: Location                           # the experiment directory
     store_url: str
     param_names: tuple[str, ...]
     sets: dict[str, SetMaps]
@@ -93,11 +92,13 @@ def pft_set_name(sets: dict[str, SetMaps]) -> str | None:
     return None
 
 
-def load(url: str, storage_options: dict | None = None, sets: list[str] | None = None,
-         store_storage_options: dict | None = None) -> ExperimentData:
-    """Read an experiment directory (local or object storage) for the analyses."""
-    so = dict(storage_options or {})
-    root = Location(url, so)
+def load(experiment: Location | str, sets: list[str] | None = None,
+         store: Location | None = None) -> ExperimentData:
+    """Read an experiment directory (local or object storage; a URL string is taken without
+    storage options) for the analyses; ``store``: where its input store is read (default: the
+    experiment config's ``data.url`` and ``data.storage_options``)."""
+    root = experiment if isinstance(experiment, Location) else Location(experiment)
+    url, so = root.url, root.options
     grid = load_experiment(url, so)
     try:
         selection = root.join("selection.json").read_json()
@@ -112,27 +113,28 @@ def load(url: str, storage_options: dict | None = None, sets: list[str] | None =
     empty = [s for s in chosen if not selection.get(s, {}).get("kept")]
     if empty:
         raise DifferlandError(f"set(s) {empty}: no kept member in {url}/selection.json")
-    store = open_store(grid.base.data.url, store_storage_options or dict(grid.base.data.storage_options),
-                       validate=False)  # the experiment validated it; analyses only read
-    ds = store.ds
-    P = store.n_pixels
+    src = store or Location(grid.base.data.url, dict(grid.base.data.storage_options))
+    # the experiment validated the store; the analyses only read it
+    pstore = open_store(src.url, src.options, validate=False)
+    ds = pstore.ds
+    P = pstore.n_pixels
     lat = np.asarray(ds["pixel_lat"].values if "pixel_lat" in ds.variables else ds["lat"].values)
     lon = np.asarray(ds["pixel_lon"].values if "pixel_lon" in ds.variables else ds["lon"].values)
-    names = list(out_mod.PARAM_NAMES)
+    names = list(PARAM_NAMES)
     out_sets = {}
     for s in chosen:
         ps = next(p for p in grid.predictor_sets if p.name == s)
         keys = list(selection[s]["kept"])
-        dirs = [join(url, "members", k) for k in keys]
+        dirs = [root.join("members", k) for k in keys]
         xs = []
         for k, d in zip(keys, dirs):
-            if not Location(join(d, "inference.zarr", "zarr.json"), so).exists():
-                raise DifferlandError(f"{d}: kept member {k} has no inference.zarr; run `differland "
-                                      "experiment CONFIG --out DIR --ensemble-only` first")
-            g = out_mod.open_output(join(d, "inference.zarr"), so)
-            phys = np.stack([np.asarray(g[out_mod.param_var(n)][:]) for n in out_mod.PARAM_NAMES], axis=1)
+            if not d.join("inference.zarr", "zarr.json").exists():
+                raise DifferlandError(f"{d.url}: kept member {k} has no inference.zarr; run "
+                                      "`differland experiment CONFIG --out DIR --ensemble-only` first")
+            g = open_output(d.join("inference.zarr").url, so)
+            phys = np.stack([np.asarray(g[param_var(n)][:]) for n in PARAM_NAMES], axis=1)
             if phys.shape[0] != P:
-                raise DifferlandError(f"{d}/inference.zarr: {phys.shape[0]} pixels, the store has {P}")
+                raise DifferlandError(f"{d.url}/inference.zarr: {phys.shape[0]} pixels, the store has {P}")
             xs.append(unbounded(phys))
         x = np.stack(xs)
         centre = calendar.centres(x, lat, names)  # one centre for the set: members average as phases
@@ -141,10 +143,10 @@ def load(url: str, storage_options: dict | None = None, sets: list[str] | None =
         log.info("analysis: set %s, %d kept member(s)", s, len(keys))
     preds = {v.name: np.asarray(ds[v.name].values, np.float64) for v in schema.PREDICTORS
              if v.name in ds.variables and ds[v.name].dims == ("pixel",)}
-    shape = store.attrs.get("grid_shape")
-    data = ExperimentData(url, so, grid.base.data.url, tuple(out_mod.PARAM_NAMES), out_sets, preds,
+    shape = pstore.attrs.get("grid_shape")
+    data = ExperimentData(root, grid.base.data.url, tuple(PARAM_NAMES), out_sets, preds,
                           lat, lon, np.asarray(ds["row"].values), np.asarray(ds["col"].values),
-                          np.asarray(store.patch), np.asarray(store.split),
+                          np.asarray(pstore.patch), np.asarray(pstore.split),
                           tuple(shape) if shape else None)
     if "true_x" in ds.variables:
         true_x = np.asarray(ds["true_x"].values, np.float64)
@@ -159,7 +161,7 @@ def load(url: str, storage_options: dict | None = None, sets: list[str] | None =
     for s, m in out_sets.items():
         data.member_scores[s] = {}
         for k, d in zip(m.members, m.run_dirs):
-            ev = Location(join(d, "evaluation", "evaluation.json"), so)
+            ev = d.join("evaluation", "evaluation.json")
             if ev.exists():
                 data.member_scores[s][k] = ev.read_json()
     return data

@@ -15,31 +15,26 @@ Layout (``OUT``, default ``EXPERIMENT_DIR/analysis``)::
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import time
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
 
-from differland_dist.analysis.cf_store import cf_dataset
-from differland_dist.analysis import bootstrap as boot
-from differland_dist.analysis import findings as fnd
-from differland_dist.analysis import gradients as grad
-from differland_dist.analysis import generalisation as gen_mod
-from differland_dist.analysis import inputs, report, settings
-from differland_dist.analysis import shap_paper
-from differland_dist.analysis import shap_values as shp
-from differland_dist.analysis import truth as tr
-from differland_dist.analysis import uncertainty as unc
+from differland_dist.analysis import (
+    bootstrap, findings, generalisation, gradients, inputs, report, settings, shap_paper, shap_values,
+    truth, uncertainty)
+from differland_dist.analysis.bootstrap import N_RESAMPLES
+from differland_dist.analysis.inputs import ExperimentData, SetMaps
+from differland_dist.analysis.outputs import (
+    add_figures, jsonable, write_json, write_json_files, write_zarrs)
 from differland_dist.analysis.partition import GROUPS, variance_partition
-from differland_dist.data.store import zarr_store
 from differland_dist.errors import DifferlandError
 from differland_dist.inference.output import PARAM_NAMES
-from differland_dist.storage.location import Location, join
 from differland_dist.model import calendar
 from differland_dist.model.parameters import all_bounds, to_bounded
+from differland_dist.storage.location import Location
 
 log = logging.getLogger(__name__)
 
@@ -49,36 +44,353 @@ ENTRIES = ["generalisation.json", "variance_partition.json", "gradients.json", "
            "truth_check.json", "summary.json", "report.md", "figures", "shap_paper.json"]
 
 
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items() if k != "arrays"}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return _jsonable(x.tolist())
-    if isinstance(x, (np.floating, float)):
-        return float(x) if math.isfinite(float(x)) else None
-    if isinstance(x, (np.integer,)):
-        return int(x)
-    if isinstance(x, np.bool_):
-        return bool(x)
-    return x
+@dataclass(frozen=True)
+class AnalysisSettings:
+    """How the analyses run (see :func:`run_analysis`)."""
+
+    shap: shap_values.ShapOptions = field(default_factory=shap_values.ShapOptions)
+    partition_max_iter: int = 100
+    n_splits: int = 5
+    seed: int = 0
+    figures: bool = True
+    shap_recipe: str = "members"
+    paper_shap: dict | None = None
+    bootstrap: int = N_RESAMPLES
 
 
-def _write_zarr(url: str, so: dict, data_vars: dict, coords: dict, attrs: dict | None = None) -> None:
-    ds = cf_dataset(data_vars, coords, attrs)  # units, Conventions, provenance
-    ds.to_zarr(zarr_store(url, so, read_only=False), mode="w", zarr_format=3, consolidated=False)
+@dataclass
+class Analysis:
+    """The state carried from one step of :func:`run_analysis` to the next: what was read,
+    the parameters analysed (``names``, their columns ``idx``), the full and PFT-only sets,
+    each step's result as it is made, the summary (``summary.json``, filled in step order) and
+    the figures (name -> PNG)."""
+
+    data: ExperimentData
+    settings: AnalysisSettings
+    names: list[str]
+    idx: list[int]
+    full: str
+    pft: str | None
+    groups: dict
+    summary: dict
+    figs: dict = field(default_factory=dict)
+    un: dict | None = None             # ensemble spread (uncertainty.spread)
+    idf: dict | None = None            # recovery of the truth (truth.recovery)
+    gen: dict | None = None            # generalisation by set
+    vp: dict | None = None             # variance partition, learnt maps
+    vpt: dict | None = None            # variance partition, truth
+    gr: dict | None = None             # gradients (PCA)
+    cos: Any = None                    # principal cosines with the truth, identifiable parameters
+    cos_all: Any = None                # the same, all parameters
+    feats: list[str] = field(default_factory=list)
+    F: np.ndarray | None = None        # (P, F) raw features [predictors..., lat]
+    ex: dict | None = None             # shap_values.explain's result
+    m_mean: np.ndarray | None = None   # (F, K) mean |SHAP| over members
+    top: dict = field(default_factory=dict)
+    shap_summary: dict = field(default_factory=dict)
+    rhos: Any = None
+    pooled: Any = None
+    bt: dict | None = None             # bootstrap intervals
+
+    @property
+    def fs(self) -> SetMaps:
+        return self.data.sets[self.full]
+
+    @property
+    def xm(self) -> np.ndarray:
+        """(P, K) ensemble-mean maps of the full set."""
+        return self.fs.mean[:, self.idx]
+
+    @property
+    def shap_options(self) -> shap_values.ShapOptions:
+        return self.settings.shap
 
 
-def run_analysis(url: str, out: str | None = None, *, sets: Sequence[str] | None = None,
-                 params: Sequence[str] | None = None, storage_options: dict | None = None,
-                 out_storage_options: dict | None = None, shap: shp.ShapOptions | None = None,
+def check_request(params: Sequence[str] | None, shap_recipe: str) -> list[str]:
+    """The parameters to analyse (default: all 40); DifferlandError for a bad request."""
+    names = list(params) if params else list(PARAM_NAMES)
+    bad = [p for p in names if p not in PARAM_NAMES]
+    if bad:
+        raise DifferlandError(f"--params {bad}: unknown parameter(s); known: {', '.join(PARAM_NAMES)}")
+    if shap_recipe not in shap_paper.RECIPES:
+        raise DifferlandError(f"--shap-recipe: {shap_recipe!r}, expected one of {list(shap_paper.RECIPES)}")
+    if len(names) < 3:
+        raise DifferlandError(f"--params: at least 3 parameters are needed (PCA of 3 components), "
+                              f"got {names}")
+    return names
+
+
+def start(experiment: Location, out: Location, sets: Sequence[str] | None, names: list[str],
+          st: AnalysisSettings) -> Analysis:
+    """Read the experiment (bad input fails before anything is deleted), take the output
+    directory (replacing only what an analysis wrote there) and begin the summary."""
+    replace = out.check_replaceable(ANALYSIS_KIND, overwrite=True, flag="a new --out")  # refuses foreign
+    data = inputs.load(experiment, list(sets) if sets else None)
+    if replace:
+        out.clear_owned(ANALYSIS_KIND)  # derived data: a rerun replaces what an analysis wrote
+    out.claim(ANALYSIS_KIND, ENTRIES)
+    full = inputs.full_set_name(data.sets)
+    fs = data.sets[full]
+    groups = {g: v for g, v in GROUPS.items() if all(n in fs.predictors for n in v)}
+    if "PFT" not in groups:
+        raise DifferlandError(f"set {full}: the variance partition needs the PFT predictors in the full set")
+    pft = inputs.pft_set_name(data.sets)
+    summary: dict[str, Any] = {"experiment": experiment.url, "full_set": full, "pft_set": pft,
+                               "sets": list(data.sets), "parameters": names,
+                               "members": {s: len(m.members) for s, m in data.sets.items()},
+                               "n_pixels": int(fs.mean.shape[0]), "seconds": {}}
+    return Analysis(data, st, names, [list(data.param_names).index(p) for p in names], full, pft,
+                    groups, summary)
+
+
+def step_uncertainty(a: Analysis) -> None:
+    """Ensemble spread, and with a truth the recovery; which parameters are untrusted (every
+    later section marks them)."""
+    data, names, s = a.data, a.names, a.summary
+    a.un = uncertainty.spread(a.fs.x[:, :, a.idx], names)
+    s["uncertainty"] = jsonable({k: v for k, v in a.un.items() if k != "ratio_map"})
+    if data.true_x is not None:
+        lo, hi = all_bounds()
+        frac = truth.truth_range_fraction(to_bounded(data.true_x, lo, hi))
+        a.idf = truth.recovery(a.fs.x[:, :, a.idx], data.true_x[:, a.idx], data.split, names,
+                               frac[a.idx])
+        s["identifiability"] = jsonable(a.idf)
+        s["untrusted"] = [n for n in names if not a.idf["parameters"][n]["identifiable"]]
+    else:
+        s["untrusted"] = list(a.un["not_pinned"])
+
+
+def step_generalisation(a: Analysis) -> None:
+    """Test skill of each set against the PFT-only set, flat and spatial."""
+    t = time.time()
+    data = a.data
+    a.gen = generalisation.compare(data.scores, data.member_scores, a.pft) if data.scores else None
+    if a.gen is not None:
+        a.gen["spatial"] = generalisation.compare(data.scores, data.member_scores, a.pft,
+                                                  view="spatial")
+    a.summary["generalisation"] = jsonable(a.gen)
+    a.summary["seconds"]["generalisation"] = time.time() - t
+
+
+def step_partition(a: Analysis) -> None:
+    """Variance partition of the learnt maps (and of the truth's)."""
+    t = time.time()
+    data, st = a.data, a.settings
+    kw = {"n_splits": st.n_splits, "seed": st.seed, "max_iter": st.partition_max_iter}
+    ref = data.sets[a.pft].mean[:, a.idx] if a.pft and a.pft != a.full else None
+    a.vp = variance_partition(a.xm, a.names, data.predictors, data.patch, groups=a.groups,
+                              reference=ref, **kw)
+    a.summary["variance_partition"] = jsonable(a.vp)
+    if data.true_x is not None:
+        a.vpt = variance_partition(data.true_x[:, a.idx], a.names, data.predictors, data.patch,
+                                   groups=a.groups, **kw)
+        a.summary["variance_partition_truth"] = jsonable(a.vpt)
+    a.summary["seconds"]["variance_partition"] = time.time() - t
+
+
+def step_gradients(a: Analysis) -> None:
+    """PCA of the ensemble-mean maps, and with a truth the principal cosines with its PCA."""
+    t = time.time()
+    data, names, s, xm = a.data, a.names, a.summary, a.xm
+    preds = {n: data.predictors[n] for n in a.fs.predictors if n in data.predictors}
+    a.gr = gradients.gradients(xm, names, preds)
+    s["gradients"] = jsonable(a.gr)
+    if data.true_x is not None:
+        gt = gradients.pca(data.true_x[:, a.idx])
+        a.cos_all = gradients.principal_cosines(a.gr["arrays"]["loadings"][:3], gt["loadings"][:3])
+        s["pca_cosines_all"] = [float(c) for c in a.cos_all]
+        s["gradients_truth"] = {"explained": [float(v) for v in gt["explained"]]}
+        # the check compares the gradients of the parameters whose pattern is identifiable:
+        # an unidentifiable map is noise on the learnt side, and its share of the variance
+        # would decide the components (docs/analysis.md)
+        ident_idx = [names.index(n) for n in a.idf["identifiable"]]
+        if len(ident_idx) >= 3:
+            ga, gb = gradients.pca(xm[:, ident_idx]), gradients.pca(data.true_x[:, a.idx][:, ident_idx])
+            a.cos = gradients.principal_cosines(ga["loadings"][:3], gb["loadings"][:3])
+            s["pca_cosines"] = [float(c) for c in a.cos]
+            s["gradients_truth"]["explained_identifiable"] = [float(v) for v in gb["explained"]]
+            s["gradients"]["explained_identifiable"] = [float(v) for v in ga["explained"]]
+    s["seconds"]["gradients"] = time.time() - t
+
+
+def explain(a: Analysis) -> None:
+    """Kernel SHAP of every kept member of the full set (and the truth) on the raw features."""
+    data, fs = a.data, a.fs
+    a.feats = [*fs.predictors, "lat"]
+    a.F = np.stack([data.predictors[n] for n in fs.predictors] + [data.lat.astype(np.float64)], axis=1)
+    funcs = {}
+    for key, d in zip(fs.members, fs.run_dirs):
+        f, fnames = shap_values.NetworkFunction.from_run(d)
+        funcs[key] = calendar.AlignedFunction(f, data.param_names, fs.date_centre)
+        if fnames != a.feats:
+            raise DifferlandError(f"member {key}: network features {fnames} differ from the set's {a.feats}")
+    if data.truth is not None:
+        funcs["truth"] = calendar.AlignedFunction(shap_values.TruthFunction(data.truth, a.feats),
+                                                  data.param_names, data.truth_date_centre)
+    a.ex = shap_values.explain(funcs, a.F, a.shap_options)
+
+
+def _pft_conditional(a: Analysis, mean_vals: np.ndarray) -> dict:
+    """Leading features within pixels dominated by one PFT, from the members' mean SHAP values
+    ``mean_vals`` (pixels, F, K)."""
+    feats, names, ex = a.feats, a.names, a.ex
+    pft_names = list(a.groups["PFT"])
+    sample = a.F[ex["pixels"]]
+    cond = {}
+    for p, mask in shap_values.dominant_pft(sample[:, [feats.index(n) for n in pft_names]], pft_names,
+                                            min_pixels=max(5, min(20, len(ex["pixels"]) // 10))).items():
+        ma = np.mean(np.abs(mean_vals[mask]), axis=0).mean(axis=1)  # (F,) over parameters
+        o = np.argsort(-ma)
+        cond[p] = {"pixels": int(mask.sum()), "top": [[feats[i], float(ma[i])] for i in o[:5]],
+                   "mean_abs_by_param": {n: {feats[i]: float(v) for i, v in enumerate(
+                       np.mean(np.abs(mean_vals[mask][:, :, j]), axis=0))} for j, n in enumerate(names)}}
+    return cond
+
+
+def _dependence(a: Analysis, mean_vals: np.ndarray) -> dict[str, str]:
+    """Dependence figures (into ``a.figs``) of the leading features of up to three trusted
+    parameters; parameter -> figure name."""
+    feats, names = a.feats, a.names
+    sample = a.F[a.ex["pixels"]]
+    dep_figs = {}
+    dep_params = [n for n in names if n not in a.summary["untrusted"]][:3] or names[:3]
+    for n in dep_params:
+        j = names.index(n)
+        tops = [feats.index(f) for f, _, _ in a.top[n][:3]]
+        if a.settings.figures:
+            a.figs[f"shap_dependence_{n}.png"] = report.dependence_figure(
+                {feats[i]: sample[:, i] for i in tops}, {feats[i]: mean_vals[:, i, j] for i in tops}, n)
+        dep_figs[n] = f"shap_dependence_{n}.png"
+    return dep_figs
+
+
+def step_shap(a: Analysis) -> None:
+    """SHAP: mean |SHAP| per feature and parameter over members (and the truth's), the
+    leading features, within PFTs, dependence figures, rank agreement with the truth."""
+    t = time.time()
+    explain(a)
+    names, feats, ex, sopt = a.names, a.feats, a.ex, a.shap_options
+    mabs = {k: shap_values.mean_abs(v[:, :, a.idx]) for k, v in ex["values"].items()}
+    member_keys = list(a.fs.members)
+    stack = np.stack([mabs[k] for k in member_keys])
+    a.m_mean = m_mean = stack.mean(axis=0)
+    m_sd = stack.std(axis=0, ddof=1) if len(member_keys) > 1 else np.zeros_like(stack[0])
+    for j, n in enumerate(names):
+        order = np.argsort(-m_mean[:, j])[:5]
+        a.top[n] = [[feats[i], float(m_mean[i, j]), float(m_sd[i, j])] for i in order]
+    mean_vals = np.mean(np.stack([ex["values"][k][:, :, a.idx] for k in member_keys]), axis=0)
+    cond = _pft_conditional(a, mean_vals)
+    dep_figs = _dependence(a, mean_vals)
+    sh: dict[str, Any] = {
+        "members": len(member_keys), "pixels": int(len(ex["pixels"])), "background": int(len(ex["background"])),
+        "nsamples": sopt.nsamples, "executor": sopt.executor, "features": feats, "top": a.top,
+        "mean_abs": {n: {feats[i]: float(m_mean[i, j]) for i in range(len(feats))} for j, n in enumerate(names)},
+        "mean_abs_sd": {n: {feats[i]: float(m_sd[i, j]) for i in range(len(feats))} for j, n in enumerate(names)},
+        "pft_conditional": cond, "dependence_figures": dep_figs}
+    if "truth" in mabs:
+        sh["truth_mean_abs"] = {n: {feats[i]: float(mabs["truth"][i, j]) for i in range(len(feats))}
+                                for j, n in enumerate(names)}
+        ident = a.idf["identifiable"] if a.idf else []
+        a.rhos = truth.shap_rank(m_mean, mabs["truth"], names, ident)
+        a.pooled = truth.shap_pooled_rank(m_mean, mabs["truth"], names, ident)
+        sh["spearman_vs_truth_pooled_identifiable"] = a.pooled
+        sh["spearman_vs_truth"] = truth.shap_rank(m_mean, mabs["truth"], names, names)
+    sh["seconds"] = time.time() - t
+    a.shap_summary = sh
+    a.summary["shap"] = jsonable(sh)
+    a.summary["seconds"]["shap"] = sh["seconds"]
+
+
+def step_shap_paper(a: Analysis) -> None:
+    """The paper's SHAP recipe, besides (analysis/shap_paper.py; ``--shap-recipe paper``)."""
+    if a.settings.shap_recipe != "paper":
+        return
+    t = time.time()
+    sopt = a.shap_options
+    a.summary["shap_paper"] = jsonable(shap_paper.for_experiment(
+        a.fs, a.data, a.feats, a.F, seed=sopt.seed, executor=sopt.executor, address=sopt.address,
+        **(a.settings.paper_shap or {})))
+    a.summary["seconds"]["shap_paper"] = time.time() - t
+
+
+def step_intervals(a: Analysis) -> None:
+    """The members' initialisation, bootstrap intervals (analysis/bootstrap.py) and which
+    results are findings (analysis/findings.py)."""
+    t = time.time()
+    s, names, data, st, ex = a.summary, a.names, a.data, a.settings, a.ex
+    s["init"] = settings.head_init_scales(a.fs.run_dirs)
+    trusted = [n for n in names if n not in s["untrusted"]]
+    eligible = [n for n in trusted if (a.vp["parameters"][n]["r2_all"] or -1) >= findings.R2_ALL_MIN]
+    if st.bootstrap > 0:
+        a.bt = bootstrap.bootstrap(
+            a.fs.x[:, :, a.idx], names, data.predictors, data.patch, a.groups,
+            share_params=eligible, pca_params=trusted if len(trusted) >= 3 else [],
+            true_x=data.true_x[:, a.idx] if data.true_x is not None else None,
+            shap_values=np.stack([ex["values"][k][:, :, a.idx] for k in a.fs.members]),
+            shap_truth=ex["values"]["truth"][:, :, a.idx] if "truth" in ex["values"] else None,
+            shap_params=eligible, n=st.bootstrap, seed=st.seed,
+            max_iter=st.partition_max_iter, n_splits=st.n_splits)
+        s["intervals"] = jsonable({k: v for k, v in a.bt.items()})
+    s["findings"] = jsonable(findings.decide(jsonable(a.vp), trusted, a.bt, a.top, a.feats))
+    if a.vpt is not None and eligible:
+        s["findings"]["headline"]["truth_median_pft_share"] = float(np.nanmedian(
+            [a.vpt["parameters"][n]["pft_share"] for n in eligible]))
+    s["seconds"]["bootstrap"] = time.time() - t
+
+
+def step_truth_checks(a: Analysis) -> None:
+    """The criteria against the truth (synthetic stores)."""
+    if a.data.true_x is None:
+        return
+    ident = a.idf["identifiable"]
+    crit = [truth.check_partition(a.vp, a.vpt, ident),
+            truth.check_pca(a.cos if a.cos is not None else [], ident),
+            truth.check_shap(a.pooled, a.rhos or {})]
+    if a.gen is not None and a.pft:
+        crit += truth.check_generalisation(a.gen, a.full, spatial=a.gen["spatial"])
+    a.summary["truth_check"] = jsonable({
+        "criteria": crit, "identifiable": ident,
+        "note": "criteria on parameters are evaluated over the identifiable ones (ensemble-mean "
+                f"correlation with the truth >= {truth.IDENTIFIABLE_R} on test pixels and over "
+                "the whole map); with none, "
+                "they fail"})
+
+
+def write_all(a: Analysis, out: Location, t0: float) -> None:
+    """Every file: the JSON files, the zarr stores, the figures, report.md and summary.json."""
+    write_json_files(out, a)
+    write_zarrs(out, a)
+    if a.settings.figures:
+        add_figures(a)
+        for k, b in a.figs.items():
+            out.join("figures", k).write_atomic(b)
+    s = a.summary
+    s["seconds"]["total"] = time.time() - t0
+    s["files"] = sorted([e for e in ENTRIES if e not in ("figures", "report.md", "summary.json")
+                         and out.join(e).exists()] + [f"figures/{k}" for k in a.figs]
+                        + ["report.md", "summary.json"])
+    out.join("report.md").write_atomic(report.markdown(jsonable(s)).encode())
+    write_json(out.join("summary.json"), s)
+
+
+#: The analyses in the order they run: uncertainty first (every later section marks
+#: untrusted parameters with it), SHAP before the intervals (they resample its values).
+STEPS = (step_uncertainty, step_generalisation, step_partition, step_gradients, step_shap,
+         step_shap_paper, step_intervals, step_truth_checks)
+
+
+def run_analysis(experiment: Location | str, out: Location | str | None = None, *,
+                 sets: Sequence[str] | None = None, params: Sequence[str] | None = None,
+                 shap: shap_values.ShapOptions | None = None,
                  partition_max_iter: int = 100, n_splits: int = 5, seed: int = 0,
                  figures: bool = True, shap_recipe: str = "members",
-                 paper_shap: dict | None = None, bootstrap: int = boot.N_RESAMPLES) -> dict:
-    """Run every analysis on experiment directory ``url`` and write them to ``out``.
+                 paper_shap: dict | None = None, bootstrap: int = N_RESAMPLES) -> dict:
+    """Run every analysis on the experiment directory and write them to ``out``.
 
     Args:
+      experiment: the experiment directory (a URL string: without storage options).
+      out: output directory (default: ``EXPERIMENT_DIR/analysis``; a URL string is reached
+        with the experiment's options).
       sets: predictor sets to analyse (default: every set with kept members); the full set
         (most predictors) is the one partitioned, decomposed and explained.
       params: parameters (default: all 40).
@@ -91,268 +403,16 @@ def run_analysis(url: str, out: str | None = None, *, sets: Sequence[str] | None
     Returns the summary (also ``summary.json``).
     """
     t0 = time.time()
-    so = dict(storage_options or {})
-    oso = dict(so if out_storage_options is None else out_storage_options)
-    names = list(params) if params else list(PARAM_NAMES)
-    bad = [p for p in names if p not in PARAM_NAMES]
-    if bad:
-        raise DifferlandError(f"--params {bad}: unknown parameter(s); known: {', '.join(PARAM_NAMES)}")
-    if shap_recipe not in shap_paper.RECIPES:
-        raise DifferlandError(f"--shap-recipe: {shap_recipe!r}, expected one of {list(shap_paper.RECIPES)}")
-    if len(names) < 3:
-        raise DifferlandError(f"--params: at least 3 parameters are needed (PCA of 3 components), "
-                              f"got {names}")
-    out = out or join(url, "analysis")
-    loc = Location(out, oso)
-    replace = loc.check_replaceable(ANALYSIS_KIND, overwrite=True, flag="a new --out")  # refuses foreign
-    data = inputs.load(url, so, list(sets) if sets else None)  # bad input fails before anything is deleted
-    if replace:
-        loc.clear_owned(ANALYSIS_KIND)  # derived data: a rerun replaces what an analysis wrote
-    loc.claim(ANALYSIS_KIND, ENTRIES)
-    idx = [list(data.param_names).index(p) for p in names]
-    full = inputs.full_set_name(data.sets)
-    pft = inputs.pft_set_name(data.sets)
-    fs = data.sets[full]
-    xm = fs.mean[:, idx]
-    groups = {g: v for g, v in GROUPS.items() if all(n in fs.predictors for n in v)}
-    if "PFT" not in groups:
-        raise DifferlandError(f"set {full}: the variance partition needs the PFT predictors in the full set")
-    summary: dict[str, Any] = {"experiment": url, "full_set": full, "pft_set": pft,
-                               "sets": list(data.sets), "parameters": names,
-                               "members": {s: len(m.members) for s, m in data.sets.items()},
-                               "n_pixels": int(xm.shape[0]), "seconds": {}}
-    figs: dict[str, bytes] = {}
-
-    # uncertainty first: every later section marks untrusted parameters with it
-    un = unc.spread(fs.x[:, :, idx], names)
-    summary["uncertainty"] = _jsonable({k: v for k, v in un.items() if k != "ratio_map"})
-    idf = None
-    if data.true_x is not None:
-        lo, hi = all_bounds()
-        frac = tr.truth_range_fraction(to_bounded(data.true_x, lo, hi))
-        idf = tr.recovery(fs.x[:, :, idx], data.true_x[:, idx], data.split, names, frac[idx])
-        summary["identifiability"] = _jsonable(idf)
-        summary["untrusted"] = [n for n in names if not idf["parameters"][n]["identifiable"]]
-    else:
-        summary["untrusted"] = list(un["not_pinned"])
-
-    # 1. generalisation
-    t = time.time()
-    gen = gen_mod.compare(data.scores, data.member_scores, pft) if data.scores else None
-    if gen is not None:
-        gen["spatial"] = gen_mod.compare(data.scores, data.member_scores, pft, view="spatial")
-    summary["generalisation"] = _jsonable(gen)
-    summary["seconds"]["generalisation"] = time.time() - t
-
-    # 2. variance partition
-    t = time.time()
-    ref = data.sets[pft].mean[:, idx] if pft and pft != full else None
-    vp = variance_partition(xm, names, data.predictors, data.patch, groups=groups, reference=ref,
-                            n_splits=n_splits, seed=seed, max_iter=partition_max_iter)
-    summary["variance_partition"] = _jsonable(vp)
-    vpt = None
-    if data.true_x is not None:
-        vpt = variance_partition(data.true_x[:, idx], names, data.predictors, data.patch, groups=groups,
-                                 n_splits=n_splits, seed=seed, max_iter=partition_max_iter)
-        summary["variance_partition_truth"] = _jsonable(vpt)
-    summary["seconds"]["variance_partition"] = time.time() - t
-
-    # 3. gradients
-    t = time.time()
-    preds = {n: data.predictors[n] for n in fs.predictors if n in data.predictors}
-    gr = grad.gradients(xm, names, preds)
-    summary["gradients"] = _jsonable(gr)
-    cos = cos_all = None
-    if data.true_x is not None:
-        gt = grad.pca(data.true_x[:, idx])
-        cos_all = grad.principal_cosines(gr["arrays"]["loadings"][:3], gt["loadings"][:3])
-        summary["pca_cosines_all"] = [float(c) for c in cos_all]
-        summary["gradients_truth"] = {"explained": [float(v) for v in gt["explained"]]}
-        # the check compares the gradients of the parameters whose pattern is identifiable:
-        # an unidentifiable map is noise on the learnt side, and its share of the variance
-        # would decide the components (docs/analysis.md)
-        ident_idx = [names.index(n) for n in idf["identifiable"]]
-        if len(ident_idx) >= 3:
-            ga, gb = grad.pca(xm[:, ident_idx]), grad.pca(data.true_x[:, idx][:, ident_idx])
-            cos = grad.principal_cosines(ga["loadings"][:3], gb["loadings"][:3])
-            summary["pca_cosines"] = [float(c) for c in cos]
-            summary["gradients_truth"]["explained_identifiable"] = [float(v) for v in gb["explained"]]
-            summary["gradients"]["explained_identifiable"] = [float(v) for v in ga["explained"]]
-    summary["seconds"]["gradients"] = time.time() - t
-
-    # 4. SHAP
-    t = time.time()
-    sopt = shap or shp.ShapOptions()
-    feats = [*fs.predictors, "lat"]
-    F = np.stack([data.predictors[n] for n in fs.predictors] + [data.lat.astype(np.float64)], axis=1)
-    funcs = {}
-    for key, d in zip(fs.members, fs.run_dirs):
-        f, fnames = shp.NetworkFunction.from_run(d, so)
-        funcs[key] = calendar.AlignedFunction(f, data.param_names, fs.date_centre)
-        if fnames != feats:
-            raise DifferlandError(f"member {key}: network features {fnames} differ from the set's {feats}")
-    if data.truth is not None:
-        funcs["truth"] = calendar.AlignedFunction(shp.TruthFunction(data.truth, feats), data.param_names,
-                                                  data.truth_date_centre)
-    ex = shp.explain(funcs, F, sopt)
-    mabs = {k: shp.mean_abs(v[:, :, idx]) for k, v in ex["values"].items()}
-    member_keys = list(fs.members)
-    stack = np.stack([mabs[k] for k in member_keys])
-    m_mean = stack.mean(axis=0)
-    m_sd = stack.std(axis=0, ddof=1) if len(member_keys) > 1 else np.zeros_like(stack[0])
-    top = {}
-    for j, n in enumerate(names):
-        order = np.argsort(-m_mean[:, j])[:5]
-        top[n] = [[feats[i], float(m_mean[i, j]), float(m_sd[i, j])] for i in order]
-    mean_vals = np.mean(np.stack([ex["values"][k][:, :, idx] for k in member_keys]), axis=0)
-    pft_names = [n for n in groups["PFT"]]
-    sample = F[ex["pixels"]]
-    cond = {}
-    for p, mask in shp.dominant_pft(sample[:, [feats.index(n) for n in pft_names]], pft_names,
-                                    min_pixels=max(5, min(20, len(ex["pixels"]) // 10))).items():
-        ma = np.mean(np.abs(mean_vals[mask]), axis=0).mean(axis=1)  # (F,) over parameters
-        o = np.argsort(-ma)
-        cond[p] = {"pixels": int(mask.sum()), "top": [[feats[i], float(ma[i])] for i in o[:5]],
-                   "mean_abs_by_param": {n: {feats[i]: float(v) for i, v in enumerate(
-                       np.mean(np.abs(mean_vals[mask][:, :, j]), axis=0))} for j, n in enumerate(names)}}
-    dep_figs = {}
-    dep_params = [n for n in names if n not in summary["untrusted"]][:3] or names[:3]
-    for n in dep_params:
-        j = names.index(n)
-        tops = [feats.index(f) for f, _, _ in top[n][:3]]
-        if figures:
-            figs[f"shap_dependence_{n}.png"] = report.dependence_figure(
-                {feats[i]: sample[:, i] for i in tops}, {feats[i]: mean_vals[:, i, j] for i in tops}, n)
-        dep_figs[n] = f"shap_dependence_{n}.png"
-    shap_summary: dict[str, Any] = {
-        "members": len(member_keys), "pixels": int(len(ex["pixels"])), "background": int(len(ex["background"])),
-        "nsamples": sopt.nsamples, "executor": sopt.executor, "features": feats, "top": top,
-        "mean_abs": {n: {feats[i]: float(m_mean[i, j]) for i in range(len(feats))} for j, n in enumerate(names)},
-        "mean_abs_sd": {n: {feats[i]: float(m_sd[i, j]) for i in range(len(feats))} for j, n in enumerate(names)},
-        "pft_conditional": cond, "dependence_figures": dep_figs}
-    rhos = pooled = None
-    if "truth" in mabs:
-        shap_summary["truth_mean_abs"] = {n: {feats[i]: float(mabs["truth"][i, j]) for i in range(len(feats))}
-                                          for j, n in enumerate(names)}
-        ident = idf["identifiable"] if idf else []
-        rhos = tr.shap_rank(m_mean, mabs["truth"], names, ident)
-        pooled = tr.shap_pooled_rank(m_mean, mabs["truth"], names, ident)
-        shap_summary["spearman_vs_truth_pooled_identifiable"] = pooled
-        shap_summary["spearman_vs_truth"] = tr.shap_rank(m_mean, mabs["truth"], names, names)
-    shap_summary["seconds"] = time.time() - t
-    summary["shap"] = _jsonable(shap_summary)
-    summary["seconds"]["shap"] = shap_summary["seconds"]
-    if shap_recipe == "paper":  # the reference's recipe, besides (analysis/shap_paper.py)
-        t = time.time()
-        summary["shap_paper"] = _jsonable(shap_paper.for_experiment(
-            fs, data, feats, F, so, seed=sopt.seed, executor=sopt.executor, address=sopt.address,
-            **(paper_shap or {})))
-        summary["seconds"]["shap_paper"] = time.time() - t
-
-    # intervals and findings (analysis/bootstrap.py, analysis/findings.py)
-    t = time.time()
-    summary["init"] = settings.head_init_scales(fs.run_dirs, so)
-    trusted = [n for n in names if n not in summary["untrusted"]]
-    eligible = [n for n in trusted if (vp["parameters"][n]["r2_all"] or -1) >= fnd.R2_ALL_MIN]
-    bt = None
-    if bootstrap > 0:
-        bt = boot.bootstrap(fs.x[:, :, idx], names, data.predictors, data.patch, groups,
-                            share_params=eligible, pca_params=trusted if len(trusted) >= 3 else [],
-                            true_x=data.true_x[:, idx] if data.true_x is not None else None,
-                            shap_values=np.stack([ex["values"][k][:, :, idx] for k in member_keys]),
-                            shap_truth=ex["values"]["truth"][:, :, idx] if "truth" in ex["values"] else None,
-                            shap_params=eligible, n=bootstrap, seed=seed,
-                            max_iter=partition_max_iter, n_splits=n_splits)
-        summary["intervals"] = _jsonable({k: v for k, v in bt.items()})
-    summary["findings"] = _jsonable(fnd.decide(_jsonable(vp), trusted, bt, top, feats))
-    if vpt is not None and eligible:
-        summary["findings"]["headline"]["truth_median_pft_share"] = float(np.nanmedian(
-            [vpt["parameters"][n]["pft_share"] for n in eligible]))
-    summary["seconds"]["bootstrap"] = time.time() - t
-
-    # truth checks
-    if data.true_x is not None:
-        ident = idf["identifiable"]
-        crit = [tr.check_partition(vp, vpt, ident), tr.check_pca(cos if cos is not None else [], ident),
-                tr.check_shap(pooled, rhos or {})]
-        if gen is not None and pft:
-            crit += tr.check_generalisation(gen, full, spatial=gen["spatial"])
-        summary["truth_check"] = _jsonable({
-            "criteria": crit, "identifiable": ident,
-            "note": "criteria on parameters are evaluated over the identifiable ones (ensemble-mean "
-                    f"correlation with the truth >= {tr.IDENTIFIABLE_R} on test pixels and over "
-                    "the whole map); with none, "
-                    "they fail"})
-
-    # files
-    def wj(name, obj):
-        loc.join(name).write_atomic(json.dumps(_jsonable(obj), indent=1, allow_nan=False).encode())
-
-    if gen is not None:
-        wj("generalisation.json", gen)
-    wj("variance_partition.json", {**vp, **({"truth": vpt} if vpt else {})})
-    wj("gradients.json", {**{k: v for k, v in gr.items() if k != "arrays"},
-                          **({"truth_cosines_all": summary["pca_cosines_all"],
-                              "truth_cosines_identifiable": summary.get("pca_cosines"),
-                              "truth_explained": summary["gradients_truth"]["explained"]}
-                             if cos_all is not None else {})})
-    wj("shap.json", shap_summary)
-    if "shap_paper" in summary:
-        wj("shap_paper.json", summary["shap_paper"])
-    wj("uncertainty.json", {k: v for k, v in un.items() if k != "ratio_map"})
-    if idf:
-        wj("identifiability.json", idf)
-    if "truth_check" in summary:
-        wj("truth_check.json", summary["truth_check"])
-    C = gr["arrays"]["loadings"].shape[0]
-    pix = {"pixel_lat": ("pixel", data.lat), "pixel_lon": ("pixel", data.lon),
-           "row": ("pixel", data.row), "col": ("pixel", data.col)}
-    _write_zarr(join(out, "gradients.zarr"), oso, {
-        "explained": ("component", gr["arrays"]["explained"].astype(np.float32)),
-        "loadings": (("component", "param"), gr["arrays"]["loadings"].astype(np.float32)),
-        "scores": (("pixel", "component"), gr["arrays"]["scores"].astype(np.float32))},
-        {"component": np.arange(1, C + 1, dtype=np.int32), "param": np.array(names, dtype=object), **pix},
-        {"predictor_set": full, "description": "PCA of the standardised ensemble-mean unbounded parameter maps"})
-    vals = np.stack([ex["values"][k][:, :, idx] for k in member_keys]).astype(np.float32)
-    sv = {"shap": (("member", "sample", "feature", "param"), vals),
-          "sample_pixel": ("sample", ex["pixels"].astype(np.int32)),
-          "features": (("sample", "feature"), sample.astype(np.float32))}
-    if "truth" in ex["values"]:
-        sv["shap_truth"] = (("sample", "feature", "param"), ex["values"]["truth"][:, :, idx].astype(np.float32))
-    _write_zarr(join(out, "shap.zarr"), oso, sv,
-                {"member": np.array(member_keys, dtype=object), "feature": np.array(feats, dtype=object),
-                 "param": np.array(names, dtype=object)},
-                {"explainer": "shap.KernelExplainer", "background": int(len(ex["background"])),
-                 "nsamples": sopt.nsamples, "space": "unbounded network outputs"})
-    _write_zarr(join(out, "uncertainty.zarr"), oso, {
-        "spread_ratio": (("pixel", "param"), un["ratio_map"].astype(np.float32)),
-        "ensemble_sd": (("pixel", "param"), fs.sd[:, idx].astype(np.float32)),
-        "ensemble_mean": (("pixel", "param"), xm.astype(np.float32))},
-        {"param": np.array(names, dtype=object), **pix},
-        {"description": "member sd / spatial sd of the ensemble mean (unbounded space)"})
-    if figures:
-        if gen is not None:
-            figs["generalisation.png"] = report.generalisation_figure([gen, gen["spatial"]])
-        figs["variance_partition.png"] = report.partition_figure(vp, vpt)
-        figs["pca_loadings.png"] = report.loadings_figure(gr["arrays"]["loadings"], names,
-                                                          gr["arrays"]["explained"])
-        sc = gr["arrays"]["scores"]
-        figs["pca_scores.png"] = report.maps_figure(
-            [report.to_grid(sc[:, c], data.row, data.col, data.grid_shape) for c in range(3)],
-            [f"PC{c + 1} score ({100 * gr['arrays']['explained'][c]:.0f} %)" for c in range(3)])
-        figs["shap_importance.png"] = report.shap_figure(m_mean, feats, names)
-        worst = sorted(names, key=lambda n: -(un["parameters"][n]["ratio"]
-                                               if math.isfinite(un["parameters"][n]["ratio"]) else -1))[:3]
-        figs["uncertainty.png"] = report.maps_figure(
-            [report.to_grid(un["ratio_map"][:, names.index(n)], data.row, data.col, data.grid_shape)
-             for n in worst], [f"{n}: member sd / spatial sd" for n in worst], cmap="magma", symmetric=False)
-        for k, b in figs.items():
-            loc.join("figures", k).write_atomic(b)
-    summary["seconds"]["total"] = time.time() - t0
-    summary["files"] = sorted([e for e in ENTRIES if e not in ("figures", "report.md", "summary.json")
-                               and loc.join(e).exists()] + [f"figures/{k}" for k in figs]
-                              + ["report.md", "summary.json"])
-    loc.join("report.md").write_atomic(report.markdown(_jsonable(summary)).encode())
-    wj("summary.json", summary)
-    log.info("analysis of %s written to %s in %.0f s", url, out, summary["seconds"]["total"])
-    return _jsonable(summary)
+    experiment = experiment if isinstance(experiment, Location) else Location(experiment)
+    out = (experiment.join("analysis") if out is None
+           else out if isinstance(out, Location) else Location(out, experiment.options))
+    names = check_request(params, shap_recipe)
+    st = AnalysisSettings(shap or shap_values.ShapOptions(), partition_max_iter, n_splits, seed,
+                          figures, shap_recipe, paper_shap, bootstrap)
+    a = start(experiment, out, sets, names, st)
+    for step in STEPS:
+        step(a)
+    write_all(a, out, t0)
+    log.info("analysis of %s written to %s in %.0f s", experiment.url, out.url,
+             a.summary["seconds"]["total"])
+    return jsonable(a.summary)

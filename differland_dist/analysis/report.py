@@ -9,7 +9,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from differland_dist.analysis import findings as fnd
+from differland_dist.analysis import findings
 
 
 def _plt():
@@ -138,9 +138,18 @@ def _f(x, d: int = 2) -> str:
     return "–" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.{d}f}"
 
 
-def markdown(summary: Mapping) -> str:
-    """The report from the analysis summary (see pipeline.run_analysis)."""
-    s = summary
+def _marker(s: Mapping):
+    """A parameter's name, marked † when it is not trusted (see the report's introduction)."""
+    untrusted = set(s["untrusted"])
+
+    def mark(n):
+        return f"{n}†" if n in untrusted else n
+
+    return mark
+
+
+def _intro(s: Mapping) -> list[str]:
+    """The title, what was analysed, the members' initialisation and the intervals."""
     L = [f"# Analysis of experiment `{s['experiment']}`", "",
          f"Full set **{s['full_set']}** ({s['members'][s['full_set']]} kept members)"
          + (f", compared with **{s['pft_set']}**" if s.get("pft_set") else "") + f"; {s['n_pixels']} "
@@ -164,12 +173,12 @@ def markdown(summary: Mapping) -> str:
     else:
         L += ["No bootstrap intervals were computed (--bootstrap 0): no share is reported as a "
               "finding.", ""]
-    untrusted = set(s["untrusted"])
-    fd = s.get("findings") or {}
+    return L
 
-    def mark(n):
-        return f"{n}†" if n in untrusted else n
 
+def _generalisation(s: Mapping) -> list[str]:
+    """Test skill of each set against the PFT-only set, flat and spatial."""
+    L: list[str] = []
     g = s.get("generalisation")
     if g:
         L += ["## Generalisation", "",
@@ -183,18 +192,25 @@ def markdown(summary: Mapping) -> str:
                 ref = rows[g["reference"]]
                 line = (f"- {st}: {name} test NSE {_f(r['member_mean'])} ± {_f(r['member_sd'])} vs "
                         f"{g['reference']} {_f(ref['member_mean'])} ± {_f(ref['member_sd'])}: difference "
-                        f"{_f(r['diff'])}, {fnd.generalisation_words(r)}")
+                        f"{_f(r['diff'])}, {findings.generalisation_words(r)}")
                 q = sp["streams"].get(st, {}).get(name)
                 qr = sp["streams"].get(st, {}).get(g["reference"])
                 if q and qr and q.get("diff") is not None:
                     line += (f" (spatial {_f(q['member_mean'])} ± {_f(q['member_sd'])} vs "
                              f"{_f(qr['member_mean'])} ± {_f(qr['member_sd'])}: difference {_f(q['diff'])}, "
-                             f"{fnd.generalisation_words(q)})")
+                             f"{findings.generalisation_words(q)})")
                 L.append(line + ".")
         L += ["", "![generalisation](figures/generalisation.png)", ""]
+    return L
+
+
+def _partition(s: Mapping) -> list[str]:
+    """The PFT-versus-environment headline and the variance-partition table."""
+    fd = s.get("findings") or {}
+    mark = _marker(s)
     vp = s["variance_partition"]
     hl = fd.get("headline") or {}
-    L += ["## PFTs versus environment", ""]
+    L = ["## PFTs versus environment", ""]
     if hl.get("over"):
         iv = hl.get("interval") or [None, None]
         verdict = {"PFT": "mostly PFTs", "environment": "mostly the environment"}.get(
@@ -233,8 +249,16 @@ def markdown(summary: Mapping) -> str:
                  f"{'[' + _f(iv[0]) + ', ' + _f(iv[1]) + ']' if iv[0] is not None else '–'} | "
                  f"{sh.get('decision') or '–'} | {ds_} | {_f(s['uncertainty']['parameters'][n]['ratio'])} |")
     L += ["", "![variance partition](figures/variance_partition.png)", ""]
+    return L
+
+
+def _gradients(s: Mapping) -> list[str]:
+    """The principal components, their cosines with the truth and their intervals."""
+    fd = s.get("findings") or {}
+    ints = s.get("intervals")
+    mark = _marker(s)
     gr = s["gradients"]
-    L += ["## Parameter gradients", ""]
+    L = ["## Parameter gradients", ""]
     for c, v in gr["components"].items():
         tops = ", ".join(f"{k} ({_f(r)})" for k, r in v["top_predictors"])
         pars = ", ".join(f"{mark(k)} ({_f(w)})" for k, w in v["top_parameters"][:4])
@@ -261,6 +285,15 @@ def markdown(summary: Mapping) -> str:
                     "not shown to be an environmental gradient (its predictor correlations above "
                     "are not a finding)."))
     L += ["", "![loadings](figures/pca_loadings.png)", "", "![scores](figures/pca_scores.png)", ""]
+    return L
+
+
+def _shap(s: Mapping) -> list[str]:
+    """The leading predictors of each parameter (SHAP), within PFTs and their intervals."""
+    fd = s.get("findings") or {}
+    ints = s.get("intervals")
+    mark = _marker(s)
+    L: list[str] = []
     sh = s.get("shap")
     if sh:
         L += ["## What drives each parameter (SHAP)", "",
@@ -282,12 +315,23 @@ def markdown(summary: Mapping) -> str:
                      f"[{_f(si['pooled_rho'][0])}, {_f(si['pooled_rho'][1])}].")
         L += ["", "![shap](figures/shap_importance.png)", ""]
         L += [f"![dependence {p}](figures/{f})" for p, f in sh["dependence_figures"].items()] + [""]
+    return L
+
+
+def _uncertainty(s: Mapping) -> list[str]:
+    """The parameters the ensemble does not pin down."""
     u = s["uncertainty"]
-    L += ["## Uncertainty", "",
+    L = ["## Uncertainty", "",
           f"With {u['members']} member(s), {len(u['not_pinned'])} of {len(u['parameters'])} "
           f"parameters are not pinned down by the ensemble (median member sd ≥ "
           f"{u['threshold']} × spatial sd): {', '.join(u['not_pinned']) or 'none'}.", "",
           "![uncertainty](figures/uncertainty.png)", ""]
+    return L
+
+
+def _identifiability(s: Mapping) -> list[str]:
+    """Recovery of the synthetic truth per parameter."""
+    L: list[str] = []
     idf = s.get("identifiability")
     if idf:
         L += ["## Identifiability (synthetic truth)", "",
@@ -302,6 +346,13 @@ def markdown(summary: Mapping) -> str:
             L.append(f"| {n} | {_f(v['r2'])} | {_f(v['r'])} | {_f(v.get('r_all'))} | {_f(v['bias'])} | {_f(v['truth_sd'])} | "
                      f"{_f(v['ensemble_sd'])} | {_f(v.get('truth_range_fraction'), 3)} |")
         L.append("")
+    return L
+
+
+def _findings(s: Mapping) -> list[str]:
+    """What the numbers support, by the rules of analysis/findings.py."""
+    fd = s.get("findings") or {}
+    L: list[str] = []
     if fd:
         L += ["## Findings", "",
               "What the numbers above support, by the rules of analysis/findings.py (a share whose "
@@ -310,6 +361,12 @@ def markdown(summary: Mapping) -> str:
               "≥ 95 % of the resamples; only trusted parameters):", ""]
         L += [f"- {x}" for x in fd.get("significant") or []] or ["- none"]
         L.append("")
+    return L
+
+
+def _truth_check(s: Mapping) -> list[str]:
+    """The criteria against the truth."""
+    L: list[str] = []
     tc = s.get("truth_check")
     if tc:
         L += ["## Checks against the truth", "", "| criterion | value | threshold | passed |",
@@ -319,4 +376,13 @@ def markdown(summary: Mapping) -> str:
             L.append(f"| {name} | {_f(c['value'], 3) if isinstance(c['value'], float) else c['value']} "
                      f"| {c['threshold']} | {'yes' if c['passed'] else '**no**'} |")
         L.append("")
-    return "\n".join(L)
+    return L
+
+
+SECTIONS = (_intro, _generalisation, _partition, _gradients, _shap, _uncertainty, _identifiability,
+            _findings, _truth_check)
+
+
+def markdown(summary: Mapping) -> str:
+    """The report from the analysis summary (see pipeline.run_analysis), section by section."""
+    return "\n".join(line for section in SECTIONS for line in section(summary))

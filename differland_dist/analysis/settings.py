@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import yaml
 
-from differland_dist.storage.location import Location, join
+from differland_dist.storage.location import Location
 
 
-def head_init_scales(run_dirs: list[str], storage_options: dict | None = None) -> dict:
+def head_init_scales(run_dirs: list[Location]) -> dict:
     """``{"head_init_scale": [...]}``: the network.head_init_scale of each run (its
     config.yaml; 1, the paper's initialisation, where the config predates the setting)."""
     out = []
     for d in run_dirs:
         try:
-            cfg = yaml.safe_load(Location(join(d, "config.yaml"), storage_options or {}).read_bytes())
+            cfg = yaml.safe_load(d.join("config.yaml").read_bytes())
         except FileNotFoundError:
             out.append(None)
             continue

@@ -263,7 +263,7 @@ def summary(res: Mapping, features: Sequence[str]) -> dict:
 
 
 def for_experiment(fs, data, feature_names: Sequence[str], features: np.ndarray,
-                   storage_options: dict | None, *, seed: int = 0, executor: str = "local",
+                   *, seed: int = 0, executor: str = "local",
                    address: str | None = None, pixels: int = PIXELS, background: int = BACKGROUND,
                    nsamples: int | str = "auto", defects: Defects = Defects()) -> dict:
     """:func:`run_recipe` on an analysed experiment: ``fs`` the full set's
@@ -273,7 +273,7 @@ def for_experiment(fs, data, feature_names: Sequence[str], features: np.ndarray,
     from differland_dist.data.schema import PREDICTOR_SETS
     from differland_dist.inference.output import PARAM_NAMES
 
-    members = [NetworkFunction.from_run(d, storage_options)[0] for d in fs.run_dirs]
+    members = [NetworkFunction.from_run(d)[0] for d in fs.run_dirs]
     flat_cell = (np.asarray(data.row, np.int64) * int(data.grid_shape[1]) + np.asarray(data.col, np.int64)
                  if data.grid_shape else None)
     pft = {n: np.asarray(data.predictors[n], np.float64) for n in PREDICTOR_SETS["PFT"]

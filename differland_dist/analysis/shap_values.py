@@ -21,6 +21,7 @@ import shap
 
 from differland_dist.errors import DifferlandError
 from differland_dist.common.progress import Progress
+from differland_dist.storage.location import Location
 
 log = logging.getLogger(__name__)
 
@@ -72,15 +73,17 @@ class NetworkFunction:
         self.mean, self.std = np.asarray(mean, np.float64), np.asarray(std, np.float64)
 
     @classmethod
-    def from_run(cls, url: str, storage_options: dict | None = None) -> tuple["NetworkFunction", list[str]]:
-        """(function, feature names) of a run directory or checkpoint."""
+    def from_run(cls, run: Location | str) -> tuple["NetworkFunction", list[str]]:
+        """(function, feature names) of a run directory or checkpoint (a URL string: without
+        storage options)."""
         # imported here: the SHAP Ray tasks unpickle this module, which stays JAX-free (they run
         # numpy only); these load JAX
         from differland_dist.data.batch import predictor_names
         from differland_dist.network.mlp import network_to_arrays
         from differland_dist.runs import load_trained
 
-        tm = load_trained(url, storage_options)
+        run = run if isinstance(run, Location) else Location(run)
+        tm = load_trained(run.url, run.options)
         names = predictor_names(tm.config.data.predictors)
         return (cls(network_to_arrays(tm.network), tm.network_config.activation,
                     tm.standardizer.mean, tm.standardizer.std), [*names, "lat"])

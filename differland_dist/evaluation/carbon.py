@@ -21,7 +21,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from differland_dist.evaluation import metrics as M
+from differland_dist.evaluation import metrics
 
 #: Series given as global annual totals (carbon fluxes, g m-2 d-1).
 TOTAL_SERIES = ("gpp", "nee", "nbe", "fire")
@@ -91,7 +91,7 @@ def pixel_skill(obs: np.ndarray, sim: np.ndarray, mask: np.ndarray,
                 min_obs: int = 3) -> dict[str, np.ndarray]:
     """Per pixel (row) skill of (P, X) comparables: :data:`SKILL_METRICS` -> (P,) float32 and
     ``n``; NaN where a pixel has fewer than ``min_obs`` observations (bias: fewer than 1)."""
-    rs = M.row_scores(obs, sim, mask)
+    rs = metrics.row_scores(obs, sim, mask)
     n = np.asarray(rs["n"])
     out = {"n": n.astype(np.float32)}
     for k in SKILL_METRICS:

@@ -202,7 +202,7 @@ def recovery(true: np.ndarray, est: np.ndarray, names) -> dict[str, dict[str, fl
 
 
 # -- the paper's conventions (evaluate_performance.py of JianingFang/DifferLand_Global) ------------
-def _regression(pred: np.ndarray, obs: np.ndarray) -> dict[str, float]:
+def regression(pred: np.ndarray, obs: np.ndarray) -> dict[str, float]:
     """NSE (= sklearn ``r2_score``), RMSE, MAE, r and the observed-on-simulated regression
     (``linregress(pred, obs)``: slope, intercept) of paired 1-D arrays."""
     nan = float("nan")
@@ -234,16 +234,16 @@ def paper_scores(obs: np.ndarray, sim: np.ndarray) -> dict[str, Any]:
     o = np.where(ok, obs, np.nan)
     s = np.where(ok, sim, np.nan)
     out: dict[str, Any] = {"n": int(ok.sum()), "n_units": int(ok.any(axis=1).sum()) if ok.ndim == 2 else 0}
-    out["flat"] = _regression(s[ok], o[ok])
+    out["flat"] = regression(s[ok], o[ok])
     with np.errstate(invalid="ignore", divide="ignore"):
         cnt = ok.sum(axis=1)
         om = np.where(cnt > 0, np.nansum(o, axis=1) / np.maximum(cnt, 1), np.nan)
         sm = np.where(cnt > 0, np.nansum(s, axis=1) / np.maximum(cnt, 1), np.nan)
     sel = np.isfinite(om) & np.isfinite(sm)
-    out["spatial"] = _regression(sm[sel], om[sel])
+    out["spatial"] = regression(sm[sel], om[sel])
     nse, rmse = [], []
     for i in np.flatnonzero(cnt > 0):
-        reg = _regression(s[i, ok[i]], o[i, ok[i]])
+        reg = regression(s[i, ok[i]], o[i, ok[i]])
         nse.append(reg["nse"])
         rmse.append(reg["rmse"])
     for name, v in (("temporal_nse", nse), ("temporal_rmse", rmse)):

@@ -22,9 +22,9 @@ from typing import Mapping, NamedTuple
 
 import numpy as np
 
-from differland_dist.vocabulary import streams as S
-from differland_dist.evaluation import metrics as M
-from differland_dist.inference import output as out_mod
+from differland_dist.vocabulary.streams import label_order
+from differland_dist.evaluation import metrics
+from differland_dist.inference.output import stream_series
 
 SPLITS = ("train", "dev", "test")  # by split code 0, 1, 2 (differland_dist.data.splits)
 
@@ -40,8 +40,8 @@ def rules() -> dict[str, Rule]:
     """stream -> comparison rule, in label order, from the stream table (``differland_dist.
     streams``, read at call time): its aggregation, level, and the inference output series
     that hold its model side."""
-    return {st.name: Rule(st.name, out_mod.stream_series(st.outputs), st.aggregation, st.level)
-            for st in S.label_order()}
+    return {st.name: Rule(st.name, stream_series(st.outputs), st.aggregation, st.level)
+            for st in label_order()}
 
 
 #: stream -> comparison rule, in label order (:func:`rules` at import).
@@ -122,7 +122,7 @@ class UnitAccumulator:
 
     def __init__(self, sample_cap: int = 50_000, min_obs_temporal: int = 3):
         self.min_obs = int(min_obs_temporal)
-        self.moments = {sp: M.Moments() for sp in SPLITS}
+        self.moments = {sp: metrics.Moments() for sp in SPLITS}
         self.means: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {sp: [] for sp in SPLITS}
         self.rows: dict[str, list[dict[str, np.ndarray]]] = {sp: [] for sp in SPLITS}
         self.samples = {sp: _Sample(sample_cap, i) for i, sp in enumerate(SPLITS)}
@@ -137,10 +137,10 @@ class UnitAccumulator:
             m = mask[sel] & np.isfinite(o) & np.isfinite(s)
             if not m.any():
                 continue
-            self.moments[sp] = self.moments[sp] + M.Moments.of(o, s, m)
-            self.means[sp].append(M.unit_means(o, s, m))
+            self.moments[sp] = self.moments[sp] + metrics.Moments.of(o, s, m)
+            self.means[sp].append(metrics.unit_means(o, s, m))
             if o.shape[1] > 1:
-                self.rows[sp].append(M.row_scores(o, s, m))
+                self.rows[sp].append(metrics.row_scores(o, s, m))
             self.samples[sp].add(o[m], s[m])
 
     def result(self) -> dict[str, dict[str, dict[str, float]]]:
@@ -150,11 +150,11 @@ class UnitAccumulator:
             if self.means[sp]:
                 mo = np.concatenate([a for a, _ in self.means[sp]])
                 ms = np.concatenate([b for _, b in self.means[sp]])
-                spatial = M.scores(mo, ms)
+                spatial = metrics.scores(mo, ms)
             else:
-                spatial = M.empty_scores()
+                spatial = metrics.empty_scores()
             spatial["n_units"] = int(spatial["n"])
-            temporal = M.summarize_rows(M.concat_rows(self.rows[sp]), self.min_obs)
+            temporal = metrics.summarize_rows(metrics.concat_rows(self.rows[sp]), self.min_obs)
             out[sp] = {"flat": self.moments[sp].scores(), "spatial": spatial, "temporal": temporal}
         return out
 

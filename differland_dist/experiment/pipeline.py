@@ -247,16 +247,16 @@ def build_ensemble(grid: GridConfig, out: str, store, kept: dict[str, list[str]]
             run_inference(rd, output, grid.base.data.url, options=opts, storage_options=so,
                           out_storage_options=oso, checkpoint_storage_options=oso)
             member_evals.setdefault(set_name, []).append(
-                evaluate(output, store=grid.base.data.url, out=join(rd, "evaluation"),
-                         storage_options=so, out_storage_options=oso, options=quiet))
+                evaluate(Location(output, oso), store=Location(grid.base.data.url, so),
+                         out=Location(join(rd, "evaluation"), oso), options=quiet))
             outputs.setdefault(set_name, []).append(output)
     ens_evals = {}
     for set_name, urls in outputs.items():
         mean_url = ens.mean_output_url(out, set_name)
         ens.ensemble_mean_output(mean_url, store, urls, series, oso)
-        ens_evals[set_name] = evaluate(mean_url, store=grid.base.data.url,
-                                       out=join(out, ens.MEAN_DIR, f"{set_name}_evaluation"),
-                                       storage_options=so, out_storage_options=oso)
+        ens_evals[set_name] = evaluate(
+            Location(mean_url, oso), store=Location(grid.base.data.url, so),
+            out=Location(join(out, ens.MEAN_DIR, f"{set_name}_evaluation"), oso))
     ens.write_ensemble(join(out, ens.ENSEMBLE), store, outputs,
                        [n for n in grid.ensemble_series if n in series], oso)
     prob = {s: probabilistic.score_members(store, urls, grid.base.data.products,

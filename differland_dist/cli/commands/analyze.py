@@ -54,6 +54,7 @@ def run(args) -> int:
     from differland_dist.analysis.pipeline import run_analysis
     from differland_dist.analysis.shap_values import ShapOptions
     from differland_dist.data.store import parse_storage_options
+    from differland_dist.storage.location import Location, join
 
     if args.bootstrap < 0:
         raise DifferlandError(f"--bootstrap must be >= 0, got {args.bootstrap}")
@@ -65,8 +66,9 @@ def run(args) -> int:
     opts = ShapOptions(background=args.shap_background, pixels=args.shap_pixels,
                        nsamples=args.shap_nsamples, chunk=args.shap_chunk,
                        executor=args.executor, address=args.address)
-    s = run_analysis(args.experiment, args.out, sets=args.sets, params=args.params,
-                     storage_options=so, out_storage_options=oso, shap=opts,
+    s = run_analysis(Location(args.experiment, so),
+                     Location(args.out or join(args.experiment, "analysis"), so if oso is None else oso),
+                     sets=args.sets, params=args.params, shap=opts,
                      partition_max_iter=args.partition_iterations, figures=not args.no_figures,
                      shap_recipe=args.shap_recipe, bootstrap=args.bootstrap)
     out = args.out or args.experiment.rstrip('/') + '/analysis'

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     # imported here: keeps `differland --help` and light commands from importing JAX/Ray/matplotlib
-    from differland_dist.evaluation.evaluate import DEFAULT_MAP_PARAMS
+    from differland_dist.evaluation.options import DEFAULT_MAP_PARAMS
 
     p.add_argument("target", metavar="RUN_OR_OUTPUT",
                    help="run directory or inference output store (local path or URL)")
@@ -52,9 +52,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gpus-per-actor", type=float, default=0.0, metavar="N",
                    help="GPUs per actor for that inference (default 0)")
     p.add_argument("--storage-options", metavar="JSON", default=None,
-                   help="fsspec options (JSON) for the store and run directory")
+                   help="fsspec options (JSON) for the input store (and the default for "
+                        "--out-storage-options)")
     p.add_argument("--out-storage-options", metavar="JSON", default=None,
-                   help="fsspec options (JSON) for the output store and results (default: the same)")
+                   help="fsspec options (JSON) for the run directory or output store, the results "
+                        "and the output's own input store when --store is not given "
+                        "(default: --storage-options)")
     flags.add_progress(p, what="progress lines of that inference")
     flags.add_json(p)
 
@@ -64,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
     from differland_dist.data.store import parse_storage_options
     from differland_dist.evaluation.evaluate import EvaluationOptions, evaluate
     from differland_dist.inference.pipeline import InferenceOptions
+    from differland_dist.storage.location import Location
 
     so = parse_storage_options(args.storage_options) if args.storage_options else None
     oso = parse_storage_options(args.out_storage_options) if args.out_storage_options else None
@@ -74,8 +78,11 @@ def run(args: argparse.Namespace) -> int:
         conventions=args.conventions)
     inference = InferenceOptions(executor=args.executor, max_actors=args.max_actors,
                                  gpus_per_actor=args.gpus_per_actor, address=args.address)
-    r = evaluate(args.target, store=args.store, out=args.out, storage_options=so,
-                 out_storage_options=oso, options=options, inference=inference)
+    oso = so if oso is None else oso
+    r = evaluate(Location(args.target, oso),
+                 store=None if args.store is None else Location(args.store, so),
+                 out=None if args.out is None else Location(args.out, oso), options=options,
+                 inference=inference)
     if args.json:
         print(json.dumps(r, default=str))
         return 0
