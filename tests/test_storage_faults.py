@@ -322,11 +322,11 @@ def _inference_options():
 
 def _zarr_values(url, so=None) -> dict[str, np.ndarray]:
     from differland_dist.data.store import zarr_store
-    from differland_dist.inference import output as out_mod
+    from differland_dist.inference.output import DONE, WRITTEN_AT
 
     ds = xr.open_zarr(zarr_store(url, so), zarr_format=3, consolidated=True)
     return {k: np.asarray(ds[k].values) for k in ds.data_vars
-            if k not in (out_mod.DONE, out_mod.WRITTEN_AT)}
+            if k not in (DONE, WRITTEN_AT)}
 
 
 @pytest.fixture(scope="module")
@@ -380,7 +380,7 @@ def _same_netcdf(url, local_dir, so, tmp_path):
 def test_an_output_fault_that_stays_is_named_and_the_rerun_resumes(flaky, gcs_emulator, gs_store,  # noqa: F811
                                                                    checkpoint, local_inference):
     from differland_dist.errors import StorageWriteError
-    from differland_dist.inference import output as out_mod
+    from differland_dist.inference.output import read_attrs
     from differland_dist.inference.pipeline import run_inference
 
     proxy, info = flaky
@@ -391,7 +391,7 @@ def test_an_output_fault_that_stays_is_named_and_the_rerun_resumes(flaky, gcs_em
     with pytest.raises(StorageWriteError, match=f"writing gs://{bad} failed after 3 attempt"):
         run_inference(checkpoint, out, gs_store, options=_inference_options(),
                       storage_options=so, out_storage_options=so)
-    attrs = out_mod.read_attrs(out, gcs_emulator["storage_options"])
+    attrs = read_attrs(out, gcs_emulator["storage_options"])
     assert attrs is not None and not attrs["complete"]
     proxy.reset(FAULTS)
     r = run_inference(checkpoint, out, gs_store, options=_inference_options(),

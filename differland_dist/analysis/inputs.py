@@ -14,10 +14,12 @@ from differland_dist.data.batch import predictor_names
 from differland_dist.data.store import open_store
 from differland_dist.errors import DifferlandError
 from differland_dist.experiment.pipeline import load_experiment
-from differland_dist.inference import output as out_mod
+from differland_dist.vocabulary.parameters import PARAM_NAMES
+from differland_dist.inference.output import open_output
+from differland_dist.vocabulary.series import param_var
 from differland_dist.storage.location import Location, join
 from differland_dist.model import calendar
-from differland_dist.model.parameters import all_bounds, to_unbounded
+from differland_dist.vocabulary.parameters import all_bounds, to_unbounded
 from differland_dist.synthetic import Truth
 
 log = logging.getLogger(__name__)
@@ -118,7 +120,7 @@ def load(url: str, storage_options: dict | None = None, sets: list[str] | None =
     P = store.n_pixels
     lat = np.asarray(ds["pixel_lat"].values if "pixel_lat" in ds.variables else ds["lat"].values)
     lon = np.asarray(ds["pixel_lon"].values if "pixel_lon" in ds.variables else ds["lon"].values)
-    names = list(out_mod.PARAM_NAMES)
+    names = list(PARAM_NAMES)
     out_sets = {}
     for s in chosen:
         ps = next(p for p in grid.predictor_sets if p.name == s)
@@ -129,8 +131,8 @@ def load(url: str, storage_options: dict | None = None, sets: list[str] | None =
             if not Location(join(d, "inference.zarr", "zarr.json"), so).exists():
                 raise DifferlandError(f"{d}: kept member {k} has no inference.zarr; run `differland "
                                       "experiment CONFIG --out DIR --ensemble-only` first")
-            g = out_mod.open_output(join(d, "inference.zarr"), so)
-            phys = np.stack([np.asarray(g[out_mod.param_var(n)][:]) for n in out_mod.PARAM_NAMES], axis=1)
+            g = open_output(join(d, "inference.zarr"), so)
+            phys = np.stack([np.asarray(g[param_var(n)][:]) for n in PARAM_NAMES], axis=1)
             if phys.shape[0] != P:
                 raise DifferlandError(f"{d}/inference.zarr: {phys.shape[0]} pixels, the store has {P}")
             xs.append(unbounded(phys))
@@ -142,7 +144,7 @@ def load(url: str, storage_options: dict | None = None, sets: list[str] | None =
     preds = {v.name: np.asarray(ds[v.name].values, np.float64) for v in schema.PREDICTORS
              if v.name in ds.variables and ds[v.name].dims == ("pixel",)}
     shape = store.attrs.get("grid_shape")
-    data = ExperimentData(url, so, grid.base.data.url, tuple(out_mod.PARAM_NAMES), out_sets, preds,
+    data = ExperimentData(url, so, grid.base.data.url, tuple(PARAM_NAMES), out_sets, preds,
                           lat, lon, np.asarray(ds["row"].values), np.asarray(ds["col"].values),
                           np.asarray(store.patch), np.asarray(store.split),
                           tuple(shape) if shape else None)

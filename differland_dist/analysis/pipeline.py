@@ -36,10 +36,10 @@ from differland_dist.analysis import uncertainty as unc
 from differland_dist.analysis.partition import GROUPS, variance_partition
 from differland_dist.data.store import zarr_store
 from differland_dist.errors import DifferlandError
-from differland_dist.inference.output import PARAM_NAMES
+from differland_dist.vocabulary.parameters import PARAM_NAMES
 from differland_dist.storage.location import Location, join
 from differland_dist.model import calendar
-from differland_dist.model.parameters import all_bounds, to_bounded
+from differland_dist.vocabulary.parameters import all_bounds, to_bounded
 
 log = logging.getLogger(__name__)
 

@@ -45,12 +45,16 @@ from differland_dist.evaluation import plots, report
 from differland_dist.evaluation import skill_maps as SM
 from differland_dist.evaluation.streams import (
     SPLITS, PatchAccumulator, UnitAccumulator, comparable, model_side, pairs, rules)
-from differland_dist.inference import output as out_mod
+from differland_dist.vocabulary.grid import EARTH_RADIUS_M, Grid, to_grid
+from differland_dist.vocabulary.parameters import PARAM_NAMES
+from differland_dist.vocabulary.series import map_var, param_var
+from differland_dist.inference.output import open_output, read_attrs
+from differland_dist.vocabulary.units import udunits
 from differland_dist.inference.export import with_bounds
 from differland_dist.inference.pipeline import InferenceOptions, run_inference
 from differland_dist.storage.location import Location, join
 from differland_dist.model import calendar
-from differland_dist.model.parameters import all_bounds, to_bounded, to_unbounded
+from differland_dist.vocabulary.parameters import all_bounds, to_bounded, to_unbounded
 from differland_dist.runs import resolve_checkpoint
 
 log = logging.getLogger(__name__)
@@ -79,10 +83,10 @@ class EvaluationOptions:
     paper_warm_up: int = 24
 
     def __post_init__(self):
-        bad = [p for p in self.map_params if p not in out_mod.PARAM_NAMES]
+        bad = [p for p in self.map_params if p not in PARAM_NAMES]
         if bad:
             raise DifferlandError(f"unknown parameter(s) to map {bad}; known: "
-                                  f"{', '.join(out_mod.PARAM_NAMES)}")
+                                  f"{', '.join(PARAM_NAMES)}")
         if self.conventions not in (None, "paper"):
             raise DifferlandError(f"conventions: {self.conventions!r}, expected 'paper' or none")
         if self.block_pixels < 1 or self.n_series_pixels < 0 or self.scatter_points < 1:
@@ -125,7 +129,7 @@ def resolve_target(target: str, store: str | None, so: dict | None, out_so: dict
     For a run directory, inference runs into ``RUN_DIR/inference.zarr`` if that is missing or
     partial (resumed), or was made from another network than the run's current one (replaced).
     """
-    attrs = out_mod.read_attrs(target, out_so)
+    attrs = read_attrs(target, out_so)
     if attrs is not None:
         return target, find_run_dir(attrs, so), False
     try:
@@ -293,7 +297,7 @@ def _median(values) -> float:
 
 
 def parameter_recovery(true: np.ndarray, est: np.ndarray, split: np.ndarray,
-                       names: Sequence[str] = out_mod.PARAM_NAMES,
+                       names: Sequence[str] = PARAM_NAMES,
                        true_x: np.ndarray | None = None,
                        lat: np.ndarray | None = None) -> dict[str, Any]:
     """Recovery of true parameters (P, 40) by estimates (P, 40) per split: per parameter
@@ -326,8 +330,8 @@ def parameter_recovery(true: np.ndarray, est: np.ndarray, split: np.ndarray,
 
 def _read_params(group) -> np.ndarray:
     with quiet_zarr():
-        return np.stack([np.asarray(group[out_mod.param_var(n)][:], np.float64)
-                         for n in out_mod.PARAM_NAMES], axis=1)
+        return np.stack([np.asarray(group[param_var(n)][:], np.float64)
+                         for n in PARAM_NAMES], axis=1)
 
 
 def recovery_from_store(store: PixelStore, group, split: np.ndarray | None = None) -> dict | None:
@@ -336,8 +340,8 @@ def recovery_from_store(store: PixelStore, group, split: np.ndarray | None = Non
     if "true_params" not in store.array_names:
         return None
     names = [str(n) for n in np.asarray(store.ds["param"].values)] if "param" in store.array_names \
-        else list(out_mod.PARAM_NAMES)
-    idx = [names.index(n) for n in out_mod.PARAM_NAMES]
+        else list(PARAM_NAMES)
+    idx = [names.index(n) for n in PARAM_NAMES]
     true = np.asarray(store.array("true_params")[:], np.float64)[:, idx]
     tx = (np.asarray(store.array("true_x")[:], np.float64)[:, idx]
           if "true_x" in store.array_names else None)
@@ -621,13 +625,13 @@ def paper_map_dataset(group, maps: dict[str, Any]) -> xr.Dataset:
     coordinates and bounds. Coarse coordinates carry no latitude/longitude standard_name (the
     grid mapping of the fine grid requires exactly one of each); their units identify them."""
     with quiet_zarr():
-        grid = out_mod.Grid(np.asarray(group["lat"][:]), np.asarray(group["lon"][:]),
+        grid = Grid(np.asarray(group["lat"][:]), np.asarray(group["lon"][:]),
                             np.asarray(group["row"][:], np.int64), np.asarray(group["col"][:], np.int64))
     data: dict[str, xr.Variable] = {}
     coords: dict[str, xr.Variable] = {}
 
     def attrs(metric: str, k: str, where: str) -> dict[str, str]:
-        u = out_mod.udunits(maps["units"][metric])
+        u = udunits(maps["units"][metric])
         per_year = "yr-1" if u in ("1", "") else f"{u} yr-1"
         what = {"r_monthly": ("1", "correlation (evaluate_performance.py's lag_linregress_3D) of the "
                                    "monthly series"),
@@ -650,7 +654,7 @@ def paper_map_dataset(group, maps: dict[str, Any]) -> xr.Dataset:
     for metric, mm in maps["pixel"].items():
         for k, v in mm.items():
             data[f"paper_{metric}_{k}"] = xr.Variable(
-                ("lat", "lon"), out_mod.to_grid(v, grid),
+                ("lat", "lon"), to_grid(v, grid),
                 {**attrs(metric, k, "per pixel"), "grid_mapping": "crs",
                  "cell_measures": "area: cell_area"})
     if maps["coarse"]:
@@ -739,8 +743,8 @@ def make_figures(store: PixelStore, group, cfg: ExperimentConfig, plan: dict, sa
     attrs = dict(group.attrs)
     with quiet_zarr():
         if attrs.get("has_maps") and options.map_params:
-            maps = {p: np.asarray(group[out_mod.map_var(p)][:]) for p in options.map_params}
-            units = {p: group[out_mod.map_var(p)].attrs.get("units", "") for p in options.map_params}
+            maps = {p: np.asarray(group[map_var(p)][:]) for p in options.map_params}
+            units = {p: group[map_var(p)].attrs.get("units", "") for p in options.map_params}
             figs["parameter_maps.png"] = plots.parameter_maps(
                 maps, np.asarray(group["lat"][:]), np.asarray(group["lon"][:]), units)
     for name, entry in plan.items():
@@ -835,7 +839,7 @@ def carbon_products(group, warm_up: int, block_pixels: int) -> dict[str, Any] | 
         "arithmetic": "total_y = sum over the year's steps t and pixels p of F[p, t] (g m-2 d-1) "
                       "* days[t] (d, step_days) * pixel_area[p] (m2) / 1e15 (g per Pg); "
                       "pixel_area = R^2 * dlon * |sin(lat_n) - sin(lat_s)|, R = "
-                      f"{out_mod.EARTH_RADIUS_M} m",
+                      f"{EARTH_RADIUS_M} m",
         "land_area_m2": float(area.sum()),
         "years": years,
         "annual": {n: [float(x) for x in v] for n, v in tot.items()},
@@ -850,7 +854,7 @@ def products_dataset(group, skill: dict[str, dict[str, np.ndarray]], carbon: dic
                      plan: dict[str, dict], title: str):
     """The skill maps (lat, lon), zonal means (lat) and global totals (year) as a CF Dataset."""
     with quiet_zarr():
-        grid = out_mod.Grid(np.asarray(group["lat"][:]), np.asarray(group["lon"][:]),
+        grid = Grid(np.asarray(group["lat"][:]), np.asarray(group["lon"][:]),
                             np.asarray(group["row"][:], np.int64), np.asarray(group["col"][:], np.int64))
     with quiet_zarr():
         src = with_bounds(xr.open_zarr(group.store, zarr_format=3, consolidated=True))
@@ -860,11 +864,11 @@ def products_dataset(group, skill: dict[str, dict[str, np.ndarray]], carbon: dic
             "r": ("1", "Pearson correlation"), "n": ("1", "observations compared")}
     data = {}
     for stream, mets in skill.items():
-        units = out_mod.udunits(plan[stream]["units"])
+        units = udunits(plan[stream]["units"])
         for k, v in mets.items():
             u, long = what.get(k, (units, "mean bias (simulated - observed)"))
             data[f"{stream}_{k}"] = xr.Variable(
-                ("lat", "lon"), out_mod.to_grid(v, grid),
+                ("lat", "lon"), to_grid(v, grid),
                 {"units": u, "long_name": f"{long} of {stream} per pixel (after warm-up)",
                  "grid_mapping": "crs", "cell_measures": "area: cell_area"})
     for n, z in carbon["zonal_means"].items():
@@ -897,14 +901,14 @@ def carbon_figures(group, skill: dict, carbon: dict, plan: dict) -> dict[str, by
     figs: dict[str, bytes] = {}
     with quiet_zarr():
         lat, lon = np.asarray(group["lat"][:]), np.asarray(group["lon"][:])
-        grid = out_mod.Grid(lat, lon, np.asarray(group["row"][:], np.int64),
+        grid = Grid(lat, lon, np.asarray(group["row"][:], np.int64),
                             np.asarray(group["col"][:], np.int64))
     for stream, mets in skill.items():
         if not np.isfinite(mets["bias"]).any():
             continue
-        maps = {f"{stream} {k.upper() if k != 'bias' else k}": out_mod.to_grid(mets[k], grid)
+        maps = {f"{stream} {k.upper() if k != 'bias' else k}": to_grid(mets[k], grid)
                 for k in C_.SKILL_METRICS}
-        units = {f"{stream} bias": out_mod.udunits(plan[stream]["units"])}
+        units = {f"{stream} bias": udunits(plan[stream]["units"])}
         figs[f"skill_{stream}.png"] = plots.parameter_maps(maps, lat, lon, units)
     if carbon["zonal_means"]:
         figs["zonal_means.png"] = plots.zonal_means(lat, carbon["zonal_means"], carbon["zonal_units"])
@@ -937,7 +941,7 @@ def evaluate(target: str, *, store: str | None = None, out: str | None = None,
     t0 = time.perf_counter()
     oso = storage_options if out_storage_options is None else out_storage_options
     output, run_dir, is_run = resolve_target(target, store, storage_options, oso, inference)
-    group = out_mod.open_output(output, oso)
+    group = open_output(output, oso)
     attrs = dict(group.attrs)
     if not attrs.get("complete"):
         raise DifferlandError(f"{output}: the inference output is not complete; run "

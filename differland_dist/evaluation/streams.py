@@ -24,7 +24,7 @@ import numpy as np
 
 from differland_dist.vocabulary import streams as S
 from differland_dist.evaluation import metrics as M
-from differland_dist.inference import output as out_mod
+from differland_dist.vocabulary.series import stream_series
 
 SPLITS = ("train", "dev", "test")  # by split code 0, 1, 2 (differland_dist.data.splits)
 
@@ -40,7 +40,7 @@ def rules() -> dict[str, Rule]:
     """stream -> comparison rule, in label order, from the stream table (``differland_dist.
     streams``, read at call time): its aggregation, level, and the inference output series
     that hold its model side."""
-    return {st.name: Rule(st.name, out_mod.stream_series(st.outputs), st.aggregation, st.level)
+    return {st.name: Rule(st.name, stream_series(st.outputs), st.aggregation, st.level)
             for st in S.label_order()}
 
 

@@ -40,7 +40,7 @@ from differland_dist.experiment.grid import GridConfig, Member, grid_from_dict, 
 from differland_dist.experiment.runner import (
     CONFIG_NAME, MEMBERS, ExperimentRun, MemberRun, final_losses, member_dir, next_action, train_members)
 from differland_dist.experiment.selection import last_epoch_train_loss, rank_key
-from differland_dist.inference.output import DEFAULT_SERIES
+from differland_dist.vocabulary.series import DEFAULT_SERIES
 from differland_dist.inference.pipeline import InferenceOptions, run_inference
 from differland_dist.storage.lease import LEASE_FILE, Lease
 from differland_dist.storage.location import OWNER_MARKER, Location, join

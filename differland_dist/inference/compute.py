@@ -21,7 +21,7 @@ from differland_dist.data.batch import (
 from differland_dist.data.reader import PatchReader
 from differland_dist.data.schema import PER_PIXEL_FORCING, PREDICTOR_SETS, by_pixel_name
 from differland_dist.errors import CheckpointError, ConfigError, DataValidationError
-from differland_dist.inference.output import SERIES_BY_NAME, model_outputs_for
+from differland_dist.vocabulary.series import SERIES_BY_NAME, model_outputs_for
 from differland_dist.model.rollout import rollout, simulate
 from differland_dist.model.structures import Forcing
 from differland_dist.network.mlp import apply_network, to_parameters

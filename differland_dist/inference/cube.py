@@ -37,7 +37,9 @@ from differland_dist.common import provenance
 from differland_dist.data.store import quiet_zarr, resolve, zarr_store
 from differland_dist.errors import DifferlandError
 from differland_dist.inference import cmor as cmor_mod
-from differland_dist.inference import output as out_mod
+from differland_dist.inference.output import DONE, WRITTEN_AT
+from differland_dist.vocabulary.grid import EARTH_RADIUS_M, row_areas
+from differland_dist.vocabulary.series import SERIES
 from differland_dist.inference.export import with_bounds
 
 log = logging.getLogger(__name__)
@@ -73,12 +75,12 @@ def open_source(url: str, storage_options: dict | None = None) -> tuple[xr.Datas
         raise DifferlandError(f"{url}: a store without a grid (sites); a (time, lat, lon) cube "
                               "needs a gridded store: use `differland infer --format netcdf`'s "
                               "series.nc for sites")
-    return ds.drop_vars([out_mod.DONE, out_mod.WRITTEN_AT], errors="ignore"), kind
+    return ds.drop_vars([DONE, WRITTEN_AT], errors="ignore"), kind
 
 
 def source_series(ds: xr.Dataset) -> list[str]:
     """The (pixel, time) series of the source, in store order."""
-    return [s.name for s in out_mod.SERIES if s.name in ds.data_vars and "time" in ds[s.name].dims]
+    return [s.name for s in SERIES if s.name in ds.data_vars and "time" in ds[s.name].dims]
 
 
 def _scatter(values: np.ndarray, row: np.ndarray, col: np.ndarray, n_lat: int, n_lon: int) -> np.ndarray:
@@ -134,12 +136,12 @@ def cube_skeleton(ds: xr.Dataset) -> xr.Dataset:
     sk["lon"].attrs.setdefault("axis", "X")
     lat, lon = np.asarray(ds["lat"].values), np.asarray(ds["lon"].values)
     r = float(ds.attrs["grid_resolution_deg"])
-    area = np.repeat(out_mod.row_areas(lat, r)[:, None], lon.size, 1)
+    area = np.repeat(row_areas(lat, r)[:, None], lon.size, 1)
     sk["cell_area"] = xr.Variable(("lat", "lon"), area, {
         "units": "m2", "standard_name": "cell_area", "long_name": "area of the grid cell",
-        "earth_radius_m": out_mod.EARTH_RADIUS_M})
+        "earth_radius_m": EARTH_RADIUS_M})
     sk["crs"] = xr.Variable((), np.int32(0), {
-        "grid_mapping_name": "latitude_longitude", "semi_major_axis": out_mod.EARTH_RADIUS_M,
+        "grid_mapping_name": "latitude_longitude", "semi_major_axis": EARTH_RADIUS_M,
         "inverse_flattening": 0.0, "long_name": "coordinate reference system (a sphere)"})
     row, col = np.asarray(ds["row"].values, np.int64), np.asarray(ds["col"].values, np.int64)
     split = np.full((lat.size, lon.size), -1, np.int8)

@@ -21,21 +21,22 @@ import numpy as np
 import xarray as xr
 
 from differland_dist.data.store import quiet_zarr, resolve, zarr_store
-from differland_dist.inference import output as out_mod
+from differland_dist.inference.output import DONE, PIXEL_COORDS, WRITTEN_AT, open_output, read_attrs
+from differland_dist.vocabulary.grid import cell_bounds
 from differland_dist.errors import DifferlandError
 from differland_dist.storage.uploads import upload
 
 log = logging.getLogger(__name__)
 
 NETCDF_FILES = ("parameters.nc", "maps.nc", "series.nc")
-_PIXEL_COORDS = out_mod.PIXEL_COORDS
+_PIXEL_COORDS = PIXEL_COORDS
 
 
 def open_output_dataset(url: str, storage_options: dict | None = None) -> xr.Dataset:
     """The output as a lazy Dataset (times decoded), without the bookkeeping arrays."""
     with quiet_zarr():
         ds = xr.open_zarr(zarr_store(url, storage_options), zarr_format=3, consolidated=True)
-    return ds.drop_vars([out_mod.DONE, out_mod.WRITTEN_AT], errors="ignore")
+    return ds.drop_vars([DONE, WRITTEN_AT], errors="ignore")
 
 
 def _nc_attrs(attrs: dict) -> dict:
@@ -64,9 +65,9 @@ def with_bounds(ds: xr.Dataset) -> xr.Dataset:
         new["time_bnds"] = xr.Variable(("time", "nv"), np.stack([t - half, t + half], 1))
     r = float(ds.attrs.get("grid_resolution_deg", 0) or 0)
     if r > 0 and "lat" in ds.dims and "lon" in ds.dims:
-        new["lat_bnds"] = xr.Variable(("lat", "nv"), out_mod.cell_bounds(ds["lat"].values, r, -90.0, 90.0)
+        new["lat_bnds"] = xr.Variable(("lat", "nv"), cell_bounds(ds["lat"].values, r, -90.0, 90.0)
                                       .astype(np.float32))
-        new["lon_bnds"] = xr.Variable(("lon", "nv"), out_mod.cell_bounds(ds["lon"].values, r)
+        new["lon_bnds"] = xr.Variable(("lon", "nv"), cell_bounds(ds["lon"].values, r)
                                       .astype(np.float32))
     ds = ds.assign_coords(new)
     for name in new:
@@ -166,11 +167,11 @@ def export_netcdf(url: str, dest: str, storage_options: dict | None = None) -> l
     about 64 MiB, not the dataset).
 
     Returns the URLs written."""
-    attrs = out_mod.read_attrs(url, storage_options)
+    attrs = read_attrs(url, storage_options)
     if attrs is None or not attrs.get("complete"):
         raise DifferlandError(f"{url}: not a complete inference output; cannot export netCDF")
     ds = open_output_dataset(url, storage_options)
-    group = out_mod.open_output(url, storage_options)
+    group = open_output(url, storage_options)
     C = int(attrs["chunk_pixels"])
     fs, root = resolve(dest, storage_options)
     local = "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))

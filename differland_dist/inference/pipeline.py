@@ -35,7 +35,9 @@ from differland_dist.data.schema import PER_PIXEL_FORCING, by_pixel_name
 from differland_dist.data.store import PixelStore, resolve
 from differland_dist.data.validate import check_store
 from differland_dist.errors import DataValidationError, DifferlandError, OutputMismatchError
-from differland_dist.inference import output as out_mod
+from differland_dist.inference.output import (
+    ChunkWriter, chunk_range, create_output, done_chunks, finish, network_digest, open_output, plan_tasks, read_attrs, remove_output, store_digest)
+from differland_dist.vocabulary.series import DEFAULT_SERIES, check_series
 from differland_dist.inference.compute import (
     check_finite, check_standardizer, check_store_inputs, compiled_forward, input_variables,
     pad_pixels, stack_inputs)
@@ -80,7 +82,7 @@ class InferenceOptions:
     gpus_per_actor: float = 0.0
     pixels_per_task: int = 4096
     chunk_pixels: int = 2048
-    series: tuple[str, ...] = out_mod.DEFAULT_SERIES
+    series: tuple[str, ...] = DEFAULT_SERIES
     executor: str = "ray"
     address: str | None = None
     jax_platforms: str = ""
@@ -101,7 +103,7 @@ class InferenceOptions:
                                   f"{self.pixels_per_task}, {self.chunk_pixels}")
         if self.max_tasks is not None and self.max_tasks < 0:
             raise DifferlandError(f"max_tasks must be >= 0, got {self.max_tasks}")
-        object.__setattr__(self, "series", out_mod.check_series(self.series))
+        object.__setattr__(self, "series", check_series(self.series))
 
 
 @dataclass
@@ -177,7 +179,7 @@ class ChunkWorker:
         self.names = predictor_names(cfg.data.predictors)
         self.series = tuple(job["series"])
         self.store = PixelStore(job["store"], job.get("store_storage_options"))
-        self.writer = out_mod.ChunkWriter(job["out"], job.get("out_storage_options"))
+        self.writer = ChunkWriter(job["out"], job.get("out_storage_options"))
         self.size = int(job["task_pixels"])
         need = input_variables(self.store.array_names, self.names)
         # per-step forcing given per pixel (sites of different years): <name>_by_pixel wins
@@ -219,7 +221,7 @@ class ChunkWorker:
     def process(self, task: int, k0: int, k1: int) -> dict[str, Any]:
         """Read, compute, write and commit chunks ``k0..k1-1``; returns the task's record."""
         C, N = self.writer.C, self.store.n_pixels
-        s = out_mod.chunk_range(k0, k1, C, N)
+        s = chunk_range(k0, k1, C, N)
         t0 = time.perf_counter()
         v = self.read(s)
         predictors, forcing = stack_inputs(v, self.names, self.trained.standardizer)
@@ -271,11 +273,11 @@ def _identity(trained, store: PixelStore, series: Sequence[str], checkpoint: str
     arrays["std_std"] = np.asarray(trained.standardizer.std)
     return {
         "source_store": store.url,
-        "source_store_meta_sha256": out_mod.store_digest(store),
+        "source_store_meta_sha256": store_digest(store),
         "checkpoint": str(checkpoint),
         "checkpoint_file": trained.source,
         "checkpoint_step": int(trained.step),
-        "network_sha256": out_mod.network_digest(arrays),
+        "network_sha256": network_digest(arrays),
         "model_closed_budget": bool(cfg.model.closed_budget),
         "network_activation": cfg.network.activation,
         "predictor_sets": list(cfg.data.predictors),
@@ -296,7 +298,7 @@ def prepare_output(url: str, identity: dict[str, Any], store: PixelStore, series
     An existing output made from another checkpoint, store or series list is an error unless
     ``overwrite`` (then it is replaced); anything else at ``url`` is never deleted."""
     fs, root = resolve(url, storage_options)
-    attrs = out_mod.read_attrs(url, storage_options)
+    attrs = read_attrs(url, storage_options)
     if attrs is None and fs.exists(root) and (fs.isfile(root) or fs.ls(root)):
         raise DifferlandError(f"{url}: something is there but no inference output; refusing to "
                               "write into it")
@@ -309,10 +311,10 @@ def prepare_output(url: str, identity: dict[str, Any], store: PixelStore, series
                                   f"{'/'.join(diff)} is there; pass --overwrite to replace it")
         if overwrite:
             log.info("removing the existing output %s", url)
-            out_mod.remove_output(url, storage_options)
+            remove_output(url, storage_options)
         else:
             return "complete" if attrs.get("complete") else "partial"
-    out_mod.create_output(url, store, series, identity, storage_options, chunk_pixels)
+    create_output(url, store, series, identity, storage_options, chunk_pixels)
     return "new"
 
 
@@ -408,7 +410,7 @@ def run_inference(checkpoint: str, out: str, store: str | None = None, *,
     try:
         state = prepare_output(zarr_url, identity, pstore, series, oso, overwrite,
                                options.chunk_pixels)
-        group = out_mod.open_output(zarr_url, oso)
+        group = open_output(zarr_url, oso)
         N, T = pstore.n_pixels, pstore.n_time
         C, n_chunks = int(group.attrs["chunk_pixels"]), int(group.attrs["n_chunks"])
         report = InferenceReport(zarr_url, N, T, n_chunks)
@@ -422,9 +424,9 @@ def run_inference(checkpoint: str, out: str, store: str | None = None, *,
             log.info("%s is already complete: nothing to do", zarr_url)
             report.wall_s = time.perf_counter() - t0
             return report
-        done = out_mod.done_chunks(group)
+        done = done_chunks(group)
         chunks_per_task = max(1, options.pixels_per_task // C)
-        tasks = out_mod.plan_tasks(done, chunks_per_task)
+        tasks = plan_tasks(done, chunks_per_task)
         if options.max_tasks is not None:
             tasks = tasks[: options.max_tasks]
         todo_px = sum(min(k1 * C, N) - k0 * C for k0, k1 in tasks)
@@ -451,15 +453,15 @@ def run_inference(checkpoint: str, out: str, store: str | None = None, *,
         report.run_s = time.perf_counter() - t1
         report.chunks_computed.sort()
         t2 = time.perf_counter()
-        if out_mod.done_chunks(group).all():
+        if done_chunks(group).all():
             lease.check()  # another writer took the output over meanwhile: do not mark it complete
-            out_mod.finish(zarr_url, oso)
+            finish(zarr_url, oso)
             report.complete = True
             if netcdf:
                 report.netcdf = _export(zarr_url, out, oso)
         else:
             log.info("%s: %d chunk(s) still missing; run again to continue", zarr_url,
-                     int((~out_mod.done_chunks(group)).sum()))
+                     int((~done_chunks(group)).sum()))
         report.finish_s = time.perf_counter() - t2
         report.wall_s = time.perf_counter() - t0
         log.info("inference: %d pixels in %.1f s (%.3g pixel-months/s end to end)%s",

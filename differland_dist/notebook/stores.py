@@ -42,7 +42,7 @@ def open_store(url: str, storage_options: dict | None = None, *, validate: bool 
     """
     # imported here: inference/ and experiment/ load JAX; the notebook surface (resolved on first
     # use, differland_dist/__init__.py) loads it only when a function needs it
-    from differland_dist.inference.output import store_grid
+    from differland_dist.vocabulary.grid import store_grid
 
     store = PixelStore(url, storage_options)
     if not store.attrs.get("complete", False):
@@ -74,10 +74,10 @@ def open_output(url: str, storage_options: dict | None = None) -> xr.Dataset:
     docs/inference.md. A partial output opens with a warning (missing chunks read as NaN)."""
     # imported here: inference/ and experiment/ load JAX; the notebook surface (resolved on first
     # use, differland_dist/__init__.py) loads it only when a function needs it
-    from differland_dist.inference import output as out_mod
+    from differland_dist.inference.output import read_attrs
     from differland_dist.inference.export import open_output_dataset
 
-    attrs = out_mod.read_attrs(url, storage_options)
+    attrs = read_attrs(url, storage_options)
     if attrs is None:
         raise DifferlandError(f"{url}: no inference output there (no zarr group); make one with "
                               "`differland infer` or differland_dist.run_inference")

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     # imported here: keeps `differland --help` and light commands from importing JAX/Ray/matplotlib
-    from differland_dist.inference.output import DEFAULT_SERIES
+    from differland_dist.vocabulary.series import DEFAULT_SERIES
 
     p.add_argument("--checkpoint", required=True, metavar="CKPT",
                    help="checkpoint .npz or run directory (its network.npz, else latest checkpoint)")
