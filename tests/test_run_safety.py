@@ -25,7 +25,8 @@ from synth_fixtures import small_ds, small_store_url  # noqa: F401 - fixtures
 
 from differland_dist.config import load_config
 from differland_dist.errors import CheckpointError, ConfigError, DifferlandError
-from differland_dist.storage.lease import LEASE_FILE, Lease, LeaseHeld, LeaseLost
+from differland_dist.errors import LeaseHeld, LeaseLost
+from differland_dist.storage.lease import LEASE_FILE, Lease
 from differland_dist.storage.location import Location
 
 CACHE = "/tmp/differland-test-jax-cache"
