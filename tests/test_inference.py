@@ -21,6 +21,7 @@ from differland_dist.vocabulary.series import DEFAULT_SERIES, map_var, param_var
 from differland_dist.inference.output import DONE, WRITTEN_AT, open_output, output_chunk, plan_tasks
 from differland_dist.vocabulary.parameters import PARAM_NAMES
 from differland_dist.inference.pipeline import InferenceOptions, run_inference
+from differland_dist.storage.location import Location
 
 PPT = 16  # pixels per task: 2 output chunks of 8 pixels (chunk_pixels=8, the store's chunk)
 #          -> 5 tasks over the 67 pixels (9 chunks)
@@ -233,13 +234,13 @@ def test_netcdf_export_matches_zarr(checkpoint, small_store_url, tmp_path):  # n
 def test_gcs_output(gcs_emulator, checkpoint, small_store_url, ray_output):  # noqa: F811
     so = gcs_emulator["storage_options"]
     url = f"{gcs_emulator['url_prefix']}/{uuid.uuid4().hex}/out.zarr"
-    r = run_inference(checkpoint, url, small_store_url, out_storage_options=so, options=LOCAL)
+    r = run_inference(checkpoint, Location(url, so), small_store_url, options=LOCAL)
     assert r.complete
     ref = _values(ray_output[0])
     got = _values(url, so)
     for k in ("gpp", "pool_som", "param_f_gpp", "map_LCMA"):
         np.testing.assert_allclose(got[k], ref[k], rtol=1e-6, atol=1e-7, err_msg=k)
-    assert run_inference(checkpoint, url, small_store_url, out_storage_options=so,
+    assert run_inference(checkpoint, Location(url, so), small_store_url,
                          options=LOCAL).already_complete
 
 

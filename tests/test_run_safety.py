@@ -128,9 +128,8 @@ def test_no_credential_reaches_run_directory_or_inference_output(ray_local, smal
     run = tmp_path / "run"
     _run(cfg, run)
     out = tmp_path / "out.zarr"
-    run_inference(str(run), str(out), small_store_url,
-                  options=InferenceOptions(chunk_pixels=8, pixels_per_task=64, executor="local"),
-                  storage_options={})
+    run_inference(str(run), str(out), Location(small_store_url, {}),
+                  options=InferenceOptions(chunk_pixels=8, pixels_per_task=64, executor="local"))
     files = [p for d in (run, out) for p in d.rglob("*") if p.is_file()]
     assert any(p.name == "step_00000002.npz" for p in files) and (out / "zarr.json").exists()
     for p in files:

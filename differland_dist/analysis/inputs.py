@@ -131,7 +131,7 @@ def load(url: str, storage_options: dict | None = None, sets: list[str] | None =
             if not Location(join(d, "inference.zarr", "zarr.json"), so).exists():
                 raise DifferlandError(f"{d}: kept member {k} has no inference.zarr; run `differland "
                                       "experiment CONFIG --out DIR --ensemble-only` first")
-            g = open_output(join(d, "inference.zarr"), so)
+            g = open_output(Location(join(d, "inference.zarr"), so))
             phys = np.stack([np.asarray(g[param_var(n)][:]) for n in PARAM_NAMES], axis=1)
             if phys.shape[0] != P:
                 raise DifferlandError(f"{d}/inference.zarr: {phys.shape[0]} pixels, the store has {P}")

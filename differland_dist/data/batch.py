@@ -1,7 +1,7 @@
 """What a worker gets for a set of patches, and the pure functions that assemble it.
 
 A :class:`PatchBatch` holds the pixels of whole patches: the model forcing in the 17-column
-layout of :data:`differland_dist.model.parameters.FORCING_NAMES`, the raw predictors and the
+layout of :data:`differland_dist.vocabulary.dalec_io.FORCING_NAMES`, the raw predictors and the
 observations as :class:`~differland_dist.vocabulary.labels.Labels` (value, weight per stream by name).
 """
 

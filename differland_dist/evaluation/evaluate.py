@@ -122,6 +122,12 @@ def default_out_dir(target: str, is_run_dir: bool) -> str:
     return (t[: -len(".zarr")] if t.endswith(".zarr") else t) + "_evaluation"
 
 
+def _at(url: str | None, options: dict | None):
+    """``url`` with ``options`` when given, else the URL (which inference reaches with the
+    store's or the config's options)."""
+    return Location(url, options) if url and options is not None else url
+
+
 def resolve_target(target: str, store: str | None, so: dict | None, out_so: dict | None,
                    inference=None) -> tuple[str, str | None, bool]:
     """(output store URL, run directory or None, whether the target is a run directory).
@@ -129,7 +135,7 @@ def resolve_target(target: str, store: str | None, so: dict | None, out_so: dict
     For a run directory, inference runs into ``RUN_DIR/inference.zarr`` if that is missing or
     partial (resumed), or was made from another network than the run's current one (replaced).
     """
-    attrs = read_attrs(target, out_so)
+    attrs = read_attrs(Location(target, out_so))
     if attrs is not None:
         return target, find_run_dir(attrs, so), False
     try:
@@ -141,12 +147,11 @@ def resolve_target(target: str, store: str | None, so: dict | None, out_so: dict
     output = join(run_dir, INFERENCE_NAME)
     opts = inference or InferenceOptions()
     try:  # a no-op when the output is complete and made from the run's current network
-        run_inference(target, output, store, options=opts, storage_options=so,
-                      out_storage_options=out_so)
+        run_inference(Location(target, so), _at(output, out_so), _at(store, so), options=opts)
     except OutputMismatchError as e:
         log.warning("%s; replacing it (the run's network changed)", e)
-        run_inference(target, output, store, options=opts, storage_options=so,
-                      out_storage_options=out_so, overwrite=True)
+        run_inference(Location(target, so), _at(output, out_so), _at(store, so), options=opts,
+                      overwrite=True)
     return output, run_dir, True
 
 
@@ -941,7 +946,7 @@ def evaluate(target: str, *, store: str | None = None, out: str | None = None,
     t0 = time.perf_counter()
     oso = storage_options if out_storage_options is None else out_storage_options
     output, run_dir, is_run = resolve_target(target, store, storage_options, oso, inference)
-    group = open_output(output, oso)
+    group = open_output(Location(output, oso))
     attrs = dict(group.attrs)
     if not attrs.get("complete"):
         raise DifferlandError(f"{output}: the inference output is not complete; run "

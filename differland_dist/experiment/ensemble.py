@@ -88,7 +88,7 @@ def ensemble_mean_output(url: str, store: PixelStore, members: Sequence[str], se
                          storage_options: dict | None = None) -> str:
     """Write the mean of member outputs ``members`` (inference output URLs) as an inference
     output at ``url`` (resumable by chunk, like inference); returns ``url``."""
-    groups = [open_output(u, storage_options) for u in members]
+    groups = [open_output(Location(u, storage_options)) for u in members]
     first = dict(groups[0].attrs)
     attrs = {k: first[k] for k in ("source_store", "source_store_meta_sha256", "model_closed_budget",
                                    "network_activation", "predictor_sets", "warm_up", "config_json")
@@ -98,17 +98,17 @@ def ensemble_mean_output(url: str, store: PixelStore, members: Sequence[str], se
                  network_sha256=digest(json.dumps([dict(g.attrs).get("network_sha256")
                                                            for g in groups]).encode()),
                  ensemble_members=list(members))
-    existing = read_attrs(url, storage_options)
+    existing = read_attrs(Location(url, storage_options))
     if existing is None:
-        create_output(url, store, series, attrs, storage_options,
-                              chunk_pixels=int(first["chunk_pixels"]))
+        create_output(Location(url, storage_options), store, series, attrs,
+                      chunk_pixels=int(first["chunk_pixels"]))
     elif existing.get("network_sha256") != attrs["network_sha256"] or existing.get("series") != list(series):
-        remove_output(url, storage_options)
-        create_output(url, store, series, attrs, storage_options,
-                              chunk_pixels=int(first["chunk_pixels"]))
+        remove_output(Location(url, storage_options))
+        create_output(Location(url, storage_options), store, series, attrs,
+                      chunk_pixels=int(first["chunk_pixels"]))
     elif existing.get("complete"):
         return url
-    writer = ChunkWriter(url, storage_options)
+    writer = ChunkWriter(Location(url, storage_options))
     done = done_chunks(writer.group)
     C, N = writer.C, writer.N
     for k in np.flatnonzero(~done):
@@ -117,7 +117,7 @@ def ensemble_mean_output(url: str, store: PixelStore, members: Sequence[str], se
         ser = {n: np.nanmean(np.stack([np.asarray(g[n][s]) for g in groups]), axis=0).astype(np.float32)
                for n in series}
         writer.write(int(k), int(k) + 1, params, ser)
-    finish(url, storage_options)
+    finish(Location(url, storage_options))
     return url
 
 
@@ -171,7 +171,8 @@ def write_ensemble(url: str, store: PixelStore, members_by_set: dict[str, list[s
     loc = Location(url, storage_options)
     if loc.check_replaceable(ENSEMBLE_KIND, overwrite=True):
         loc.clear_owned(ENSEMBLE_KIND)
-    groups = {k: [open_output(u, storage_options) for u in v] for k, v in members_by_set.items()}
+    groups = {k: [open_output(Location(u, storage_options)) for u in v]
+              for k, v in members_by_set.items()}
     first = groups[sets[0]][0]
     fattrs = dict(first.attrs)
     N, T = int(fattrs["n_pixels"]), int(fattrs["n_time"])

@@ -244,8 +244,8 @@ def build_ensemble(grid: GridConfig, out: str, store, kept: dict[str, list[str]]
             rd = member_dir(out, m)
             output = join(rd, "inference.zarr")
             log.info("ensemble: inference of member %s (%d/%d)", key, i, n_kept)
-            run_inference(rd, output, grid.base.data.url, options=opts, storage_options=so,
-                          out_storage_options=oso, checkpoint_storage_options=oso)
+            run_inference(Location(rd, oso), Location(output, oso),
+                          Location(grid.base.data.url, so), options=opts)
             member_evals.setdefault(set_name, []).append(
                 evaluate(output, store=grid.base.data.url, out=join(rd, "evaluation"),
                          storage_options=so, out_storage_options=oso, options=quiet))

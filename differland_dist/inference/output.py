@@ -1,5 +1,8 @@
 """The inference output store: layout, creation, per-chunk completion markers and finishing.
 
+The names it holds (series, parameters, CF attributes, the grid) are the shared vocabulary
+(``differland_dist.vocabulary``); this module only writes and reads the store.
+
 One zarr v3 group, readable with ``xarray.open_zarr`` (times decode to datetimes):
 
 Dimensions
@@ -12,13 +15,14 @@ Coordinates
   ``pixel_lat``, ``pixel_lon`` (pixel) degrees; ``row``, ``col``, ``patch``, ``split`` (pixel)
   copied from the input store; ``lat`` (lat), ``lon`` (lon) grid cell centres.
 
-Per-pixel parameters, (pixel,) float32, physical values with the parameter table's units:
-  ``param_<name>`` for the 31 process parameters, ``param_Bday``, ``param_Fday`` and the
-  initial pools ``param_init_<pool>`` (the same 40 names as a synthetic store's ``param``).
+Per-pixel parameters, (pixel,) float32, physical values with the parameter table's units
+(``vocabulary.parameters``): ``param_<name>`` for the 31 process parameters, ``param_Bday``,
+``param_Fday`` and the initial pools ``param_init_<pool>`` (``PARAM_NAMES``, the same 40 names
+as a synthetic store's ``param``).
 
 Gridded parameter maps, (lat, lon) float32, NaN off the land pixels: ``map_<same names>``.
 
-Monthly series, (pixel, time) float32 (see :data:`SERIES`): ``gpp``, ``reco`` (= gpp + nee =
+Monthly series, (pixel, time) float32 (the catalogue ``vocabulary.series.SERIES``): ``gpp``, ``reco`` (= gpp + nee =
 autotrophic + heterotrophic respiration), ``ra``, ``rh``, ``nee``, ``nbe``, ``fire`` (total fire
 combustion), ``et``, ``lai``, ``sif``, ``vod``, ``runoff`` and the seven pools at the end of each
 step ``pool_labile`` ... ``pool_water``.
@@ -51,10 +55,10 @@ import xarray as xr
 import zarr
 
 from differland_dist.common import provenance
-from differland_dist.data.store import PixelStore, quiet_zarr, resolve, zarr_store
+from differland_dist.data.store import PixelStore, quiet_zarr, zarr_store
 from differland_dist.data.rows import with_retries
 from differland_dist.errors import DifferlandError
-from differland_dist.storage.location import Location
+from differland_dist.storage.location import Location, as_location
 from differland_dist.inference.site_time import SITE_TIME, site_times
 from differland_dist.inference.time_bounds import with_time_bounds
 from differland_dist.vocabulary.cf import cf_attrs, parameter_attrs, parameter_map_attrs, series_attrs
@@ -150,17 +154,18 @@ def output_chunk(input_chunk: int, target: int) -> int:
     return int(input_chunk) * max(1, int(target) // int(input_chunk))
 
 
-def create_output(url: str, store: PixelStore, series: Sequence[str], attrs: dict[str, Any],
-                  storage_options: dict | None = None, chunk_pixels: int | None = None) -> None:
+def create_output(location: Location | str, store: PixelStore, series: Sequence[str],
+                  attrs: dict[str, Any], chunk_pixels: int | None = None) -> None:
     """Write the empty output store (metadata, coordinates, empty arrays, markers all 0).
 
     Args:
-      url: destination (nothing may be there; see :func:`prepare_output`).
+      location: destination (nothing may be there; see ``pipeline.prepare_output``).
       store: the opened input store (pixels, time axis, chunking, grid).
       series: output series names (validated, store order).
       attrs: identity attributes (input store, checkpoint, config) added to the group's.
       chunk_pixels: target output chunk (see :func:`output_chunk`; default: the input's).
     """
+    location = as_location(location)
     C = output_chunk(store.max_patch_size, chunk_pixels or store.max_patch_size)
     N, T = store.n_pixels, store.n_time
     n_chunks = max(1, math.ceil(N / C))
@@ -187,10 +192,10 @@ def create_output(url: str, store: PixelStore, series: Sequence[str], attrs: dic
         "complete": False,
     }
     coords = _coords_dataset(store, grid, group_attrs)
-    Location(url, storage_options).claim(OUTPUT_KIND, [
+    location.claim(OUTPUT_KIND, [
         ROOT_META, DONE, WRITTEN_AT, *(str(n) for n in coords.variables), *series,
         *(param_var(n) for n in PARAM_NAMES), *(map_var(n) for n in PARAM_NAMES if grid is not None)])
-    zs = zarr_store(url, storage_options, read_only=False)
+    zs = zarr_store(location.url, location.options, read_only=False)
     with quiet_zarr():
         # "a" into the folder that holds only our marker; "w" would first clear the folder, our ownership marker included
         coords.to_zarr(
@@ -221,18 +226,19 @@ def create_output(url: str, store: PixelStore, series: Sequence[str], attrs: dic
                        attributes=cf_attrs("s", "Unix time at which the chunk was committed"))
         zarr.consolidate_metadata(zs, zarr_format=3)
     log.info("created output %s: %d pixels x %d steps, %d series, %d chunks of %d pixels%s",
-             url, N, T, len(series), n_chunks, C, "" if grid is None else
+             location.url, N, T, len(series), n_chunks, C, "" if grid is None else
              f", maps {grid.lat.size}x{grid.lon.size}")
 
 
 # -- opening, state ----------------------------------------------------------------------------
-def read_attrs(url: str, storage_options: dict | None = None) -> dict[str, Any] | None:
-    """Group attributes of an inference output at ``url``; None if no zarr group is there.
+def read_attrs(location: Location | str) -> dict[str, Any] | None:
+    """Group attributes of an inference output at ``location``; None if no zarr group is there.
 
     Raises DifferlandError if a zarr group is there but it is not an inference output."""
-    fs, root = resolve(url, storage_options)
+    location = as_location(location)
+    url = location.url
     try:
-        meta = json.loads(fs.cat_file(f"{root}/{ROOT_META}"))
+        meta = json.loads(location.join(ROOT_META).read_bytes())  # retried, as every read
     except FileNotFoundError:
         return None
     attrs = meta.get("attributes", {}) or {}
@@ -242,9 +248,10 @@ def read_attrs(url: str, storage_options: dict | None = None) -> dict[str, Any] 
     return attrs
 
 
-def open_output(url: str, storage_options: dict | None = None, mode: str = "r") -> zarr.Group:
+def open_output(location: Location | str, mode: str = "r") -> zarr.Group:
     """The output's zarr group (consolidated metadata)."""
-    zs = zarr_store(url, storage_options, read_only=(mode == "r"))
+    location = as_location(location)
+    zs = zarr_store(location.url, location.options, read_only=(mode == "r"))
     with quiet_zarr():
         return zarr.open_group(zs, mode=mode, zarr_format=3, use_consolidated=True)
 
@@ -281,8 +288,8 @@ def plan_tasks(done: np.ndarray, chunks_per_task: int) -> list[tuple[int, int]]:
 class ChunkWriter:
     """Writes the results of whole output chunks (used inside the actors)."""
 
-    def __init__(self, url: str, storage_options: dict | None = None):
-        self.group = open_output(url, storage_options, mode="r+")
+    def __init__(self, location: Location | str):
+        self.group = open_output(location, mode="r+")
         self.attrs = dict(self.group.attrs)
         self.C = int(self.attrs["chunk_pixels"])
         self.N = int(self.attrs["n_pixels"])
@@ -316,11 +323,13 @@ class ChunkWriter:
         self.array(DONE)[k0:k1] = 1
 
 
-def finish(url: str, storage_options: dict | None = None) -> None:
+def finish(location: Location | str) -> None:
     """Write the gridded maps from the per-pixel parameters and set ``complete`` (last).
 
     Raises DifferlandError if a chunk is not committed."""
-    g = open_output(url, storage_options, mode="r+")
+    location = as_location(location)
+    url = location.url
+    g = open_output(location, mode="r+")
     done = done_chunks(g)
     if not done.all():
         raise DifferlandError(f"{url}: {int((~done).sum())} chunk(s) not written; not complete")
@@ -334,8 +343,9 @@ def finish(url: str, storage_options: dict | None = None) -> None:
     log.info("output %s complete", url)
 
 
-def remove_output(url: str, storage_options: dict | None = None) -> None:
+def remove_output(location: Location | str) -> None:
     """Delete an inference output: exactly the entries its ownership marker lists; refuses
     anything that is not one, or that holds files differland did not write."""
-    read_attrs(url, storage_options)  # raises if another zarr group is there
-    Location(url, storage_options).clear_owned(OUTPUT_KIND)
+    location = as_location(location)
+    read_attrs(location)  # raises if another zarr group is there
+    location.clear_owned(OUTPUT_KIND)

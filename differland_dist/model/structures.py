@@ -2,7 +2,7 @@
 
 Fields are arrays of any common shape (a pixel, a batch of pixels, or (pixels, time));
 the field order of each structure is the order of the matching table in
-:mod:`differland_dist.model.parameters`, so ``stack``/``from_array`` convert to and from the
+:mod:`differland_dist.vocabulary.parameters`, so ``stack``/``from_array`` convert to and from the
 column layout of the golden files.
 """
 

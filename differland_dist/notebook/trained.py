@@ -234,7 +234,7 @@ class TrainedModel:
 
         Args:
           batch: store variables of some pixels (see the module docstring).
-          series: output series (``differland_dist.inference.output.SERIES`` names; default
+          series: output series (``differland_dist.vocabulary.series.SERIES`` names; default
             all: gpp, reco, ra, rh, nee, nbe, fire, et, lai, sif, vod, runoff, pool_*).
           parameters: physical parameters to run instead of the network's, for the batch's
             pixels in its order: a Dataset as :meth:`parameters` returns (``param_``-prefixed
