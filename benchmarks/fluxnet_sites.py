@@ -41,7 +41,7 @@ def site_scores(store_url: str, run_dir: str, time_half: str | None, warm_up: in
     """{site: {var: NSE}} over test time (time_half='test'), or all steps after warm-up."""
     from differland_dist.data.store import open_store
     from differland_dist.inference.compute import read_patches, simulate_batch
-    from differland_dist.model import OUTPUTS
+    from differland_dist.vocabulary.dalec_io import OUTPUTS
     from differland_dist.notebook.trained import TrainedModel
 
     tm = TrainedModel.from_checkpoint(run_dir)

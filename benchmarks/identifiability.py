@@ -49,22 +49,24 @@ def main() -> None:
     from differland_dist.data.batch import assemble_forcing
     from differland_dist.data.store import open_store
     from differland_dist.synthetic import run_dalec
-    from differland_dist.model.parameters import all_bounds
-    from differland_dist.inference import output as out_mod
-    from differland_dist.model.parameters import to_bounded
+    from differland_dist.vocabulary.parameters import all_bounds
+    from differland_dist.vocabulary.parameters import PARAM_NAMES
+    from differland_dist.inference.output import open_output
+    from differland_dist.vocabulary.series import param_var
+    from differland_dist.vocabulary.parameters import to_bounded
 
     t0 = time.time()
     store = open_store(f"{a.demo_out}/earth.zarr", validate=False)
     ds = store.ds
-    names = list(out_mod.PARAM_NAMES)
+    names = list(PARAM_NAMES)
     true_x = np.asarray(ds["true_x"].values, np.float64)
     lo, hi = all_bounds()
     res: dict = {"parameters": {n: {} for n in names}}
     frac = truth_range_fraction(to_bounded(true_x, lo, hi))
     tsd = true_x.std(axis=0)
     for tag in ("trained", "untrained"):
-        g = out_mod.open_output(f"{a.demo_out}/{'inference' if tag == 'trained' else 'untrained'}.zarr")
-        x = unbounded(np.stack([np.asarray(g[out_mod.param_var(n)][:]) for n in names], axis=1))
+        g = open_output(f"{a.demo_out}/{'inference' if tag == 'trained' else 'untrained'}.zarr")
+        x = unbounded(np.stack([np.asarray(g[param_var(n)][:]) for n in names], axis=1))
         for j, n in enumerate(names):
             t, y = true_x[:, j], x[:, j]
             sst = np.sum((t - t.mean()) ** 2)

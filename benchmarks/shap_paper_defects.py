@@ -81,7 +81,7 @@ def main() -> None:
     from differland_dist.analysis import shap_paper as SP
     from differland_dist.analysis.partition import GROUPS
     from differland_dist.analysis.shap_values import TruthFunction
-    from differland_dist.inference.output import PARAM_NAMES
+    from differland_dist.vocabulary.parameters import PARAM_NAMES
 
     t0 = time.time()
     with tempfile.TemporaryDirectory() as d:

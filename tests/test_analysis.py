@@ -226,8 +226,8 @@ def test_partition_and_gradients_of_the_truth_are_structured(earth):
 
 def test_unbounded_inverts_the_parameter_transform(earth):
     from differland_dist.analysis.inputs import X_CLIP, unbounded
-    from differland_dist.model.parameters import all_bounds
-    from differland_dist.model.parameters import to_bounded
+    from differland_dist.vocabulary.parameters import all_bounds
+    from differland_dist.vocabulary.parameters import to_bounded
 
     lo, hi = all_bounds()
     x = earth["x"]
@@ -244,7 +244,7 @@ def test_structured_truth_has_its_documented_drivers(earth):
     from differland_dist import synthetic as synth
     from differland_dist.analysis.partition import variance_partition
     from differland_dist.errors import DifferlandError
-    from differland_dist.model.parameters import all_bounds, to_bounded
+    from differland_dist.vocabulary.parameters import all_bounds, to_bounded
 
     t = synth.make_truth(0, "structured")
     feats = np.stack([earth["pred"][k] for k in synth.TRUTH_FEATURES], axis=1)
@@ -302,7 +302,7 @@ def test_phenology_dates_are_compared_as_phases_of_the_local_calendar(earth):
     recovery and SHAP of such members equal those of the truth."""
     from differland_dist.model import calendar
     from differland_dist.analysis.truth import recovery
-    from differland_dist.model.parameters import all_bounds, to_bounded, to_unbounded
+    from differland_dist.vocabulary.parameters import all_bounds, to_bounded, to_unbounded
 
     names, lat = earth["names"], np.asarray(earth["grid"].lat, np.float64)
     lo, hi = all_bounds()

@@ -4,7 +4,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from differland_dist.model import OUTPUTS, simulate
+from differland_dist.model import simulate
+
+from differland_dist.vocabulary.dalec_io import OUTPUTS
 
 I = {n: i for i, n in enumerate(OUTPUTS)}
 

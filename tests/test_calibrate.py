@@ -10,7 +10,7 @@ from ray_session import ray_session
 
 from differland_dist.config import load_config
 from differland_dist.errors import ConfigError, DataValidationError, DifferlandError
-from differland_dist.model.parameters import FORCING_NAMES
+from differland_dist.vocabulary.dalec_io import FORCING_NAMES
 from storage_servers import gcs_emulator  # noqa: F401  (fixture)
 
 CACHE = "/tmp/differland-test-jax-cache"

@@ -221,10 +221,10 @@ def test_check_against_store():
 
 def test_check_against_store_matches_what_the_loss_does():
     """The boundary of the annual check is where the loss's whole-year count becomes 0."""
-    from differland_dist.loss.terms import _annual
+    from differland_dist.vocabulary.aggregation import whole_years
 
     for n_time, wu in ((24, 12), (23, 12), (13, 0), (11, 0)):
-        years = _annual(np.zeros((1, n_time - wu)), 12).shape[1]
+        years = whole_years(np.zeros((1, n_time - wu)), 12).shape[1]
         cfg = load_config(None, [f"loss.warm_up={wu}", "loss.enabled.edc=false"])
         if years >= 1:
             check_against_store(cfg, n_time, 12)

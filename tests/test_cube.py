@@ -15,7 +15,8 @@ from synth_fixtures import small_ds, small_store_url  # noqa: F401 - fixtures
 
 from differland_dist.cli.main import main
 from differland_dist.errors import DifferlandError
-from differland_dist.inference import cmor, output as out_mod
+from differland_dist.inference import cmor
+from differland_dist.vocabulary.series import SERIES_BY_NAME
 from differland_dist.inference.cube import export_cube
 
 
@@ -117,9 +118,9 @@ def test_cmor_table_units_convert_and_standard_names_exist():
     pytest.importorskip("compliance_checker")
     root = ET.parse(str(files("compliance_checker") / "data" / "cf-standard-name-table.xml")).getroot()
     table = {e.get("id"): e.findtext("canonical_units") or "1" for e in root.iter("entry")}
-    assert set(cmor.CMOR_TABLE) <= set(out_mod.SERIES_BY_NAME)
+    assert set(cmor.CMOR_TABLE) <= set(SERIES_BY_NAME)
     for name, v in cmor.CMOR_TABLE.items():
-        src = out_mod.SERIES_BY_NAME[name].units
+        src = SERIES_BY_NAME[name].units
         assert cmor.cmor_factor(src, v) != 0
         if v.standard_name:
             assert v.standard_name in table, v

@@ -17,7 +17,9 @@ from differland_dist.evaluation.evaluate import EvaluationOptions, evaluate
 from differland_dist.evaluation.metrics_log import training_log
 from differland_dist.evaluation.recovery import parameter_recovery
 from differland_dist.evaluation.streams import RULES, comparable
-from differland_dist.inference import output as out_mod
+from differland_dist.vocabulary.parameters import PARAM_NAMES
+from differland_dist.inference.output import open_output, read_attrs
+from differland_dist.vocabulary.series import param_var
 from differland_dist.inference.pipeline import InferenceOptions, run_inference
 
 WARM_UP = 3
@@ -181,7 +183,7 @@ def test_evaluate_output_store(output, small_ds, tmp_path):  # noqa: F811
     assert saved["streams"]["nbe"]["test"]["flat"]["n"] == n_test_patches * (24 - WARM_UP)
     assert saved["streams"]["som"]["train"]["flat"]["n"] == int((split == 0).sum())
     rec = saved["recovery"]
-    assert set(rec["test"]["parameters"]) == set(out_mod.PARAM_NAMES)
+    assert set(rec["test"]["parameters"]) == set(PARAM_NAMES)
     assert "## test patches (never trained on or selected by): temporal" in md and "| lai | pixel |" in md and "Parameter recovery" in md
     figs = set(r["figures"])
     assert {"figures/parameter_maps.png", "figures/scatter_lai.png", "figures/scatter_nbe.png",
@@ -196,12 +198,12 @@ def test_perfect_model_scores_one(output, small_ds, tmp_path):  # noqa: F811
     streams and recovery R² 1, through the whole block-wise path (alignment, warm-up, patches)."""
     url = str(tmp_path / "perfect.zarr")
     shutil.copytree(output, url)
-    g = out_mod.open_output(url, mode="r+")
+    g = open_output(url, mode="r+")
     for series, product in (("lai", "lai"), ("nbe", "nbe"), ("et", "et_gleam")):
         g[series][:] = np.nan_to_num(small_ds[f"obs_{product}"].values)
     names = [str(n) for n in small_ds["param"].values]
     for j, n in enumerate(names):
-        g[out_mod.param_var(n)][:] = small_ds["true_params"].values[:, j]
+        g[param_var(n)][:] = small_ds["true_params"].values[:, j]
     r = evaluate(url, out=str(tmp_path / "ev"), options=NO_FIG)
     for stream in ("lai", "nbe", "et_gleam"):
         for sp in ("train", "test"):
@@ -246,7 +248,7 @@ def test_evaluate_run_dir_cli(checkpoint, small_store_url, tmp_path, capsys):  #
     assert rc == 0
     out = capsys.readouterr().out
     assert "evaluation.md" in out and "parameter recovery" in out
-    assert out_mod.read_attrs(str(run / "inference.zarr"))["complete"] is True
+    assert read_attrs(str(run / "inference.zarr"))["complete"] is True
     ev = run / "evaluation"
     assert (ev / "evaluation.json").exists() and (ev / "evaluation.md").exists()
     assert (ev / "figures" / "training_curves.png").read_bytes()[:4] == b"\x89PNG"
@@ -255,11 +257,11 @@ def test_evaluate_run_dir_cli(checkpoint, small_store_url, tmp_path, capsys):  #
     assert r["inputs"]["run_dir"] == str(run) and "figures/training_curves.png" in r["figures"]
     assert r["out_dir"] == str(run / "inference_evaluation")
     # the run's network changes (training went on): its inference output is replaced
-    digest = out_mod.read_attrs(str(run / "inference.zarr"))["network_sha256"]
+    digest = read_attrs(str(run / "inference.zarr"))["network_sha256"]
     random_checkpoint(small_store_url, str(run / "network.npz"), seed=7,
                       config={"loss": {"warm_up": WARM_UP}})
     evaluate(str(run), options=NO_FIG, inference=InferenceOptions(executor="local"))
-    after = out_mod.read_attrs(str(run / "inference.zarr"))
+    after = read_attrs(str(run / "inference.zarr"))
     assert after["complete"] is True and after["network_sha256"] != digest
 
 

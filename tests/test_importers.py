@@ -20,7 +20,7 @@ from differland_dist.data.importers.sites import IGBP_TO_PFT, import_sites, site
 from differland_dist.data.reader import PatchReader
 from differland_dist.data.validate import check_store, validate_store
 from differland_dist.errors import DataValidationError, DifferlandError
-from differland_dist.model.parameters import FORCING_INDEX
+from differland_dist.vocabulary.dalec_io import FORCING_INDEX
 from storage_servers import gcs_emulator  # noqa: F401 - fixture
 
 SITES = ("US-Var", "AU-Stp", "FR-Pue", "AU-How", "NL-Loo", "DE-Hai", "US-Ha1", "FI-Hyy")

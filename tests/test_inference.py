@@ -18,8 +18,11 @@ from storage_servers import gcs_emulator  # noqa: F401 - fixture
 from synth_fixtures import small_ds, small_store_url  # noqa: F401 - fixtures
 
 from differland_dist.errors import ConfigError, DifferlandError
-from differland_dist.inference import output as out_mod
+from differland_dist.vocabulary.series import DEFAULT_SERIES, map_var, param_var
+from differland_dist.inference.output import DONE, WRITTEN_AT, open_output, output_chunk, plan_tasks
+from differland_dist.vocabulary.parameters import PARAM_NAMES
 from differland_dist.inference.pipeline import InferenceOptions, run_inference
+from differland_dist.storage.location import Location
 
 PPT = 16  # pixels per task: 2 output chunks of 8 pixels (chunk_pixels=8, the store's chunk)
 #          -> 5 tasks over the 67 pixels (9 chunks)
@@ -58,15 +61,15 @@ def _open(url, so=None):
 
 def _values(url, so=None) -> dict[str, np.ndarray]:
     ds = _open(url, so)
-    return {k: np.asarray(ds[k].values) for k in ds.data_vars if k not in (out_mod.DONE, out_mod.WRITTEN_AT)}
+    return {k: np.asarray(ds[k].values) for k in ds.data_vars if k not in (DONE, WRITTEN_AT)}
 
 
 def test_plan_tasks():
     done = np.array([1, 0, 0, 0, 1, 0, 1, 1, 0], bool)
-    assert out_mod.plan_tasks(done, 2) == [(1, 3), (3, 4), (5, 6), (8, 9)]
-    assert out_mod.plan_tasks(done, 10) == [(1, 4), (5, 6), (8, 9)]
-    assert out_mod.plan_tasks(np.ones(4, bool), 3) == []
-    assert [out_mod.output_chunk(8, t) for t in (1, 8, 20, 2048)] == [8, 8, 16, 2048]
+    assert plan_tasks(done, 2) == [(1, 3), (3, 4), (5, 6), (8, 9)]
+    assert plan_tasks(done, 10) == [(1, 4), (5, 6), (8, 9)]
+    assert plan_tasks(np.ones(4, bool), 3) == []
+    assert [output_chunk(8, t) for t in (1, 8, 20, 2048)] == [8, 8, 16, 2048]
 
 
 def test_ray_pipeline_output(ray_output, small_ds, checkpoint):  # noqa: F811
@@ -79,7 +82,7 @@ def test_ray_pipeline_output(ray_output, small_ds, checkpoint):  # noqa: F811
     from differland_dist.data.batch import assemble_forcing, predictor_names
     from differland_dist.inference.compute import network_inputs
     from differland_dist.model import simulate
-    from differland_dist.model.parameters import OUTPUT_INDEX
+    from differland_dist.vocabulary.dalec_io import OUTPUT_INDEX
     from differland_dist.network import apply_network, to_parameters
     from differland_dist.runs import load_trained
 
@@ -95,12 +98,12 @@ def test_ray_pipeline_output(ray_output, small_ds, checkpoint):  # noqa: F811
     assert ds.attrs["complete"] is True and ds.attrs["Conventions"] == "CF-1.8"
     assert dict(ds.sizes) == {"pixel": N, "time": T, "lat": 12, "lon": 24, "chunk": 9, "nv": 2}
     assert np.issubdtype(ds.time.dtype, np.datetime64)
-    assert (ds[out_mod.DONE].values == 1).all()
-    for name in out_mod.PARAM_NAMES:
-        v = ds[out_mod.param_var(name)]
+    assert (ds[DONE].values == 1).all()
+    for name in PARAM_NAMES:
+        v = ds[param_var(name)]
         assert v.dims == ("pixel",) and v.attrs["units"] and v.attrs["long_name"]
-        assert ds[out_mod.map_var(name)].dims == ("lat", "lon")
-    for name in out_mod.DEFAULT_SERIES:
+        assert ds[map_var(name)].dims == ("lat", "lon")
+    for name in DEFAULT_SERIES:
         assert ds[name].dims == ("pixel", "time") and ds[name].attrs["units"] and ds[name].attrs["long_name"]
     assert ds.gpp.attrs["units"] == "g m-2 d-1" and ds.pool_water.attrs["units"] == "mm"  # UDUNITS: carbon in the names
     assert ds.param_tor_wood.attrs["units"] == "d-1"
@@ -140,20 +143,20 @@ def test_ray_pipeline_output(ray_output, small_ds, checkpoint):  # noqa: F811
 
 def test_complete_output_is_a_noop(ray_output, checkpoint, small_store_url):  # noqa: F811
     url, _ = ray_output
-    before = _open(url)[out_mod.WRITTEN_AT].values.copy()
+    before = _open(url)[WRITTEN_AT].values.copy()
     r = run_inference(checkpoint, url, small_store_url, options=RAY)
     assert r.already_complete and r.complete and r.tasks == [] and r.chunks_computed == []
-    np.testing.assert_array_equal(_open(url)[out_mod.WRITTEN_AT].values, before)
+    np.testing.assert_array_equal(_open(url)[WRITTEN_AT].values, before)
 
 
 def _unmark(url: str, chunks, C: int = 8) -> None:
     """Simulate an interruption: chunks not committed (data wiped), output not complete."""
-    g = out_mod.open_output(url, mode="r+")
+    g = open_output(url, mode="r+")
     for k in chunks:
-        g[out_mod.DONE][k] = 0
-        for name in out_mod.DEFAULT_SERIES:
+        g[DONE][k] = 0
+        for name in DEFAULT_SERIES:
             g[name][k * C:(k + 1) * C] = np.nan
-        g[out_mod.param_var("f_gpp")][k * C:(k + 1) * C] = np.nan
+        g[param_var("f_gpp")][k * C:(k + 1) * C] = np.nan
     g.attrs["complete"] = False
 
 
@@ -163,7 +166,7 @@ def test_resume_computes_only_missing_chunks(ray_output, checkpoint, small_store
     url = str(tmp_path / "resumed.zarr")
     shutil.copytree(src, url)
     reference = _values(src)
-    stamps = _open(url)[out_mod.WRITTEN_AT].values.copy()
+    stamps = _open(url)[WRITTEN_AT].values.copy()
     _unmark(url, [1, 4, 8])
     assert _open(url).attrs["complete"] is False
     caplog.set_level(logging.INFO, logger="differland_dist.inference")
@@ -174,7 +177,7 @@ def test_resume_computes_only_missing_chunks(ray_output, checkpoint, small_store
     assert any("pixels done: 19 / 19" in m for m in caplog.messages)
     after = _open(url)
     assert after.attrs["complete"] is True
-    changed = np.flatnonzero(after[out_mod.WRITTEN_AT].values != stamps)
+    changed = np.flatnonzero(after[WRITTEN_AT].values != stamps)
     assert changed.tolist() == [1, 4, 8]
     for k, v in _values(url).items():
         np.testing.assert_array_equal(v, reference[k], err_msg=k)
@@ -188,7 +191,7 @@ def test_interrupted_run_resumes_locally(checkpoint, small_store_url, ray_output
     assert not r1.complete and r1.chunks_computed == [0, 1, 2, 3]
     part = _open(url)
     assert part.attrs["complete"] is False
-    assert part[out_mod.DONE].values.tolist() == [1, 1, 1, 1, 0, 0, 0, 0, 0]
+    assert part[DONE].values.tolist() == [1, 1, 1, 1, 0, 0, 0, 0, 0]
     assert np.isnan(part.gpp.values[32:]).all() and np.isfinite(part.gpp.values[:32]).all()
     r2 = run_inference(checkpoint, url, small_store_url, options=LOCAL)
     assert r2.complete and r2.chunks_computed == [4, 5, 6, 7, 8]
@@ -206,8 +209,8 @@ def test_netcdf_export_matches_zarr(checkpoint, small_store_url, tmp_path):  # n
     with xr.open_dataset(f"{out}/parameters.nc") as p, xr.open_dataset(f"{out}/series.nc") as s, \
             xr.open_dataset(f"{out}/maps.nc") as m:
         nc = xr.merge([p, s, m], compat="identical")
-        for name in [*(out_mod.param_var(n) for n in out_mod.PARAM_NAMES),
-                     *(out_mod.map_var(n) for n in out_mod.PARAM_NAMES), *out_mod.DEFAULT_SERIES]:
+        for name in [*(param_var(n) for n in PARAM_NAMES),
+                     *(map_var(n) for n in PARAM_NAMES), *DEFAULT_SERIES]:
             np.testing.assert_array_equal(nc[name].values, z[name].values, err_msg=name)
             assert nc[name].attrs["units"] == z[name].attrs["units"]
             assert nc[name].attrs["long_name"] == z[name].attrs["long_name"]
@@ -222,13 +225,13 @@ def test_netcdf_export_matches_zarr(checkpoint, small_store_url, tmp_path):  # n
 def test_gcs_output(gcs_emulator, checkpoint, small_store_url, ray_output):  # noqa: F811
     so = gcs_emulator["storage_options"]
     url = f"{gcs_emulator['url_prefix']}/{uuid.uuid4().hex}/out.zarr"
-    r = run_inference(checkpoint, url, small_store_url, out_storage_options=so, options=LOCAL)
+    r = run_inference(checkpoint, Location(url, so), small_store_url, options=LOCAL)
     assert r.complete
     ref = _values(ray_output[0])
     got = _values(url, so)
     for k in ("gpp", "pool_som", "param_f_gpp", "map_LCMA"):
         np.testing.assert_allclose(got[k], ref[k], rtol=1e-6, atol=1e-7, err_msg=k)
-    assert run_inference(checkpoint, url, small_store_url, out_storage_options=so,
+    assert run_inference(checkpoint, Location(url, so), small_store_url,
                          options=LOCAL).already_complete
 
 
@@ -254,7 +257,7 @@ def test_output_of_another_checkpoint_is_refused(checkpoint, small_store_url, tm
     url = str(tmp_path / "o.zarr")
     opts = replace(LOCAL, max_tasks=0)
     r = run_inference(checkpoint, url, small_store_url, options=opts)
-    assert not r.complete and r.tasks == [] and _open(url)[out_mod.DONE].values.sum() == 0
+    assert not r.complete and r.tasks == [] and _open(url)[DONE].values.sum() == 0
     other = random_checkpoint(small_store_url, str(tmp_path / "other.npz"), seed=1)
     with pytest.raises(DifferlandError, match="network_sha256"):
         run_inference(other, url, small_store_url, options=opts)

@@ -9,7 +9,8 @@ import pytest
 
 from differland_dist.vocabulary.labels import Labels
 from differland_dist.loss import TERMS, LossConfig, loss_from_x, loss_terms, required_series
-from differland_dist.model import OUTPUTS, rollout, simulate
+from differland_dist.model import rollout, simulate
+from differland_dist.vocabulary.dalec_io import OUTPUTS
 from differland_dist.model.config import ModelConfig, PARITY_MODEL
 from differland_dist.model.structures import Forcing, Parameters
 from differland_dist.network import NetworkOutputs

@@ -19,7 +19,11 @@ from synth_fixtures import small_ds, small_store_url  # noqa: F401 - fixtures
 
 from differland_dist.evaluation import carbon as C
 from differland_dist.evaluation import metrics as M
-from differland_dist.inference import output as out_mod
+from differland_dist.vocabulary.grid import EARTH_RADIUS_M, cell_bounds, row_areas
+from differland_dist.vocabulary.parameters import PARAMETERS
+from differland_dist.vocabulary.series import SERIES, param_var
+from differland_dist.vocabulary.cf import series_attrs
+from differland_dist.vocabulary.units import udunits
 
 WARM_UP = 3
 #: The one parameter whose units UDUNITS cannot express: gC hPa^0.5 kgH2O-1 (half power).
@@ -44,8 +48,8 @@ def _std_names() -> dict[str, str]:
 def test_units_are_udunits_and_standard_names_fit():
     cf_units = _cf_units()
     table = _std_names()
-    attrs = {s.name: out_mod.series_attrs(s, True) for s in out_mod.SERIES}
-    attrs.update({out_mod.param_var(n): {"units": u} for n, u, _ in out_mod.PARAMETERS})
+    attrs = {s.name: series_attrs(s, True) for s in SERIES}
+    attrs.update({param_var(b.output_name): {"units": udunits(b.units)} for b in PARAMETERS})
     for name, a in attrs.items():
         if name in NO_UDUNITS:
             with pytest.raises(ValueError):  # deliberately not parseable (never misconverted)
@@ -64,16 +68,16 @@ def test_units_are_udunits_and_standard_names_fit():
 
 
 def test_cell_areas_hand_computed():
-    R = out_mod.EARTH_RADIUS_M
+    R = EARTH_RADIUS_M
     lat = np.array([82.5, 67.5, -82.5])  # 15 degree rows, north first
-    a = out_mod.row_areas(lat, 15.0)
+    a = row_areas(lat, 15.0)
     d = math.radians(15.0)
     want0 = R * R * d * (math.sin(math.radians(90)) - math.sin(math.radians(75)))
     want1 = R * R * d * (math.sin(math.radians(75)) - math.sin(math.radians(60)))
     np.testing.assert_allclose(a, [want0, want1, want0], rtol=1e-12)
-    full = out_mod.row_areas(np.arange(87.5, -90, -5.0), 5.0).sum() * 72  # whole sphere
+    full = row_areas(np.arange(87.5, -90, -5.0), 5.0).sum() * 72  # whole sphere
     assert full == pytest.approx(4 * math.pi * R * R, rel=1e-12)
-    np.testing.assert_allclose(out_mod.cell_bounds(np.array([87.5, 82.5]), 5.0, -90, 90),
+    np.testing.assert_allclose(cell_bounds(np.array([87.5, 82.5]), 5.0, -90, 90),
                                [[90, 85], [85, 80]])
 
 
@@ -164,7 +168,7 @@ def test_netcdf_files_pass_the_cf_checker(nc_output, tmp_path):
         assert m.map_f_gpp.attrs["grid_mapping"] == "crs"
         assert m.map_f_gpp.attrs["cell_measures"] == "area: cell_area"
         assert m.lat.attrs["bounds"] == "lat_bnds" and m.lat_bnds.shape == (m.lat.size, 2)
-        R = out_mod.EARTH_RADIUS_M
+        R = EARTH_RADIUS_M
         assert float(m.cell_area.sum()) == pytest.approx(4 * math.pi * R * R, rel=1e-6)
         assert s.gpp.attrs["standard_name"] == "gross_primary_productivity_of_biomass_expressed_as_carbon"
         assert s.gpp.attrs["cell_measures"] == "area: pixel_area" and "pixel_lat" in s.gpp.coords

@@ -133,9 +133,9 @@ def test_published_network_infer_evaluate_calibrate(paper, shared_dir, golden_mo
     pos = np.array([int(np.flatnonzero(res["pixel"].values == p)[0]) if "pixel" in res.coords
                     else p for p in px])
     g = golden_monthly
-    from differland_dist.inference.output import PARAMETERS
+    from differland_dist.vocabulary.parameters import PARAMETERS
 
-    names = [p[0] for p in PARAMETERS]
+    names = [p.output_name for p in PARAMETERS]
     dalec = np.stack([res[f"param_{n}"].values[pos] for n in names[:31]], axis=1)
     pools = np.stack([res[f"param_{n}"].values[pos] for n in names[33:]], axis=1)
     # the published run-1 network, standardised with the CSV row of run 1 (PFT stats / 100):

@@ -249,7 +249,7 @@ def test_evaluate_paper_conventions(paper_output, small_ds, tmp_path):  # noqa: 
     import json
     import shutil
 
-    from differland_dist.inference import output as out_mod
+    from differland_dist.inference.output import open_output
 
     r = evaluate(paper_output, out=str(tmp_path / "ev"), options=PAPER)
     saved = json.loads((tmp_path / "ev" / "evaluation.json").read_text())
@@ -274,7 +274,7 @@ def test_evaluate_paper_conventions(paper_output, small_ds, tmp_path):  # noqa: 
     # observations as the model: NSE 1, slope 1, intercept 0 (pixel and patch streams)
     url = str(tmp_path / "perfect.zarr")
     shutil.copytree(paper_output, url)
-    g = out_mod.open_output(url, mode="r+")
+    g = open_output(url, mode="r+")
     for series, product in (("lai", "lai"), ("nbe", "nbe")):
         g[series][:] = np.nan_to_num(small_ds[f"obs_{product}"].values)
     pc = evaluate(url, out=str(tmp_path / "ev2"), options=PAPER)["paper_conventions"]

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from differland_dist.loss import TERMS, LossConfig
-from differland_dist.model import OUTPUTS, simulate
+from differland_dist.model import simulate
+from differland_dist.vocabulary.dalec_io import OUTPUTS
 from golden_utils import PARITY_LOSS, golden_value_and_grad, output_error_ratio
 
 

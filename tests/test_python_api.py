@@ -16,7 +16,9 @@ from synth_fixtures import small_ds, small_store_url  # noqa: F401 - fixtures
 
 import differland_dist as dl
 from differland_dist.errors import ConfigError, DifferlandError
-from differland_dist.inference import output as out_mod
+from differland_dist.vocabulary.series import DEFAULT_SERIES
+from differland_dist.vocabulary.parameters import PARAMETERS, PARAM_NAMES
+from differland_dist.vocabulary.units import udunits
 
 ROOT = Path(__file__).resolve().parents[1]
 WARM_UP = 3
@@ -59,8 +61,8 @@ def test_trained_model_matches_infer(checkpoint, output, small_store_url):  # no
     assert tm.step == 0 and tm.source == checkpoint
     # parameters of every pixel = infer's param_* (same network inputs and heads)
     p = tm.parameters(ds)
-    assert set(p.data_vars) == set(out_mod.PARAM_NAMES)
-    for name, units, _ in out_mod.PARAMETERS:
+    assert set(p.data_vars) == set(PARAM_NAMES)
+    for name, units in ((b.output_name, udunits(b.units)) for b in PARAMETERS):
         assert p[name].attrs["units"] == units
         np.testing.assert_allclose(p[name].values, out[f"param_{name}"].values, rtol=2e-6)
     # series of a non-contiguous subset, in blocks smaller than the batch (padding, one shape)
@@ -70,7 +72,7 @@ def test_trained_model_matches_infer(checkpoint, output, small_store_url):  # no
     assert sim["gpp"].dims == ("pixel", "time") and list(sim["pixel"].values) == list(pix)
     np.testing.assert_array_equal(sim["time"].values, out["time"].values)
     np.testing.assert_array_equal(sim["pixel_lat"].values, sub["pixel_lat"].values)
-    for name in out_mod.DEFAULT_SERIES:
+    for name in DEFAULT_SERIES:
         assert sim[name].attrs["units"] == out[name].attrs["units"]
         ref = out[name].sel(pixel=sub["pixel"]).values
         np.testing.assert_allclose(sim[name].values, ref, rtol=1e-4,

@@ -16,7 +16,7 @@ from differland_dist.data.reader import PatchReader
 from differland_dist.data.rows import StorageReadError, is_transient
 from differland_dist.data.store import open_store, write_store
 from differland_dist.errors import ConfigError, DifferlandError
-from differland_dist.model.parameters import FORCING_INDEX
+from differland_dist.vocabulary.dalec_io import FORCING_INDEX
 from storage_servers import gcs_emulator  # noqa: F401 - fixture
 from synth_fixtures import small_ds, small_store_url  # noqa: F401 - fixtures
 

@@ -26,7 +26,8 @@ from synth_fixtures import small_ds, small_store_url  # noqa: F401 - fixtures
 
 from differland_dist.config import load_config
 from differland_dist.errors import CheckpointError, ConfigError, DifferlandError
-from differland_dist.storage.lease import LEASE_FILE, Lease, LeaseHeld, LeaseLost
+from differland_dist.errors import LeaseHeld, LeaseLost
+from differland_dist.storage.lease import LEASE_FILE, Lease
 from differland_dist.storage.location import Location
 
 CACHE = "/tmp/differland-test-jax-cache"
@@ -121,9 +122,8 @@ def test_no_credential_reaches_run_directory_or_inference_output(ray_local, smal
     run = tmp_path / "run"
     _run(cfg, run)
     out = tmp_path / "out.zarr"
-    run_inference(str(run), str(out), small_store_url,
-                  options=InferenceOptions(chunk_pixels=8, pixels_per_task=64, executor="local"),
-                  storage_options={})
+    run_inference(str(run), str(out), Location(small_store_url, {}),
+                  options=InferenceOptions(chunk_pixels=8, pixels_per_task=64, executor="local"))
     files = [p for d in (run, out) for p in d.rglob("*") if p.is_file()]
     assert any(p.name == "step_00000002.npz" for p in files) and (out / "zarr.json").exists()
     for p in files:

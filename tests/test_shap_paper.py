@@ -10,7 +10,7 @@ import pytest
 
 from differland_dist.analysis import shap_paper as SP
 from differland_dist.analysis.shap_values import NetworkFunction
-from differland_dist.inference.output import PARAM_NAMES
+from differland_dist.vocabulary.parameters import PARAM_NAMES
 from differland_dist.network.mlp import NetworkConfig, init_network, network_to_arrays
 
 NAMES = list(PARAM_NAMES)

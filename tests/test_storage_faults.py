@@ -323,11 +323,11 @@ def _inference_options():
 
 def _zarr_values(url, so=None) -> dict[str, np.ndarray]:
     from differland_dist.data.store import zarr_store
-    from differland_dist.inference import output as out_mod
+    from differland_dist.inference.output import DONE, WRITTEN_AT
 
     ds = xr.open_zarr(zarr_store(url, so), zarr_format=3, consolidated=True)
     return {k: np.asarray(ds[k].values) for k in ds.data_vars
-            if k not in (out_mod.DONE, out_mod.WRITTEN_AT)}
+            if k not in (DONE, WRITTEN_AT)}
 
 
 @pytest.fixture(scope="module")
@@ -348,8 +348,8 @@ def test_infer_and_export_through_faults(flaky, gcs_emulator, gs_store, checkpoi
     proxy.reset(FAULTS)
     so = info["storage_options"]
     out = _url(info, "out")
-    r = run_inference(checkpoint, out, gs_store, options=_inference_options(), netcdf=True,
-                      storage_options=so, out_storage_options=so)
+    r = run_inference(Location(checkpoint, so), Location(out, so), Location(gs_store, so),
+                      options=_inference_options(), netcdf=True)
     assert r.complete
     _all_kinds_injected(proxy)
     ref, got = _zarr_values(f"{local_inference}/inference.zarr"), \
@@ -381,7 +381,7 @@ def _same_netcdf(url, local_dir, so, tmp_path):
 def test_an_output_fault_that_stays_is_named_and_the_rerun_resumes(flaky, gcs_emulator, gs_store,  # noqa: F811
                                                                    checkpoint, local_inference):
     from differland_dist.errors import StorageWriteError
-    from differland_dist.inference import output as out_mod
+    from differland_dist.inference.output import read_attrs
     from differland_dist.inference.pipeline import run_inference
 
     proxy, info = flaky
@@ -390,13 +390,13 @@ def test_an_output_fault_that_stays_is_named_and_the_rerun_resumes(flaky, gcs_em
     bad = out.removeprefix("gs://") + "/gpp/c/3/0"
     proxy.reset(Faults(always=(bad,)))
     with pytest.raises(StorageWriteError, match=f"writing gs://{bad} failed after 3 attempt"):
-        run_inference(checkpoint, out, gs_store, options=_inference_options(),
-                      storage_options=so, out_storage_options=so)
-    attrs = out_mod.read_attrs(out, gcs_emulator["storage_options"])
+        run_inference(Location(checkpoint, so), Location(out, so), Location(gs_store, so),
+                      options=_inference_options())
+    attrs = read_attrs(Location(out, gcs_emulator["storage_options"]))
     assert attrs is not None and not attrs["complete"]
     proxy.reset(FAULTS)
-    r = run_inference(checkpoint, out, gs_store, options=_inference_options(),
-                      storage_options=so, out_storage_options=so)
+    r = run_inference(Location(checkpoint, so), Location(out, so), Location(gs_store, so),
+                      options=_inference_options())
     assert r.complete and 0 < r.pixels_computed < 67  # only what was not committed
     ref, got = _zarr_values(f"{local_inference}/inference.zarr"), \
         _zarr_values(out, gcs_emulator["storage_options"])

@@ -13,10 +13,10 @@ from differland_dist import config as config_mod
 from differland_dist.vocabulary import streams as S
 from differland_dist.data import schema
 from differland_dist.evaluation import streams as ev
-from differland_dist.inference import output as out_mod
+from differland_dist.vocabulary.series import SERIES_BY_NAME, STREAM_SERIES
 from differland_dist.vocabulary.labels import Labels
 from differland_dist.loss import terms as L
-from differland_dist.model.parameters import OUTPUTS
+from differland_dist.vocabulary.dalec_io import OUTPUTS
 
 PKG = Path(S.__file__).parent
 
@@ -24,7 +24,7 @@ PKG = Path(S.__file__).parent
 def test_every_consumer_lists_the_tables_streams():
     names = [s.name for s in S.label_order()]
     assert list(schema.STREAM_NAMES) == names == list(ev.RULES) == list(S.STREAM_NAMES)
-    assert set(out_mod.STREAM_SERIES) == set(names)
+    assert set(STREAM_SERIES) == set(names)
     for st in S.STREAMS:
         row = schema.STREAMS[schema.STREAM_INDEX[st.name]]
         assert schema.STREAM_INDEX[st.name] == st.label
@@ -33,7 +33,7 @@ def test_every_consumer_lists_the_tables_streams():
         rule = ev.RULES[st.name]
         assert (rule.kind, rule.level) == (st.aggregation, st.level)
         # the evaluated output series sum exactly the model outputs the loss compares
-        assert [o for n in rule.series for o in out_mod.SERIES_BY_NAME[n].sources] == list(st.outputs)
+        assert [o for n in rule.series for o in SERIES_BY_NAME[n].sources] == list(st.outputs)
         assert set(st.outputs) <= set(OUTPUTS)
         assert config_mod.DEFAULT_PRODUCTS[st.name] == (st.default_product if st.assimilated else None)
         cf_units.Unit(st.cf_units)  # valid UDUNITS-2 (raises otherwise)

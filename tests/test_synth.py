@@ -13,7 +13,7 @@ from differland_dist.data import schema
 from differland_dist.data.store import open_store
 from differland_dist.data.validate import validate_dataset, validate_store
 from differland_dist.errors import DifferlandError
-from differland_dist.model.parameters import (
+from differland_dist.vocabulary.parameters import (
     PHENOLOGY_PARAMETERS, POOLS, PROCESS_PARAMETERS, all_bounds, to_bounded)
 from synth_fixtures import SMALL, small_ds  # noqa: F401 - fixture
 

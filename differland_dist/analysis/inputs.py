@@ -14,10 +14,12 @@ from differland_dist.data.batch import predictor_names
 from differland_dist.data.store import open_store
 from differland_dist.errors import DifferlandError
 from differland_dist.experiment.pipeline import load_experiment
-from differland_dist.inference.output import PARAM_NAMES, open_output, param_var
+from differland_dist.inference.output import open_output
 from differland_dist.storage.location import Location
+from differland_dist.vocabulary.parameters import PARAM_NAMES
+from differland_dist.vocabulary.series import param_var
 from differland_dist.model import calendar
-from differland_dist.model.parameters import all_bounds, to_unbounded
+from differland_dist.vocabulary.parameters import all_bounds, to_unbounded
 from differland_dist.synthetic import Truth
 
 log = logging.getLogger(__name__)
@@ -131,7 +133,7 @@ def load(experiment: Location | str, sets: list[str] | None = None,
             if not d.join("inference.zarr", "zarr.json").exists():
                 raise DifferlandError(f"{d.url}: kept member {k} has no inference.zarr; run "
                                       "`differland experiment CONFIG --out DIR --ensemble-only` first")
-            g = open_output(d.join("inference.zarr").url, so)
+            g = open_output(d.join("inference.zarr"))
             phys = np.stack([np.asarray(g[param_var(n)][:]) for n in PARAM_NAMES], axis=1)
             if phys.shape[0] != P:
                 raise DifferlandError(f"{d.url}/inference.zarr: {phys.shape[0]} pixels, the store has {P}")

@@ -31,10 +31,9 @@ from differland_dist.analysis.outputs import (
     add_figures, jsonable, write_json, write_json_files, write_zarrs)
 from differland_dist.analysis.partition import GROUPS, variance_partition
 from differland_dist.errors import DifferlandError
-from differland_dist.inference.output import PARAM_NAMES
 from differland_dist.model import calendar
-from differland_dist.model.parameters import all_bounds, to_bounded
 from differland_dist.storage.location import Location
+from differland_dist.vocabulary.parameters import PARAM_NAMES, all_bounds, to_bounded
 
 log = logging.getLogger(__name__)
 

@@ -35,7 +35,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from differland_dist.analysis.shap_values import NetworkFunction, kernel_shap
-from differland_dist.model.parameters import all_bounds, to_bounded
+from differland_dist.vocabulary.parameters import all_bounds, to_bounded
 
 log = logging.getLogger(__name__)
 
@@ -271,7 +271,7 @@ def for_experiment(fs, data, feature_names: Sequence[str], features: np.ndarray,
     :class:`~differland_dist.analysis.inputs.ExperimentData`, ``features`` (P, F) raw."""
     # imported here: the schema and output tables load the model (JAX); the SHAP tasks do not
     from differland_dist.data.schema import PREDICTOR_SETS
-    from differland_dist.inference.output import PARAM_NAMES
+    from differland_dist.vocabulary.parameters import PARAM_NAMES
 
     members = [NetworkFunction.from_run(d)[0] for d in fs.run_dirs]
     flat_cell = (np.asarray(data.row, np.int64) * int(data.grid_shape[1]) + np.asarray(data.col, np.int64)

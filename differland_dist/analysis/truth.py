@@ -9,7 +9,7 @@ from typing import Mapping, Sequence
 import numpy as np
 from scipy import stats
 
-from differland_dist.model.parameters import all_bounds
+from differland_dist.vocabulary.parameters import all_bounds
 
 #: A parameter's spatial pattern is identifiable (the analyses, which standardise each map and
 #: are therefore blind to offset and scale, can be trusted for it) when the ensemble mean's

@@ -1,7 +1,7 @@
 """What a worker gets for a set of patches, and the pure functions that assemble it.
 
 A :class:`PatchBatch` holds the pixels of whole patches: the model forcing in the 17-column
-layout of :data:`differland_dist.model.parameters.FORCING_NAMES`, the raw predictors and the
+layout of :data:`differland_dist.vocabulary.dalec_io.FORCING_NAMES`, the raw predictors and the
 observations as :class:`~differland_dist.vocabulary.labels.Labels` (value, weight per stream by name).
 """
 
@@ -14,7 +14,7 @@ import numpy as np
 from differland_dist.data import schema
 from differland_dist.errors import ConfigError
 from differland_dist.vocabulary.labels import Labels
-from differland_dist.model.parameters import FORCING_NAMES
+from differland_dist.vocabulary.dalec_io import FORCING_NAMES
 
 #: Days per year used to turn MAP (mm yr-1) into the model's map_daily (mm d-1).
 DAYS_PER_YEAR = 365.22

@@ -38,7 +38,7 @@ from zarr.storage import LocalStore
 
 from differland_dist.data import schema, splits
 from differland_dist.data.zarr_objects import CheckedFsspecStore
-from differland_dist.errors import DataValidationError, DifferlandError
+from differland_dist.errors import CorruptChunkError, DataValidationError, DifferlandError
 from differland_dist.storage.location import OWNER_MARKER, Location, filesystem, is_local
 from differland_dist.storage.retries import client_options
 from differland_dist.storage.uploads import UPLOAD_MAX_CONCURRENCY, upload  # noqa: F401 - re-exported
@@ -480,17 +480,7 @@ def span(lo: int, hi: int) -> str:
     return f"{lo}" if lo == hi else f"{lo}..{hi}"
 
 
-class CorruptChunkError(DataValidationError):
-    """A chunk object that is there but cannot be decoded: truncated, a damaged compressed
-    frame, or bytes that do not match their crc32c checksum.
 
-    Attributes: ``var``, ``key`` (e.g. ``t_min/c/1/0``), ``where`` (its pixel/time range),
-    ``why``, and ``problem``, the one-line message."""
-
-    def __init__(self, var: str, key: str, where: str, why: str, source: str = ""):
-        self.var, self.key, self.where, self.why = var, key, where, why
-        self.problem = f"{var}: chunk {key} is corrupt ({where}): {why}"
-        super().__init__([self.problem], source=source)
 
 
 class FastCodec(NamedTuple):

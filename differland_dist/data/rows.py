@@ -30,8 +30,8 @@ from typing import Callable, Sequence, TypeVar
 import fsspec.asyn
 import numpy as np
 
-from differland_dist.data.io import CorruptChunkError, PixelStore
-from differland_dist.errors import DataValidationError, StorageReadError
+from differland_dist.data.io import PixelStore
+from differland_dist.errors import CorruptChunkError, DataValidationError, StorageReadError
 from differland_dist.storage.retries import (ALONE, RetryPolicy, call_with_retries, is_transient,
                                      policy_for)
 from differland_dist.storage.throttle import storage_slots

@@ -32,9 +32,9 @@ import numpy as np
 import xarray as xr
 
 from differland_dist.data import schema
-from differland_dist.data.io import DIM_LABEL, CorruptChunkError, PixelStore, patch_runs, span
+from differland_dist.data.io import DIM_LABEL, PixelStore, patch_runs, span
 from differland_dist.data.rows import RowReader, with_retries
-from differland_dist.errors import DataValidationError, DifferlandError
+from differland_dist.errors import CorruptChunkError, DataValidationError, DifferlandError
 from differland_dist.common.progress import Progress
 
 log = logging.getLogger(__name__)

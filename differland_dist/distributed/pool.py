@@ -18,13 +18,9 @@ import socket
 from typing import Any
 
 from differland_dist.distributed.worker import make_actor_class
-from differland_dist.errors import DifferlandError
+from differland_dist.errors import DifferlandError, WorkersLost
 
 log = logging.getLogger(__name__)
-
-
-class WorkersLost(DifferlandError):
-    """Workers kept dying beyond ``ray.max_worker_restarts``."""
 
 
 #: The Ray Client server's port when a ``ray://`` address names none (``ray start``'s default).

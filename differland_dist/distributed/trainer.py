@@ -41,8 +41,7 @@ from differland_dist.errors import CheckpointError, ConfigError, DifferlandError
 from differland_dist.distributed import multistep
 from differland_dist.distributed.optim import make_optimizer, state_from_arrays, state_to_arrays
 from differland_dist.distributed.policy import calls, deal, on_nonfinite, step_patches  # noqa: F401 (re-exported)
-from differland_dist.distributed.pool import (WorkersLost, WorkerPool, check_ray_address,  # noqa: F401
-                                             connect)
+from differland_dist.distributed.pool import WorkerPool, check_ray_address, connect
 from differland_dist.distributed.rundir import RunDir
 from differland_dist.distributed.shard import call_shape
 from differland_dist.distributed.worker import worker_env

@@ -13,7 +13,9 @@ import xarray as xr
 from differland_dist.data import schema
 from differland_dist.data.rows import RowReader, with_retries
 from differland_dist.data.store import PixelStore, quiet_zarr
-from differland_dist.inference.output import PARAM_NAMES, Grid, param_var
+from differland_dist.vocabulary.parameters import PARAM_NAMES
+from differland_dist.vocabulary.grid import Grid
+from differland_dist.vocabulary.series import param_var
 
 
 class Blocks:

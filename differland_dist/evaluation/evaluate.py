@@ -70,7 +70,7 @@ def open_inputs(target: Location, store: Location | None, inference) -> Inputs:
     """Resolve the target (running inference for a run directory), open its complete output
     and its input store, and check they belong together."""
     tgt = resolve_target(target, store, inference)
-    group = open_output(tgt.output.url, tgt.output.options)
+    group = open_output(tgt.output)
     attrs = dict(group.attrs)
     if not attrs.get("complete"):
         raise DifferlandError(f"{tgt.output.url}: the inference output is not complete; run "

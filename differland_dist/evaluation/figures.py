@@ -14,7 +14,8 @@ from differland_dist.evaluation.blocks import obs_pair, output_grid, output_time
 from differland_dist.evaluation.metrics_log import read_training_log
 from differland_dist.evaluation.options import EvaluationOptions
 from differland_dist.evaluation.streams import SPLITS
-from differland_dist.inference.output import map_var, to_grid
+from differland_dist.vocabulary.series import map_var
+from differland_dist.vocabulary.grid import to_grid
 from differland_dist.storage.location import Location
 from differland_dist.vocabulary.units import udunits
 

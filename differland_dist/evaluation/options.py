@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from differland_dist.errors import DifferlandError
-from differland_dist.inference.output import PARAM_NAMES
+from differland_dist.vocabulary.parameters import PARAM_NAMES
 
 DEFAULT_MAP_PARAMS = ("canopy_efficiency", "f_gpp", "LCMA", "field_capacity", "tor_wood",
                       "init_som")

@@ -17,7 +17,7 @@ from differland_dist.errors import DifferlandError
 from differland_dist.evaluation import carbon, skill_maps
 from differland_dist.evaluation.blocks import block_slices, output_grid, output_times
 from differland_dist.inference.export import with_bounds
-from differland_dist.inference.output import EARTH_RADIUS_M, to_grid
+from differland_dist.vocabulary.grid import EARTH_RADIUS_M, to_grid
 from differland_dist.storage.location import Location
 from differland_dist.vocabulary.units import udunits
 

@@ -11,9 +11,9 @@ from differland_dist.data.store import PixelStore
 from differland_dist.evaluation import metrics
 from differland_dist.evaluation.blocks import output_params
 from differland_dist.evaluation.streams import SPLITS
-from differland_dist.inference.output import PARAM_NAMES
+from differland_dist.vocabulary.parameters import PARAM_NAMES
 from differland_dist.model import calendar
-from differland_dist.model.parameters import all_bounds, to_bounded, to_unbounded
+from differland_dist.vocabulary.parameters import all_bounds, to_bounded, to_unbounded
 
 
 def _unbounded(p: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:

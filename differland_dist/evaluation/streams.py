@@ -22,9 +22,10 @@ from typing import Mapping, NamedTuple
 
 import numpy as np
 
-from differland_dist.vocabulary.streams import label_order
 from differland_dist.evaluation import metrics
-from differland_dist.inference.output import stream_series
+from differland_dist.vocabulary.aggregation import annual_means, annual_weights, patch_sum, sum_series
+from differland_dist.vocabulary.series import stream_series
+from differland_dist.vocabulary.streams import label_order
 
 SPLITS = ("train", "dev", "test")  # by split code 0, 1, 2 (differland_dist.data.splits)
 
@@ -49,17 +50,8 @@ RULES: dict[str, Rule] = rules()
 
 
 def model_side(rule: Rule, series: Mapping[str, np.ndarray]) -> np.ndarray:
-    """(P, T) model values of a stream: the sum of its output series."""
-    out = np.asarray(series[rule.series[0]], np.float64)
-    for name in rule.series[1:]:
-        out = out + series[name]
-    return out
-
-
-def annual(x: np.ndarray, steps_per_year: int) -> np.ndarray:
-    """(P, T) -> (P, Y, spy): the first whole years (the loss's convention)."""
-    Y = x.shape[1] // steps_per_year
-    return x[:, : Y * steps_per_year].reshape(x.shape[0], Y, steps_per_year)
+    """(P, T) float64 model values of a stream: the sum of its output series."""
+    return sum_series(series, rule.series, cast=lambda a: np.asarray(a, np.float64))
 
 
 def comparable(rule: Rule, obs: np.ndarray, weight: np.ndarray, sim: np.ndarray,
@@ -73,8 +65,8 @@ def comparable(rule: Rule, obs: np.ndarray, weight: np.ndarray, sim: np.ndarray,
     if rule.kind == "monthly":
         return obs, sim, seen
     if rule.kind == "annual":
-        o, s, w = (annual(a, steps_per_year) for a in (obs, sim, seen.astype(np.float64)))
-        return o.mean(2), s.mean(2), np.prod(w, axis=2) > 0
+        return (annual_means(obs, steps_per_year), annual_means(sim, steps_per_year),
+                annual_weights(seen.astype(np.float64), steps_per_year) > 0)
     if rule.kind == "static":
         return obs[:, :1], sim.mean(axis=1, keepdims=True), seen[:, :1]
     if rule.kind == "anomaly":
@@ -172,9 +164,10 @@ class PatchAccumulator:
     def add(self, obs: np.ndarray, sim: np.ndarray, mask: np.ndarray, patch: np.ndarray) -> None:
         idx = np.searchsorted(self.ids, np.asarray(patch))
         m = mask & np.isfinite(obs) & np.isfinite(sim)
-        np.add.at(self.so, idx, np.where(m, obs, 0.0))
-        np.add.at(self.ss, idx, np.where(m, sim, 0.0))
-        np.add.at(self.cnt, idx, m.astype(np.float64))
+        n = self.ids.size
+        patch_sum(np.where(m, obs, 0.0), idx, n, out=self.so)
+        patch_sum(np.where(m, sim, 0.0), idx, n, out=self.ss)
+        patch_sum(m.astype(np.float64), idx, n, out=self.cnt)
 
     def result(self) -> tuple[dict, UnitAccumulator]:
         seen = self.cnt > 0

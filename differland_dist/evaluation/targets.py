@@ -67,7 +67,7 @@ def resolve_target(target: Location, store: Location | None, inference=None) -> 
     the run directory and its output are reached with ``target``'s options, the input store
     with ``store``'s (default: the run's config's).
     """
-    attrs = read_attrs(target.url, target.options)
+    attrs = read_attrs(target)
     if attrs is not None:
         return Target(target, find_run_dir(attrs, target), False)
     try:
@@ -77,12 +77,10 @@ def resolve_target(target: Location, store: Location | None, inference=None) -> 
                               "directory with a network or checkpoints") from None
     run_dir = posixpath.dirname(target.url) if target.url.endswith(".npz") else target.url
     output = Location(join(run_dir, INFERENCE_NAME), target.options)
-    kw = {"options": inference or InferenceOptions(), "store": None if store is None else store.url,
-          "storage_options": None if store is None else store.options,
-          "checkpoint_storage_options": target.options, "out_storage_options": target.options}
+    kw = {"options": inference or InferenceOptions(), "store": store}
     try:  # a no-op when the output is complete and made from the run's current network
-        run_inference(target.url, output.url, **kw)
+        run_inference(target, output, **kw)
     except OutputMismatchError as e:
         log.warning("%s; replacing it (the run's network changed)", e)
-        run_inference(target.url, output.url, overwrite=True, **kw)
+        run_inference(target, output, overwrite=True, **kw)
     return Target(output, Location(run_dir, target.options), True)

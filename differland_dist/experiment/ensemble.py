@@ -34,7 +34,12 @@ import zarr
 from differland_dist.common import provenance
 from differland_dist.data.store import PixelStore, zarr_store
 from differland_dist.errors import DifferlandError
-from differland_dist.inference import output as out_mod
+from differland_dist.inference.output import (
+    ChunkWriter, chunk_range, create_output, digest, done_chunks, finish, open_output, read_attrs, remove_output)
+from differland_dist.vocabulary.parameters import BY_OUTPUT_NAME, PARAM_NAMES
+from differland_dist.vocabulary.series import SERIES_BY_NAME, param_var
+from differland_dist.vocabulary.cf import parameter_attrs, parameter_map_attrs, series_attrs
+from differland_dist.vocabulary.grid import store_grid, to_grid
 from differland_dist.storage.location import Location, join
 from differland_dist.model import calendar
 
@@ -66,56 +71,53 @@ def stats(x: np.ndarray) -> np.ndarray:
 def _series_attrs(name: str, gridded: bool) -> dict[str, Any]:
     """The CF attributes of an inference output's series (units, standard name, cell methods,
     coordinates, cell measures)."""
-    return {k: v for k, v in out_mod.series_attrs(out_mod.SERIES_BY_NAME[name], gridded).items()
+    return {k: v for k, v in series_attrs(SERIES_BY_NAME[name], gridded).items()
             if k != "model_outputs"}
 
 
 def _param_attrs(name: str, gridded: bool) -> dict[str, Any]:
-    units, long_name = {p[0]: (p[1], p[2]) for p in out_mod.PARAMETERS}[name]
-    return {"units": units, "long_name": long_name, "coordinates": "pixel_lat pixel_lon",
+    return {**parameter_attrs(BY_OUTPUT_NAME[name]),
             **({"cell_measures": "area: pixel_area"} if gridded else {})}
 
 
 def _map_attrs(name: str) -> dict[str, Any]:
-    units, long_name = {p[0]: (p[1], p[2]) for p in out_mod.PARAMETERS}[name]
-    return {"units": units, "long_name": f"{long_name} (map)", "grid_mapping": "crs",
-            "cell_measures": "area: cell_area"}
+    return parameter_map_attrs(BY_OUTPUT_NAME[name])
 
 
 def ensemble_mean_output(url: str, store: PixelStore, members: Sequence[str], series: Sequence[str],
                          storage_options: dict | None = None) -> str:
     """Write the mean of member outputs ``members`` (inference output URLs) as an inference
     output at ``url`` (resumable by chunk, like inference); returns ``url``."""
-    groups = [out_mod.open_output(u, storage_options) for u in members]
+    groups = [open_output(Location(u, storage_options)) for u in members]
     first = dict(groups[0].attrs)
     attrs = {k: first[k] for k in ("source_store", "source_store_meta_sha256", "model_closed_budget",
                                    "network_activation", "predictor_sets", "warm_up", "config_json")
              if k in first}
     attrs.update(checkpoint=f"ensemble mean of {len(members)} members",
                  checkpoint_file=json.dumps(list(members)), checkpoint_step=int(first.get("checkpoint_step", 0)),
-                 network_sha256=out_mod.digest(json.dumps([dict(g.attrs).get("network_sha256")
+                 network_sha256=digest(json.dumps([dict(g.attrs).get("network_sha256")
                                                            for g in groups]).encode()),
                  ensemble_members=list(members))
-    existing = out_mod.read_attrs(url, storage_options)
+    existing = read_attrs(Location(url, storage_options))
     if existing is None:
-        out_mod.create_output(url, store, series, attrs, storage_options,
-                              chunk_pixels=int(first["chunk_pixels"]))
+        create_output(Location(url, storage_options), store, series, attrs,
+                      chunk_pixels=int(first["chunk_pixels"]))
     elif existing.get("network_sha256") != attrs["network_sha256"] or existing.get("series") != list(series):
-        out_mod.remove_output(url, storage_options)
-        out_mod.create_output(url, store, series, attrs, storage_options,
-                              chunk_pixels=int(first["chunk_pixels"]))
+        remove_output(Location(url, storage_options))
+        create_output(Location(url, storage_options), store, series, attrs,
+                      chunk_pixels=int(first["chunk_pixels"]))
     elif existing.get("complete"):
         return url
-    writer = out_mod.ChunkWriter(url, storage_options)
-    done = out_mod.done_chunks(writer.group)
+    writer = ChunkWriter(Location(url, storage_options))
+    done = done_chunks(writer.group)
     C, N = writer.C, writer.N
     for k in np.flatnonzero(~done):
-        s = out_mod.chunk_range(int(k), int(k) + 1, C, N)
+        s = chunk_range(int(k), int(k) + 1, C, N)
         params = np.nanmean(member_params(groups, s), axis=0).astype(np.float32)
         ser = {n: np.nanmean(np.stack([np.asarray(g[n][s]) for g in groups]), axis=0).astype(np.float32)
                for n in series}
         writer.write(int(k), int(k) + 1, params, ser)
-    out_mod.finish(url, storage_options)
+    finish(Location(url, storage_options))
     return url
 
 
@@ -126,10 +128,10 @@ def _cf_attrs(arr) -> dict[str, Any]:
 
 
 def _read_params(group, s: slice) -> np.ndarray:
-    return np.stack([np.asarray(group[out_mod.param_var(n)][s]) for n in out_mod.PARAM_NAMES], axis=1)
+    return np.stack([np.asarray(group[param_var(n)][s]) for n in PARAM_NAMES], axis=1)
 
 
-_DATES = calendar.date_columns(out_mod.PARAM_NAMES)
+_DATES = calendar.date_columns(PARAM_NAMES)
 
 
 def member_params(groups, s: slice) -> np.ndarray:
@@ -169,14 +171,15 @@ def write_ensemble(url: str, store: PixelStore, members_by_set: dict[str, list[s
     loc = Location(url, storage_options)
     if loc.check_replaceable(ENSEMBLE_KIND, overwrite=True):
         loc.clear_owned(ENSEMBLE_KIND)
-    groups = {k: [out_mod.open_output(u, storage_options) for u in v] for k, v in members_by_set.items()}
+    groups = {k: [open_output(Location(u, storage_options)) for u in v]
+              for k, v in members_by_set.items()}
     first = groups[sets[0]][0]
     fattrs = dict(first.attrs)
     N, T = int(fattrs["n_pixels"]), int(fattrs["n_time"])
     C = int(fattrs["chunk_pixels"])
-    grid = out_mod.store_grid(store)
+    grid = store_grid(store)
     S, Q = len(sets), len(QUANTILES)
-    params, maps = [f"param_{n}" for n in out_mod.PARAM_NAMES], [f"map_{n}" for n in out_mod.PARAM_NAMES]
+    params, maps = [f"param_{n}" for n in PARAM_NAMES], [f"map_{n}" for n in PARAM_NAMES]
     # CF companions copied from the first member (all members share the store's pixels, grid
     # and time axis): the step lengths (time bounds), cell areas and the grid mapping
     companions = [c for c in ("step_days", "time_bnds", "pixel_area", "cell_area", "crs") if c in first]
@@ -231,12 +234,12 @@ def write_ensemble(url: str, store: PixelStore, members_by_set: dict[str, list[s
                            attributes=_stat_attrs(base, what))
 
     gridded = grid is not None
-    for name, pname in zip(params, out_mod.PARAM_NAMES):
+    for name, pname in zip(params, PARAM_NAMES):
         create(name, _param_attrs(pname, gridded), ("pixel",), (N,), (C,))
     for name in series:
         create(name, _series_attrs(name, gridded), ("pixel", "time"), (N, T), (C, T))
     if gridded:
-        for name, pname in zip(maps, out_mod.PARAM_NAMES):
+        for name, pname in zip(maps, PARAM_NAMES):
             create(name, _map_attrs(pname), ("lat", "lon"), (grid.lat.size, grid.lon.size),
                    (min(grid.lat.size, 360), min(grid.lon.size, 720)))
 
@@ -258,7 +261,7 @@ def write_ensemble(url: str, store: PixelStore, members_by_set: dict[str, list[s
             put(name, si, pstats[:, :, j])
         if gridded:
             for j, name in enumerate(maps):
-                put(name, si, np.stack([out_mod.to_grid(pstats[k, :, j], grid)
+                put(name, si, np.stack([to_grid(pstats[k, :, j], grid)
                                         for k in range(len(STATISTICS))]))
         log.info("ensemble %s: %d members, %d pixels", set_name, len(members), N)
     zarr.consolidate_metadata(zs, zarr_format=3)

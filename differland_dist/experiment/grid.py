@@ -31,7 +31,7 @@ from differland_dist.config import ExperimentConfig, apply_overrides, from_dict,
 from differland_dist.data.schema import PREDICTOR_SET_ORDER
 from differland_dist.errors import ConfigError
 from differland_dist.experiment.selection import KEEP_BY
-from differland_dist.inference.output import check_series
+from differland_dist.vocabulary.series import check_series
 
 #: The paper's seven predictor sets, in its order.
 PAPER_SETS: tuple[tuple[str, ...], ...] = (

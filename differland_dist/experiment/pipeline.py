@@ -40,7 +40,7 @@ from differland_dist.experiment.grid import GridConfig, Member, grid_from_dict, 
 from differland_dist.experiment.runner import (
     CONFIG_NAME, MEMBERS, ExperimentRun, MemberRun, final_losses, member_dir, next_action, train_members)
 from differland_dist.experiment.selection import last_epoch_train_loss, rank_key
-from differland_dist.inference.output import DEFAULT_SERIES
+from differland_dist.vocabulary.series import DEFAULT_SERIES
 from differland_dist.inference.pipeline import InferenceOptions, run_inference
 from differland_dist.storage.lease import LEASE_FILE, Lease
 from differland_dist.storage.location import OWNER_MARKER, Location, join
@@ -244,8 +244,8 @@ def build_ensemble(grid: GridConfig, out: str, store, kept: dict[str, list[str]]
             rd = member_dir(out, m)
             output = join(rd, "inference.zarr")
             log.info("ensemble: inference of member %s (%d/%d)", key, i, n_kept)
-            run_inference(rd, output, grid.base.data.url, options=opts, storage_options=so,
-                          out_storage_options=oso, checkpoint_storage_options=oso)
+            run_inference(Location(rd, oso), Location(output, oso),
+                          Location(grid.base.data.url, so), options=opts)
             member_evals.setdefault(set_name, []).append(
                 evaluate(Location(output, oso), store=Location(grid.base.data.url, so),
                          out=Location(join(rd, "evaluation"), oso), options=quiet))

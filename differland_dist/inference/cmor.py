@@ -23,7 +23,7 @@ from typing import NamedTuple
 class CmorVar(NamedTuple):
     """How a stored series is written under CMOR conventions."""
 
-    series: str         # the stored series (``inference.output.SERIES`` name)
+    series: str         # the stored series (``vocabulary.series.SERIES`` name)
     name: str           # CMOR / ILAMB variable name
     units: str          # CMOR units (UDUNITS)
     standard_name: str  # CF standard name ("" where CF has none)

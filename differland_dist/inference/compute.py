@@ -3,7 +3,7 @@
 Pure functions of arrays (importing JAX initialises no device: that happens at the first
 computation, in the Ray actors that call these). The network-input rule is
 :func:`differland_dist.network.standardize.network_inputs`, the bounded transform
-``model.parameters.to_bounded``; :func:`network_parameters` is the one network -> physical
+``vocabulary.parameters.to_bounded``; :func:`network_parameters` is the one network -> physical
 parameters step (inference, the ``TrainedModel`` façade, benchmarks).
 """
 
@@ -21,7 +21,7 @@ from differland_dist.data.batch import (
 from differland_dist.data.reader import PatchReader
 from differland_dist.data.schema import PER_PIXEL_FORCING, PREDICTOR_SETS, by_pixel_name
 from differland_dist.errors import CheckpointError, ConfigError, DataValidationError
-from differland_dist.inference.output import SERIES_BY_NAME, model_outputs_for
+from differland_dist.vocabulary.series import SERIES_BY_NAME, model_outputs_for
 from differland_dist.model.rollout import rollout, simulate
 from differland_dist.model.structures import Forcing
 from differland_dist.network.mlp import apply_network, to_parameters
@@ -97,7 +97,7 @@ def pad_pixels(x: np.ndarray, size: int) -> np.ndarray:
 def forward_fn(series: tuple[str, ...], activation: str, closed_budget: bool, unroll: int = 1) -> Callable:
     """A jitted ``f(net, predictors (P, 1+n), forcing (P, T, 17)) -> (params (P, 40),
     series (P, T, len(series)))``: physical parameters (31 process, 2 phenology, 7 initial
-    pools) and the output series (sums of model outputs, see ``output.SERIES``), float32."""
+    pools) and the output series (sums of model outputs, see ``vocabulary.series.SERIES``), float32."""
     needed = model_outputs_for(series)
     specs = [SERIES_BY_NAME[n] for n in series]
 

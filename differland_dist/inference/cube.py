@@ -34,10 +34,13 @@ import numpy as np
 import xarray as xr
 
 from differland_dist.common import provenance
-from differland_dist.data.store import quiet_zarr, resolve, zarr_store
+from differland_dist.data.store import quiet_zarr, zarr_store
 from differland_dist.errors import DifferlandError
-from differland_dist.inference import cmor as cmor_mod
-from differland_dist.inference import output as out_mod
+from differland_dist.storage.location import Location, as_location
+from differland_dist.inference.cmor import CMOR_TABLE, cmor_factor
+from differland_dist.inference.output import DONE, WRITTEN_AT
+from differland_dist.vocabulary.grid import EARTH_RADIUS_M, row_areas
+from differland_dist.vocabulary.series import SERIES
 from differland_dist.inference.export import with_bounds
 
 log = logging.getLogger(__name__)
@@ -49,12 +52,14 @@ SPLIT_FLAGS = {"flag_values": [0, 1, 2], "flag_meanings": "train dev test"}
 _PIXEL_ONLY = ("coordinates", "cell_measures", "_FillValue")
 
 
-def open_source(url: str, storage_options: dict | None = None) -> tuple[xr.Dataset, str]:
-    """The output at ``url`` as a lazy Dataset and its kind: "inference" (an inference output,
-    complete) or "ensemble" (an experiment's ensemble.zarr). DifferlandError otherwise."""
+def open_source(location: Location | str) -> tuple[xr.Dataset, str]:
+    """The output at ``location`` as a lazy Dataset and its kind: "inference" (an inference
+    output, complete) or "ensemble" (an experiment's ensemble.zarr). DifferlandError otherwise."""
+    location = as_location(location)
+    url = location.url
     try:
         with quiet_zarr():
-            ds = xr.open_zarr(zarr_store(url, storage_options), zarr_format=3, consolidated=True)
+            ds = xr.open_zarr(zarr_store(url, location.options), zarr_format=3, consolidated=True)
     except (FileNotFoundError, KeyError, ValueError) as e:
         raise DifferlandError(f"{url}: cannot open as a zarr output store ({e})") from None
     if "differland_output_version" in ds.attrs:
@@ -73,12 +78,12 @@ def open_source(url: str, storage_options: dict | None = None) -> tuple[xr.Datas
         raise DifferlandError(f"{url}: a store without a grid (sites); a (time, lat, lon) cube "
                               "needs a gridded store: use `differland infer --format netcdf`'s "
                               "series.nc for sites")
-    return ds.drop_vars([out_mod.DONE, out_mod.WRITTEN_AT], errors="ignore"), kind
+    return ds.drop_vars([DONE, WRITTEN_AT], errors="ignore"), kind
 
 
 def source_series(ds: xr.Dataset) -> list[str]:
     """The (pixel, time) series of the source, in store order."""
-    return [s.name for s in out_mod.SERIES if s.name in ds.data_vars and "time" in ds[s.name].dims]
+    return [s.name for s in SERIES if s.name in ds.data_vars and "time" in ds[s.name].dims]
 
 
 def _scatter(values: np.ndarray, row: np.ndarray, col: np.ndarray, n_lat: int, n_lon: int) -> np.ndarray:
@@ -98,10 +103,10 @@ def _cube_attrs(src_attrs: dict) -> dict:
 
 def _cmorize(name: str, attrs: dict) -> tuple[str, dict, float]:
     """CMOR name, attributes and value factor of a series (unchanged when not in the table)."""
-    v = cmor_mod.CMOR_TABLE.get(name)
+    v = CMOR_TABLE.get(name)
     if v is None:
         return name, attrs, 1.0
-    factor = cmor_mod.cmor_factor(attrs["units"], v)
+    factor = cmor_factor(attrs["units"], v)
     a = {k: x for k, x in attrs.items() if k != "standard_name"}
     a.update(units=v.units, long_name=v.long_name, original_name=name,
              original_units=attrs["units"])
@@ -134,12 +139,12 @@ def cube_skeleton(ds: xr.Dataset) -> xr.Dataset:
     sk["lon"].attrs.setdefault("axis", "X")
     lat, lon = np.asarray(ds["lat"].values), np.asarray(ds["lon"].values)
     r = float(ds.attrs["grid_resolution_deg"])
-    area = np.repeat(out_mod.row_areas(lat, r)[:, None], lon.size, 1)
+    area = np.repeat(row_areas(lat, r)[:, None], lon.size, 1)
     sk["cell_area"] = xr.Variable(("lat", "lon"), area, {
         "units": "m2", "standard_name": "cell_area", "long_name": "area of the grid cell",
-        "earth_radius_m": out_mod.EARTH_RADIUS_M})
+        "earth_radius_m": EARTH_RADIUS_M})
     sk["crs"] = xr.Variable((), np.int32(0), {
-        "grid_mapping_name": "latitude_longitude", "semi_major_axis": out_mod.EARTH_RADIUS_M,
+        "grid_mapping_name": "latitude_longitude", "semi_major_axis": EARTH_RADIUS_M,
         "inverse_flattening": 0.0, "long_name": "coordinate reference system (a sphere)"})
     row, col = np.asarray(ds["row"].values, np.int64), np.asarray(ds["col"].values, np.int64)
     split = np.full((lat.size, lon.size), -1, np.int8)
@@ -231,19 +236,22 @@ def _encoding(name: str, var: xr.Variable | xr.DataArray, fmt: str) -> dict:
     return {"_FillValue": None}
 
 
-def export_cube(url: str, dest: str, series: Sequence[str] | None = None, cmor: bool = False,
-                predictor_set: str | None = None, storage_options: dict | None = None,
-                dest_storage_options: dict | None = None, overwrite: bool = False) -> str:
-    """Write the (time, lat, lon) cube of the output at ``url`` to ``dest`` (``.nc`` or
-    ``.zarr``), built locally then moved (or uploaded) into place whole. Returns ``dest``."""
-    ext = os.path.splitext(dest.rstrip("/"))[1]
+def export_cube(source: Location | str, dest: Location | str, series: Sequence[str] | None = None,
+                cmor: bool = False, predictor_set: str | None = None,
+                overwrite: bool = False) -> str:
+    """Write the (time, lat, lon) cube of the output at ``source`` to ``dest`` (``.nc`` or
+    ``.zarr``), built locally then moved (or uploaded) into place whole. Returns ``dest``'s
+    URL."""
+    source, target_loc = as_location(source), as_location(dest)
+    url, dest = source.url, target_loc.url
+    ext = os.path.splitext(dest)[1]
     if ext not in FORMATS:
         raise DifferlandError(f"--out {dest}: expected a .nc or .zarr name")
     fmt = FORMATS[ext]
-    fs, root = resolve(dest, dest_storage_options)
+    fs, root = target_loc.fs, target_loc.path
     if fs.exists(root) and not overwrite:
         raise DifferlandError(f"{dest} exists; pass --overwrite to replace it")
-    ds, kind = open_source(url, storage_options)
+    ds, kind = open_source(source)
     have = source_series(ds)
     chosen = list(series) if series else have
     missing = [n for n in chosen if n not in have]

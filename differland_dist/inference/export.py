@@ -20,22 +20,26 @@ import tempfile
 import numpy as np
 import xarray as xr
 
-from differland_dist.data.store import quiet_zarr, resolve, zarr_store
-from differland_dist.inference import output as out_mod
+from differland_dist.data.store import quiet_zarr, zarr_store
+from differland_dist.inference.output import DONE, PIXEL_COORDS, WRITTEN_AT, open_output, read_attrs
+from differland_dist.vocabulary.grid import cell_bounds
 from differland_dist.errors import DifferlandError
+from differland_dist.storage.location import Location, as_location
 from differland_dist.storage.uploads import upload
 
 log = logging.getLogger(__name__)
 
 NETCDF_FILES = ("parameters.nc", "maps.nc", "series.nc")
-_PIXEL_COORDS = out_mod.PIXEL_COORDS
+_PIXEL_COORDS = PIXEL_COORDS
 
 
-def open_output_dataset(url: str, storage_options: dict | None = None) -> xr.Dataset:
+def open_output_dataset(location: Location | str) -> xr.Dataset:
     """The output as a lazy Dataset (times decoded), without the bookkeeping arrays."""
+    location = as_location(location)
     with quiet_zarr():
-        ds = xr.open_zarr(zarr_store(url, storage_options), zarr_format=3, consolidated=True)
-    return ds.drop_vars([out_mod.DONE, out_mod.WRITTEN_AT], errors="ignore")
+        ds = xr.open_zarr(zarr_store(location.url, location.options), zarr_format=3,
+                          consolidated=True)
+    return ds.drop_vars([DONE, WRITTEN_AT], errors="ignore")
 
 
 def _nc_attrs(attrs: dict) -> dict:
@@ -64,9 +68,9 @@ def with_bounds(ds: xr.Dataset) -> xr.Dataset:
         new["time_bnds"] = xr.Variable(("time", "nv"), np.stack([t - half, t + half], 1))
     r = float(ds.attrs.get("grid_resolution_deg", 0) or 0)
     if r > 0 and "lat" in ds.dims and "lon" in ds.dims:
-        new["lat_bnds"] = xr.Variable(("lat", "nv"), out_mod.cell_bounds(ds["lat"].values, r, -90.0, 90.0)
+        new["lat_bnds"] = xr.Variable(("lat", "nv"), cell_bounds(ds["lat"].values, r, -90.0, 90.0)
                                       .astype(np.float32))
-        new["lon_bnds"] = xr.Variable(("lon", "nv"), out_mod.cell_bounds(ds["lon"].values, r)
+        new["lon_bnds"] = xr.Variable(("lon", "nv"), cell_bounds(ds["lon"].values, r)
                                       .astype(np.float32))
     ds = ds.assign_coords(new)
     for name in new:
@@ -160,19 +164,20 @@ def _write_part(path: str, part: xr.Dataset, group, chunk_pixels: int) -> None:
                 var[a:a + rows] = np.asarray(arr[a:a + rows])
 
 
-def export_netcdf(url: str, dest: str, storage_options: dict | None = None) -> list[str]:
-    """Write the netCDF files of the complete output ``url`` into the directory ``dest``,
+def export_netcdf(source: Location | str, dest: Location | str) -> list[str]:
+    """Write the netCDF files of the complete output ``source`` into the directory ``dest``,
     streaming each large variable in blocks of whole output chunks (memory: one block of
     about 64 MiB, not the dataset).
 
     Returns the URLs written."""
-    attrs = out_mod.read_attrs(url, storage_options)
+    source, dest = as_location(source), as_location(dest)
+    attrs = read_attrs(source)
     if attrs is None or not attrs.get("complete"):
-        raise DifferlandError(f"{url}: not a complete inference output; cannot export netCDF")
-    ds = open_output_dataset(url, storage_options)
-    group = out_mod.open_output(url, storage_options)
+        raise DifferlandError(f"{source.url}: not a complete inference output; cannot export netCDF")
+    ds = open_output_dataset(source)
+    group = open_output(source)
     C = int(attrs["chunk_pixels"])
-    fs, root = resolve(dest, storage_options)
+    fs, root = dest.fs, dest.path
     local = "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
     fs.makedirs(root, exist_ok=True)
     written = []
@@ -186,10 +191,10 @@ def export_netcdf(url: str, dest: str, storage_options: dict | None = None) -> l
                 if local:
                     os.replace(path, target)
                 else:
-                    upload(fs, [(path, target)], dest)  # atomic, verified (uploads.py)
+                    upload(fs, [(path, target)], dest.url)  # atomic, verified (uploads.py)
             finally:
                 if local and os.path.exists(path):
                     os.remove(path)
-            written.append(f"{dest.rstrip('/')}/{name}")
+            written.append(dest.join(name).url)
             log.info("wrote %s (%d variables)", written[-1], len(part.data_vars))
     return written

@@ -20,28 +20,26 @@ import json
 import logging
 import math
 import os
-import socket
 import time
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
 from differland_dist.data.batch import predictor_names
-from differland_dist.data.rows import RowReader
-from differland_dist.data.schema import PER_PIXEL_FORCING, by_pixel_name
-from differland_dist.data.store import PixelStore, resolve
+from differland_dist.data.store import PixelStore
 from differland_dist.data.validate import check_store
 from differland_dist.errors import DataValidationError, DifferlandError, OutputMismatchError
-from differland_dist.inference import output as out_mod
-from differland_dist.inference.compute import (
-    check_finite, check_standardizer, check_store_inputs, compiled_forward, input_variables,
-    pad_pixels, stack_inputs)
+from differland_dist.inference.output import (
+    create_output, done_chunks, finish, network_digest, open_output, plan_tasks, read_attrs,
+    remove_output, store_digest)
+from differland_dist.vocabulary.series import DEFAULT_SERIES, check_series
+from differland_dist.inference.compute import check_standardizer, check_store_inputs, input_variables
 from differland_dist.inference.export import NETCDF_FILES, export_netcdf
+from differland_dist.inference.worker import ChunkWorker
 from differland_dist.storage.lease import LEASE_FILE, Lease
-from differland_dist.storage.location import Location
+from differland_dist.storage.location import Location, as_location
 from differland_dist.network.mlp import network_to_arrays
 from differland_dist.common import progress as progress_log
 from differland_dist.common.process_env import jax_process_env
@@ -63,7 +61,7 @@ class InferenceOptions:
     pixels_per_task: pixels per task, rounded down to whole output chunks (at least one).
     chunk_pixels: target pixels per output chunk, rounded down to whole input store chunks
       (at least one); larger chunks mean fewer, larger objects.
-    series: output series (``output.SERIES`` names).
+    series: output series (``vocabulary.series.SERIES`` names).
     executor: "ray" (Ray Data) or "local" (in this process, sequentially).
     address: Ray address used when Ray is not initialised yet (None: start a local Ray).
     jax_platforms: JAX_PLATFORMS of the actors ("" = cuda with GPUs, else cpu).
@@ -80,7 +78,7 @@ class InferenceOptions:
     gpus_per_actor: float = 0.0
     pixels_per_task: int = 4096
     chunk_pixels: int = 2048
-    series: tuple[str, ...] = out_mod.DEFAULT_SERIES
+    series: tuple[str, ...] = DEFAULT_SERIES
     executor: str = "ray"
     address: str | None = None
     jax_platforms: str = ""
@@ -101,7 +99,7 @@ class InferenceOptions:
                                   f"{self.pixels_per_task}, {self.chunk_pixels}")
         if self.max_tasks is not None and self.max_tasks < 0:
             raise DifferlandError(f"max_tasks must be >= 0, got {self.max_tasks}")
-        object.__setattr__(self, "series", out_mod.check_series(self.series))
+        object.__setattr__(self, "series", check_series(self.series))
 
 
 @dataclass
@@ -154,102 +152,6 @@ def actor_env(options: InferenceOptions) -> dict[str, str]:
     return jax_process_env(platforms, max(1, int(options.cpus_per_actor)))
 
 
-class ChunkWorker:
-    """Loads the network once; per task reads, computes, writes and commits output chunks.
-
-    Ray Data constructs it once per actor (``fn_constructor_kwargs={"job": job}``) and calls it
-    with batches of task rows (``task``, ``k0``, ``k1``).
-
-    job: ``checkpoint``, ``checkpoint_storage_options``, ``store``, ``store_storage_options``,
-    ``out``, ``out_storage_options``, ``series``, ``task_pixels`` (the compiled pixel count),
-    ``read_threads``.
-    """
-
-    def __init__(self, job: dict[str, Any]):
-        t0 = time.perf_counter()
-        # imported here: Ray actors import JAX after the runtime environment set JAX_PLATFORMS /
-        # XLA flags
-        import jax
-
-        self.job = dict(job)
-        self.trained = load_trained(job["checkpoint"], job.get("checkpoint_storage_options"))
-        cfg = self.trained.config
-        self.names = predictor_names(cfg.data.predictors)
-        self.series = tuple(job["series"])
-        self.store = PixelStore(job["store"], job.get("store_storage_options"))
-        self.writer = out_mod.ChunkWriter(job["out"], job.get("out_storage_options"))
-        self.size = int(job["task_pixels"])
-        need = input_variables(self.store.array_names, self.names)
-        # per-step forcing given per pixel (sites of different years): <name>_by_pixel wins
-        self.by_pixel = {v: by_pixel_name(v) for v in PER_PIXEL_FORCING
-                         if by_pixel_name(v) in self.store.array_names}
-        self.pixel_vars = [v for v in need if self.store.dims(v)[:1] == ("pixel",)]
-        self.dims = {v: self.store.dims(v) for v in need}
-        # chunks are fetched as raw objects and verified (checksum, size): a corrupt or
-        # missing chunk is a DataValidationError naming it, never NaN series
-        self.reader = RowReader(self.store, max_workers=int(job.get("read_threads", 8)))
-        self.steps = self.reader.read([v for v in need if v not in self.pixel_vars])
-        check_finite(self.steps, self.dims, 0, self.store.url)
-        self._write_pool = ThreadPoolExecutor(max_workers=max(1, int(job.get("read_threads", 8))),
-                                              thread_name_prefix="infer-write")
-        n_in = len(self.names) + 1
-        T = self.store.n_time
-        t1 = time.perf_counter()
-        self.fn = compiled_forward(self.trained.network, self.series, cfg.network.activation,
-                                   bool(cfg.model.closed_budget), self.size, n_in, T,
-                                   int(cfg.model.unroll))
-        self.compile_s = time.perf_counter() - t1
-        self.init_s = time.perf_counter() - t0
-        self.actor = f"{socket.gethostname()}:{os.getpid()}"
-        self.device = str(jax.devices()[0].platform)
-        self._first = True
-        log.info("inference worker %s ready on %s in %.1f s (compile %.1f s)", self.actor,
-                 self.device, self.init_s, self.compile_s)
-
-    def read(self, s: slice) -> dict[str, np.ndarray]:
-        """Store variables of pixels ``s`` (per-pixel ones sliced; per-step ones whole), every
-        chunk verified and every value finite (else DataValidationError naming the variable
-        and the pixel/time range)."""
-        out = self.reader.read(self.pixel_vars, s)
-        check_finite(out, self.dims, s.start, self.store.url)
-        out.update(self.steps)
-        out.update({name: out[by] for name, by in self.by_pixel.items()})
-        return out
-
-    def process(self, task: int, k0: int, k1: int) -> dict[str, Any]:
-        """Read, compute, write and commit chunks ``k0..k1-1``; returns the task's record."""
-        C, N = self.writer.C, self.store.n_pixels
-        s = out_mod.chunk_range(k0, k1, C, N)
-        t0 = time.perf_counter()
-        v = self.read(s)
-        predictors, forcing = stack_inputs(v, self.names, self.trained.standardizer)
-        t1 = time.perf_counter()
-        P = predictors.shape[0]
-        params, ys = self.fn(self.trained.network, pad_pixels(predictors, self.size),
-                             pad_pixels(forcing, self.size))
-        params = np.asarray(params)[:P]
-        ys = np.asarray(ys)[:P]
-        t2 = time.perf_counter()
-        self.writer.write(k0, k1, params, {n: ys[..., i] for i, n in enumerate(self.series)},
-                          pool=self._write_pool)
-        t3 = time.perf_counter()
-        init = self.init_s if self._first else 0.0
-        self._first = False
-        return {"task": int(task), "k0": int(k0), "k1": int(k1), "pixels": int(P),
-                "read_s": t1 - t0, "compute_s": t2 - t1, "write_s": t3 - t2, "init_s": init,
-                "compile_s": self.compile_s if init else 0.0, "actor": self.actor,
-                "device": self.device, "finished_at": time.time()}
-
-    def close(self) -> None:
-        self.reader.close()
-        self._write_pool.shutdown(wait=True)
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        recs = [self.process(int(t), int(a), int(b))
-                for t, a, b in zip(batch["task"], batch["k0"], batch["k1"])]
-        return {k: np.asarray([r[k] for r in recs]) for k in recs[0]}
-
-
 # -- the driver -----------------------------------------------------------------------------------
 def check_inputs(store: PixelStore, predictor_names: Sequence[str]) -> None:
     """Pre-flight check of everything inference will read, before any output is written: the
@@ -271,11 +173,11 @@ def _identity(trained, store: PixelStore, series: Sequence[str], checkpoint: str
     arrays["std_std"] = np.asarray(trained.standardizer.std)
     return {
         "source_store": store.url,
-        "source_store_meta_sha256": out_mod.store_digest(store),
+        "source_store_meta_sha256": store_digest(store),
         "checkpoint": str(checkpoint),
         "checkpoint_file": trained.source,
         "checkpoint_step": int(trained.step),
-        "network_sha256": out_mod.network_digest(arrays),
+        "network_sha256": network_digest(arrays),
         "model_closed_budget": bool(cfg.model.closed_budget),
         "network_activation": cfg.network.activation,
         "predictor_sets": list(cfg.data.predictors),
@@ -289,14 +191,14 @@ _MUST_MATCH = ("source_store_meta_sha256", "network_sha256", "model_closed_budge
                "n_pixels", "n_time")
 
 
-def prepare_output(url: str, identity: dict[str, Any], store: PixelStore, series: Sequence[str],
-                   storage_options: dict | None, overwrite: bool, chunk_pixels: int) -> str:
+def prepare_output(location: Location, identity: dict[str, Any], store: PixelStore,
+                   series: Sequence[str], overwrite: bool, chunk_pixels: int) -> str:
     """Create the output, or check an existing one; returns "new", "partial" or "complete".
 
     An existing output made from another checkpoint, store or series list is an error unless
-    ``overwrite`` (then it is replaced); anything else at ``url`` is never deleted."""
-    fs, root = resolve(url, storage_options)
-    attrs = out_mod.read_attrs(url, storage_options)
+    ``overwrite`` (then it is replaced); anything else at ``location`` is never deleted."""
+    url, fs, root = location.url, location.fs, location.path
+    attrs = read_attrs(location)
     if attrs is None and fs.exists(root) and (fs.isfile(root) or fs.ls(root)):
         raise DifferlandError(f"{url}: something is there but no inference output; refusing to "
                               "write into it")
@@ -309,10 +211,10 @@ def prepare_output(url: str, identity: dict[str, Any], store: PixelStore, series
                                   f"{'/'.join(diff)} is there; pass --overwrite to replace it")
         if overwrite:
             log.info("removing the existing output %s", url)
-            out_mod.remove_output(url, storage_options)
+            remove_output(location)
         else:
             return "complete" if attrs.get("complete") else "partial"
-    out_mod.create_output(url, store, series, identity, storage_options, chunk_pixels)
+    create_output(location, store, series, identity, chunk_pixels)
     return "new"
 
 
@@ -361,113 +263,182 @@ def _execute_ray(tasks, job, options: InferenceOptions, on_record):
             ray.shutdown()
 
 
-def run_inference(checkpoint: str, out: str, store: str | None = None, *,
+class Inputs(NamedTuple):
+    """What inference reads: the trained network, where it and the store are, the open store."""
+
+    trained: Any              # runs.TrainedCheckpoint
+    checkpoint: Location      # the checkpoint (or run directory) as given
+    store: Location
+    pixels: PixelStore
+
+
+def open_inputs(checkpoint: Location | str, store: Location | str | None) -> Inputs:
+    """Load the checkpoint and open the store, checking every input before any output exists.
+
+    A store given as a URL string (or None: the checkpoint config's ``data.url``) is reached
+    with the checkpoint's storage options when it has some, else the config's."""
+    ckpt = as_location(checkpoint)
+    trained = load_trained(ckpt.url, ckpt.options or None)
+    cfg = trained.config
+    if not isinstance(store, Location):
+        url = store or cfg.data.url
+        if not url:
+            raise DifferlandError("no store: pass --store (the checkpoint's config has no data.url)")
+        store = Location(url, ckpt.options or dict(cfg.data.storage_options))
+    pixels = PixelStore(store.url, store.options)
+    if not pixels.attrs.get("complete", False):
+        raise DifferlandError(f"{store.url}: the store is not complete (attrs.complete is not true)")
+    names = predictor_names(cfg.data.predictors)
+    check_store_inputs(pixels.array_names, cfg.data.predictors, names, store.url)
+    check_standardizer(trained.standardizer, names)
+    check_inputs(pixels, names)
+    return Inputs(trained, ckpt, store, pixels)
+
+
+def output_identity(inputs: Inputs, series: Sequence[str]) -> dict[str, Any]:
+    """The output's identity attributes, with the saved config without credentials
+    (:mod:`differland_dist.storage.secrets`)."""
+    identity = _identity(inputs.trained, inputs.pixels, series, inputs.checkpoint.url)
+    identity["config_json"] = json.dumps(safe_config_dict(inputs.trained.config, strict=False),
+                                         sort_keys=True)
+    return identity
+
+
+def output_lease(location: Location, force: bool) -> Lease:
+    """One writer per output; the lease file sits beside it, so that the output holds only
+    what it lists as its own."""
+    return Lease(location, owner="infer", force=force,
+                 file=Location(f"{location.url}{LEASE_FILE}", location.options)).acquire()
+
+
+class Plan(NamedTuple):
+    """The tasks of this call: runs ``(k0, k1)`` of consecutive chunks not yet committed."""
+
+    tasks: list[tuple[int, int]]
+    chunks_per_task: int
+    chunk_pixels: int
+    pixels: int  # pixels the tasks compute
+
+
+def plan(group, location: Location, options: InferenceOptions, state: str) -> Plan:
+    """The tasks of the chunks of the output ``group`` (at ``location``) not yet committed."""
+    N, T = int(group.attrs["n_pixels"]), int(group.attrs["n_time"])
+    C, n_chunks = int(group.attrs["chunk_pixels"]), int(group.attrs["n_chunks"])
+    done = done_chunks(group)
+    chunks_per_task = max(1, options.pixels_per_task // C)
+    tasks = plan_tasks(done, chunks_per_task)
+    if options.max_tasks is not None:
+        tasks = tasks[: options.max_tasks]
+    todo_px = sum(min(k1 * C, N) - k0 * C for k0, k1 in tasks)
+    log.info("%s: %s output, %d of %d chunks to compute (%d pixels x %d steps) in %d task(s) "
+             "of up to %d chunk(s)", location.url, state, int((~done).sum()), n_chunks, todo_px, T,
+             len(tasks), chunks_per_task)
+    return Plan(tasks, chunks_per_task, C, todo_px)
+
+
+def task_job(inputs: Inputs, out: Location, series: Sequence[str], task_pixels: int,
+             options: InferenceOptions) -> dict[str, Any]:
+    """The plain-data job each worker is built from: the resolved checkpoint file (not a run
+    directory whose latest checkpoint may move on meanwhile), the store, the output."""
+    return {"checkpoint": inputs.trained.source, "checkpoint_storage_options": inputs.checkpoint.options,
+            "store": inputs.store.url, "store_storage_options": inputs.store.options,
+            "out": out.url, "out_storage_options": out.options, "series": list(series),
+            "task_pixels": int(task_pixels), "read_threads": options.read_threads}
+
+
+def compute_tasks(work: Plan, job: dict[str, Any], options: InferenceOptions,
+                  report: InferenceReport) -> None:
+    """Run the planned tasks (locally or on Ray Data), recording each task in ``report``."""
+    progress = _Progress(work.pixels, report.n_time)
+
+    def on_record(rec: dict[str, Any]) -> None:
+        report.tasks.append(rec)
+        report.chunks_computed.extend(range(rec["k0"], rec["k1"]))
+        progress.add(rec["pixels"])
+
+    t1 = time.perf_counter()
+    if work.tasks:
+        run = _execute_local if options.executor == "local" else _execute_ray
+        run(work.tasks, job, options, on_record)
+    report.run_s = time.perf_counter() - t1
+    report.chunks_computed.sort()
+
+
+def run_inference(checkpoint: Location | str, out: Location | str,
+                  store: Location | str | None = None, *,
                   options: InferenceOptions = InferenceOptions(), overwrite: bool = False,
-                  storage_options: dict | None = None, out_storage_options: dict | None = None,
-                  checkpoint_storage_options: dict | None = None,
                   netcdf: bool = False, force: bool = False) -> InferenceReport:
     """Run (or resume) inference of a trained network over a store.
 
     Args:
       checkpoint: a checkpoint ``.npz`` or a run directory (its final network, else latest).
-      out: output zarr URL; with ``netcdf`` a directory URL that receives ``inference.zarr``
-        and the netCDF export (``parameters.nc``, ``maps.nc``, ``series.nc``).
-      store: input store URL (default: the checkpoint config's ``data.url``).
+      out: output zarr; with ``netcdf`` a directory that receives ``inference.zarr`` and the
+        netCDF export (``parameters.nc``, ``maps.nc``, ``series.nc``). A URL string is
+        reached with the store's storage options.
+      store: input store (default: the checkpoint config's ``data.url``; a URL string is
+        reached with the checkpoint's storage options, else the config's).
       options: see :class:`InferenceOptions`.
       overwrite: replace an output made from another checkpoint/store/series.
-      storage_options: fsspec options of the input store (default: the config's);
-        ``out_storage_options`` of the output (default: the same),
-        ``checkpoint_storage_options`` of the checkpoint (default: the same).
       force: take over the output's lease from a stale holder (:mod:`differland_dist.storage.lease`;
         the lease is ``<out>.differland-lease.json``, held while this call writes).
     """
     t0 = time.perf_counter()
-    ckpt_so = checkpoint_storage_options if checkpoint_storage_options is not None else storage_options
-    trained = load_trained(checkpoint, ckpt_so)
-    cfg = trained.config
-    store_url = store or cfg.data.url
-    if not store_url:
-        raise DifferlandError("no store: pass --store (the checkpoint's config has no data.url)")
-    so = dict(cfg.data.storage_options) if storage_options is None else dict(storage_options)
-    oso = dict(so) if out_storage_options is None else dict(out_storage_options)
-    pstore = PixelStore(store_url, so)
-    if not pstore.attrs.get("complete", False):
-        raise DifferlandError(f"{store_url}: the store is not complete (attrs.complete is not true)")
-    names = predictor_names(cfg.data.predictors)
-    check_store_inputs(pstore.array_names, cfg.data.predictors, names, store_url)
-    check_standardizer(trained.standardizer, names)
-    check_inputs(pstore, names)
+    inputs = open_inputs(checkpoint, store)
+    out = as_location(out, inputs.store.options)
+    zarr_loc = out.join(NETCDF_ZARR_NAME) if netcdf else out
     series = options.series
-    zarr_url = f"{out.rstrip('/')}/{NETCDF_ZARR_NAME}" if netcdf else out
-    identity = _identity(trained, pstore, series, checkpoint)
-    # the saved config without credentials (differland_dist.storage.secrets)
-    identity["config_json"] = json.dumps(safe_config_dict(cfg, strict=False), sort_keys=True)
-    # one writer per output; beside it, so that the output holds only what it lists as its own
-    lease = Lease(Location(zarr_url, oso), owner="infer", force=force,
-                  file=Location(f"{zarr_url.rstrip('/')}{LEASE_FILE}", oso)).acquire()
+    identity = output_identity(inputs, series)
+    lease = output_lease(zarr_loc, force)
     try:
-        state = prepare_output(zarr_url, identity, pstore, series, oso, overwrite,
+        state = prepare_output(zarr_loc, identity, inputs.pixels, series, overwrite,
                                options.chunk_pixels)
-        group = out_mod.open_output(zarr_url, oso)
-        N, T = pstore.n_pixels, pstore.n_time
-        C, n_chunks = int(group.attrs["chunk_pixels"]), int(group.attrs["n_chunks"])
-        report = InferenceReport(zarr_url, N, T, n_chunks)
-        nc_files = _netcdf_targets(out) if netcdf else []
+        group = open_output(zarr_loc)
+        report = InferenceReport(zarr_loc.url, inputs.pixels.n_pixels, inputs.pixels.n_time,
+                                 int(group.attrs["n_chunks"]))
         if state == "complete":
             report.already_complete = report.complete = True
-            if netcdf and not all(_exists(u, oso) for u in nc_files):
-                report.netcdf = _export(zarr_url, out, oso)
-            else:
-                report.netcdf = nc_files
-            log.info("%s is already complete: nothing to do", zarr_url)
-            report.wall_s = time.perf_counter() - t0
-            return report
-        done = out_mod.done_chunks(group)
-        chunks_per_task = max(1, options.pixels_per_task // C)
-        tasks = out_mod.plan_tasks(done, chunks_per_task)
-        if options.max_tasks is not None:
-            tasks = tasks[: options.max_tasks]
-        todo_px = sum(min(k1 * C, N) - k0 * C for k0, k1 in tasks)
-        log.info("%s: %s output, %d of %d chunks to compute (%d pixels x %d steps) in %d task(s) "
-                 "of up to %d chunk(s)", zarr_url, state, int((~done).sum()), n_chunks, todo_px, T,
-                 len(tasks), chunks_per_task)
-        # the resolved file, not a run directory whose latest checkpoint may move on meanwhile
-        job = {"checkpoint": trained.source, "checkpoint_storage_options": ckpt_so,
-               "store": store_url, "store_storage_options": so, "out": zarr_url, "out_storage_options": oso,
-               "series": list(series), "task_pixels": min(chunks_per_task * C, N),
-               "read_threads": options.read_threads}
-        report.setup_s = time.perf_counter() - t0
-        progress = _Progress(todo_px, T)
-
-        def on_record(rec: dict[str, Any]) -> None:
-            report.tasks.append(rec)
-            report.chunks_computed.extend(range(rec["k0"], rec["k1"]))
-            progress.add(rec["pixels"])
-
-        t1 = time.perf_counter()
-        if tasks:
-            run = _execute_local if options.executor == "local" else _execute_ray
-            run(tasks, job, options, on_record)
-        report.run_s = time.perf_counter() - t1
-        report.chunks_computed.sort()
-        t2 = time.perf_counter()
-        if out_mod.done_chunks(group).all():
-            lease.check()  # another writer took the output over meanwhile: do not mark it complete
-            out_mod.finish(zarr_url, oso)
-            report.complete = True
-            if netcdf:
-                report.netcdf = _export(zarr_url, out, oso)
+            report.netcdf = _netcdf_files(zarr_loc, out) if netcdf else []
+            log.info("%s is already complete: nothing to do", zarr_loc.url)
         else:
-            log.info("%s: %d chunk(s) still missing; run again to continue", zarr_url,
-                     int((~out_mod.done_chunks(group)).sum()))
-        report.finish_s = time.perf_counter() - t2
+            work = plan(group, zarr_loc, options, state)
+            job = task_job(inputs, zarr_loc, series,
+                           min(work.chunks_per_task * work.chunk_pixels, report.n_pixels), options)
+            report.setup_s = time.perf_counter() - t0
+            compute_tasks(work, job, options, report)
+            complete_output(group, zarr_loc, out if netcdf else None, lease, report)
         report.wall_s = time.perf_counter() - t0
-        log.info("inference: %d pixels in %.1f s (%.3g pixel-months/s end to end)%s",
-                 report.pixels_computed, report.wall_s, report.pixel_months_per_s(),
-                 "; complete" if report.complete else "")
+        if not report.already_complete:
+            log.info("inference: %d pixels in %.1f s (%.3g pixel-months/s end to end)%s",
+                     report.pixels_computed, report.wall_s, report.pixel_months_per_s(),
+                     "; complete" if report.complete else "")
         return report
     finally:
         lease.release()
+
+
+def complete_output(group, location: Location, netcdf_dir: Location | None, lease: Lease,
+                    report: InferenceReport) -> None:
+    """When every chunk is committed: the maps, ``complete`` and the netCDF export (into
+    ``netcdf_dir`` when given); else log what is missing."""
+    t2 = time.perf_counter()
+    if done_chunks(group).all():
+        lease.check()  # another writer took the output over meanwhile: do not mark it complete
+        finish(location)
+        report.complete = True
+        if netcdf_dir is not None:
+            report.netcdf = export_netcdf(location, netcdf_dir)
+    else:
+        log.info("%s: %d chunk(s) still missing; run again to continue", location.url,
+                 int((~done_chunks(group)).sum()))
+    report.finish_s = time.perf_counter() - t2
+
+
+def _netcdf_files(zarr_loc: Location, out: Location) -> list[str]:
+    """The netCDF files of a complete output: exported again when one is missing."""
+    files = [out.join(n) for n in NETCDF_FILES]
+    if all(f.exists() for f in files):
+        return [f.url for f in files]
+    return export_netcdf(zarr_loc, out)
 
 
 class _Progress:
@@ -489,17 +460,3 @@ class _Progress:
             progress_log.log.info("pixels done: %d / %d (%.0f %%), %.3g pixel-months/s, ETA %.0f s",
                                   self.done, self.total, 100.0 * self.done / max(self.total, 1),
                                   rate * self.T, eta)
-
-
-def _netcdf_targets(out: str) -> list[str]:
-    return [f"{out.rstrip('/')}/{n}" for n in NETCDF_FILES]
-
-
-def _exists(url: str, so: dict) -> bool:
-    fs, path = resolve(url, so)
-    return fs.exists(path)
-
-
-def _export(zarr_url: str, out: str, so: dict) -> list[str]:
-    return export_netcdf(zarr_url, out, so)
-

@@ -35,6 +35,7 @@ import jax.numpy as jnp
 from differland_dist.common import checks
 from differland_dist.vocabulary import streams as S
 from differland_dist.errors import ConfigError, DifferlandError
+from differland_dist.vocabulary.aggregation import annual_means, annual_weights, patch_sum, sum_series
 from differland_dist.vocabulary.labels import Labels
 
 
@@ -50,8 +51,8 @@ def _default_enabled() -> dict[str, bool]:
 
 
 #: Term name -> (stream it reads, paper weight), derived from ``differland_dist.vocabulary.streams``.
-#: "violation" and "edc" read no stream (EDC is switched per pixel by the LAI weight at the
-#: first step, as published).
+#: "violation" and "edc" read no stream (EDC is switched per pixel by the weight at the first
+#: step of the stream marked ``edc_gate``, LAI, as published).
 TERMS: dict[str, tuple[str | None, float]] = _term_table()
 TERM_NAMES = tuple(TERMS)
 #: Terms that compare annual means of whole years after warm-up.
@@ -161,19 +162,13 @@ def _patch_error(pred, obs, w, patch, valid, n_patches, padded: bool = False, pa
         count = jnp.full((n_patches, 1), float(patch_rows), jnp.float32)
     else:
         rows = valid if not padded else jnp.ones_like(valid)
-        count = jax.ops.segment_sum(rows, patch, num_segments=n_patches)[:, None]
+        count = patch_sum(jnp.asarray(rows), patch, n_patches)[:, None]
         count = jnp.maximum(count, 1.0)
 
     def pmean(x):
-        return jax.ops.segment_sum(x * valid[:, None], patch, num_segments=n_patches) / count
+        return patch_sum(jnp.asarray(x * valid[:, None]), patch, n_patches) / count
 
     return jnp.sum((pmean(pred * w) - pmean(obs * w)) ** 2 * pmean(w))
-
-
-def _annual(x, spy):
-    """(P, T) -> (P, T // spy, spy), whole years only."""
-    n = x.shape[1] // spy
-    return x[:, : n * spy].reshape(x.shape[0], n, spy)
 
 
 def _edc(series, totals, initial_pools, eps, spy):
@@ -197,21 +192,13 @@ def _edc(series, totals, initial_pools, eps, spy):
     return total  # (P,)
 
 
-def _model_side(series, st: S.Stream):
-    """(P, T) the sum of the stream's model outputs, in table order."""
-    out = series[st.outputs[0]]
-    for name in st.outputs[1:]:
-        out = out + series[name]
-    return out
-
-
 def _stream_term(st: S.Stream, term: S.Term, series, labels, patch, valid, n_patches: int,
                  cfg: LossConfig, spy: int, patch_rows: int = 0):
     """One stream term, unweighted: dispatch on the term's aggregation and the stream's level."""
     wu = cfg.warm_up
     val, w_all = labels.stream(st.name)
     obs, w = val[:, wu:], w_all[:, wu:] * valid[:, None]
-    model = _model_side(series, st)
+    model = sum_series(series, st.outputs)  # the stream's model side, in table order
     if term.aggregation == "static":  # one observation per pixel (step 0) vs the time mean
         return _sse(jnp.mean(model[:, wu:], axis=1), val[:, 0], w_all[:, 0] * valid)
     if term.aggregation == "anomaly":
@@ -222,8 +209,8 @@ def _stream_term(st: S.Stream, term: S.Term, series, labels, patch, valid, n_pat
         mean = jnp.sum(ref * w_ref, axis=1) / (jnp.sum(w_ref, axis=1) + cfg.epsilon)
         pred = model[:, wu:] - mean[:, None]
     elif term.aggregation == "annual":
-        pred, obs = _annual(model[:, wu:], spy).mean(2), _annual(obs, spy).mean(2)
-        w = jnp.prod(_annual(w, spy), axis=2)
+        pred, obs = annual_means(model[:, wu:], spy), annual_means(obs, spy)
+        w = annual_weights(w, spy)
     else:  # monthly
         pred = model[:, wu:]
     if st.level == "patch":
@@ -258,9 +245,9 @@ def loss_terms(series: Mapping[str, jax.Array], totals: Mapping[str, jax.Array],
     if on["violation"]:
         out["violation"] = jnp.sum(series["violation"] * valid[:, None]) * W["violation"]
     if on["edc"]:
-        _, lai_w = labels.stream("lai")
+        _, gate_w = labels.stream(S.edc_gate().name)
         edc = _edc(series, totals, initial_pools, cfg.epsilon, spy)
-        out["edc"] = jnp.sum(edc * lai_w[:, 0] * valid) * W["edc"]
+        out["edc"] = jnp.sum(edc * gate_w[:, 0] * valid) * W["edc"]
     return out
 
 

@@ -16,7 +16,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from differland_dist.model.parameters import PHENO_NAMES, all_bounds, to_bounded, to_unbounded
+from differland_dist.vocabulary.parameters import PHENO_NAMES, all_bounds, to_bounded, to_unbounded
 
 YEAR = 365.25
 #: The southern hemisphere's seasons lag the northern ones by half a year.

@@ -12,7 +12,7 @@ from typing import NamedTuple
 import jax.numpy as jnp
 
 from differland_dist.model import acm, phenology
-from differland_dist.model.parameters import POOLS
+from differland_dist.vocabulary.parameters import POOLS
 from differland_dist.model.structures import Fluxes, Forcing, Parameters, Pools, ProcessParams
 
 _POOL_LO = {b.name: b.lo for b in POOLS}

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 
 from differland_dist.model import acm
 from differland_dist.model.dalec import prepare, step
-from differland_dist.model.parameters import OUTPUTS
+from differland_dist.vocabulary.dalec_io import OUTPUTS
 from differland_dist.model.structures import Fluxes, Forcing, Parameters, Pools
 
 

@@ -2,7 +2,7 @@
 
 Fields are arrays of any common shape (a pixel, a batch of pixels, or (pixels, time));
 the field order of each structure is the order of the matching table in
-:mod:`differland_dist.model.parameters`, so ``stack``/``from_array`` convert to and from the
+:mod:`differland_dist.vocabulary.parameters`, so ``stack``/``from_array`` convert to and from the
 column layout of the golden files.
 """
 
@@ -12,7 +12,8 @@ from typing import Any, NamedTuple
 
 import jax.numpy as jnp
 
-from differland_dist.model.parameters import OUTPUTS, PARAM_NAMES
+from differland_dist.vocabulary.dalec_io import OUTPUTS
+from differland_dist.vocabulary.parameters import PROCESS_NAMES
 
 
 class Forcing(NamedTuple):
@@ -70,7 +71,7 @@ class Pools(NamedTuple):
 
 
 #: The 31 process parameters as named fields (order and names from the parameter table).
-ProcessParams = NamedTuple("ProcessParams", [(n, Any) for n in PARAM_NAMES])
+ProcessParams = NamedTuple("ProcessParams", [(n, Any) for n in PROCESS_NAMES])
 ProcessParams.from_array = classmethod(lambda cls, a: cls(*(a[..., i] for i in range(len(cls._fields)))))
 ProcessParams.stack = lambda self: jnp.stack(self, axis=-1)
 

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from differland_dist.common import checks
-from differland_dist.model.parameters import (
+from differland_dist.vocabulary.parameters import (
     PHENOLOGY_PARAMETERS, POOLS, PROCESS_PARAMETERS, bounds_array, to_bounded)
 from differland_dist.model.structures import Parameters
 

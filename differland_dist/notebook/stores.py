@@ -25,7 +25,8 @@ import zarr
 from differland_dist.data.store import PixelStore, quiet_zarr, zarr_store
 from differland_dist.data.validate import check_store
 from differland_dist.errors import DifferlandError
-from differland_dist.storage.location import join
+from differland_dist.storage.location import Location, join
+from differland_dist.vocabulary.grid import store_grid
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +41,6 @@ def open_store(url: str, storage_options: dict | None = None, *, validate: bool 
       validate: also run the full validation of ``differland validate`` (reads every value;
         DataValidationError listing every problem). Without it only completeness is checked.
     """
-    # imported here: inference/ and experiment/ load JAX; the notebook surface (resolved on first
-    # use, differland_dist/__init__.py) loads it only when a function needs it
-    from differland_dist.inference.output import store_grid
-
     store = PixelStore(url, storage_options)
     if not store.attrs.get("complete", False):
         raise DifferlandError(f"{url}: the store is not complete (attrs.complete is not true): "
@@ -74,17 +71,17 @@ def open_output(url: str, storage_options: dict | None = None) -> xr.Dataset:
     docs/inference.md. A partial output opens with a warning (missing chunks read as NaN)."""
     # imported here: inference/ and experiment/ load JAX; the notebook surface (resolved on first
     # use, differland_dist/__init__.py) loads it only when a function needs it
-    from differland_dist.inference import output as out_mod
+    from differland_dist.inference.output import read_attrs
     from differland_dist.inference.export import open_output_dataset
 
-    attrs = out_mod.read_attrs(url, storage_options)
+    attrs = read_attrs(Location(url, storage_options))
     if attrs is None:
         raise DifferlandError(f"{url}: no inference output there (no zarr group); make one with "
                               "`differland infer` or differland_dist.run_inference")
     if not attrs.get("complete"):
         log.warning("%s is a partial inference output: pixels of unfinished chunks are NaN; run "
                     "`differland infer` again to finish it", url)
-    ds = open_output_dataset(url, storage_options)
+    ds = open_output_dataset(Location(url, storage_options))
     ds = ds.set_coords([c for c in _PIXEL_COORDS if c in ds.data_vars])
     return _with_pixel_index(ds)
 

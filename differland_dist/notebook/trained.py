@@ -37,9 +37,11 @@ from differland_dist.errors import ConfigError, DifferlandError
 from differland_dist.inference.compute import (
     check_standardizer, compiled_forward, flat_parameters, network_inputs, network_parameters,
     pad_pixels, required_store_vars)
-from differland_dist.inference.output import (
-    DEFAULT_SERIES, PARAM_NAMES, PARAMETERS, SERIES_BY_NAME, check_series, model_outputs_for)
-from differland_dist.model.parameters import PHENOLOGY_PARAMETERS, PROCESS_PARAMETERS
+from differland_dist.vocabulary.series import (
+    DEFAULT_SERIES, SERIES_BY_NAME, check_series, model_outputs_for)
+from differland_dist.vocabulary.parameters import (
+    PARAM_NAMES, PARAMETERS, PHENOLOGY_PARAMETERS, PROCESS_PARAMETERS)
+from differland_dist.vocabulary.units import udunits
 from differland_dist.model.rollout import rollout
 from differland_dist.model.structures import Forcing, Parameters
 from differland_dist.network.standardize import input_names
@@ -215,8 +217,9 @@ class TrainedModel:
         ``long_name``."""
         self._check_batch(batch)
         flat = self._flat_parameters(self._inputs_array(batch))
-        data = {name: xr.Variable("pixel", flat[:, j], {"units": units, "long_name": long_name})
-                for j, (name, units, long_name) in enumerate(PARAMETERS)}
+        data = {b.output_name: xr.Variable("pixel", flat[:, j], {"units": udunits(b.units),
+                                                                  "long_name": b.long_name})
+                for j, b in enumerate(PARAMETERS)}
         return xr.Dataset(data, coords={**self._pixel_coords(batch), **self._grid_coords(batch)},
                           attrs=self._attrs())
 
@@ -231,7 +234,7 @@ class TrainedModel:
 
         Args:
           batch: store variables of some pixels (see the module docstring).
-          series: output series (``differland_dist.inference.output.SERIES`` names; default
+          series: output series (``differland_dist.vocabulary.series.SERIES`` names; default
             all: gpp, reco, ra, rh, nee, nbe, fire, et, lai, sif, vod, runoff, pool_*).
           parameters: physical parameters to run instead of the network's, for the batch's
             pixels in its order: a Dataset as :meth:`parameters` returns (``param_``-prefixed

@@ -15,7 +15,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from differland_dist.vocabulary.labels import Labels
 from differland_dist.loss import LossConfig, network_value_and_grad
 from differland_dist.model.config import ModelConfig
-from differland_dist.model.parameters import FORCING_NAMES
+from differland_dist.vocabulary.dalec_io import FORCING_NAMES
 from differland_dist.model.rollout import simulate, simulate_series
 from differland_dist.model.structures import Forcing
 from differland_dist.network import apply_network, init_network, to_parameters

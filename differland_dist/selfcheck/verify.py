@@ -14,7 +14,8 @@ import numpy as np
 from differland_dist.errors import DataValidationError
 from differland_dist.vocabulary.labels import Labels
 from differland_dist.loss import TERMS, LossConfig, loss_from_x
-from differland_dist.model import OUTPUTS, simulate
+from differland_dist.model import simulate
+from differland_dist.vocabulary.dalec_io import OUTPUTS
 from differland_dist.model.config import PARITY_MODEL
 from differland_dist.model.structures import Forcing
 from differland_dist.network import NetworkOutputs

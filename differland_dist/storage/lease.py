@@ -30,7 +30,7 @@ import time
 import uuid
 from typing import Any
 
-from differland_dist.errors import DifferlandError
+from differland_dist.errors import DifferlandError, LeaseHeld, LeaseLost
 from differland_dist.storage.location import Location
 
 log = logging.getLogger(__name__)
@@ -41,14 +41,6 @@ LEASE_FILE = ".differland-lease.json"
 HEARTBEAT_S = 30.0
 #: A lease whose heartbeat is older than this many seconds may be taken over with ``force``.
 STALE_S = 300.0
-
-
-class LeaseHeld(DifferlandError):
-    """Another process holds the lease (or a stale lease needs ``force``)."""
-
-
-class LeaseLost(DifferlandError):
-    """Our lease was taken over or could not be renewed; stop writing."""
 
 
 def _pid_alive(pid: int) -> bool:

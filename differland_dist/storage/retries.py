@@ -114,10 +114,6 @@ _PERMANENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirecto
               FileExistsError)
 
 
-class StoredBytesMismatch(OSError):
-    """An uploaded object whose stored size or checksum is not that of the bytes sent."""
-
-
 def is_transient(err: BaseException) -> bool:
     """Whether a storage error is worth another try: timeouts, connection and I/O errors, HTTP
     408/429/5xx from cloud clients, and stored bytes that differ from those sent; not missing

@@ -25,9 +25,8 @@ import time
 import fsspec
 import fsspec.asyn
 
-from differland_dist.errors import StorageWriteError
-from differland_dist.storage.retries import (StoredBytesMismatch, acall_with_retries, call_with_retries,
-                                     policy_for, protocols)
+from differland_dist.errors import StorageWriteError, StoredBytesMismatch
+from differland_dist.storage.retries import acall_with_retries, call_with_retries, policy_for, protocols
 
 log = logging.getLogger(__name__)
 

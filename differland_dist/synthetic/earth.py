@@ -33,8 +33,9 @@ from differland_dist.data.store import check_target, write_store
 from differland_dist.data.tiling import monthly_axis, patch_tile  # re-exported: they lived here
 from differland_dist.errors import DifferlandError
 from differland_dist.model import simulate
-from differland_dist.model.parameters import (
-    OUTPUT_INDEX, PHENOLOGY_PARAMETERS, PROCESS_PARAMETERS, all_bounds, to_bounded)
+from differland_dist.vocabulary.dalec_io import OUTPUT_INDEX
+from differland_dist.vocabulary.parameters import (
+    PHENOLOGY_PARAMETERS, PROCESS_PARAMETERS, all_bounds, to_bounded)
 from differland_dist.synthetic.truth_design import (
     PARAM_NAMES_ALL, PARAM_UNITS_ALL, TRUTH_FEATURES, TruthDesign, apply_truth, build_truth,
     load_design, shipped_designs)

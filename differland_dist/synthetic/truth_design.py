@@ -34,8 +34,9 @@ import yaml
 from differland_dist.config import read_yaml
 from differland_dist.data import schema
 from differland_dist.errors import ConfigError, DifferlandError
-from differland_dist.model.parameters import (
-    PHENOLOGY_PARAMETERS, POOLS, PROCESS_PARAMETERS, all_bounds, to_unbounded)
+from differland_dist.vocabulary.parameters import (
+    PARAM_NAMES, PARAMETERS, PHENOLOGY_PARAMETERS, POOLS, PROCESS_PARAMETERS, all_bounds,
+    to_unbounded)
 
 #: The 20 predictors of the paper's full set, inputs of the hidden relation.
 TRUTH_FEATURES = schema.PREDICTOR_SETS["PFT"] + schema.PREDICTOR_SETS["CLIM"] + \
@@ -48,9 +49,9 @@ FEATURE_SCALING = {
     "canopy_height": (8.0, 10.0), "forest_age": (80.0, 50.0), "BULK_DEN": (1.35, 0.2),
     "SAND": (40.0, 15.0), "SILT": (35.0, 10.0), "CLAY": (25.0, 10.0), "GRAVEL": (15.0, 8.0),
 }
-PARAM_NAMES_ALL = tuple(b.name for b in PROCESS_PARAMETERS) + tuple(
-    b.name for b in PHENOLOGY_PARAMETERS) + tuple(f"init_{b.name}" for b in POOLS)
-PARAM_UNITS_ALL = tuple(b.units for b in PROCESS_PARAMETERS + PHENOLOGY_PARAMETERS + POOLS)
+#: The truth's 40 parameters: the parameter table's names and units (network-head order).
+PARAM_NAMES_ALL = PARAM_NAMES
+PARAM_UNITS_ALL = tuple(b.units for b in PARAMETERS)
 #: The synthetic Earth's random-stream purpose of the truth (synthetic/earth.py numbers its
 #: streams; never change: it changes every store).
 TRUTH_STREAM = 4

@@ -7,8 +7,9 @@ with). Everything else derives from :data:`STREAMS`:
   dispatched on ``aggregation`` and ``level``, then the two physical penalties;
 * the store schema (``data.schema.STREAMS``: label order, default product, units, range,
   level) and validation's per-stream ranges;
-* evaluation's comparison rules (``evaluation.streams.RULES``) and the inference output series
-  that hold each stream's model side (``inference.output.stream_series``).
+* evaluation's comparison rules (``evaluation.streams.RULES``; both aggregate with
+  ``vocabulary.aggregation``) and the inference output series that hold each stream's model
+  side (``vocabulary.series.stream_series``).
 
 The row order is the published loss's term order (the order terms are computed and summed);
 ``Stream.label`` is the stream's place in the published label layout, where the golden files'
@@ -55,15 +56,18 @@ class Stream(NamedTuple):
         :attr:`cf_units` for the UDUNITS-2 spelling).
       lo, hi: the physically plausible range of its values, in ``units``.
       level: ``pixel`` or ``patch``.
-      outputs: DALEC outputs (``model.parameters.OUTPUTS`` names) summed, in this order, for
+      outputs: DALEC outputs (``vocabulary.dalec_io.OUTPUTS`` names) summed, in this order, for
         the model side (this module does not import the model, so the store layer needs no
-        JAX: the inference output checks them at import, ``tests/test_streams.py`` too).
+        JAX: the series catalogue, ``vocabulary.series``, checks them at import, as
+        ``tests/test_streams.py`` does).
       aggregation: one of :data:`AGGREGATIONS` (the main term's and evaluation's).
       weight: the main term's paper weight.
       products: store products of the stream, the default first (``obs_<product>``).
       assimilated: whether the main term is on by default (the paper does not assimilate VOD;
         such a stream's default product is then off too).
       extra_terms: further loss terms on the same observations (NBE's interannual term).
+      edc_gate: the one stream whose weight at the first step switches the EDC penalty on or
+        off per pixel (LAI, as published).
     """
 
     name: str
@@ -78,6 +82,7 @@ class Stream(NamedTuple):
     products: tuple[str, ...]
     assimilated: bool = True
     extra_terms: tuple[Term, ...] = ()
+    edc_gate: bool = False
 
     @property
     def default_product(self) -> str:
@@ -103,7 +108,8 @@ _FLUX_ALT = ("10percent", "50percent")  # FLUXNET cells by the site PFT's cover
 #: The 12 streams, in the published loss's term order (``label``: the label layout).
 STREAMS: tuple[Stream, ...] = (
     Stream("sif", 0, "SIF units", -5, 10, "pixel", ("SIF",), "monthly", 400.0, ("sif",)),
-    Stream("lai", 2, "m2 m-2", 0, 15, "pixel", ("lai",), "monthly", 10.0, ("lai", "lai_copernicus")),
+    Stream("lai", 2, "m2 m-2", 0, 15, "pixel", ("lai",), "monthly", 10.0, ("lai", "lai_copernicus"),
+           edc_gate=True),
     Stream("biomass", 4, "gC m-2", 0, 1e5, "pixel",
            ("next_labile_pool", "next_foliar_pool", "next_wood_pool", "next_root_pool"),
            "annual", 5e-5, ("biomass", "biomass_ib")),
@@ -149,6 +155,8 @@ def check(streams: tuple[Stream, ...] = STREAMS) -> None:
             raise ValueError(f"streams: {s.name}: no model outputs")
         if not s.products or not s.lo < s.hi:
             raise ValueError(f"streams: {s.name}: needs a product and lo < hi")
+    if sum(s.edc_gate for s in streams) != 1:
+        raise ValueError(f"streams: {sum(s.edc_gate for s in streams)} rows with edc_gate, expected one")
     if sorted(s.label for s in streams) != list(range(len(streams))):
         raise ValueError(f"streams: labels {[s.label for s in streams]} are not 0..{len(streams) - 1}")
     if seen & {p.name for p in PENALTIES}:
@@ -161,6 +169,12 @@ check()
 def label_order(streams: tuple[Stream, ...] | None = None) -> tuple[Stream, ...]:
     """The streams in label-layout order (``STREAMS`` when not given, read at call time)."""
     return tuple(sorted(STREAMS if streams is None else streams, key=lambda s: s.label))
+
+
+def edc_gate(streams: tuple[Stream, ...] | None = None) -> Stream:
+    """The stream whose first-step weight switches the EDC penalty per pixel (``STREAMS`` when
+    not given, read at call time)."""
+    return next(s for s in (STREAMS if streams is None else streams) if s.edc_gate)
 
 
 def terms(streams: tuple[Stream, ...] | None = None) -> tuple[tuple[Stream | None, Term], ...]:

@@ -44,12 +44,12 @@ def run(args: argparse.Namespace) -> int:
     # imported here: keeps `differland --help` and light commands from importing xarray/JAX
     from differland_dist.data.store import parse_storage_options
     from differland_dist.inference.cube import export_cube
+    from differland_dist.storage.location import Location
 
     series = args.series or None
-    dest = export_cube(args.output, args.out, series=series, cmor=args.cmor,
-                       predictor_set=args.predictor_set,
-                       storage_options=parse_storage_options(args.storage_options),
-                       dest_storage_options=parse_storage_options(args.out_storage_options),
+    dest = export_cube(Location(args.output, parse_storage_options(args.storage_options)),
+                       Location(args.out, parse_storage_options(args.out_storage_options)),
+                       series=series, cmor=args.cmor, predictor_set=args.predictor_set,
                        overwrite=args.overwrite)
     if args.json:
         print(json.dumps({"out": str(dest), "cmor": bool(args.cmor), "series": series}))

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     # imported here: keeps `differland --help` and light commands from importing JAX/Ray/matplotlib
-    from differland_dist.inference.output import DEFAULT_SERIES
+    from differland_dist.vocabulary.series import DEFAULT_SERIES
 
     p.add_argument("--checkpoint", required=True, metavar="CKPT",
                    help="checkpoint .npz or run directory (its network.npz, else latest checkpoint)")
@@ -70,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
     # imported here: keeps `differland --help` and light commands from importing JAX/Ray/matplotlib
     from differland_dist.data.store import parse_storage_options
     from differland_dist.inference.pipeline import InferenceOptions, run_inference
+    from differland_dist.storage.location import Location
 
     so = parse_storage_options(args.storage_options) if args.storage_options else None
     oso = parse_storage_options(args.out_storage_options) if args.out_storage_options else None
@@ -81,8 +82,11 @@ def run(args: argparse.Namespace) -> int:
         executor=args.executor, address=args.address, jax_platforms=args.jax_platforms,
         max_tasks=args.max_tasks,
         progress_bars=args.progress and sys.stderr.isatty())
-    r = run_inference(args.checkpoint, args.out, args.store, options=options,
-                      overwrite=args.overwrite, storage_options=so, out_storage_options=oso,
+    # --storage-options reach the store and the checkpoint (default: the config's, for the
+    # store); --out-storage-options the output (default: the store's)
+    store = Location(args.store, so) if args.store and so is not None else args.store
+    r = run_inference(Location(args.checkpoint, so), Location(args.out, oso) if oso is not None else args.out,
+                      store, options=options, overwrite=args.overwrite,
                       netcdf=args.format == "netcdf", force=args.force)
     summary = r.summary()
     if args.json:
