@@ -98,7 +98,7 @@ def load(url: str, storage_options: dict | None = None, sets: list[str] | None =
     """Read an experiment directory (local or object storage) for the analyses."""
     so = dict(storage_options or {})
     root = Location(url, so)
-    grid = load_experiment(url, so)
+    grid = load_experiment(root)
     try:
         selection = root.join("selection.json").read_json()
     except FileNotFoundError:

@@ -266,3 +266,9 @@ class Location:
 def _names(entries: list[str], most: int = 8) -> str:
     shown = ", ".join(entries[:most])
     return shown + (f" and {len(entries) - most} more" if len(entries) > most else "")
+
+
+def as_location(where: "str | os.PathLike | Location", options: dict | None = None) -> Location:
+    """``where`` as a :class:`Location`: a Location as it is, a URL or path with ``options``
+    (the edge where a caller's URL meets the configured storage options)."""
+    return where if isinstance(where, Location) else Location(os.fspath(where), options)
