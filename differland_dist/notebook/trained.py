@@ -44,6 +44,7 @@ from differland_dist.model.rollout import rollout
 from differland_dist.model.structures import Forcing, Parameters
 from differland_dist.network.standardize import input_names
 from differland_dist.runs import load_trained
+from differland_dist.storage.location import Location, as_location
 
 log = logging.getLogger(__name__)
 
@@ -80,10 +81,12 @@ class TrainedModel:
         self.record = record
 
     @classmethod
-    def from_checkpoint(cls, url: str, storage_options: dict | None = None) -> "TrainedModel":
+    def from_checkpoint(cls, where: str | Location) -> "TrainedModel":
         """Load a checkpoint ``.npz`` or a run directory (its final network, else its latest
-        checkpoint), local or ``gs://`` / ``s3://`` with fsspec ``storage_options``."""
-        return cls(load_trained(url, storage_options))
+        checkpoint): a local path, a ``gs://`` / ``s3://`` URL, or a :class:`Location` (URL
+        plus fsspec options such as credentials)."""
+        loc = as_location(where)
+        return cls(load_trained(loc.url, loc.options))
 
     # -- what it is -------------------------------------------------------------------------------
     @property
