@@ -83,8 +83,7 @@ class TrainedModel:
     @classmethod
     def from_checkpoint(cls, where: str | Location) -> "TrainedModel":
         """Load a checkpoint ``.npz`` or a run directory (its final network, else its latest
-        checkpoint): a local path, a ``gs://`` / ``s3://`` URL, or a :class:`Location` (URL
-        plus fsspec options such as credentials)."""
+        checkpoint): a path, a ``gs://`` / ``s3://`` URL, or a :class:`Location` (with options)."""
         loc = as_location(where)
         return cls(load_trained(loc.url, loc.options))
 
