@@ -25,7 +25,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from differland_dist.notebook import stores as api
+from differland_dist.notebook import stores
 from differland_dist.config import load_config
 from differland_dist.data import splits
 from differland_dist.data.store import open_store as open_pixel_store
@@ -84,13 +84,13 @@ def gpp_against_truth(store_url: str, outputs: dict[str, str], checkpoint: str, 
     """Scores of each output's GPP against the hidden truth's GPP on the held-out (dev and test)
     pixels after
     the warm-up: the store's true parameters run through DALEC with the run's model options."""
-    ds = api.open_store(store_url)
+    ds = stores.open_store(store_url)
     test = ds.isel(pixel=np.flatnonzero(ds["split"].values != splits.TRAIN))
     truth = TrainedModel.from_checkpoint(checkpoint).simulate(
         test, series=["gpp"], parameters=test["true_params"])["gpp"].values[:, warm_up:]
     res = {}
     for name, url in outputs.items():
-        sim = api.open_output(url)["gpp"].sel(pixel=test["pixel"]).values[:, warm_up:]
+        sim = stores.open_output(url)["gpp"].sel(pixel=test["pixel"]).values[:, warm_up:]
         res[name] = flat(truth, sim)
     return res
 
@@ -105,10 +105,10 @@ def plot_map(store_url: str, output: str, param: str = MAP_PARAM) -> bytes:
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    ds = api.open_store(store_url)
-    out = api.open_output(output)
+    ds = stores.open_store(store_url)
+    out = stores.open_output(output)
     learnt = out[f"map_{param}"].values
-    true = api.gridded(ds["true_params"].sel(param=param), grid=ds).values
+    true = stores.gridded(ds["true_params"].sel(param=param), grid=ds).values
     lat, lon = ds["lat"].values, ds["lon"].values
     r = float(abs(lon[1] - lon[0])) if lon.size > 1 else 1.0
     extent = (float(lon.min()) - r / 2, float(lon.max()) + r / 2,

@@ -33,9 +33,10 @@ from differland_dist.data.store import open_store, zarr_store
 from differland_dist.errors import DifferlandError
 from differland_dist.evaluation.evaluate import EvaluationOptions, evaluate
 from differland_dist.evaluation.streams import RULES
-from differland_dist.experiment import ensemble as ens
+from differland_dist.experiment.ensemble import (
+    ENSEMBLE, MEAN_DIR, ensemble_mean_output, mean_output, stat_var, write_ensemble)
 from differland_dist.experiment import probabilistic
-from differland_dist.experiment import scores as sc
+from differland_dist.experiment import scores
 from differland_dist.experiment.grid import GridConfig, Member, grid_from_dict, member_config
 from differland_dist.experiment.runner import (
     CONFIG_NAME, MEMBERS, ExperimentRun, MemberRun, final_losses, member_dir, next_action, train_members)
@@ -262,29 +263,29 @@ def build_ensemble(grid: GridConfig, root: Location, store, kept: dict[str, list
     member_evals, outputs = _member_outputs(grid, root, kept, series, inference_options)
     ens_evals = {}
     for set_name, members in outputs.items():
-        mean = ens.mean_output(root, set_name)
-        ens.ensemble_mean_output(mean, store, members, series)
+        mean = mean_output(root, set_name)
+        ensemble_mean_output(mean, store, members, series)
         ens_evals[set_name] = evaluate(mean.url, store=data.url,
-                                       out=root.join(ens.MEAN_DIR, f"{set_name}_evaluation").url,
+                                       out=root.join(MEAN_DIR, f"{set_name}_evaluation").url,
                                        storage_options=data.options, out_storage_options=root.options)
-    ens.write_ensemble(root.join(ens.ENSEMBLE), store, outputs,
+    write_ensemble(root.join(ENSEMBLE), store, outputs,
                        [n for n in grid.ensemble_series if n in series])
     prob = {s: probabilistic.score_members(store, members, grid.base.data.products,
                                            int(grid.base.loss.warm_up))
             for s, members in outputs.items()}
-    scores = sc.collect(member_evals, ens_evals, prob)
-    _write_scores(grid, root, scores)
-    return scores
+    table = scores.collect(member_evals, ens_evals, prob)
+    _write_scores(grid, root, table)
+    return table
 
 
-def _write_scores(grid: GridConfig, root: Location, scores: dict[str, Any]) -> None:
+def _write_scores(grid: GridConfig, root: Location, table: dict[str, Any]) -> None:
     """scores.json, scores.md and the figures (test NSE per stream, ensemble maps)."""
-    root.join("scores.json").write_atomic(sc.to_json(scores).encode())
-    root.join("scores.md").write_atomic(sc.to_markdown(scores, f"Experiment {grid.name}: scores").encode())
-    streams = sorted({st for per in scores.values() for st in per})
+    root.join("scores.json").write_atomic(scores.to_json(table).encode())
+    root.join("scores.md").write_atomic(scores.to_markdown(table, f"Experiment {grid.name}: scores").encode())
+    streams = sorted({st for per in table.values() for st in per})
     for st in streams:
-        root.join("figures", f"test_nse_{st}.png").write_atomic(sc.nse_figure(scores, st, "test"))
-    for name, data in ensemble_maps(root.join(ens.ENSEMBLE)).items():
+        root.join("figures", f"test_nse_{st}.png").write_atomic(scores.nse_figure(table, st, "test"))
+    for name, data in ensemble_maps(root.join(ENSEMBLE)).items():
         root.join("figures", name).write_atomic(data)
 
 
@@ -303,7 +304,7 @@ def ensemble_maps(ensemble: Location, params=DEFAULT_MAP_PARAMS) -> dict[str, by
     sets = [str(s) for s in g["predictor_set"][:]]
     figs = {}
     for p in params:
-        arrs = (g[f"map_{p}"], g[ens.stat_var(f"map_{p}", "sd")])  # ensemble mean, sd
+        arrs = (g[f"map_{p}"], g[stat_var(f"map_{p}", "sd")])  # ensemble mean, sd
         units = dict(arrs[0].attrs).get("units", "")
         fig, axes = plt.subplots(len(sets), 2, figsize=(8, 2.2 * len(sets) + 0.4), dpi=100, squeeze=False)
         for i, s in enumerate(sets):
