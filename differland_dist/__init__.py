@@ -47,6 +47,7 @@ _EXPORTS = {
     "run_demo": "differland_dist.cli.demo",
     "DEMO_CONFIG": "differland_dist.cli.demo",
     "DifferlandError": "differland_dist.errors",
+    "Location": "differland_dist.storage.location",
     "TensorBoardHook": "differland_dist.distributed.tracking",
     "MLflowHook": "differland_dist.distributed.tracking",
 }

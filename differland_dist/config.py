@@ -29,6 +29,7 @@ from differland_dist.errors import ConfigError
 from differland_dist.loss.terms import ANNUAL_TERMS, TERMS, LossConfig
 from differland_dist.model.config import ModelConfig
 from differland_dist.network.mlp import NetworkConfig
+from differland_dist.storage.location import Location
 
 DEFAULT_PRODUCTS = {s.name: (None if s.name == "vod" else s.default_product) for s in STREAMS}
 
@@ -118,6 +119,11 @@ class DataConfig:
             checks.string("data.cache", self.cache, empty=False)
             if "://" in self.cache:  # decoded chunks are written with os-level file calls
                 raise ConfigError(f"data.cache: must be null, 'memory' or a local directory, got {self.cache!r}")
+
+    @property
+    def location(self) -> Location:
+        """The store: :attr:`url` reached with :attr:`storage_options`."""
+        return Location(self.url, self.storage_options)
 
 
 @dataclass(frozen=True)

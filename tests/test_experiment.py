@@ -4,6 +4,7 @@ driver resumed to bit-identical member networks."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
@@ -103,15 +104,15 @@ def test_an_experiment_written_before_a_new_config_key_resumes(tmp_path):
 
     store = str(tmp_path / "x.zarr")
     out = tmp_path / "exp"
-    prepare_dir(_grid(store), str(out), False, {})
+    prepare_dir(_grid(store), str(out), False)
     saved = yaml.safe_load((out / CONFIG_NAME).read_text())
     assert saved["base"]["training"].pop("pixels_per_call") is None
     (out / CONFIG_NAME).write_text(yaml.safe_dump(saved))
-    prepare_dir(_grid(store), str(out), True, {})   # accepted: the missing key is its default
+    prepare_dir(_grid(store), str(out), True)   # accepted: the missing key is its default
     (out / CONFIG_NAME).write_text(yaml.safe_dump(saved))
     changed = _grid(store, extra=["base.training.pixels_per_call=4096"])
     with pytest.raises(DifferlandError, match=r"differs in \['base'\]"):
-        prepare_dir(changed, str(out), True, {})
+        prepare_dir(changed, str(out), True)
 
 
 # -- a grid end to end ----------------------------------------------------------------------------
@@ -152,12 +153,17 @@ def finished_grid(exp_store, tmp_path_factory):
     grid = _grid(exp_store, keep_best=2)
     tmp = tmp_path_factory.mktemp("grid")
     out = str(tmp / "exp")
-    prepare_dir(grid, out, False, {})
+    prepare_dir(grid, out, False)
+    # each member also logs to a local MLflow file store (tmp/mlruns) where the [mlflow] extra
+    # is installed: test_experiment_logs_one_mlflow_run_per_member reads it
+    mlruns = (tmp / "mlruns").as_uri() if importlib.util.find_spec("mlflow") else None
     # another live writer holds one member's run directory: that member must fail alone
-    with Lease(Location(str(tmp / "exp" / "members" / "PFT" / "m001")), owner="someone else"):
+    with Lease(Location(str(tmp / "exp" / "members" / "PFT" / "m001")), owner="someone else"), \
+            pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 asks file stores to opt in
         # member inference in this process (the Ray Data path is tested in test_inference.py)
         res = run_experiment(grid, out, resume=True, progress_every_s=5,
-                             inference_options=InferenceOptions(executor="local"))
+                             inference_options=InferenceOptions(executor="local"), mlflow=mlruns)
     return out, res
 
 
@@ -220,6 +226,36 @@ def test_grid_end_to_end_with_a_failing_member(finished_grid, exp_store):
         res2 = run_experiment(grid, out, resume=True, ensemble=False)
     assert res2.run.members["PFT/m000"].state == "done"
     assert res2.run.members["PFT/m001"].state == "failed"
+
+
+def test_experiment_logs_one_mlflow_run_per_member(finished_grid, monkeypatch):
+    """--mlflow: one MLflow run per member trained, named <set>/m<seed>, in the MLflow
+    experiment of the grid's name, with the member's config as parameters and its metrics
+    (as in its metrics.jsonl) at their steps; the failed member's run is FAILED."""
+    pytest.importorskip("mlflow", reason="mlflow (the [mlflow] extra) not installed")
+    from mlflow.tracking import MlflowClient
+
+    from differland_dist.experiment import load_experiment, member_config
+
+    out, res = finished_grid
+    grid = load_experiment(out)
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    client = MlflowClient((Path(out).parent / "mlruns").as_uri())
+    exp = client.get_experiment_by_name(grid.name)
+    runs = {r.info.run_name: r for r in client.search_runs([exp.experiment_id])}
+    assert sorted(runs) == sorted(res.run.members)
+    assert runs["PFT/m001"].info.status == "FAILED"
+    for key in ("PFT/m000", "PFT+CLIM+SOIL+AGE/m000", "PFT+CLIM+SOIL+AGE/m001"):
+        run = runs[key]
+        assert run.info.status == "FINISHED", key
+        recs = [json.loads(x) for x in (Path(out) / "members" / key / "metrics.jsonl").read_text().splitlines() if x]
+        for split in ("train", "dev"):
+            want = {r["step"]: r["loss"] for r in recs if r.get("split", "train") == split}
+            got = {m.step: m.value for m in client.get_metric_history(run.info.run_id, f"{split}/loss")}
+            assert want and got == pytest.approx(want), (key, split)
+        cfg = member_config(grid, {m.key: m for m in grid.members}[key])
+        assert run.data.params["data.split_seed"] == str(cfg.data.split_seed)
+        assert run.data.params["training.steps"] == str(cfg.training.steps)
 
 
 def test_experiment_command_exits_1_and_names_the_failed_member(finished_grid, capsys):

@@ -183,7 +183,7 @@ def test_reproduction_recipe_at_small_size(paper, tmp_path):
         "ensemble_series=[gpp, lai]"])
     assert [member_config(grid, m).data.run for m in grid.members[:2]] == [1, 2]
     out = str(tmp_path / "exp")
-    prepare_dir(grid, out, False, {})
+    prepare_dir(grid, out, False)
     res = run_experiment(grid, out, resume=True, inference_options=InferenceOptions(executor="local"))
     assert not res.run.failed
     sel = json.loads((tmp_path / "exp" / "selection.json").read_text())

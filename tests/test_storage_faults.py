@@ -494,8 +494,11 @@ def _run_experiment(grid, out, so):
     from differland_dist.experiment.pipeline import prepare_dir, run_experiment
     from differland_dist.inference.pipeline import InferenceOptions
 
-    prepare_dir(grid, out, False, so)
-    return run_experiment(grid, out, resume=True, out_storage_options=so,
+    from differland_dist.storage.location import Location
+
+    out = Location(out, so)
+    prepare_dir(grid, out, False)
+    return run_experiment(grid, out, resume=True,
                           inference_options=InferenceOptions(executor="local"))
 
 

@@ -100,12 +100,11 @@ def load(experiment: Location | str, sets: list[str] | None = None,
     storage options) for the analyses; ``store``: where its input store is read (default: the
     experiment config's ``data.url`` and ``data.storage_options``)."""
     root = experiment if isinstance(experiment, Location) else Location(experiment)
-    url, so = root.url, root.options
-    grid = load_experiment(url, so)
+    grid = load_experiment(root)
     try:
         selection = root.join("selection.json").read_json()
     except FileNotFoundError:
-        raise DifferlandError(f"{url}: no selection.json: the experiment has no finished ensemble "
+        raise DifferlandError(f"{root.url}: no selection.json: the experiment has no finished ensemble "
                               "(run `differland experiment ... --resume` to finish it)") from None
     known = [s.name for s in grid.predictor_sets]
     chosen = list(sets) if sets else [s for s in known if selection.get(s, {}).get("kept")]
@@ -114,7 +113,7 @@ def load(experiment: Location | str, sets: list[str] | None = None,
         raise DifferlandError(f"--sets {unknown}: not in the experiment (its sets: {known})")
     empty = [s for s in chosen if not selection.get(s, {}).get("kept")]
     if empty:
-        raise DifferlandError(f"set(s) {empty}: no kept member in {url}/selection.json")
+        raise DifferlandError(f"set(s) {empty}: no kept member in {root.url}/selection.json")
     src = store or Location(grid.base.data.url, dict(grid.base.data.storage_options))
     # the experiment validated the store; the analyses only read it
     pstore = open_store(src.url, src.options, validate=False)

@@ -25,7 +25,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from differland_dist.notebook import stores as api
+from differland_dist.notebook import stores
 from differland_dist.config import load_config
 from differland_dist.data import splits
 from differland_dist.data.store import open_store as open_pixel_store
@@ -84,13 +84,13 @@ def gpp_against_truth(store_url: str, outputs: dict[str, str], checkpoint: str, 
     """Scores of each output's GPP against the hidden truth's GPP on the held-out (dev and test)
     pixels after
     the warm-up: the store's true parameters run through DALEC with the run's model options."""
-    ds = api.open_store(store_url)
+    ds = stores.open_store(store_url)
     test = ds.isel(pixel=np.flatnonzero(ds["split"].values != splits.TRAIN))
     truth = TrainedModel.from_checkpoint(checkpoint).simulate(
         test, series=["gpp"], parameters=test["true_params"])["gpp"].values[:, warm_up:]
     res = {}
     for name, url in outputs.items():
-        sim = api.open_output(url)["gpp"].sel(pixel=test["pixel"]).values[:, warm_up:]
+        sim = stores.open_output(url)["gpp"].sel(pixel=test["pixel"]).values[:, warm_up:]
         res[name] = flat(truth, sim)
     return res
 
@@ -105,10 +105,10 @@ def plot_map(store_url: str, output: str, param: str = MAP_PARAM) -> bytes:
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    ds = api.open_store(store_url)
-    out = api.open_output(output)
+    ds = stores.open_store(store_url)
+    out = stores.open_output(output)
     learnt = out[f"map_{param}"].values
-    true = api.gridded(ds["true_params"].sel(param=param), grid=ds).values
+    true = stores.gridded(ds["true_params"].sel(param=param), grid=ds).values
     lat, lon = ds["lat"].values, ds["lon"].values
     r = float(abs(lon[1] - lon[0])) if lon.size > 1 else 1.0
     extent = (float(lon.min()) - r / 2, float(lon.max()) + r / 2,
@@ -144,10 +144,10 @@ def _fmt(v) -> str:
 def run_demo(out: str, resolution: float = 5.0, years: int = 5, steps: int | None = None,
              seed: int = 0, workers: int = 2, progress: bool = True) -> dict:
     """Run the whole demo into directory ``out``; returns the summary written to summary.json."""
-
     t0 = time.perf_counter()
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
+    root = Location(str(out_dir))
     store_url = str(out_dir / "earth.zarr")
     run_dir = str(out_dir / "run")
     paths = {k: str(out_dir / v) for k, v in (
@@ -157,12 +157,7 @@ def run_demo(out: str, resolution: float = 5.0, years: int = 5, steps: int | Non
     seconds: dict[str, float] = {}
 
     _stage(1, f"synth: the synthetic Earth at {store_url}", t0)
-    try:
-        open_pixel_store(store_url)
-        log.info("reusing the synthetic Earth at %s", store_url)
-    except Exception:  # noqa: BLE001 - missing or unusable: (re)make it (synth refuses foreign data)
-        log.info("making the synthetic Earth (%.3g deg, %d years) at %s", resolution, years, store_url)
-        synth_to_store(store_url, resolution=resolution, years=years, seed=seed, overwrite=True)
+    _synth(store_url, resolution, years, seed)
     seconds["synth"] = time.perf_counter() - t0
 
     _stage(2, f"calibrate: {run_dir} on {workers} Ray workers", t0)
@@ -171,8 +166,8 @@ def run_demo(out: str, resolution: float = 5.0, years: int = 5, steps: int | Non
     if steps is not None:
         overrides.append(f"training.steps={steps}")
     cfg = load_config(DEMO_CONFIG, overrides)
-    state, cal = calibrate(cfg, run_dir, resume=latest_checkpoint(run_dir) is not None,
-                           progress=progress)
+    state, _ = calibrate(cfg, run_dir, resume=latest_checkpoint(run_dir) is not None,
+                         progress=progress)
     seconds["calibrate"] = time.perf_counter() - t
 
     _stage(3, "infer: every pixel with the trained and the untrained network", t0)
@@ -194,25 +189,51 @@ def run_demo(out: str, resolution: float = 5.0, years: int = 5, steps: int | Non
     t = time.perf_counter()
     gpp = gpp_against_truth(store_url, {"untrained": paths["untrained"], "trained": paths["inference"]},
                             run_dir, cfg.loss.warm_up)
-    held_out = {"lai_untrained": _flat(ev0, "lai"), "lai_trained": _flat(ev, "lai"),
-                "gpp_untrained": gpp["untrained"], "gpp_trained": gpp["trained"]}
-    figs = [f"map_{MAP_PARAM}.png", "loss_curves.png"]
-    Location(str(out_dir / figs[0])).write_atomic(plot_map(store_url, paths["inference"]))
-    curves = Location(paths["evaluation"]).join("figures", "training_curves.png")
-    Location(str(out_dir / figs[1])).write_atomic(curves.read_bytes())
-    rec = (ev.get("recovery") or {}).get("test", {})
-    rec_param = rec.get("parameters", {}).get(MAP_PARAM, {})
+    figs = _figures(root, store_url, paths)
     seconds["report"] = time.perf_counter() - t
     seconds["total"] = time.perf_counter() - t0
+    summary = _summary(ev, ev0, gpp, figs, seconds, store=store_url, run_dir=run_dir,
+                       steps=state.step, workers=workers, outputs=paths)
+    root.join("summary.json").write_atomic((json.dumps(summary, indent=2) + "\n").encode())
+    root.join("report.md").write_atomic(report_markdown(summary, resolution, years).encode())
+    log.info("demo done in %.0f s: %s", seconds["total"], out_dir / "report.md")
+    return summary
+
+
+def _synth(store_url: str, resolution: float, years: int, seed: int) -> None:
+    """The synthetic Earth at ``store_url``: reused when it opens, else (re)made."""
+    try:
+        open_pixel_store(store_url)
+        log.info("reusing the synthetic Earth at %s", store_url)
+    except Exception:  # noqa: BLE001 - missing or unusable: (re)make it (synth refuses foreign data)
+        log.info("making the synthetic Earth (%.3g deg, %d years) at %s", resolution, years, store_url)
+        synth_to_store(store_url, resolution=resolution, years=years, seed=seed, overwrite=True)
+
+
+def _figures(root: Location, store_url: str, paths: dict[str, str]) -> list[str]:
+    """The report's figures in ``root``: the learnt vs true map, the evaluation's loss curves."""
+    figs = [f"map_{MAP_PARAM}.png", "loss_curves.png"]
+    root.join(figs[0]).write_atomic(plot_map(store_url, paths["inference"]))
+    curves = Location(paths["evaluation"]).join("figures", "training_curves.png")
+    root.join(figs[1]).write_atomic(curves.read_bytes())
+    return figs
+
+
+def _summary(ev: dict, ev0: dict, gpp: dict, figs: list[str], seconds: dict[str, float],
+             **facts) -> dict:
+    """summary.json: ``facts`` (store, run_dir, steps, workers, outputs), the held-out
+    numbers of the trained (``ev``) and untrained (``ev0``) evaluations, GPP against the truth."""
+    rec = (ev.get("recovery") or {}).get("test", {})
+    rec_param = rec.get("parameters", {}).get(MAP_PARAM, {})
     streams = {name: {"untrained": s["test"]["flat"], "trained": ev["streams"][name]["test"]["flat"],
                       "units": s["units"]}
                for name, s in ev0["streams"].items()
                if "note" not in s and ev["streams"][name]["test"]["flat"]["n"]}
-    summary = clean({
-        "store": store_url, "run_dir": run_dir, "steps": state.step, "workers": workers,
-        "outputs": paths,
+    return clean({
+        **facts,
         "seconds": {k: round(v, 1) for k, v in seconds.items()},
-        "held_out": held_out,
+        "held_out": {"lai_untrained": _flat(ev0, "lai"), "lai_trained": _flat(ev, "lai"),
+                     "gpp_untrained": gpp["untrained"], "gpp_trained": gpp["trained"]},
         "held_out_streams": streams,
         "held_out_param_correlation_with_truth": rec_param.get("r"),
         "held_out_param_r2": rec_param.get("r2"),
@@ -220,10 +241,6 @@ def run_demo(out: str, resolution: float = 5.0, years: int = 5, steps: int | Non
         "figures": figs,
         "evaluation_figures": [f"evaluation/{f}" for f in ev.get("figures", [])],
     })
-    Location(str(out_dir / "summary.json")).write_atomic((json.dumps(summary, indent=2) + "\n").encode())
-    Location(str(out_dir / "report.md")).write_atomic(report_markdown(summary, resolution, years).encode())
-    log.info("demo done in %.0f s: %s", seconds["total"], out_dir / "report.md")
-    return summary
 
 
 def report_markdown(s: dict, resolution: float, years: int) -> str:

@@ -8,6 +8,9 @@ where). vmap maps the same per-member program over the member axis: a member's l
 same bits as its own call, its gradient equal to float rounding (~1e-7 relative, not bit for
 bit: XLA vectorises the batched backward pass differently; docs/experiments.md;
 tests/test_member_batch.py compares them).
+
+A library function (docs/python.md, "Ensemble members in one call"), not a training mode:
+the runner trains members separately, so that a member's bits never depend on batching.
 """
 
 from __future__ import annotations

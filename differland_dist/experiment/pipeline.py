@@ -33,17 +33,18 @@ from differland_dist.data.store import open_store, zarr_store
 from differland_dist.errors import DifferlandError
 from differland_dist.evaluation.evaluate import EvaluationOptions, evaluate
 from differland_dist.evaluation.streams import RULES
-from differland_dist.experiment import ensemble as ens
+from differland_dist.experiment.ensemble import (
+    ENSEMBLE, MEAN_DIR, ensemble_mean_output, mean_output, stat_var, write_ensemble)
 from differland_dist.experiment import probabilistic
-from differland_dist.experiment import scores as sc
-from differland_dist.experiment.grid import GridConfig, Member, grid_from_dict, member_config
+from differland_dist.experiment import scores
+from differland_dist.experiment.grid import GridConfig, grid_from_dict, member_config
 from differland_dist.experiment.runner import (
-    CONFIG_NAME, MEMBERS, ExperimentRun, MemberRun, final_losses, member_dir, next_action, train_members)
+    CONFIG_NAME, ExperimentRun, MemberRun, final_losses, member_dir, next_action, train_members)
 from differland_dist.experiment.selection import last_epoch_train_loss, rank_key
 from differland_dist.vocabulary.series import DEFAULT_SERIES
 from differland_dist.inference.pipeline import InferenceOptions, run_inference
 from differland_dist.storage.lease import LEASE_FILE, Lease
-from differland_dist.storage.location import OWNER_MARKER, Location, join
+from differland_dist.storage.location import OWNER_MARKER, Location, as_location
 from differland_dist.storage.secrets import safe_config_dict
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ DEFAULT_MAP_PARAMS = ("canopy_efficiency", "LCMA")
 class ExperimentResult:
     """What :func:`run_experiment` did."""
 
-    out: str
+    out: Location
     run: ExperimentRun
     kept: dict[str, list[str]] = field(default_factory=dict)
     scores: dict[str, Any] = field(default_factory=dict)
@@ -70,10 +71,12 @@ def _plain(grid: GridConfig) -> dict:
     return d
 
 
-def prepare_dir(grid: GridConfig, out: str, resume: bool, so: dict) -> None:
+def prepare_dir(grid: GridConfig, out: str | Location, resume: bool) -> None:
     """Write ``experiment.yaml``, or check that an existing one is this experiment (rerun with
-    ``resume``); anything else in the way is refused."""
-    loc = Location(out, so)
+    ``resume``); anything else in the way is refused. ``out``: a URL string takes the base
+    config's storage options."""
+    loc = as_location(out, grid.base.data.storage_options)
+    out = loc.url
     cfg = loc.join(CONFIG_NAME)
     want = _plain(grid)
     if cfg.exists():
@@ -116,8 +119,7 @@ def _comparable(d: dict) -> dict:
     return d
 
 
-def select(grid: GridConfig, run: ExperimentRun,
-           oso: dict | None = None) -> dict[str, dict[str, list[str]]]:
+def select(grid: GridConfig, run: ExperimentRun) -> dict[str, dict[str, list[str]]]:
     """Per set: the ``keep_best`` finished members ranked by ``grid.keep_by``
     (:mod:`~differland_dist.experiment.selection`: the final dev loss, or the last epoch's
     training loss read from each member's ``metrics.jsonl``; ties and missing losses by seed),
@@ -125,7 +127,7 @@ def select(grid: GridConfig, run: ExperimentRun,
     out = {}
     for s in grid.predictor_sets:
         done = [m for m in run.members.values() if m.set == s.name and m.state == "done"]
-        train = {m.key: _epoch_loss(run.out, m, oso) for m in done} if grid.keep_by == "train_loss" else {}
+        train = {m.key: _epoch_loss(member_dir(run.out, m)) for m in done} if grid.keep_by == "train_loss" else {}
         done.sort(key=lambda m: rank_key(grid.keep_by, m.dev_loss, train.get(m.key), m.seed))
         out[s.name] = {"kept": [m.key for m in done[:grid.keep_best]],
                        "dropped": [m.key for m in done[grid.keep_best:]],
@@ -137,24 +139,25 @@ def select(grid: GridConfig, run: ExperimentRun,
     return out
 
 
-def _epoch_loss(out: str, m, oso: dict | None) -> float | None:
+def _epoch_loss(run_dir: Location) -> float | None:
     try:
-        text = Location(join(out, MEMBERS, m.key), dict(oso or {})).join("metrics.jsonl").read_bytes().decode()
+        text = run_dir.join("metrics.jsonl").read_bytes().decode()
     except FileNotFoundError:
         return None
     return last_epoch_train_loss(text)
 
 
-def run_experiment(grid: GridConfig, out: str, *, resume: bool = False,
-                   out_storage_options: dict | None = None, address: str | None = None,
-                   ensemble: bool | None = None, train: bool = True,
+def run_experiment(grid: GridConfig, out: str | Location, *, resume: bool = False,
+                   address: str | None = None, ensemble: bool | None = None, train: bool = True,
                    inference_options=None, progress_every_s: float = 15.0,
-                   force: bool = False, tensorboard: str | None = None) -> ExperimentResult:
+                   force: bool = False, tensorboard: str | None = None,
+                   mlflow: str | None = None) -> ExperimentResult:
     """Train (or finish training) the grid, then build the ensemble and the scores.
 
     Args:
       grid: the experiment (see :func:`differland_dist.experiment.grid.load_grid`).
-      out: experiment directory (local path or object-storage URL).
+      out: experiment directory: a Location, or a local path / object-storage URL reached with
+        the base config's ``data.storage_options``.
       resume: continue an existing experiment directory (finished members are kept).
       ensemble: run inference, ensemble and scores after training (default: ``grid.inference``).
       train: train members (False: only rebuild the ensemble from finished members).
@@ -162,28 +165,28 @@ def run_experiment(grid: GridConfig, out: str, *, resume: bool = False,
       force: take over a stale lease on ``out`` (a driver that was killed); a live
         experiment's lease is never taken.
       tensorboard: local directory for the members' TensorBoard logs (one per member).
+      mlflow: MLflow tracking URI: one MLflow run per member (see :func:`train_members`).
 
     One driver at a time holds the experiment directory (:mod:`differland_dist.storage.lease`).
     """
     t0 = time.time()
-    so = dict(grid.base.data.storage_options)
-    oso = dict(so if out_storage_options is None else out_storage_options)
-    if not grid.base.data.url:
+    data = grid.base.data.location
+    root = as_location(out, data.options)
+    if not data.url:
         raise DifferlandError("base config: data.url is empty (set it, or --set base.data.url=URL)")
-    store = open_store(grid.base.data.url, so, validate=True)  # a bad store fails before Ray
-    prepare_dir(grid, out, resume or not train, oso)
-    with Lease(Location(out, oso), owner="experiment", force=force):
-        run = (train_members(grid, out, out_storage_options=oso, address=address,
-                             progress_every_s=progress_every_s, tensorboard=tensorboard)
-               if train else _finished(grid, out, oso))
-        return _finish(grid, out, store, oso, run, ensemble, inference_options, t0)
+    store = open_store(data.url, data.options, validate=True)  # a bad store fails before Ray
+    prepare_dir(grid, root, resume or not train)
+    with Lease(root, owner="experiment", force=force):
+        run = (train_members(grid, root, address=address, progress_every_s=progress_every_s,
+                             tensorboard=tensorboard, mlflow=mlflow)
+               if train else _finished(grid, root))
+        return _finish(grid, root, store, run, ensemble, inference_options, t0)
 
 
-def _finish(grid, out, store, oso, run, ensemble, inference_options, t0) -> ExperimentResult:
+def _finish(grid, root: Location, store, run, ensemble, inference_options, t0) -> ExperimentResult:
     """Selection, the ensemble and scores (unless switched off), and the summary."""
-    result = ExperimentResult(out, run)
-    root = Location(out, oso)
-    selection = select(grid, run, oso)
+    result = ExperimentResult(root, run)
+    selection = select(grid, run)
     root.join("selection.json").write_json(selection)
     result.kept = {k: v["kept"] for k, v in selection.items()}
     if ensemble if ensemble is not None else grid.inference:
@@ -192,7 +195,7 @@ def _finish(grid, out, store, oso, run, ensemble, inference_options, t0) -> Expe
             log.warning("no finished member in set(s) %s: left out of the ensemble", empty)
         kept = {k: v for k, v in result.kept.items() if v}
         if kept:
-            result.scores = build_ensemble(grid, out, store, kept, oso, inference_options)
+            result.scores = build_ensemble(grid, root, store, kept, inference_options)
             result.files += ["ensemble.zarr", "scores.json", "scores.md", "figures/"]
     summary = {"experiment": grid.name, "members": len(run.members),
                "done": len(run.by_state("done")), "failed": [
@@ -206,18 +209,18 @@ def _finish(grid, out, store, oso, run, ensemble, inference_options, t0) -> Expe
     return result
 
 
-def _finished(grid: GridConfig, out: str, oso: dict) -> ExperimentRun:
+def _finished(grid: GridConfig, root: Location) -> ExperimentRun:
     """The members' states read from their run directories (no training)."""
     runs = {}
     for m in grid.members:
         cfg = member_config(grid, m)
-        rd = Location(member_dir(out, m), oso)
+        rd = member_dir(root, m)
         rec = MemberRun(m.key, m.set.name, m.seed, steps=cfg.training.steps or 0)
         if next_action(rd, cfg.training.steps or 0) == "skip":
             rec.loss, rec.dev_loss, rec.step = final_losses(rd, cfg.training.keep)
             rec.state = "done"
         runs[m.key] = rec
-    return ExperimentRun(out, runs, 0.0)
+    return ExperimentRun(root, runs, 0.0)
 
 
 def _series_needed(grid: GridConfig) -> tuple[str, ...]:
@@ -225,56 +228,63 @@ def _series_needed(grid: GridConfig) -> tuple[str, ...]:
     return tuple(n for n in DEFAULT_SERIES if n in want)
 
 
-def build_ensemble(grid: GridConfig, out: str, store, kept: dict[str, list[str]], oso: dict,
-                   inference_options=None) -> dict[str, Any]:
-    """Inference of every kept member, their evaluations, the ensemble outputs and the scores."""
-    series = _series_needed(grid)
+def _member_outputs(grid: GridConfig, root: Location, kept: dict[str, list[str]], series,
+                    inference_options) -> tuple[dict[str, list[dict]], dict[str, list[Location]]]:
+    """Inference and evaluation of every kept member: (set -> evaluations, set -> outputs)."""
     opts = dataclasses.replace(inference_options or InferenceOptions(), series=series)
-    so = dict(grid.base.data.storage_options)
+    data = grid.base.data.location
     quiet = EvaluationOptions(figures=False)
-    member_evals: dict[str, list[dict]] = {}
-    outputs: dict[str, list[str]] = {}
+    evals: dict[str, list[dict]] = {}
+    outputs: dict[str, list[Location]] = {}
     by_key = {m.key: m for m in grid.members}
     n_kept = sum(len(v) for v in kept.values())
     i = 0
     for set_name, keys in kept.items():
         for key in keys:
             i += 1
-            m: Member = by_key[key]
-            rd = member_dir(out, m)
-            output = join(rd, "inference.zarr")
+            rd = member_dir(root, by_key[key])
+            output = rd.join("inference.zarr")
             log.info("ensemble: inference of member %s (%d/%d)", key, i, n_kept)
-            run_inference(Location(rd, oso), Location(output, oso),
-                          Location(grid.base.data.url, so), options=opts)
-            member_evals.setdefault(set_name, []).append(
-                evaluate(Location(output, oso), store=Location(grid.base.data.url, so),
-                         out=Location(join(rd, "evaluation"), oso), options=quiet))
+            run_inference(rd, output, data, options=opts)
+            evals.setdefault(set_name, []).append(
+                evaluate(output, store=data, out=rd.join("evaluation"), options=quiet))
             outputs.setdefault(set_name, []).append(output)
+    return evals, outputs
+
+
+def build_ensemble(grid: GridConfig, root: Location, store, kept: dict[str, list[str]],
+                   inference_options=None) -> dict[str, Any]:
+    """Inference of every kept member, their evaluations, the ensemble outputs and the scores."""
+    series = _series_needed(grid)
+    data = grid.base.data.location
+    member_evals, outputs = _member_outputs(grid, root, kept, series, inference_options)
     ens_evals = {}
-    for set_name, urls in outputs.items():
-        mean_url = ens.mean_output_url(out, set_name)
-        ens.ensemble_mean_output(mean_url, store, urls, series, oso)
-        ens_evals[set_name] = evaluate(
-            Location(mean_url, oso), store=Location(grid.base.data.url, so),
-            out=Location(join(out, ens.MEAN_DIR, f"{set_name}_evaluation"), oso))
-    ens.write_ensemble(join(out, ens.ENSEMBLE), store, outputs,
-                       [n for n in grid.ensemble_series if n in series], oso)
-    prob = {s: probabilistic.score_members(store, urls, grid.base.data.products,
-                                           int(grid.base.loss.warm_up), oso)
-            for s, urls in outputs.items()}
-    scores = sc.collect(member_evals, ens_evals, prob)
-    root = Location(out, oso)
-    root.join("scores.json").write_atomic(sc.to_json(scores).encode())
-    root.join("scores.md").write_atomic(sc.to_markdown(scores, f"Experiment {grid.name}: scores").encode())
-    streams = sorted({st for per in scores.values() for st in per})
+    for set_name, members in outputs.items():
+        mean = mean_output(root, set_name)
+        ensemble_mean_output(mean, store, members, series)
+        ens_evals[set_name] = evaluate(mean, store=data, out=root.join(MEAN_DIR, f"{set_name}_evaluation"))
+    write_ensemble(root.join(ENSEMBLE), store, outputs,
+                       [n for n in grid.ensemble_series if n in series])
+    prob = {s: probabilistic.score_members(store, members, grid.base.data.products,
+                                           int(grid.base.loss.warm_up))
+            for s, members in outputs.items()}
+    table = scores.collect(member_evals, ens_evals, prob)
+    _write_scores(grid, root, table)
+    return table
+
+
+def _write_scores(grid: GridConfig, root: Location, table: dict[str, Any]) -> None:
+    """scores.json, scores.md and the figures (test NSE per stream, ensemble maps)."""
+    root.join("scores.json").write_atomic(scores.to_json(table).encode())
+    root.join("scores.md").write_atomic(scores.to_markdown(table, f"Experiment {grid.name}: scores").encode())
+    streams = sorted({st for per in table.values() for st in per})
     for st in streams:
-        root.join("figures", f"test_nse_{st}.png").write_atomic(sc.nse_figure(scores, st, "test"))
-    for name, data in ensemble_maps(join(out, ens.ENSEMBLE), oso).items():
+        root.join("figures", f"test_nse_{st}.png").write_atomic(scores.nse_figure(table, st, "test"))
+    for name, data in ensemble_maps(root.join(ENSEMBLE)).items():
         root.join("figures", name).write_atomic(data)
-    return scores
 
 
-def ensemble_maps(url: str, so: dict, params=DEFAULT_MAP_PARAMS) -> dict[str, bytes]:
+def ensemble_maps(ensemble: Location, params=DEFAULT_MAP_PARAMS) -> dict[str, bytes]:
     """PNG maps of the ensemble mean and standard deviation of ``params``, one row per set."""
     # imported here: matplotlib is heavy and only the figures need it; the backend is set before
     # pyplot loads
@@ -283,13 +293,13 @@ def ensemble_maps(url: str, so: dict, params=DEFAULT_MAP_PARAMS) -> dict[str, by
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    g = zarr.open_group(zarr_store(url, so), mode="r", zarr_format=3)
+    g = zarr.open_group(zarr_store(ensemble.url, ensemble.options), mode="r", zarr_format=3)
     if "lat" not in g:
         return {}
     sets = [str(s) for s in g["predictor_set"][:]]
     figs = {}
     for p in params:
-        arrs = (g[f"map_{p}"], g[ens.stat_var(f"map_{p}", "sd")])  # ensemble mean, sd
+        arrs = (g[f"map_{p}"], g[stat_var(f"map_{p}", "sd")])  # ensemble mean, sd
         units = dict(arrs[0].attrs).get("units", "")
         fig, axes = plt.subplots(len(sets), 2, figsize=(8, 2.2 * len(sets) + 0.4), dpi=100, squeeze=False)
         for i, s in enumerate(sets):
@@ -306,10 +316,10 @@ def ensemble_maps(url: str, so: dict, params=DEFAULT_MAP_PARAMS) -> dict[str, by
     return figs
 
 
-def load_experiment(out: str, storage_options: dict | None = None) -> GridConfig:
+def load_experiment(out: str | Location) -> GridConfig:
     """The experiment saved in ``DIR/experiment.yaml`` (its base config's storage options are
     empty: pass them again where needed)."""
-    loc = Location(out, storage_options)
+    loc = as_location(out)
     try:
         d = yaml.safe_load(loc.join(CONFIG_NAME).read_bytes().decode())
     except FileNotFoundError:

@@ -38,6 +38,7 @@ from differland_dist.data import schema
 from differland_dist.data.rows import RowReader
 from differland_dist.data.store import PixelStore, zarr_store
 from differland_dist.evaluation.streams import SPLITS, comparable, model_side, rules
+from differland_dist.storage.location import Location, as_location
 
 log = logging.getLogger(__name__)
 
@@ -104,17 +105,19 @@ def ensemble_scores(ens: np.ndarray, obs: np.ndarray) -> dict[str, Any]:
     return acc.scores()
 
 
-def score_members(store: PixelStore, outputs: Sequence[str], products: Mapping[str, str | None],
-                  warm_up: int, storage_options: dict | None = None,
+def score_members(store: PixelStore, outputs: Sequence[str | Location],
+                  products: Mapping[str, str | None], warm_up: int,
                   block_pixels: int = 4096) -> dict[str, Any]:
     """stream -> split -> scores (or ``{"note": why}``) of the member outputs ``outputs``
-    (inference output URLs over ``store``) against its observations.
+    (inference outputs over ``store``; URL strings without storage options) against its
+    observations.
 
     Args:
       products: stream -> observation product (the config's ``data.products``).
       warm_up: steps left out at the start (the config's ``loss.warm_up``).
     """
-    groups = [zarr.open_group(zarr_store(u, storage_options), mode="r", zarr_format=3) for u in outputs]
+    groups = [zarr.open_group(zarr_store(o.url, o.options), mode="r", zarr_format=3)
+              for o in map(as_location, outputs)]
     have_series = set.intersection(*(set(dict(g.attrs).get("series", [])) for g in groups))
     have_vars = set(store.array_names)
     out: dict[str, Any] = {}

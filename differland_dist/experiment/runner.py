@@ -14,6 +14,7 @@ unfinished, and every member resumes from its own last checkpoint (bit-identical
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -29,9 +30,9 @@ from differland_dist.distributed.pool import check_ray_address, client_address, 
 from differland_dist.distributed.trainer import calibrate
 from differland_dist.distributed.worker import worker_env
 from differland_dist.experiment.grid import GridConfig, Member, member_config
-from differland_dist.storage.location import Location, join
+from differland_dist.distributed.tracking import MLflowHook, TensorBoardHook
 from differland_dist.runs import latest_checkpoint
-from differland_dist.distributed.tracking import TensorBoardHook
+from differland_dist.storage.location import Location, as_location, join
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +64,9 @@ class MemberRun:
         return {"time": time.time(), **dataclasses.asdict(self)}
 
 
-def member_dir(out: str, member: Member) -> str:
-    return join(out, MEMBERS, member.key)
+def member_dir(root: Location, member: Member | MemberRun) -> Location:
+    """The member's run directory ``<root>/members/<set>/m<seed>``."""
+    return root.join(MEMBERS, member.key)
 
 
 def next_action(run_dir: Location, steps: int) -> str:
@@ -146,7 +148,7 @@ class _Stop(Exception):
 class ExperimentRun:
     """The outcome of :func:`train_members`."""
 
-    out: str
+    out: Location
     members: dict[str, MemberRun]
     wall_s: float
 
@@ -175,115 +177,166 @@ def _start_ray(address: str, runtime_env: dict) -> bool:
     return True
 
 
-def train_members(grid: GridConfig, out: str, *, out_storage_options: dict | None = None,
-                  address: str | None = None, progress_every_s: float = 15.0,
+def train_members(grid: GridConfig, out: str | Location, *, address: str | None = None,
+                  progress_every_s: float = 15.0,
                   on_change: Callable[[MemberRun], None] | None = None,
-                  tensorboard: str | None = None) -> ExperimentRun:
+                  tensorboard: str | None = None, mlflow: str | None = None) -> ExperimentRun:
     """Train every member of the grid that is not finished, concurrently on one Ray cluster.
 
     Args:
       grid: the experiment (see :mod:`differland_dist.experiment.grid`).
-      out: experiment directory (local path or object-storage URL).
+      out: experiment directory: a Location, or a local path / object-storage URL reached with
+        the base config's ``data.storage_options``.
       address: Ray address (default: the base config's ``ray.address``).
       progress_every_s: seconds between progress lines (members and the grid).
       on_change: called with a member's record at every state change.
       tensorboard: a local directory: each member also logs its metrics to TensorBoard in
         ``<tensorboard>/<set>/m<seed>`` (the [tracking] extra).
+      mlflow: an MLflow tracking URI: each member trained here logs its config and metrics to
+        one MLflow run named ``<set>/m<seed>`` in the MLflow experiment ``grid.name`` (the
+        [mlflow] extra); FINISHED when the member is done, FAILED when it failed or was
+        stopped (a resumed member starts a new run holding its whole metrics history).
 
     Failed members (diverged, workers lost beyond the restart budget, bad checkpoints) are
     recorded with the reason and do not stop the others.
     """
     # imported here: Ray loads only once the members train (a bad grid fails before Ray loads)
     import ray
-    from ray.util.placement_group import placement_group, remove_placement_group
 
     t0 = time.time()
-    oso = dict(out_storage_options or {})
-    root = Location(out, oso)
+    root = as_location(out, grid.base.data.storage_options)
     journal = Journal(root.join(JOURNAL))
+    runs, todo = _plan(grid, root, journal)
+    if not todo:
+        return ExperimentRun(root, runs, time.time() - t0)
+    # every member's tracking runs are opened here, one after another, before any training:
+    # a tracking store that cannot be reached fails the experiment in one line, and MLflow's
+    # experiment is created once, not raced by the member threads
+    trackers = _open_trackers(todo, tensorboard, mlflow, grid.name)
+    started = _start_ray(address or grid.base.ray.address,
+                         {"env_vars": worker_env(member_config(grid, todo[0]).ray)})
+    try:
+        _Driver(grid, root, runs, journal, on_change).run(todo, trackers, progress_every_s)
+    finally:
+        if started:
+            ray.shutdown()
+    _log_progress(runs)
+    return ExperimentRun(root, runs, time.time() - t0)
+
+
+def _plan(grid: GridConfig, root: Location, journal: "Journal") -> tuple[dict[str, MemberRun], list[Member]]:
+    """Every member's record (finished ones read from their run directories, journalled) and
+    the members left to train."""
     runs: dict[str, MemberRun] = {}
-    todo: list[tuple[Member, str]] = []
+    todo: list[Member] = []
     for m in grid.members:
         cfg = member_config(grid, m)
-        rd = Location(member_dir(out, m), oso)
-        action = next_action(rd, cfg.training.steps or 0)
+        rd = member_dir(root, m)
         rec = MemberRun(m.key, m.set.name, m.seed, steps=cfg.training.steps or 0)
-        if action == "skip":
+        if next_action(rd, cfg.training.steps or 0) == "skip":
             rec.loss, rec.dev_loss, rec.step = final_losses(rd, cfg.training.keep)
             rec.state = "done"
         else:
-            todo.append((m, action))
+            todo.append(m)
         runs[m.key] = rec
         journal.append(rec.record())
     log.info("experiment %s: %d members (%d sets x %d), %d finished, %d to run",
              grid.name, len(runs), len(grid.predictor_sets), len(grid.seeds),
              len(runs) - len(todo), len(todo))
-    if not todo:
-        return ExperimentRun(out, runs, time.time() - t0)
+    return runs, todo
 
-    base_ray = grid.base.ray
-    started = _start_ray(address or base_ray.address,
-                         {"env_vars": worker_env(member_config(grid, todo[0][0]).ray)})
-    stop = threading.Event()
-    lock = threading.Lock()
 
-    def change(rec: MemberRun, state: str, **kw) -> None:
-        with lock:
+def _open_trackers(todo: list[Member], tensorboard: str | None, mlflow: str | None,
+                   experiment: str) -> dict[str, list]:
+    """member key -> its tracking hooks (TensorBoard, MLflow), opened now."""
+    out: dict[str, list] = {}
+    try:
+        for m in todo:
+            hooks = out[m.key] = []
+            if tensorboard:
+                hooks.append(TensorBoardHook(join(tensorboard, m.key)))
+            if mlflow:
+                hooks.append(MLflowHook(mlflow, experiment, run_name=m.key))
+    except BaseException as e:
+        for hooks in out.values():
+            for h in hooks:
+                h.__exit__(type(e), e, None)
+        raise
+    return out
+
+
+class _Driver:
+    """The members' threads, their state changes (journalled under one lock) and the stop."""
+
+    def __init__(self, grid: GridConfig, root: Location, runs: dict[str, MemberRun],
+                 journal: Journal, on_change: Callable[[MemberRun], None] | None):
+        self.grid, self.root, self.runs, self.journal = grid, root, runs, journal
+        self.on_change = on_change
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        r = grid.resources
+        self.bundle = {"CPU": r.cpus_per_worker, **({"GPU": r.gpus_per_worker} if r.gpus_per_worker else {})}
+
+    def change(self, rec: MemberRun, state: str, **kw) -> None:
+        with self.lock:
             rec.state, rec.since = state, time.time()
             for k, v in kw.items():
                 setattr(rec, k, v)
-            journal.append(rec.record())
+            self.journal.append(rec.record())
         log.info("member %s: %s%s", rec.key, state, f" ({rec.error})" if rec.error else "")
-        if on_change is not None:
-            on_change(rec)
+        if self.on_change is not None:
+            self.on_change(rec)
 
-    r = grid.resources
-    bundle = {"CPU": r.cpus_per_worker, **({"GPU": r.gpus_per_worker} if r.gpus_per_worker else {})}
+    def run(self, todo: list[Member], trackers: dict[str, list], progress_every_s: float) -> None:
+        """One thread per member; progress lines until all are done; Ctrl-C stops them all."""
+        threads = [threading.Thread(target=self.run_member, args=(m, trackers[m.key]),
+                                    name=f"member-{m.key}", daemon=True) for m in todo]
+        for t in threads:
+            t.start()
+        try:
+            last = 0.0
+            while any(t.is_alive() for t in threads):
+                time.sleep(0.5)
+                if time.time() - last >= progress_every_s:
+                    last = time.time()
+                    _log_progress(self.runs)
+        except KeyboardInterrupt:
+            log.warning("interrupted: stopping members (finished members and checkpoints are "
+                        "kept; rerun to continue)")
+            self.stop.set()
+            for t in threads:
+                t.join(timeout=60)
+            raise
 
-    def run_member(member: Member) -> None:
-        rec = runs[member.key]
-        cfg = member_config(grid, member)
+    def run_member(self, member: Member, trackers: list) -> None:
+        """Reserve the member's workers, calibrate it (resuming from its checkpoints), record
+        the outcome; never raises (one member's failure must not stop the others)."""
+        # imported here: Ray loads only once the members train
+        from ray.util.placement_group import placement_group, remove_placement_group
+
+        rec = self.runs[member.key]
         pg = None
         try:
-            pg = placement_group([dict(bundle) for _ in range(r.workers)], strategy="PACK")
-            change(rec, "waiting")
-            while not stop.is_set():
-                ready, _ = ray.wait([pg.ready()], timeout=1.0)
-                if ready:
-                    break
-            if stop.is_set():
-                raise _Stop()
-            change(rec, "running")
-
-            def hook(step: int, cal) -> None:
-                if stop.is_set():
-                    raise _Stop()
-                last = cal.metrics[-1] if cal.metrics else {}
-                rec.step = step
-                rec.loss = _finite(last.get("loss")) if last.get("split") == "train" else rec.loss
-                rec.pixel_months_per_s = float(last.get("pixel_months_per_s", 0.0) or 0.0)
-
-            hooks: list = [hook]
-            if tensorboard:
-                hooks.append(TensorBoardHook(join(tensorboard, member.key)))
-            # resume=True also starts a member with no checkpoints from step 0; force: the
-            # experiment's lease is held, so a member lease left by a killed driver is stale
-            # and ours to take (a live one is still refused)
-            try:
-                calibrate(cfg, member_dir(out, member), resume=True, hooks=hooks,
-                          out_storage_options=oso, placement_group=pg, force=True)
-            finally:
-                for h in hooks[1:]:
-                    h.close()
-            loss, dev, step = final_losses(Location(member_dir(out, member), oso), cfg.training.keep)
-            change(rec, "done", loss=_finite(loss), dev_loss=_finite(dev), step=step,
-                   pixel_months_per_s=0.0)
+            with contextlib.ExitStack() as stack:
+                for h in trackers:  # closed with the member's outcome (MLflow: FAILED on error)
+                    stack.enter_context(h)
+                pg = placement_group([dict(self.bundle) for _ in range(self.grid.resources.workers)],
+                                     strategy="PACK")
+                self.change(rec, "waiting")
+                self._wait_ready(pg)
+                self.change(rec, "running")
+                self._calibrate(member, rec, pg, trackers)
+            loss, dev, step = final_losses(member_dir(self.root, member),
+                                           member_config(self.grid, member).training.keep)
+            self.change(rec, "done", loss=_finite(loss), dev_loss=_finite(dev), step=step,
+                        pixel_months_per_s=0.0)
         except _Stop:
-            change(rec, "queued")
+            self.change(rec, "queued")
         except Exception as e:  # noqa: BLE001 - one member's failure must not stop the others
             msg = str(e).splitlines()[0] if str(e) else type(e).__name__
             log.debug("member %s failed", member.key, exc_info=True)
-            change(rec, "failed", error=f"{type(e).__name__}: {msg}"[:500], pixel_months_per_s=0.0)
+            self.change(rec, "failed", error=f"{type(e).__name__}: {msg}"[:500],
+                        pixel_months_per_s=0.0)
         finally:
             if pg is not None:
                 try:
@@ -291,29 +344,32 @@ def train_members(grid: GridConfig, out: str, *, out_storage_options: dict | Non
                 except Exception:  # noqa: BLE001 - the cluster may be gone
                     pass
 
-    threads = [threading.Thread(target=run_member, args=(m,), name=f"member-{m.key}", daemon=True)
-               for m, _ in todo]
-    for t in threads:
-        t.start()
-    try:
-        last = 0.0
-        while any(t.is_alive() for t in threads):
-            time.sleep(0.5)
-            if time.time() - last >= progress_every_s:
-                last = time.time()
-                _log_progress(runs)
-    except KeyboardInterrupt:
-        log.warning("interrupted: stopping members (finished members and checkpoints are kept; "
-                    "rerun to continue)")
-        stop.set()
-        for t in threads:
-            t.join(timeout=60)
-        raise
-    finally:
-        if started:
-            ray.shutdown()
-    _log_progress(runs)
-    return ExperimentRun(out, runs, time.time() - t0)
+    def _wait_ready(self, pg) -> None:
+        """Until the member's placement group is ready (its workers reserved); _Stop if the
+        experiment is stopped first."""
+        import ray
+
+        while not self.stop.is_set():
+            ready, _ = ray.wait([pg.ready()], timeout=1.0)
+            if ready:
+                return
+        raise _Stop()
+
+    def _calibrate(self, member: Member, rec: MemberRun, pg, trackers: list) -> None:
+        def hook(step: int, cal) -> None:
+            if self.stop.is_set():
+                raise _Stop()
+            last = cal.metrics[-1] if cal.metrics else {}
+            rec.step = step
+            rec.loss = _finite(last.get("loss")) if last.get("split") == "train" else rec.loss
+            rec.pixel_months_per_s = float(last.get("pixel_months_per_s", 0.0) or 0.0)
+
+        # resume=True also starts a member with no checkpoints from step 0; force: the
+        # experiment's lease is held, so a member lease left by a killed driver is stale
+        # and ours to take (a live one is still refused)
+        rd = member_dir(self.root, member)
+        calibrate(member_config(self.grid, member), rd.url, resume=True, hooks=[hook, *trackers],
+                  out_storage_options=rd.options, placement_group=pg, force=True)
 
 
 def _log_progress(runs: dict[str, MemberRun]) -> None:

@@ -25,7 +25,7 @@ import zarr
 from differland_dist.data.store import PixelStore, quiet_zarr, zarr_store
 from differland_dist.data.validate import check_store
 from differland_dist.errors import DifferlandError
-from differland_dist.storage.location import Location, join
+from differland_dist.storage.location import Location, as_location
 from differland_dist.vocabulary.grid import store_grid
 
 log = logging.getLogger(__name__)
@@ -33,22 +33,25 @@ log = logging.getLogger(__name__)
 _PIXEL_COORDS = ("pixel_lat", "pixel_lon", "row", "col", "patch", "split")
 
 
-def open_store(url: str, storage_options: dict | None = None, *, validate: bool = False) -> xr.Dataset:
+def open_store(where: str | Location, *, validate: bool = False) -> xr.Dataset:
     """A pixel store as a lazy :class:`xarray.Dataset` (layout: see the module docstring).
 
     Args:
-      url: local path, ``gs://``, ``s3://`` ... (fsspec ``storage_options``).
+      where: local path, ``gs://``, ``s3://`` ... URL, or a :class:`Location` (URL plus
+        fsspec options such as credentials).
       validate: also run the full validation of ``differland validate`` (reads every value;
         DataValidationError listing every problem). Without it only completeness is checked.
     """
-    store = PixelStore(url, storage_options)
+    loc = as_location(where)
+    url = loc.url
+    store = PixelStore(url, loc.options)
     if not store.attrs.get("complete", False):
         raise DifferlandError(f"{url}: the store is not complete (attrs.complete is not true): "
                               "its writer was interrupted; write it again")
     if validate:
         check_store(store)
     with quiet_zarr():
-        ds = xr.open_dataset(zarr_store(url, storage_options), engine="zarr", chunks=None,
+        ds = xr.open_dataset(zarr_store(url, loc.options), engine="zarr", chunks=None,
                              zarr_format=3, decode_timedelta=False,
                              consolidated="consolidated_metadata" in store.root_meta)
     ds = ds.rename({k: f"pixel_{k}" for k in ("lat", "lon") if k in ds.variables})
@@ -65,23 +68,26 @@ def open_store(url: str, storage_options: dict | None = None, *, validate: bool 
     return ds
 
 
-def open_output(url: str, storage_options: dict | None = None) -> xr.Dataset:
-    """An inference output (``differland infer``) as a lazy Dataset: ``param_<name>`` (pixel),
-    ``map_<name>`` (lat, lon), the series (pixel, time); layout: see the module docstring and
-    docs/inference.md. A partial output opens with a warning (missing chunks read as NaN)."""
+def open_output(where: str | Location) -> xr.Dataset:
+    """An inference output (``differland infer``; a URL or a :class:`Location`) as a lazy
+    Dataset: ``param_<name>`` (pixel), ``map_<name>`` (lat, lon), the series (pixel, time);
+    layout: see the module docstring and docs/inference.md. A partial output opens with a
+    warning (missing chunks read as NaN)."""
     # imported here: inference/ and experiment/ load JAX; the notebook surface (resolved on first
     # use, differland_dist/__init__.py) loads it only when a function needs it
     from differland_dist.inference.output import read_attrs
     from differland_dist.inference.export import open_output_dataset
 
-    attrs = read_attrs(Location(url, storage_options))
+    loc = as_location(where)
+    url = loc.url
+    attrs = read_attrs(loc)
     if attrs is None:
         raise DifferlandError(f"{url}: no inference output there (no zarr group); make one with "
                               "`differland infer` or differland_dist.run_inference")
     if not attrs.get("complete"):
         log.warning("%s is a partial inference output: pixels of unfinished chunks are NaN; run "
                     "`differland infer` again to finish it", url)
-    ds = open_output_dataset(Location(url, storage_options))
+    ds = open_output_dataset(loc)
     ds = ds.set_coords([c for c in _PIXEL_COORDS if c in ds.data_vars])
     return _with_pixel_index(ds)
 
@@ -93,8 +99,9 @@ def _with_pixel_index(ds: xr.Dataset) -> xr.Dataset:
     return ds
 
 
-def open_ensemble(experiment_dir: str, storage_options: dict | None = None) -> xr.Dataset:
-    """An experiment's ``ensemble.zarr`` (``differland experiment``) as a lazy Dataset:
+def open_ensemble(experiment_dir: str | Location) -> xr.Dataset:
+    """An experiment's ``ensemble.zarr`` (``differland experiment``; the experiment directory
+    as a URL or a :class:`Location`) as a lazy Dataset:
     per ``predictor_set`` the members' mean of the 40 ``param_<name>`` (pixel), the ensemble
     series (pixel, time) and ``map_<name>`` (lat, lon), their standard deviation
     ``<name>_sd`` and quantiles ``<name>_quantile`` (numeric ``quantile`` 0.05, 0.5, 0.95); pixels carry
@@ -103,15 +110,16 @@ def open_ensemble(experiment_dir: str, storage_options: dict | None = None) -> x
     # use, differland_dist/__init__.py) loads it only when a function needs it
     from differland_dist.experiment.ensemble import ENSEMBLE
 
-    url = join(experiment_dir, ENSEMBLE)
+    root = as_location(experiment_dir)
+    ens = root.join(ENSEMBLE)
     try:
-        group = zarr.open_group(zarr_store(url, storage_options), mode="r", zarr_format=3)
+        group = zarr.open_group(zarr_store(ens.url, ens.options), mode="r", zarr_format=3)
     except FileNotFoundError:
-        raise DifferlandError(f"{experiment_dir}: no {ENSEMBLE}; run `differland experiment` "
+        raise DifferlandError(f"{root.url}: no {ENSEMBLE}; run `differland experiment` "
                               "(or --ensemble-only after training)") from None
     if not group.attrs.get("complete"):
-        raise DifferlandError(f"{url}: not complete; rerun `differland experiment --resume`")
-    ds = xr.open_zarr(zarr_store(url, storage_options), consolidated=True, zarr_format=3)
+        raise DifferlandError(f"{ens.url}: not complete; rerun `differland experiment --resume`")
+    ds = xr.open_zarr(zarr_store(ens.url, ens.options), consolidated=True, zarr_format=3)
     ds = ds.set_coords([c for c in _PIXEL_COORDS if c in ds.data_vars])
     return _with_pixel_index(ds)
 

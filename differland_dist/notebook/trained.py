@@ -46,6 +46,7 @@ from differland_dist.model.rollout import rollout
 from differland_dist.model.structures import Forcing, Parameters
 from differland_dist.network.standardize import input_names
 from differland_dist.runs import load_trained
+from differland_dist.storage.location import Location, as_location
 
 log = logging.getLogger(__name__)
 
@@ -82,10 +83,11 @@ class TrainedModel:
         self.record = record
 
     @classmethod
-    def from_checkpoint(cls, url: str, storage_options: dict | None = None) -> "TrainedModel":
+    def from_checkpoint(cls, where: str | Location) -> "TrainedModel":
         """Load a checkpoint ``.npz`` or a run directory (its final network, else its latest
-        checkpoint), local or ``gs://`` / ``s3://`` with fsspec ``storage_options``."""
-        return cls(load_trained(url, storage_options))
+        checkpoint): a path, a ``gs://`` / ``s3://`` URL, or a :class:`Location` (with options)."""
+        loc = as_location(where)
+        return cls(load_trained(loc.url, loc.options))
 
     # -- what it is -------------------------------------------------------------------------------
     @property

@@ -39,6 +39,11 @@ def add_arguments(p):
     p.add_argument("--tensorboard", metavar="DIR", default=None,
                    help="also log each member's metrics to TensorBoard in DIR/<set>/m<seed> "
                         "(a local directory; needs the [tracking] extra)")
+    p.add_argument("--mlflow", metavar="TRACKING_URI", default=None,
+                   help="also log each member's config and metrics to MLflow, one run per member "
+                        "named <set>/m<seed> in the MLflow experiment of the grid's name: a "
+                        "tracking server (http://host:5000), sqlite:///mlflow.db or "
+                        "file:./mlruns (needs the [mlflow] extra)")
     p.add_argument("--force", action="store_true",
                    help="take over a stale lease on DIR (its driver was killed); a live "
                         "experiment's lease is never taken")
@@ -54,10 +59,11 @@ def run(args) -> int:
     # imported here: after JAX_PLATFORMS is set above, and to keep `differland --help` light
     from differland_dist.data.store import parse_storage_options
     from differland_dist.experiment import load_grid, run_experiment
+    from differland_dist.storage.location import Location
 
     if args.skip_ensemble and args.ensemble_only:
         raise DifferlandError("--skip-ensemble and --ensemble-only exclude each other")
-    oso = parse_storage_options(args.out_storage_options)
+    out = Location(args.out, parse_storage_options(args.out_storage_options))
     grid = load_grid(args.config, args.overrides)
     if args.dry_run:
         if args.json:
@@ -77,10 +83,10 @@ def run(args) -> int:
         logging.getLogger("differland_dist.distributed").setLevel(logging.WARNING)
         logging.getLogger("differland_dist.inference").setLevel(logging.WARNING)
         logging.getLogger("differland_dist.evaluation").setLevel(logging.WARNING)
-    res = run_experiment(grid, args.out, resume=args.resume, out_storage_options=oso,
-                         address=args.address, train=not args.ensemble_only,
+    res = run_experiment(grid, out, resume=args.resume, address=args.address,
+                         train=not args.ensemble_only,
                          ensemble=False if args.skip_ensemble else None, force=args.force,
-                         tensorboard=args.tensorboard)
+                         tensorboard=args.tensorboard, mlflow=args.mlflow)
     run_ = res.run
     rc = 1 if run_.failed else 0
     if run_.failed:  # on stderr too, so a batch log names them even with --json

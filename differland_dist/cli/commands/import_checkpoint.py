@@ -48,23 +48,23 @@ def add_arguments(p):
     flags.add_json(p)
 
 
-def _read_text(url: str, so: dict, what: str) -> str:
+def _read_text(loc: Location, what: str) -> str:
     try:
-        return Location(url, so).read_bytes().decode("utf-8-sig")
+        return loc.read_bytes().decode("utf-8-sig")
     except FileNotFoundError:
-        raise DifferlandError(f"{url}: {what} not found") from None
+        raise DifferlandError(f"{loc.url}: {what} not found") from None
     except (OSError, UnicodeDecodeError) as e:
-        raise DifferlandError(f"{url}: cannot read {what} ({type(e).__name__}: {e})") from None
+        raise DifferlandError(f"{loc.url}: cannot read {what} ({type(e).__name__}: {e})") from None
 
 
-def _hemisphere_from_store(url: str, so: dict, run: int | None) -> tuple[float, float]:
+def _hemisphere_from_store(store_loc: Location, run: int | None) -> tuple[float, float]:
     """(mean, std) of sigmoid(lat) over the store's training pixels (run ``run``'s when the
     store holds the per-run index), as the published calibration standardises it."""
     # imported here: keeps `differland --help` and light commands from importing JAX/Ray/matplotlib
     from differland_dist.data.store import open_store
     from differland_dist.network.standardize import hemisphere_feature
 
-    store = open_store(url, so, validate=False)
+    store = open_store(store_loc.url, store_loc.options, validate=False)
     part = store.run_split(run) if (run is not None and store.run_table is not None) else store.patch_split
     codes = splits.pixel_codes(store.patch, part)
     lat = np.asarray(store.array("lat")[:], np.float32)[codes == splits.TRAIN]
@@ -72,18 +72,11 @@ def _hemisphere_from_store(url: str, so: dict, run: int | None) -> tuple[float, 
     return float(h.mean(dtype=np.float64)), float(h.std(dtype=np.float64))
 
 
-def run(args) -> int:
-    # imported here: keeps `differland --help` and light commands from importing JAX/Ray/matplotlib
-    from differland_dist.config import from_dict, read_yaml
+def _checked_args(args) -> tuple[list[str], list[str], int]:
+    """(predictor sets, predictor names, CSV row) from the flags, or a ConfigError naming the flag."""
     from differland_dist.data.batch import predictor_names
-    from differland_dist.data.store import parse_storage_options
-    from differland_dist.network.io import save_network
-    from differland_dist.network.mlp import infer_config
-    from differland_dist.network.published import (
-        HEMISPHERE_COLUMN, TRAIN_AND_DEV_ROW, load_published_network, published_standardisation,
-        read_stat_csv)
+    from differland_dist.network.published import TRAIN_AND_DEV_ROW
 
-    so = parse_storage_options(args.storage_options)
     sets = flags.split_list(args.predictors)
     try:
         names = predictor_names(sets)
@@ -95,55 +88,100 @@ def run(args) -> int:
         raise ConfigError("--mean-csv and --std-csv: give both (or neither)")
     if not 1 <= args.run <= TRAIN_AND_DEV_ROW:
         raise ConfigError(f"--run: must be in 1..{TRAIN_AND_DEV_ROW}, got {args.run}")
-    row = TRAIN_AND_DEV_ROW if args.train_and_dev else args.run - 1
-    mean_df = std_df = None
-    if args.mean_csv:  # every input is read and checked before the conversion
-        mean_df = read_stat_csv(_read_text(args.mean_csv, so, "mean CSV"), args.mean_csv)
-        std_df = read_stat_csv(_read_text(args.std_csv, so, "std CSV"), args.std_csv)
+    return sets, names, TRAIN_AND_DEV_ROW if args.train_and_dev else args.run - 1
+
+
+def _read_network(pickle: Location, names: list[str], sets: list[str]):
+    """The published network, its embedding checked against the predictors."""
+    from differland_dist.network.published import load_published_network
+
     try:
-        data = Location(args.pickle, so).read_bytes()
+        data = pickle.read_bytes()
     except FileNotFoundError:
-        raise DifferlandError(f"{args.pickle}: not found") from None
+        raise DifferlandError(f"{pickle.url}: not found") from None
     except OSError as e:
-        raise DifferlandError(f"{args.pickle}: cannot read ({type(e).__name__}: {e})") from None
-    net = load_published_network(data, source=args.pickle)
+        raise DifferlandError(f"{pickle.url}: cannot read ({type(e).__name__}: {e})") from None
+    net = load_published_network(data, source=pickle.url)
     n_in = int(net.embed[0].weights.shape[0])
     if n_in != len(names):
-        raise CheckpointError(f"{args.pickle}: embedding layer 0 takes {n_in} predictors, but "
+        raise CheckpointError(f"{pickle.url}: embedding layer 0 takes {n_in} predictors, but "
                               f"--predictors {','.join(sets)} gives {len(names)}")
-    cfg = infer_config(net)
+    return net
+
+
+def _recorded_config(args, sets: list[str]) -> dict:
+    """The config the checkpoint records: --config (or the published model's defaults) with
+    the predictors, the store (never its credentials) and the run."""
+    from differland_dist.config import from_dict, read_yaml
+
+    base = read_yaml(args.config) if args.config else {"model": {"closed_budget": False}}
+    base.setdefault("data", {})
+    base["data"]["predictors"] = list(sets)
+    if args.store:
+        base["data"]["url"] = str(args.store)
+        base["data"]["storage_options"] = {}  # never the credentials
+    if not args.train_and_dev:
+        base["data"]["run"] = int(args.run)
+    try:
+        return from_dict(base).to_dict()
+    except ConfigError as e:
+        raise ConfigError(f"{args.config or 'config'}: {e}") from None
+
+
+def _standardisation(args, stats, sets: list[str], names: list[str], row: int, at):
+    """(standardizer, checkpoint record entries) from the published CSVs ``stats`` (mean, std)."""
+    from differland_dist.network.published import HEMISPHERE_COLUMN, published_standardisation
+
+    mean_df, std_df = stats
+    hemi = None
+    if HEMISPHERE_COLUMN not in mean_df.columns or HEMISPHERE_COLUMN not in std_df.columns:
+        if not args.store:
+            raise CheckpointError(f"{args.mean_csv}: no {HEMISPHERE_COLUMN} column; give "
+                                  "--store to compute the hemisphere statistics from the run's "
+                                  "training pixels")
+        hemi = _hemisphere_from_store(at(args.store), None if args.train_and_dev else args.run)
+    std = published_standardisation(mean_df, std_df, names, row,
+                                    pft_percent=args.csv_pft_units == "percent",
+                                    hemisphere=hemi, sources=(args.mean_csv, args.std_csv))
+    record = {"kind": "training", "step": 0, "config": _recorded_config(args, sets),
+              "standardisation": {"mean_csv": str(args.mean_csv), "std_csv": str(args.std_csv),
+                                  "row": int(row), "pft_units": args.csv_pft_units,
+                                  "hemisphere": ("store training pixels" if hemi is not None
+                                                 else HEMISPHERE_COLUMN)}}
+    return std, record
+
+
+def run(args) -> int:
+    # imported here: keeps `differland --help` and light commands from importing JAX/Ray/matplotlib
+    from differland_dist.data.store import parse_storage_options
+    from differland_dist.network.io import save_network
+    from differland_dist.network.mlp import infer_config
+    from differland_dist.network.published import read_stat_csv
+
+    so = parse_storage_options(args.storage_options)
+
+    def at(url: str) -> Location:  # every URL of the command is reached with --storage-options
+        return Location(url, so)
+
+    sets, names, row = _checked_args(args)
+    stats = None
+    if args.mean_csv:  # every input is read and checked before the conversion
+        stats = (read_stat_csv(_read_text(at(args.mean_csv), "mean CSV"), args.mean_csv),
+                 read_stat_csv(_read_text(at(args.std_csv), "std CSV"), args.std_csv))
+    net = _read_network(at(args.pickle), names, sets)
     extra = {"imported_from": str(args.pickle)}
     std = None
-    if mean_df is not None:
-        hemi = None
-        if HEMISPHERE_COLUMN not in mean_df.columns or HEMISPHERE_COLUMN not in std_df.columns:
-            if not args.store:
-                raise CheckpointError(f"{args.mean_csv}: no {HEMISPHERE_COLUMN} column; give "
-                                      "--store to compute the hemisphere statistics from the run's "
-                                      "training pixels")
-            hemi = _hemisphere_from_store(args.store, so, None if args.train_and_dev else args.run)
-        std = published_standardisation(mean_df, std_df, names, row,
-                                        pft_percent=args.csv_pft_units == "percent",
-                                        hemisphere=hemi, sources=(args.mean_csv, args.std_csv))
-        base = read_yaml(args.config) if args.config else {"model": {"closed_budget": False}}
-        base.setdefault("data", {})
-        base["data"]["predictors"] = list(sets)
-        if args.store:
-            base["data"]["url"] = str(args.store)
-            base["data"]["storage_options"] = {}  # never the credentials
-        if not args.train_and_dev:
-            base["data"]["run"] = int(args.run)
-        try:
-            full = from_dict(base)
-        except ConfigError as e:
-            raise ConfigError(f"{args.config or 'config'}: {e}") from None
-        extra.update({"kind": "training", "step": 0, "config": full.to_dict(),
-                      "standardisation": {"mean_csv": str(args.mean_csv), "std_csv": str(args.std_csv),
-                                          "row": int(row), "pft_units": args.csv_pft_units,
-                                          "hemisphere": ("store training pixels" if hemi is not None
-                                                         else HEMISPHERE_COLUMN)}})
-    save_network(args.out, net, cfg, predictor_sets=sets, standardizer=std, extra=extra,
-                 storage_options=so)
+    if stats is not None:
+        std, record = _standardisation(args, stats, sets, names, row, at)
+        extra.update(record)
+    out = at(args.out)
+    save_network(out.url, net, infer_config(net), predictor_sets=sets, standardizer=std,
+                 extra=extra, storage_options=out.options)
+    _report(args, net, sets, row, std)
+    return 0
+
+
+def _report(args, net, sets: list[str], row: int, std) -> None:
     what = (f"with CSV row {row} standardisation ({'train+dev' if args.train_and_dev else f'run {args.run}'})"
             if std is not None else "network only (no standardisation: give --mean-csv/--std-csv "
                                     "for infer/evaluate)")
@@ -152,7 +190,6 @@ def run(args) -> int:
                           "embedding": [list(l.weights.shape) for l in net.embed],
                           "predictor_sets": sets,
                           "standardisation_row": int(row) if std is not None else None}))
-        return 0
+        return
     print(f"imported {args.pickle}: embedding {[tuple(l.weights.shape) for l in net.embed]}, "
           f"heads 31/7/2, {what} -> {args.out}")
-    return 0
