@@ -125,3 +125,22 @@ def test_cv_sites_command_scores_every_site_once(twin_store, tmp_path, capsys):
 
     f0 = xr.open_zarr(out / "work" / "fold0.zarr", zarr_format=3, consolidated=True)
     assert list(f0.split.values) == [2, 0] and "time_test" not in f0
+
+
+def test_site_scores_periods(twin_store, tmp_path):
+    """Test years and training years of a time-split store are scored apart; a store split by
+    time has no held-out sites; an unknown period is refused."""
+    from differland_dist.errors import DifferlandError
+    from differland_dist.experiment.site_scores import site_scores
+    from random_checkpoint import random_checkpoint
+
+    ckpt = random_checkpoint(twin_store, str(tmp_path / "net.npz"), predictor_sets=("SITE",),
+                             config={"loss": {"warm_up": 12}})
+    test = site_scores(ckpt, twin_store, "test_time")
+    train = site_scores(ckpt, twin_store, "train_time")
+    assert set(test) == set(train) == {"DE-Hai", "US-Ha1"}
+    assert all(np.isfinite(v) for s in test.values() for v in s.values())
+    assert test["DE-Hai"]["GPP"] != train["DE-Hai"]["GPP"]
+    assert site_scores(ckpt, twin_store, "held_out_sites") == {}
+    with pytest.raises(DifferlandError, match="period 'test'"):
+        site_scores(ckpt, twin_store, "test")

@@ -17,9 +17,9 @@ from differland_dist.errors import DifferlandError
 SCORED: dict[str, tuple[str, str]] = {
     "GPP": ("gpp", "gpp_flux"), "ET": ("ET", "et_flux"), "NEE": ("nee", "nbe"),
     "LAI": ("lai", "lai")}
-#: Where a run is scored: the test years of every site (time split), or every year of the
-#: held-out sites (split = test: leave sites out).
-PERIODS = ("test_time", "held_out_sites")
+#: Where a run is scored: the test years of every site (time split), its training years (how
+#: well the run fits what it saw), or every year of the held-out sites (leave sites out).
+PERIODS = ("test_time", "train_time", "held_out_sites")
 
 
 def nse(sim: np.ndarray, obs: np.ndarray, weight: np.ndarray) -> float:
@@ -37,8 +37,8 @@ def site_scores(run_dir: str, store_url: str, period: str,
     """{site id: {"GPP"|"ET"|"NEE"|"LAI": NSE}} of the run ``run_dir`` on ``store_url``.
 
     Args:
-      period: "test_time" (steps marked ``time_test``, every site) or "held_out_sites" (every
-        step of the sites whose split is test).
+      period: "test_time" (steps marked ``time_test``, every site), "train_time" (the other
+        steps) or "held_out_sites" (every step of the sites whose split is test).
       warm_up: first steps left out (default: the run's ``loss.warm_up``).
     """
     if period not in PERIODS:
@@ -56,7 +56,7 @@ def site_scores(run_dir: str, store_url: str, period: str,
     if "site_id" not in names:
         raise DifferlandError(f"{store_url}: not a site store (no site_id; import one with "
                               "differland import-sites or import-fluxnet)")
-    if period == "test_time" and TIME_TEST not in names:
+    if period != "held_out_sites" and TIME_TEST not in names:
         raise DifferlandError(f"{store_url}: has no time split ({TIME_TEST}): it was imported "
                               "with held-out sites")
     batch = read_patches(tm, store, store.patch_ids)
@@ -65,8 +65,8 @@ def site_scores(run_dir: str, store_url: str, period: str,
     ids = [str(x) for x in np.asarray(store.array("site_id")[...])[px]]
     keep = np.ones((len(ids), store.n_time), bool)
     keep[:, : tm.config.loss.warm_up if warm_up is None else warm_up] = False
-    if period == "test_time":
-        keep &= np.asarray(store.array(TIME_TEST)[...])[px] == 1
+    if period != "held_out_sites":
+        keep &= np.asarray(store.array(TIME_TEST)[...])[px] == (1 if period == "test_time" else 0)
         chosen = range(len(ids))
     else:
         split = np.asarray(store.array("split")[...])[px]
