@@ -34,28 +34,76 @@ PUBLISHED = {"GPP": 0.79, "ET": 0.79, "NEE": 0.29, "LAI": 0.85}
 #: Time-split variants: name -> (config overrides, store option, what it tests).
 VARIANTS: dict[str, tuple[list[str], dict, str]] = {
     "shared": ([], {}, "one network for all sites, predictors PFT+CLIM (the config as is)"),
+    "seed_1": (["training.seed=1"], {}, "the shared network with another seed (run-to-run spread)"),
     "site": (["data.predictors=SITE"], {},
              "per-site baseline: SITE predictors, every site its own parameters"),
     "et_lai_x3": (["loss.weights.et_flux=3", "loss.weights.lai=3"], {},
                   "ET and LAI stream weights 3 (others 1)"),
     "unc": ([], {"weights_from_unc": True}, "observation weights 1/unc^2 (import --weights-from-unc)"),
     "steps_4000": (["training.steps=4000"], {}, "4000 steps instead of 1500"),
+    "et_lai_x3_500": (["loss.weights.et_flux=3", "loss.weights.lai=3", "training.steps=500"],
+                      {}, "ET and LAI weights 3 and 500 steps (the whole schedule in 500)"),
     "et_lai_x3_4000": (["loss.weights.et_flux=3", "loss.weights.lai=3", "training.steps=4000"],
                        {}, "ET and LAI weights 3 and 4000 steps"),
     "edc_1": (["loss.weights.edc=1"], {}, "EDC weight 1 instead of 0.1"),
+    "two_monthly": (["data.predictors=SITE", "training.patches_per_step=2"],
+                    {"only": "US-Var,FR-Pue"}, "SITE baseline on US-Var and FR-Pue, monthly steps"),
+    "two_daily": (["data.predictors=SITE", "training.patches_per_step=2", "loss.warm_up=365"],
+                  {"only": "US-Var,FR-Pue", "monthly": False},
+                  "SITE baseline on US-Var and FR-Pue, daily steps (scored on monthly means)"),
     "lr_001": (["optimizer.learning_rate=0.01"], {}, "learning rate 0.01 instead of 0.003"),
     "pft_only": (["data.predictors=PFT"], {}, "one network, predictors PFT only"),
 }
 
 
 def _store(sites: str, work: Path, **opts) -> str:
+    """The site store of ``opts`` (sites_to_store options; monthly unless ``monthly=False``)."""
     from differland_dist.data.importers.sites import sites_to_store
 
-    name = "sites" + "".join(f"_{k}" for k, v in sorted(opts.items()) if v) + ".zarr"
-    url = str(work / name)
+    opts = {"monthly": True, **opts}
+    name = "sites" + "".join(f"_{k}" if v is True else f"_{k}-{v}".replace(",", "-")
+                             for k, v in sorted(opts.items()) if v and k != "monthly")
+    url = str(work / (name + ("" if opts["monthly"] else "_daily") + ".zarr"))
     if not Path(url).exists():
-        sites_to_store(sites, url, monthly=True, **opts)
+        sites_to_store(sites, url, **opts)
     return url
+
+
+def monthly_scores_of_daily(run: str, daily: str, monthly: str, warm_up_months: int = 12) -> dict:
+    """Test-year monthly NSE per site of a run on the daily store ``daily``: its daily outputs
+    averaged over each calendar month, against the monthly store's observations and months
+    (the same sites, in the same order)."""
+    import numpy as np
+    import xarray as xr
+
+    from differland_dist.data.store import open_store
+    from differland_dist.experiment.site_scores import SCORED, nse
+    from differland_dist.inference.compute import read_patches, simulate_batch
+    from differland_dist.model import OUTPUTS
+    from differland_dist.notebook.trained import TrainedModel
+
+    tm = TrainedModel.from_checkpoint(run)
+    st = open_store(daily)
+    b = read_patches(tm, st, st.patch_ids)
+    _, out = simulate_batch(tm, b)
+    m = xr.open_zarr(monthly, zarr_format=3, consolidated=True, decode_times=False)
+    ids = list(m.site_id.values.astype(str))
+    res = {}
+    for i, px in enumerate(b.pixel_index):
+        site = str(ids[int(px)])
+        y0 = m.attrs["site_years"][site][0]
+        n = m.attrs["site_steps"][site]
+        days = np.datetime64(f"{y0}-01-01") + np.arange(out.shape[1]).astype("timedelta64[D]")
+        month = (days.astype("datetime64[M]") - days[0].astype("datetime64[M]")).astype(int)
+        ok = month < n
+        keep = (m.time_test.values[int(px), :n] == 1) & (np.arange(n) >= warm_up_months)
+        res[site] = {}
+        for k, (name, stream) in SCORED.items():
+            sim = np.bincount(month[ok], out[i, ok, OUTPUTS.index(name)].astype(np.float64),
+                              minlength=n) / np.maximum(np.bincount(month[ok], minlength=n), 1)
+            res[site][k] = nse(sim, m[f"obs_{stream}"].values[int(px), :n],
+                               m[f"obs_{stream}_weight"].values[int(px), :n] * keep)
+    return res
 
 
 def _merge(out: Path, label: str, key: str, value) -> None:
@@ -70,6 +118,7 @@ def _merge(out: Path, label: str, key: str, value) -> None:
 def time_split(a) -> None:
     from differland_dist.config import load_config
     from differland_dist.distributed.trainer import calibrate
+    from differland_dist.experiment.site_scores import median_scores
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
     for name in a.variants:
@@ -81,7 +130,16 @@ def time_split(a) -> None:
         run = work / f"run_{name}"
         t0 = time.perf_counter()
         calibrate(cfg, str(run), resume=True)
-        record(a, name, str(run), store, time.perf_counter() - t0)
+        secs = time.perf_counter() - t0
+        if opts.get("monthly", True):
+            record(a, name, str(run), store, secs)
+        else:  # daily steps: scored on monthly means against the monthly store
+            monthly = _store(a.sites, work, **{**opts, "monthly": True})
+            per_site = monthly_scores_of_daily(str(run), store, monthly)
+            _merge(Path(a.out), a.label or "8", "time_split", {name: {
+                "what": what, "overrides": overrides, "store": opts, "steps": cfg.training.steps,
+                "seconds": secs, "date": time.strftime("%Y-%m-%d"), "per_site": per_site,
+                "median": median_scores(per_site)}})
 
 
 def record(a, name: str, run: str, store: str, secs: float) -> None:
@@ -115,6 +173,22 @@ def cross_validate(a) -> None:
     _merge(Path(a.out), a.label or str(len(r["sites"])), key, {
         "folds": r["folds"], "steps": r["steps"], "date": r["date"], "sets": r["sets"]})
     print(key, json.dumps({k: v["median"] for k, v in r["sets"].items()}), flush=True)
+
+
+def checkpoints(a) -> None:
+    """Test-year medians of every saved checkpoint of the variants' runs (the training-budget
+    curve: does skill still grow, or does the fit to the training years start to cost?)."""
+    from differland_dist.experiment.site_scores import median_scores, site_scores
+
+    work = Path(a.work)
+    for name in a.variants:
+        store = _store(a.sites, work, **VARIANTS[name][1])
+        curve = {}
+        for ck in sorted((work / f"run_{name}" / "checkpoints").glob("step_*.npz")):
+            step = int(ck.stem.split("_")[1])
+            curve[str(step)] = median_scores(site_scores(str(ck), store, "test_time"))
+            print(name, step, json.dumps(curve[str(step)]), flush=True)
+        _merge(Path(a.out), a.label or "8", "budget", {name: curve})
 
 
 def published(a) -> None:
@@ -159,10 +233,44 @@ def published(a) -> None:
         "per_site": per_site, "median": median_scores(per_site)}})
 
 
+def cv_collect(a) -> None:
+    """Score the finished folds (``network.npz`` written) of cv-sites work directories, for
+    a cross-validation stopped before its end; records which folds are in."""
+    import numpy as np
+
+    from differland_dist.data.store import open_store
+    from differland_dist.experiment.site_cv import cv_folds, parse_folds
+    from differland_dist.experiment.site_scores import median_scores, site_scores
+    from differland_dist.runs import load_trained
+
+    sets = {}
+    for work in map(Path, a.cv_work):
+        for set_dir in sorted(p for p in work.iterdir() if p.is_dir() and not p.suffix):
+            per_site, done = sets.get(set_dir.name, ({}, []))
+            for f in sorted(set_dir.glob("fold*")):
+                if (f / "network.npz").exists() and f.name not in done:
+                    per_site.update(site_scores(str(f), str(work / f"{f.name}.zarr"),
+                                                "held_out_sites"))
+                    done.append(f.name)
+            sets[set_dir.name] = (per_site, done)
+    store = open_store(str(Path(a.cv_work[0]) / "fold0.zarr"))
+    folds = cv_folds([str(x) for x in np.asarray(store.array("site_id")[...])],
+                     parse_folds(a.folds))
+    some = next(Path(a.cv_work[0]).glob("*/fold0"))
+    steps = load_trained(str(some)).config.training.steps
+    _merge(Path(a.out), a.label or "8", f"cv_{a.folds}", {
+        "folds": [list(f) for f in folds], "steps": steps, "date": time.strftime("%Y-%m-%d"),
+        "sets": {n: {"per_site": ps, "median": median_scores(ps), "folds_done": sorted(d)}
+                 for n, (ps, d) in sets.items()}})
+    for n, (ps, d) in sets.items():
+        print(n, d, json.dumps(median_scores(ps)), flush=True)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="what", required=True)
-    for name, fn in (("time-split", time_split), ("cv", cross_validate), ("published", published)):
+    for name, fn in (("time-split", time_split), ("cv", cross_validate), ("published", published),
+                     ("checkpoints", checkpoints), ("cv-collect", cv_collect)):
         p = sub.add_parser(name)
         p.set_defaults(fn=fn)
         p.add_argument("--sites", default=str(ROOT.parent / "shared" / "data" / "fluxnet_sites"))
@@ -173,9 +281,14 @@ def main(argv=None):
         p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "fluxnet_sites.json"))
     sub.choices["time-split"].add_argument("--variants", nargs="+", default=["shared", "site"],
                                            choices=list(VARIANTS))
+    sub.choices["checkpoints"].add_argument("--variants", nargs="+", default=["shared", "site"],
+                                            choices=list(VARIANTS))
     sub.choices["published"].add_argument("--published-dir", required=True)
     sub.choices["published"].add_argument("--kind", default="baseline")
     sub.choices["cv"].add_argument("--folds", default="loo")
+    sub.choices["cv-collect"].add_argument("--folds", default="4")
+    sub.choices["cv-collect"].add_argument("--cv-work", nargs="+", required=True,
+                                           help="cv-sites work directories (fold stores, runs)")
     sub.choices["cv"].add_argument("--predictors", nargs="+", default=["PFT", "PFT+CLIM"])
     p = sub.add_parser("render")
     p.set_defaults(fn=None)

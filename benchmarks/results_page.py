@@ -73,7 +73,7 @@ def _time_split(label: str, ts: dict, published: dict, variants: dict,
                    if any(ts["site"]["median"][k] < published[k] for k in ("ET", "LAI"))
                    else "closes the gap on ET and LAI.")]
     per = [(f"`{n}`", ts[n]) for n in ("shared", "site") if n in ts]
-    per += [(f"published `{k}`", r) for k, r in pub_runs.items()]
+    per += [(f"published `{k}`", r) for k, r in pub_runs.items() if k == "default"]
     if per:
         order = list(per[0][1]["per_site"])
         out += ["", "Per site (" + " / ".join(n for n, _ in per) + "):", "",
@@ -87,22 +87,86 @@ def _time_split(label: str, ts: dict, published: dict, variants: dict,
     return out
 
 
+def _diagnosis(ts: dict, pub_runs: dict, published: dict, variants: dict) -> list[str]:
+    """Why ET and LAI lag: each variant's change of the test-year medians against `shared`."""
+    if "shared" not in ts:
+        return []
+    base = ts["shared"]["median"]
+    out = ["#### Why ET and LAI lag: what each change does", "",
+           "Change of the test-year medians against `shared` (same sites, same metric, one run "
+           "each" + (": `seed_1`, the same run with another seed, shows the run-to-run spread)"
+                     if "seed_1" in ts else "; the run-to-run spread was not measured)") + ":",
+           "",
+           "| change | " + " | ".join(f"Δ{k}" for k in VARS) + " | ET and LAI at the target? |",
+           "| --- |" + " --- |" * (len(VARS) + 1)]
+    for name, r in ts.items():
+        if name == "shared":
+            continue
+        d = [r["median"][k] - base[k] for k in VARS]
+        hit = all(r["median"][k] >= published[k] for k in ("ET", "LAI"))
+        out.append(f"| `{name}`: {r['what']} | " + " | ".join(f"{x:+.2f}" for x in d)
+                   + f" | {'yes' if hit else 'no'} |")
+    best = max(ts.items(), key=lambda kv: kv[1]["median"]["ET"] + kv[1]["median"]["LAI"])
+    out += ["", f"Best ET + LAI: `{best[0]}` ("
+            + ", ".join(f"{k} {best[1]['median'][k]:.2f}" for k in VARS) + ")."]
+    missing = [v for v in variants if v not in ts]
+    if missing:
+        out.append("Defined in `benchmarks/fluxnet_sites.py` but not run for this page (CPU time): "
+                   + "; ".join(f"`{v}` ({variants[v][2]})" for v in missing) + ".")
+    if "default" in pub_runs:
+        pd_ = pub_runs["default"]["median"]
+        out.append("On the same sites and months, the published per-site `default` runs reach "
+                   + ", ".join(f"{k} {pd_[k]:.2f}" for k in VARS)
+                   + ". Those runs step the model daily; the runs here step it monthly, on "
+                     "monthly means of the daily drivers.")
+    return out
+
+
+def _budget(curves: dict) -> list[str]:
+    """Test-year medians at each saved checkpoint of a run (the training-budget curve)."""
+    out = ["#### Training budget: test-year medians at each checkpoint", "",
+           "| run | step | " + " | ".join(VARS) + " |", "| --- | --- |" + " --- |" * len(VARS)]
+    for name, curve in curves.items():
+        for step, med in sorted(curve.items(), key=lambda kv: int(kv[0])):
+            out.append(f"| `{name}` | {step} | " + " | ".join(_f(med[k]) for k in VARS) + " |")
+    lai = {n: [c[s]["LAI"] for s in sorted(c, key=int)] for n, c in curves.items() if c}
+    falling = [n for n, v in lai.items() if len(v) > 1 and v[-1] < max(v) - 0.03]
+    if falling:
+        out += ["", "Test-year LAI falls with more steps in " + ", ".join(f"`{n}`" for n in falling)
+                + " (from " + ", ".join(f"{max(lai[n]):.2f} to {lai[n][-1]:.2f}" for n in falling)
+                + "): more budget fits the training years closer and the test years worse, so "
+                  "a longer schedule is not the fix."]
+    return out
+
+
 def _cv(label: str, key: str, cv: dict) -> list[str]:
     folds = cv["folds"]
     kind = "leave one site out" if all(len(f) == 1 for f in folds) else f"{len(folds)} folds"
-    out = [f"### Sites never seen, {label} sites: {kind} (`differland cv-sites`)", "",
+    out = [f"### Sites never seen, {label} sites: {kind}"
+           + ("" if cv.get("note") else " (`differland cv-sites`)"), "",
+           *([f"{cv['date']}, {cv['note']}.", ""] if cv.get("note") else []),
            f"Each fold trains on the other sites ({cv['steps']} steps) and scores its held-out "
            "sites on every year after the warm-up. Folds: "
            + "; ".join("(" + ", ".join(f) + ")" for f in folds) + ".", "",
            "| predictors | " + " | ".join(VARS) + " |", "| --- |" + " --- |" * len(VARS)]
     for name, r in cv["sets"].items():
-        out.append(_median_row(name, r["median"]))
-    best = max(cv["sets"].items(), key=lambda kv: kv[1]["median"]["GPP"])
-    ok = best[1]["median"]["GPP"] >= TARGET_UNSEEN_GPP
-    out += ["", f"Target: GPP NSE median ≥ {TARGET_UNSEEN_GPP} on unseen sites. Best here: "
-            f"{best[0]} with {best[1]['median']['GPP']:.2f}: "
-            + ("met." if ok else "not met.")]
-    order = list(next(iter(cv["sets"].values()))["per_site"])
+        done = r.get("folds_done")
+        out.append(_median_row(name + (f" ({len(done)} of {len(folds)} folds run)"
+                                       if done is not None and len(done) < len(folds) else ""),
+                               r["median"]))
+    full = {n: r for n, r in cv["sets"].items()
+            if r.get("folds_done") is None or len(r["folds_done"]) == len(folds)}
+    if full:
+        best = max(full.items(), key=lambda kv: kv[1]["median"]["GPP"])
+        ok = best[1]["median"]["GPP"] >= TARGET_UNSEEN_GPP
+        out += ["", f"Target: GPP NSE median ≥ {TARGET_UNSEEN_GPP} on unseen sites. Best with "
+                f"every fold run: {best[0]} with {best[1]['median']['GPP']:.2f}: "
+                + ("met." if ok else "not met.")]
+    else:
+        out += ["", f"Target: GPP NSE median ≥ {TARGET_UNSEEN_GPP} on unseen sites: not decided "
+                "here, no predictor set has every fold run (the medians above are over the "
+                "held-out sites of the folds that ran)."]
+    order = [s for f in folds for s in f]
     for name, r in cv["sets"].items():
         out += ["", f"Per site, predictors {name}:", "", *_table(r["per_site"], order),
                 _median_row("**median**", r["median"], bold=True)]
@@ -124,11 +188,15 @@ This page is written by `python benchmarks/fluxnet_sites.py render` from
 `benchmarks/results/fluxnet_sites.json`; the runs behind it:
 
 ```bash
-python benchmarks/fluxnet_sites.py time-split --sites SITES --variants shared site
+python benchmarks/fluxnet_sites.py time-split --sites SITES --variants shared site et_lai_x3
+python benchmarks/fluxnet_sites.py checkpoints --sites SITES --variants shared site et_lai_x3
+python benchmarks/fluxnet_sites.py published --sites SITES --published-dir OUTPUT_NC --kind default
 python benchmarks/fluxnet_sites.py cv --sites SITES --folds 4 --predictors PFT PFT+CLIM
 differland cv-sites configs/fluxnet_sites.yaml --folds loo --predictors PFT PFT+CLIM \\
     --out cv/ --set data.url=sites.zarr      # the same over any site store
 ```
+
+(`OUTPUT_NC`: the `output_nc/` folder of the public repository, the published per-site runs.)
 
 The per-site baseline is `--set data.predictors=SITE` on the same commands (`calibrate`,
 `infer`, `cv-sites`): a one-hot site index as the network's input, so every site gets
@@ -144,6 +212,17 @@ def render(results: dict, published: dict, variants: dict, notes: str = "") -> s
         if "time_split" in r:
             lines += _time_split(label, r["time_split"], published, variants,
                                  r.get("published", {})) + [""]
+            lines += _diagnosis(r["time_split"], r.get("published", {}), published,
+                                variants) + [""]
+        if "budget" in r:
+            lines += _budget(r["budget"]) + [""]
+        if "published" in r and "time_split" not in r:
+            lines += [f"Published per-site daily runs of DifferLand v1.0 on these {label} sites, "
+                      "scored as above (monthly means, test years; this page's runs were not "
+                      "repeated on them):", "", "| published runs | " + " | ".join(VARS) + " |",
+                      "| --- |" + " --- |" * len(VARS),
+                      *(_median_row(f"`{k}`", v["median"]) for k, v in r["published"].items()),
+                      ""]
         for key in sorted(k for k in r if k.startswith("cv_")):
             lines += _cv(label, key, r[key]) + [""]
     if notes:
