@@ -31,9 +31,12 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "fluxnet_sites.yaml"
 #: Published per-site DifferLand v1.0 calibrations, median monthly test NSE (16 sites).
 PUBLISHED = {"GPP": 0.79, "ET": 0.79, "NEE": 0.29, "LAI": 0.85}
-#: Time-split variants: name -> (config overrides, store option, what it tests).
+#: The settings every variant starts from (the config's values before issue 31's fix, spelled
+#: out so that the recorded variants keep their meaning when the config changes).
+BASE = ["training.steps=1500", "loss.weights.et_flux=1", "loss.weights.lai=1"]
+#: Time-split variants: name -> (config overrides on top of BASE, store option, what it tests).
 VARIANTS: dict[str, tuple[list[str], dict, str]] = {
-    "shared": ([], {}, "one network for all sites, predictors PFT+CLIM (the config as is)"),
+    "shared": ([], {}, "one network for all sites, predictors PFT+CLIM, 1500 steps"),
     "seed_1": (["training.seed=1"], {}, "the shared network with another seed (run-to-run spread)"),
     "site": (["data.predictors=SITE"], {},
              "per-site baseline: SITE predictors, every site its own parameters"),
@@ -41,8 +44,13 @@ VARIANTS: dict[str, tuple[list[str], dict, str]] = {
                   "ET and LAI stream weights 3 (others 1)"),
     "unc": ([], {"weights_from_unc": True}, "observation weights 1/unc^2 (import --weights-from-unc)"),
     "steps_4000": (["training.steps=4000"], {}, "4000 steps instead of 1500"),
+    "shared_500": (["training.steps=500"], {}, "the shared network, 500 steps (whole schedule)"),
     "et_lai_x3_500": (["loss.weights.et_flux=3", "loss.weights.lai=3", "training.steps=500"],
-                      {}, "ET and LAI weights 3 and 500 steps (the whole schedule in 500)"),
+                      {}, "ET and LAI weights 3 and 500 steps (the config since issue 31)"),
+    "site_500": (["data.predictors=SITE", "loss.weights.et_flux=3", "loss.weights.lai=3",
+                  "training.steps=500"], {}, "per-site baseline with the config since issue 31"),
+    "unc_500": (["training.steps=500"], {"weights_from_unc": True},
+                "observation weights 1/unc^2, 500 steps"),
     "et_lai_x3_4000": (["loss.weights.et_flux=3", "loss.weights.lai=3", "training.steps=4000"],
                        {}, "ET and LAI weights 3 and 4000 steps"),
     "edc_1": (["loss.weights.edc=1"], {}, "EDC weight 1 instead of 0.1"),
@@ -124,7 +132,7 @@ def time_split(a) -> None:
     for name in a.variants:
         overrides, opts, what = VARIANTS[name]
         store = _store(a.sites, work, **opts)
-        sets = [f"data.url={store}", f"ray.workers={a.workers}", *overrides,
+        sets = [f"data.url={store}", f"ray.workers={a.workers}", *BASE, *overrides,
                 *([f"training.steps={a.steps}"] if a.steps else [])]
         cfg = load_config(CONFIG, sets)
         run = work / f"run_{name}"
@@ -148,6 +156,7 @@ def record(a, name: str, run: str, store: str, secs: float) -> None:
     from differland_dist.runs import load_trained
 
     overrides, opts, what = VARIANTS[name]
+    extra = {"top1pct_weight_share": weight_concentration(store)} if opts.get("weights_from_unc") else {}
     per_site = site_scores(run, store, "test_time")
     med = median_scores(per_site)
     print(name, json.dumps(med), flush=True)
@@ -155,7 +164,24 @@ def record(a, name: str, run: str, store: str, secs: float) -> None:
         "what": what, "overrides": overrides, "store": opts,
         "steps": load_trained(run).step, "seconds": secs, "date": time.strftime("%Y-%m-%d"),
         "per_site": per_site, "median": med,
-        "train_median": median_scores(site_scores(run, store, "train_time"))}})
+        "train_median": median_scores(site_scores(run, store, "train_time")), **extra}})
+
+
+def weight_concentration(store: str) -> dict:
+    """Per scored stream: the share of the total observation weight carried by the 1 % of
+    observed months with the largest weights (0.01 for equal weights)."""
+    import numpy as np
+    import xarray as xr
+
+    from differland_dist.experiment.site_scores import SCORED
+
+    d = xr.open_zarr(store, zarr_format=3, consolidated=True, decode_times=False)
+    out = {}
+    for k, (_, stream) in SCORED.items():
+        w = d[f"obs_{stream}_weight"].values
+        w = np.sort(w[w > 0])
+        out[k] = float(w[-max(1, w.size // 100):].sum() / w.sum())
+    return out
 
 
 def cross_validate(a) -> None:
@@ -256,10 +282,11 @@ def cv_collect(a) -> None:
     store = open_store(str(Path(a.cv_work[0]) / "fold0.zarr"))
     folds = cv_folds([str(x) for x in np.asarray(store.array("site_id")[...])],
                      parse_folds(a.folds))
-    some = next(Path(a.cv_work[0]).glob("*/fold0"))
-    steps = load_trained(str(some)).config.training.steps
-    _merge(Path(a.out), a.label or "8", f"cv_{a.folds}", {
-        "folds": [list(f) for f in folds], "steps": steps, "date": time.strftime("%Y-%m-%d"),
+    cfg = load_trained(str(next(Path(a.cv_work[0]).glob("*/fold0")))).config
+    _merge(Path(a.out), a.label or "8", a.key or f"cv_{a.folds}", {
+        "folds": [list(f) for f in folds], "steps": cfg.training.steps,
+        "weights": {k: cfg.loss.weights[k] for k in ("gpp_flux", "et_flux", "lai", "edc")},
+        "date": time.strftime("%Y-%m-%d"),
         "sets": {n: {"per_site": ps, "median": median_scores(ps), "folds_done": sorted(d)}
                  for n, (ps, d) in sets.items()}})
     for n, (ps, d) in sets.items():
@@ -287,6 +314,7 @@ def main(argv=None):
     sub.choices["published"].add_argument("--kind", default="baseline")
     sub.choices["cv"].add_argument("--folds", default="loo")
     sub.choices["cv-collect"].add_argument("--folds", default="4")
+    sub.choices["cv-collect"].add_argument("--key", default=None, help="default: cv_FOLDS")
     sub.choices["cv-collect"].add_argument("--cv-work", nargs="+", required=True,
                                            help="cv-sites work directories (fold stores, runs)")
     sub.choices["cv"].add_argument("--predictors", nargs="+", default=["PFT", "PFT+CLIM"])
