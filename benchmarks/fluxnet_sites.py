@@ -47,6 +47,8 @@ VARIANTS: dict[str, tuple[list[str], dict, str]] = {
     "shared_500": (["training.steps=500"], {}, "the shared network, 500 steps (whole schedule)"),
     "et_lai_x3_500": (["loss.weights.et_flux=3", "loss.weights.lai=3", "training.steps=500"],
                       {}, "ET and LAI weights 3 and 500 steps (the config since issue 31)"),
+    "et_lai_x3_500_seed1": (["loss.weights.et_flux=3", "loss.weights.lai=3", "training.steps=500",
+                             "training.seed=1"], {}, "the config's settings, another seed"),
     "site_500": (["data.predictors=SITE", "loss.weights.et_flux=3", "loss.weights.lai=3",
                   "training.steps=500"], {}, "per-site baseline with the config since issue 31"),
     "unc_500": (["training.steps=500"], {"weights_from_unc": True},
