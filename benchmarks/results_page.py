@@ -218,13 +218,19 @@ This page is written by `python benchmarks/fluxnet_sites.py render` from
 `benchmarks/results/fluxnet_sites.json`; the runs behind it:
 
 ```bash
-python benchmarks/fluxnet_sites.py time-split --sites SITES --variants shared site et_lai_x3
+python benchmarks/fluxnet_sites.py time-split --sites SITES --variants shared site et_lai_x3 \
+    shared_500 et_lai_x3_500 et_lai_x3_500_seed1 site_500 unc_500
 python benchmarks/fluxnet_sites.py checkpoints --sites SITES --variants shared site et_lai_x3
 python benchmarks/fluxnet_sites.py published --sites SITES --published-dir OUTPUT_NC --kind default
 python benchmarks/fluxnet_sites.py cv --sites SITES --folds 4 --predictors PFT PFT+CLIM
 differland cv-sites configs/fluxnet_sites.yaml --folds loo --predictors PFT PFT+CLIM \\
     --out cv/ --set data.url=sites.zarr      # the same over any site store
+# a cross-validation stopped early, or run as one process per predictor set: its finished folds
+python benchmarks/fluxnet_sites.py cv-collect --cv-work cvA/work cvB/work --folds 4
 ```
+
+Measured 2026-12-06 (the leave-two-sites-out pairs: 2026-11-25) with the machine shared by
+other jobs, so no timings are given here.
 
 (`OUTPUT_NC`: the `output_nc/` folder of the public repository, the published per-site runs.)
 
