@@ -218,7 +218,7 @@ This page is written by `python benchmarks/fluxnet_sites.py render` from
 `benchmarks/results/fluxnet_sites.json`; the runs behind it:
 
 ```bash
-python benchmarks/fluxnet_sites.py time-split --sites SITES --variants shared site et_lai_x3 \
+python benchmarks/fluxnet_sites.py time-split --sites SITES --variants shared site et_lai_x3 \\
     shared_500 et_lai_x3_500 et_lai_x3_500_seed1 site_500 unc_500
 python benchmarks/fluxnet_sites.py checkpoints --sites SITES --variants shared site et_lai_x3
 python benchmarks/fluxnet_sites.py published --sites SITES --published-dir OUTPUT_NC --kind default
