@@ -17,9 +17,9 @@ from differland_dist.cli import flags
 from differland_dist.cli.main import build_parser, main
 from synth_fixtures import small_ds, small_store_url  # noqa: F401 - fixtures
 
-RAY_COMMANDS = {"analyze", "calibrate", "evaluate", "experiment", "infer"}
+RAY_COMMANDS = {"analyze", "calibrate", "cv-sites", "evaluate", "experiment", "infer"}
 # every command prints a result; each can print it as JSON
-ALL_COMMANDS = {"analyze", "bench", "calibrate", "demo", "evaluate", "experiment",
+ALL_COMMANDS = {"analyze", "bench", "calibrate", "cv-sites", "demo", "evaluate", "experiment",
                 "import-checkpoint", "import-netcdf", "import-sites", "infer", "synth",
                 "validate", "verify"}
 

@@ -76,8 +76,17 @@ PREDICTORS: tuple[Var, ...] = (
     Var("GRAVEL", P, "float32", "%", "soil gravel content", 0, 100, required=False),
 )
 
+#: Most sites a store can give the SITE predictor set (one-hot site index) for.
+MAX_SITES = 64
+#: The SITE predictors: ``site_00`` is 1 at the store's first site, ... (site stores write all
+#: MAX_SITES columns, 0 beyond their sites). Each site gets an input of its own, so the network
+#: can give every site free parameters: the per-site calibration baseline.
+SITE_PREDICTORS: tuple[Var, ...] = tuple(
+    Var(f"site_{k:02d}", P, "float32", "1", f"1 at site {k} of the store (one-hot site index)",
+        0, 1, required=False) for k in range(MAX_SITES))
+
 #: Schema variables by name (coordinates, forcing, predictors).
-VARS: dict[str, Var] = {v.name: v for v in COORDS + FORCING + PREDICTORS}
+VARS: dict[str, Var] = {v.name: v for v in COORDS + FORCING + PREDICTORS + SITE_PREDICTORS}
 
 #: Per-step forcing that a store may also give per pixel, as ``<name>_by_pixel`` (pixel, time),
 #: when pixels do not share one calendar or one CO2 series (sites of different years).
@@ -97,9 +106,10 @@ PREDICTOR_SETS: dict[str, tuple[str, ...]] = {
     "SOIL": ("BULK_DEN", "SAND", "SILT", "CLAY", "GRAVEL"),
     "LATLON": ("lat", "lon"),
     "CONTROL": ("null",),  # a constant input: the network learns one parameter set
+    "SITE": tuple(v.name for v in SITE_PREDICTORS),  # site stores only: a parameter set per site
 }
 #: The order in which sets are concatenated (the paper's order: PFT, CLIM, AGE, SOIL).
-PREDICTOR_SET_ORDER = ("PFT", "CLIM", "AGE", "SOIL", "LATLON", "CONTROL")
+PREDICTOR_SET_ORDER = ("PFT", "CLIM", "AGE", "SOIL", "LATLON", "CONTROL", "SITE")
 
 class Stream(NamedTuple):
     """A stream's store facts (derived from :data:`differland_dist.vocabulary.streams.STREAMS`, the one

@@ -54,6 +54,7 @@ import xarray as xr
 from differland_dist.data import schema, splits
 from differland_dist.data.importers import base_attrs, obs_variables, schema_var, spans
 from differland_dist.data.schema import PER_PIXEL_FORCING, by_pixel_name
+from differland_dist.data.site_predictors import site_onehot
 from differland_dist.data.store import check_target, write_store
 from differland_dist.errors import DataValidationError, DifferlandError
 
@@ -560,6 +561,7 @@ def sites_dataset(series: list[Series], *, monthly: bool, test: Sequence[str], d
     data["MAT"] = schema_var("MAT", [x.mat for x in sites], source="site_coords.csv MAT")
     data["MAP"] = schema_var("MAP", [x.map for x in sites], source="site_coords.csv MAP")
     data["elevation"] = schema_var("elevation", [x.elev for x in sites], source="site_coords.csv ELEV")
+    data.update(site_onehot(ids))
     for product, (var, uvar, stream, what) in obs_vars.items():
         if product not in series[0].obs:
             continue
