@@ -47,7 +47,7 @@ def site_scores(run_dir: str, store_url: str, period: str,
     from differland_dist.data.batch import TIME_TEST
     from differland_dist.data.store import open_store
     from differland_dist.inference.compute import read_patches, simulate_batch
-    from differland_dist.model import OUTPUTS
+    from differland_dist.vocabulary.dalec_io import OUTPUTS
     from differland_dist.notebook.trained import TrainedModel
 
     tm = TrainedModel.from_checkpoint(run_dir)
