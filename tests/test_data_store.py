@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import zarr
 
+from differland_dist.storage.location import Location
 from differland_dist.data import schema
 from differland_dist.data.store import (
     PixelStore, open_store, parse_storage_options, patch_runs, write_store)
@@ -63,8 +64,8 @@ def test_roundtrip_object_storage(coarse_chunked, server, request):
     ds, local_url = coarse_chunked
     url = f"{info['url_prefix']}/{uuid.uuid4().hex}/s.zarr"
     opts = info["storage_options"]
-    write_store(ds, url, storage_options=opts)
-    store = open_store(url, storage_options=opts)  # validates: listing, chunks, data
+    write_store(ds, Location(url, opts))
+    store = open_store(Location(url, opts))  # validates: listing, chunks, data
     assert store.attrs["complete"] is True and set(store.array_names) == set(ds.variables)
     assert np.array_equal(store.ds["t_min"].values, ds["t_min"].values)  # through xarray too
     # same bytes (so the same values as the local round trip), same identity
@@ -82,7 +83,7 @@ def test_object_storage_keeps_every_byte(server, request):
     info = request.getfixturevalue({"gcs": "gcs_emulator", "s3": "s3_server"}[server])
     from differland_dist.data.store import resolve
 
-    fs, root = resolve(f"{info['url_prefix']}/{uuid.uuid4().hex}", info["storage_options"])
+    fs, root = resolve(Location(f"{info['url_prefix']}/{uuid.uuid4().hex}", info["storage_options"]))
     blobs = {"cr": b"abc\r", "crlf": b"abc\r\n", "lf": b"\n", "bin": bytes(range(256))}
     fs.pipe({f"{root}/{k}": v for k, v in blobs.items()})
     assert {k: fs.cat_file(f"{root}/{k}") for k in blobs} == blobs

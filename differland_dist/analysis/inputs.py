@@ -112,7 +112,7 @@ def load(url: str, storage_options: dict | None = None, sets: list[str] | None =
     empty = [s for s in chosen if not selection.get(s, {}).get("kept")]
     if empty:
         raise DifferlandError(f"set(s) {empty}: no kept member in {url}/selection.json")
-    store = open_store(grid.base.data.url, store_storage_options or dict(grid.base.data.storage_options),
+    store = open_store(Location(grid.base.data.url, store_storage_options or dict(grid.base.data.storage_options)),
                        validate=False)  # the experiment validated it; analyses only read
     ds = store.ds
     P = store.n_pixels

@@ -67,7 +67,7 @@ def _jsonable(x: Any) -> Any:
 
 def _write_zarr(url: str, so: dict, data_vars: dict, coords: dict, attrs: dict | None = None) -> None:
     ds = cf_dataset(data_vars, coords, attrs)  # units, Conventions, provenance
-    ds.to_zarr(zarr_store(url, so, read_only=False), mode="w", zarr_format=3, consolidated=False)
+    ds.to_zarr(zarr_store(Location(url, so), read_only=False), mode="w", zarr_format=3, consolidated=False)
 
 
 def run_analysis(url: str, out: str | None = None, *, sets: Sequence[str] | None = None,

@@ -774,7 +774,7 @@ def make_figures(store: PixelStore, group, cfg: ExperimentConfig, plan: dict, sa
                 warm_up=int(cfg.loss.warm_up))
     if run_dir:
         path = join(run_dir, "metrics.jsonl")
-        fs, p = resolve(path, so)
+        fs, p = resolve(Location(path, so))
         if fs.exists(p):
             train, test, terms = read_metrics_jsonl(fs.cat_file(p).decode())
             if train or test:
@@ -889,7 +889,7 @@ def write_products(url: str, ds, so: dict | None) -> None:
         loc.clear_owned(PRODUCTS_KIND)
     loc.claim(PRODUCTS_KIND, ["zarr.json", *(str(n) for n in ds.variables)])
     with quiet_zarr():
-        ds.to_zarr(zarr_store(url, so, read_only=False), mode="a", zarr_format=3, consolidated=True)
+        ds.to_zarr(zarr_store(Location(url, so), read_only=False), mode="a", zarr_format=3, consolidated=True)
 
 
 def carbon_figures(group, skill: dict, carbon: dict, plan: dict) -> dict[str, bytes]:
@@ -944,7 +944,7 @@ def evaluate(target: str, *, store: str | None = None, out: str | None = None,
                               "`differland infer` again to finish it")
     cfg = from_dict(json.loads(attrs["config_json"]))
     store_url = store or attrs["source_store"]
-    pstore = PixelStore(store_url, storage_options)
+    pstore = PixelStore(Location(store_url, storage_options))
     if (pstore.n_pixels, pstore.n_time) != (int(attrs["n_pixels"]), int(attrs["n_time"])):
         raise DifferlandError(f"{store_url} has {pstore.n_pixels} pixels x {pstore.n_time} steps, "
                               f"the output {attrs['n_pixels']} x {attrs['n_time']}: not its input store")

@@ -209,7 +209,7 @@ def write_ensemble(url: str, store: PixelStore, members_by_set: dict[str, list[s
     if grid is not None:
         coords["lat"] = xr.Variable("lat", grid.lat, _cf_attrs(first["lat"]))
         coords["lon"] = xr.Variable("lon", grid.lon, _cf_attrs(first["lon"]))
-    zs = zarr_store(url, storage_options, read_only=False)
+    zs = zarr_store(Location(url, storage_options), read_only=False)
     xr.Dataset(coords=coords, attrs={
         "title": "DifferLand experiment ensemble", "Conventions": "CF-1.8",
         "history": f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} created by differland experiment",

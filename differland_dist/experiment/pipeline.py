@@ -170,7 +170,7 @@ def run_experiment(grid: GridConfig, out: str, *, resume: bool = False,
     oso = dict(so if out_storage_options is None else out_storage_options)
     if not grid.base.data.url:
         raise DifferlandError("base config: data.url is empty (set it, or --set base.data.url=URL)")
-    store = open_store(grid.base.data.url, so, validate=True)  # a bad store fails before Ray
+    store = open_store(Location(grid.base.data.url, so), validate=True)  # a bad store fails before Ray
     prepare_dir(grid, out, resume or not train, oso)
     with Lease(Location(out, oso), owner="experiment", force=force):
         run = (train_members(grid, out, out_storage_options=oso, address=address,
@@ -283,7 +283,7 @@ def ensemble_maps(url: str, so: dict, params=DEFAULT_MAP_PARAMS) -> dict[str, by
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    g = zarr.open_group(zarr_store(url, so), mode="r", zarr_format=3)
+    g = zarr.open_group(zarr_store(Location(url, so)), mode="r", zarr_format=3)
     if "lat" not in g:
         return {}
     sets = [str(s) for s in g["predictor_set"][:]]

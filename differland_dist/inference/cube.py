@@ -35,6 +35,7 @@ import xarray as xr
 
 from differland_dist.common import provenance
 from differland_dist.data.store import quiet_zarr, resolve, zarr_store
+from differland_dist.storage.location import Location
 from differland_dist.errors import DifferlandError
 from differland_dist.inference import cmor as cmor_mod
 from differland_dist.inference import output as out_mod
@@ -54,7 +55,7 @@ def open_source(url: str, storage_options: dict | None = None) -> tuple[xr.Datas
     complete) or "ensemble" (an experiment's ensemble.zarr). DifferlandError otherwise."""
     try:
         with quiet_zarr():
-            ds = xr.open_zarr(zarr_store(url, storage_options), zarr_format=3, consolidated=True)
+            ds = xr.open_zarr(zarr_store(Location(url, storage_options)), zarr_format=3, consolidated=True)
     except (FileNotFoundError, KeyError, ValueError) as e:
         raise DifferlandError(f"{url}: cannot open as a zarr output store ({e})") from None
     if "differland_output_version" in ds.attrs:
@@ -240,7 +241,7 @@ def export_cube(url: str, dest: str, series: Sequence[str] | None = None, cmor: 
     if ext not in FORMATS:
         raise DifferlandError(f"--out {dest}: expected a .nc or .zarr name")
     fmt = FORMATS[ext]
-    fs, root = resolve(dest, dest_storage_options)
+    fs, root = resolve(Location(dest, dest_storage_options))
     if fs.exists(root) and not overwrite:
         raise DifferlandError(f"{dest} exists; pass --overwrite to replace it")
     ds, kind = open_source(url, storage_options)

@@ -21,6 +21,7 @@ import numpy as np
 import xarray as xr
 
 from differland_dist.data.store import quiet_zarr, resolve, zarr_store
+from differland_dist.storage.location import Location
 from differland_dist.inference import output as out_mod
 from differland_dist.errors import DifferlandError
 from differland_dist.storage.uploads import upload
@@ -34,7 +35,7 @@ _PIXEL_COORDS = out_mod.PIXEL_COORDS
 def open_output_dataset(url: str, storage_options: dict | None = None) -> xr.Dataset:
     """The output as a lazy Dataset (times decoded), without the bookkeeping arrays."""
     with quiet_zarr():
-        ds = xr.open_zarr(zarr_store(url, storage_options), zarr_format=3, consolidated=True)
+        ds = xr.open_zarr(zarr_store(Location(url, storage_options)), zarr_format=3, consolidated=True)
     return ds.drop_vars([out_mod.DONE, out_mod.WRITTEN_AT], errors="ignore")
 
 
@@ -172,7 +173,7 @@ def export_netcdf(url: str, dest: str, storage_options: dict | None = None) -> l
     ds = open_output_dataset(url, storage_options)
     group = out_mod.open_output(url, storage_options)
     C = int(attrs["chunk_pixels"])
-    fs, root = resolve(dest, storage_options)
+    fs, root = resolve(Location(dest, storage_options))
     local = "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
     fs.makedirs(root, exist_ok=True)
     written = []

@@ -379,7 +379,7 @@ def create_output(url: str, store: PixelStore, series: Sequence[str], attrs: dic
     Location(url, storage_options).claim(OUTPUT_KIND, [
         ROOT_META, DONE, WRITTEN_AT, *(str(n) for n in coords.variables), *series,
         *(param_var(n) for n in PARAM_NAMES), *(map_var(n) for n in PARAM_NAMES if grid is not None)])
-    zs = zarr_store(url, storage_options, read_only=False)
+    zs = zarr_store(Location(url, storage_options), read_only=False)
     with quiet_zarr():
         # "a" into the folder that holds only our marker; "w" would first clear the folder, our ownership marker included
         coords.to_zarr(
@@ -420,7 +420,7 @@ def read_attrs(url: str, storage_options: dict | None = None) -> dict[str, Any] 
     """Group attributes of an inference output at ``url``; None if no zarr group is there.
 
     Raises DifferlandError if a zarr group is there but it is not an inference output."""
-    fs, root = resolve(url, storage_options)
+    fs, root = resolve(Location(url, storage_options))
     try:
         meta = json.loads(fs.cat_file(f"{root}/{ROOT_META}"))
     except FileNotFoundError:
@@ -434,7 +434,7 @@ def read_attrs(url: str, storage_options: dict | None = None) -> dict[str, Any] 
 
 def open_output(url: str, storage_options: dict | None = None, mode: str = "r") -> zarr.Group:
     """The output's zarr group (consolidated metadata)."""
-    zs = zarr_store(url, storage_options, read_only=(mode == "r"))
+    zs = zarr_store(Location(url, storage_options), read_only=(mode == "r"))
     with quiet_zarr():
         return zarr.open_group(zs, mode=mode, zarr_format=3, use_consolidated=True)
 

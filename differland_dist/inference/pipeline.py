@@ -176,7 +176,7 @@ class ChunkWorker:
         cfg = self.trained.config
         self.names = predictor_names(cfg.data.predictors)
         self.series = tuple(job["series"])
-        self.store = PixelStore(job["store"], job.get("store_storage_options"))
+        self.store = PixelStore(Location(job["store"], job.get("store_storage_options")))
         self.writer = out_mod.ChunkWriter(job["out"], job.get("out_storage_options"))
         self.size = int(job["task_pixels"])
         need = input_variables(self.store.array_names, self.names)
@@ -295,7 +295,7 @@ def prepare_output(url: str, identity: dict[str, Any], store: PixelStore, series
 
     An existing output made from another checkpoint, store or series list is an error unless
     ``overwrite`` (then it is replaced); anything else at ``url`` is never deleted."""
-    fs, root = resolve(url, storage_options)
+    fs, root = resolve(Location(url, storage_options))
     attrs = out_mod.read_attrs(url, storage_options)
     if attrs is None and fs.exists(root) and (fs.isfile(root) or fs.ls(root)):
         raise DifferlandError(f"{url}: something is there but no inference output; refusing to "
@@ -390,7 +390,7 @@ def run_inference(checkpoint: str, out: str, store: str | None = None, *,
         raise DifferlandError("no store: pass --store (the checkpoint's config has no data.url)")
     so = dict(cfg.data.storage_options) if storage_options is None else dict(storage_options)
     oso = dict(so) if out_storage_options is None else dict(out_storage_options)
-    pstore = PixelStore(store_url, so)
+    pstore = PixelStore(Location(store_url, so))
     if not pstore.attrs.get("complete", False):
         raise DifferlandError(f"{store_url}: the store is not complete (attrs.complete is not true)")
     names = predictor_names(cfg.data.predictors)
@@ -496,7 +496,7 @@ def _netcdf_targets(out: str) -> list[str]:
 
 
 def _exists(url: str, so: dict) -> bool:
-    fs, path = resolve(url, so)
+    fs, path = resolve(Location(url, so))
     return fs.exists(path)
 
 

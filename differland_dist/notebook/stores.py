@@ -23,6 +23,7 @@ import xarray as xr
 import zarr
 
 from differland_dist.data.store import PixelStore, quiet_zarr, zarr_store
+from differland_dist.storage.location import Location
 from differland_dist.data.validate import check_store
 from differland_dist.errors import DifferlandError
 from differland_dist.storage.location import join
@@ -44,14 +45,14 @@ def open_store(url: str, storage_options: dict | None = None, *, validate: bool 
     # use, differland_dist/__init__.py) loads it only when a function needs it
     from differland_dist.inference.output import store_grid
 
-    store = PixelStore(url, storage_options)
+    store = PixelStore(Location(url, storage_options))
     if not store.attrs.get("complete", False):
         raise DifferlandError(f"{url}: the store is not complete (attrs.complete is not true): "
                               "its writer was interrupted; write it again")
     if validate:
         check_store(store)
     with quiet_zarr():
-        ds = xr.open_dataset(zarr_store(url, storage_options), engine="zarr", chunks=None,
+        ds = xr.open_dataset(zarr_store(Location(url, storage_options)), engine="zarr", chunks=None,
                              zarr_format=3, decode_timedelta=False,
                              consolidated="consolidated_metadata" in store.root_meta)
     ds = ds.rename({k: f"pixel_{k}" for k in ("lat", "lon") if k in ds.variables})
@@ -108,13 +109,13 @@ def open_ensemble(experiment_dir: str, storage_options: dict | None = None) -> x
 
     url = join(experiment_dir, ENSEMBLE)
     try:
-        group = zarr.open_group(zarr_store(url, storage_options), mode="r", zarr_format=3)
+        group = zarr.open_group(zarr_store(Location(url, storage_options)), mode="r", zarr_format=3)
     except FileNotFoundError:
         raise DifferlandError(f"{experiment_dir}: no {ENSEMBLE}; run `differland experiment` "
                               "(or --ensemble-only after training)") from None
     if not group.attrs.get("complete"):
         raise DifferlandError(f"{url}: not complete; rerun `differland experiment --resume`")
-    ds = xr.open_zarr(zarr_store(url, storage_options), consolidated=True, zarr_format=3)
+    ds = xr.open_zarr(zarr_store(Location(url, storage_options)), consolidated=True, zarr_format=3)
     ds = ds.set_coords([c for c in _PIXEL_COORDS if c in ds.data_vars])
     return _with_pixel_index(ds)
 

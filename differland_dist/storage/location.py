@@ -266,3 +266,9 @@ class Location:
 def _names(entries: list[str], most: int = 8) -> str:
     shown = ", ".join(entries[:most])
     return shown + (f" and {len(entries) - most} more" if len(entries) > most else "")
+
+
+def as_location(where: "Location | str | os.PathLike") -> Location:
+    """``where`` itself if it is a :class:`Location`, else the URL or path with no options: the
+    edge at which a plain URL becomes the currency every reader and writer takes."""
+    return where if isinstance(where, Location) else Location(os.fspath(where))

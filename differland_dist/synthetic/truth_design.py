@@ -51,7 +51,7 @@ FEATURE_SCALING = {
 PARAM_NAMES_ALL = tuple(b.name for b in PROCESS_PARAMETERS) + tuple(
     b.name for b in PHENOLOGY_PARAMETERS) + tuple(f"init_{b.name}" for b in POOLS)
 PARAM_UNITS_ALL = tuple(b.units for b in PROCESS_PARAMETERS + PHENOLOGY_PARAMETERS + POOLS)
-#: The synthetic Earth's random-stream purpose of the truth (synthetic/earth.py numbers its
+#: The synthetic Earth's random-stream purpose of the truth (synthetic/fields.py numbers its
 #: streams; never change: it changes every store).
 TRUTH_STREAM = 4
 #: The stream :func:`random_structured_design` draws designs from (not used by the Earth).

@@ -35,9 +35,10 @@ def run(args: argparse.Namespace) -> int:
     # imported here: keeps `differland --help` and light commands from importing xarray
     from differland_dist.data.importers.cube import cube_to_store
     from differland_dist.data.store import parse_storage_options
+    from differland_dist.storage.location import Location
 
     t0 = time.perf_counter()
-    ds = cube_to_store(args.mapping, args.out, parse_storage_options(args.storage_options),
+    ds = cube_to_store(args.mapping, Location(args.out, parse_storage_options(args.storage_options)),
                        overwrite=args.overwrite)
     if args.json:
         print(json.dumps({"out": args.out, "pixels": int(ds.sizes["pixel"]),

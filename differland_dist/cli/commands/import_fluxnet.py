@@ -47,10 +47,11 @@ def run(args: argparse.Namespace) -> int:
     # imported here: keeps `differland --help` and light commands from importing pandas/xarray
     from differland_dist.data.importers.fluxnet_csv import fluxnet_csv_to_store
     from differland_dist.data.store import parse_storage_options
+    from differland_dist.storage.location import Location
 
     t0 = time.perf_counter()
     ds = fluxnet_csv_to_store(
-        args.sites, args.out, parse_storage_options(args.storage_options), overwrite=args.overwrite,
+        args.sites, Location(args.out, parse_storage_options(args.storage_options)), overwrite=args.overwrite,
         monthly=args.monthly, test_sites=args.test_sites, dev_sites=args.dev_sites, only=args.only,
         min_valid_fraction=args.min_valid_fraction, weights_from_unc=args.weights_from_unc,
         min_qc=args.min_qc)

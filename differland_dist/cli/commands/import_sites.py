@@ -9,6 +9,7 @@ import time
 
 from differland_dist.cli import flags
 from differland_dist.data.store import parse_storage_options
+from differland_dist.storage.location import Location
 
 NAME = "import-sites"
 HELP = "import single-site driver files (FLUXNET layout) as a pixel store"
@@ -55,10 +56,10 @@ def run(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     ds = sites_to_store(
-        args.sites, args.out, monthly=args.monthly, test_sites=args.test_sites,
+        args.sites, Location(args.out, parse_storage_options(args.storage_options)), monthly=args.monthly, test_sites=args.test_sites,
         dev_sites=args.dev_sites, only=args.only,
         min_valid_fraction=args.min_valid_fraction, weights_from_unc=args.weights_from_unc,
-        storage_options=parse_storage_options(args.storage_options), overwrite=args.overwrite)
+        overwrite=args.overwrite)
     per_pixel = ds.attrs.get("per_pixel_forcing") or []
     if args.json:
         print(json.dumps({"out": args.out, "sites": int(ds.sizes["pixel"]),
