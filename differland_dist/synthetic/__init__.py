@@ -11,7 +11,7 @@ store; this module is its public surface.
 
 from differland_dist.data.tiling import monthly_axis, patch_tile
 from differland_dist.synthetic.earth import (
-    DEFAULT_RESOLUTION, DEFAULT_START, DEFAULT_YEARS, Earth, draw_earth, make_synthetic,
+    DEFAULT_RESOLUTION, DEFAULT_START, DEFAULT_YEARS, Earth, EarthSettings, draw_earth, make_synthetic,
     synth_to_store)
 from differland_dist.synthetic.fields import smooth_fields
 from differland_dist.synthetic.forcing import make_forcing, toa_radiation
@@ -33,7 +33,7 @@ LATENTS = {k: (dict(v.weights), v.offset) for k, v in _STRUCTURED.latents.items(
 STRUCTURE = {k: (dict(v.drivers), v.log_sd) for k, v in _STRUCTURED.parameters.items()}
 
 __all__ = [
-    "DEFAULT_RESOLUTION", "DEFAULT_START", "DEFAULT_YEARS", "Earth", "FEATURE_SCALING", "KEPT_OUTPUTS",
+    "DEFAULT_RESOLUTION", "DEFAULT_START", "DEFAULT_YEARS", "Earth", "EarthSettings", "FEATURE_SCALING", "KEPT_OUTPUTS",
     "LATENTS", "STRUCTURE", "TRUTH_DESIGNS", "PFT_CLIMATE_COUPLING", "GENERATED", "TruthDesign",
     "build_truth", "check_coupling", "draw_earth", "design_from_dict", "load_design", "random_structured_design",
     "shipped_designs",

@@ -46,6 +46,19 @@ DEFAULT_START = 2001
 DEFAULT_YEARS = 5
 
 
+class EarthSettings(NamedTuple):
+    """The arguments of :func:`make_synthetic` that shape what is drawn (checked)."""
+
+    resolution: float      # grid spacing, degrees
+    start: int             # first year (January)
+    years: int
+    seed: int
+    max_patch_size: int    # largest patch asked for, pixels
+    coupling: float        # pft_climate_coupling in [0, 1]
+    dev_fraction: float
+    test_fraction: float
+
+
 class Earth(NamedTuple):
     """Everything drawn for one synthetic Earth (P land pixels, T months)."""
 
@@ -60,10 +73,11 @@ class Earth(NamedTuple):
     split_patch: np.ndarray            # (n_patches,) split code of each patch
 
 
-def draw_earth(resolution: float, start: int, years: int, seed: int, max_patch_size: int,
-               truth: Truth, coupling: float, dev_fraction: float, test_fraction: float) -> Earth:
-    """Grid, predictors, forcing, the true parameters, DALEC's run under them, the
-    observations and the patch splits, in this order (each from its own random stream)."""
+def draw_earth(settings: EarthSettings, truth: Truth) -> Earth:
+    """Grid, predictors, forcing, the true parameters (``truth`` applied), DALEC's run under
+    them, the observations and the patch splits, in this order (each from its own random
+    stream)."""
+    resolution, start, years, seed, max_patch_size, coupling, dev_fraction, test_fraction = settings
     t0 = _time.perf_counter()
     grid = make_grid(resolution, max_patch_size)
     axis = monthly_axis(start, years)
@@ -161,10 +175,9 @@ def _coordinates(earth: Earth) -> dict[str, xr.Variable]:
     }
 
 
-def _attributes(grid: Grid, resolution: float, start: int, years: int, seed: int,
-                max_patch_size: int, spec: TruthDesign, shipped: bool, coupling: float,
-                test_fraction: float, dev_fraction: float) -> dict:
+def _attributes(grid: Grid, settings: EarthSettings, spec: TruthDesign, shipped: bool) -> dict:
     """The store's global attributes (no timestamps: the same arguments, the same bytes)."""
+    resolution, start, years, seed, max_patch_size, coupling, dev_fraction, test_fraction = settings
     return {
         "differland_store_version": schema.STORE_VERSION,
         "title": f"DifferLand synthetic Earth ({resolution:g} deg, {start}-{start + years - 1}, "
@@ -226,13 +239,13 @@ def make_synthetic(resolution: float = DEFAULT_RESOLUTION, start: int = DEFAULT_
         raise DifferlandError(f"years must be >= 1, got {years}")
     splits.check_fractions(dev_fraction, test_fraction)
     t0 = _time.perf_counter()
-    earth = draw_earth(resolution, start, years, seed, max_patch_size, relation,
-                       coupling, dev_fraction, test_fraction)
+    settings = EarthSettings(resolution, start, years, seed, max_patch_size, coupling,
+                             dev_fraction, test_fraction)
+    earth = draw_earth(settings, relation)
     data = {**_input_variables(earth), **_observation_variables(earth.observations),
             **_truth_variables(earth)}
-    attrs = _attributes(earth.grid, resolution, start, years, seed, max_patch_size, spec, shipped,
-                        coupling, test_fraction, dev_fraction)
-    ds = xr.Dataset(data, coords=_coordinates(earth), attrs=attrs)
+    ds = xr.Dataset(data, coords=_coordinates(earth),
+                    attrs=_attributes(earth.grid, settings, spec, shipped))
     log.info("synthetic Earth built in %.1f s", _time.perf_counter() - t0)
     return ds
 

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-# Purposes of the random streams (never reorder: that changes every store; the truth's is
-# truth_design.TRUTH_STREAM).
+# Purposes of the random streams (never reorder: that changes every store).
 (RNG_GEOGRAPHY, RNG_ANOMALY, RNG_FIRE, RNG_SPLIT, RNG_TRUTH, RNG_NOISE, RNG_COVER,
  RNG_WEATHER) = range(8)
 

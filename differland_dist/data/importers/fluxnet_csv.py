@@ -53,7 +53,7 @@ from differland_dist.data import schema
 from differland_dist.data.importers.site_series import COORDS_FILE, REF_DAY, Series, Site
 from differland_dist.data.importers.site_store import sites_dataset
 from differland_dist.data.importers.sites import (
-    check_held_out, check_min_valid_fraction, load_every_site, read_site_table)
+    check_held_out, check_min_valid_fraction, chosen_rows, load_every_site, read_site_table)
 from differland_dist.data.store import check_target, write_store
 from differland_dist.storage.location import Location
 from differland_dist.errors import DataValidationError, DifferlandError
@@ -189,13 +189,10 @@ def import_fluxnet_csv(sites_dir: str | os.PathLike, monthly: bool = False,
     needs)."""
     check_min_valid_fraction(min_valid_fraction)
     d = Path(sites_dir)
-    sites = read_site_table(d / COORDS_FILE)
-    if only:
-        want = [s.strip() for s in (only.split(",") if isinstance(only, str) else only)]
-        unknown = [w for w in want if w not in {s.site_id for s in sites}]
-        if unknown:
-            raise DifferlandError(f"--only: {', '.join(unknown)} not in {d / COORDS_FILE}")
-        sites = [s for s in sites if s.site_id in want]
+    problems: list[str] = []
+    sites = chosen_rows(read_site_table(d / COORDS_FILE), only, problems)
+    if problems:
+        raise DataValidationError(problems, source=str(d))
     ids = [s.site_id for s in sites]
     test, dev = check_held_out(ids, test_sites, dev_sites)
     found = {site.site_id: find_file(d, site.site_id) for site in sites}

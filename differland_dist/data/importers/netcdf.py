@@ -385,9 +385,18 @@ def _coordinates(grid: DriverGrid, px: PixelOrder, days: np.ndarray, lat_pix: np
     }
 
 
-def _attributes(inputs: Inputs, grid: DriverGrid, px: PixelOrder, run: int, max_patch_size: int,
-                train_fraction: float, pft_source: str | None, predictor_sets: Sequence[str],
-                products: list[Product], co2_start: str) -> dict:
+class RunChoice(NamedTuple):
+    """What :func:`import_netcdf` was asked to import, as the attributes record it."""
+
+    run: int
+    predictor_sets: Sequence[str]
+    max_patch_size: int
+    train_fraction: float
+
+
+def _attributes(inputs: Inputs, grid: DriverGrid, px: PixelOrder, choice: RunChoice,
+                pft_source: str | None, products: list[Product], co2_start: str) -> dict:
+    run, predictor_sets, max_patch_size, train_fraction = choice
     lat_c, lon_c, shape = grid.lat, grid.lon, grid.shape
     res = abs(float(lat_c[1] - lat_c[0])) if lat_c.size > 1 else (
         abs(float(lon_c[1] - lon_c[0])) if lon_c.size > 1 else 0.0)
@@ -459,8 +468,9 @@ def import_netcdf(inputs: Inputs, run: int = 1,
                 **_observation_variables(reader, products, bulk_pix)}
     data.update(_layout_variables(px, run, doy, co2, inputs.co2, bulk_pix))
     out_ds = xr.Dataset(data, coords=_coordinates(grid, px, days, lat_pix, cand.lat_source),
-                        attrs=_attributes(inputs, grid, px, run, max_patch_size, train_fraction,
-                                          cand.pft_source, predictor_sets, products, co2_start))
+                        attrs=_attributes(inputs, grid, px,
+                                          RunChoice(run, predictor_sets, max_patch_size, train_fraction),
+                                          cand.pft_source, products, co2_start))
     split, patch = px.split, px.patch
     log.info("global driver imported: %d pixels, %d patches (%d dev, %d test), %d months, %d "
              "products in %.1f s", px.order.size, px.n_patch,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import time as _time
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 import xarray as xr
@@ -111,9 +111,18 @@ def _coordinates(sites: list[Site], days: np.ndarray) -> dict[str, xr.Variable]:
     }
 
 
-def _attributes(sites: list[Site], monthly: bool, source: str, test_from: list[int],
-                lengths: list[int], per_pixel: list[str], by_sites: bool, weights_from_unc: bool,
-                min_valid_fraction: float, source_files: list[str]) -> dict:
+class SiteSteps(NamedTuple):
+    """Per-site facts of the steps the attributes record."""
+
+    test_from: list[int]   # first year of each site's test period (time split)
+    lengths: list[int]     # each site's own number of steps
+    per_pixel: list[str]   # per-step series that differ between sites
+
+
+def _attributes(sites: list[Site], steps: SiteSteps, monthly: bool, by_sites: bool,
+                weights_from_unc: bool, min_valid_fraction: float, source: str,
+                source_files: list[str]) -> dict:
+    test_from, lengths, per_pixel = steps
     ids = [x.site_id for x in sites]
     kind = "monthly" if monthly else "daily"
     return base_attrs(
@@ -173,8 +182,9 @@ def sites_dataset(series: list[Series], *, monthly: bool, test: Sequence[str], d
             **_observation_variables(series, obs_vars, monthly, min_valid_fraction, weights_from_unc),
             **_site_variables(sites, valid, time_test)}
     ds = xr.Dataset(data, coords=_coordinates(sites, step["time"][0]),
-                    attrs=_attributes(sites, monthly, source, test_from, lengths, per_pixel,
-                                      by_sites, weights_from_unc, min_valid_fraction, source_files))
+                    attrs=_attributes(sites, SiteSteps(test_from, lengths, per_pixel), monthly,
+                                      by_sites, weights_from_unc, min_valid_fraction, source,
+                                      source_files))
     log.info("%d site(s) imported (%s, %d steps; per-pixel %s) in %.1f s", len(sites),
              "monthly" if monthly else "daily", T, ", ".join(per_pixel) or "nothing",
              _time.perf_counter() - t0)

@@ -293,6 +293,20 @@ def parse_ids(ids: Sequence[str] | str | None) -> list[str]:
     return [i.strip() for i in ids if i and i.strip()]
 
 
+def chosen_rows(table: list[Site], only: Sequence[str] | str | None, problems: list[str]) -> list[Site]:
+    """The rows of the site ids ``only`` (every row when none), in table order; ids the table
+    does not hold are appended to ``problems``. Both site importers choose their sites here."""
+    wanted = parse_ids(only)
+    if not wanted:
+        return table
+    by_id = [s.site_id for s in table]
+    unknown = [w for w in wanted if w not in by_id]
+    if unknown:
+        problems.append(f"site(s) {', '.join(unknown)} asked for but not in {COORDS_FILE} "
+                        f"(sites: {', '.join(by_id)})")
+    return [s for s in table if s.site_id in set(wanted)]
+
+
 def select_sites(sites_dir: str | os.PathLike, only: Sequence[str] | str | None = None
                  ) -> list[tuple[Site, Path]]:
     """The sites to import (CSV order) with their files; checks that files and rows match."""
@@ -301,17 +315,12 @@ def select_sites(sites_dir: str | os.PathLike, only: Sequence[str] | str | None 
         raise DifferlandError(f"{d}: sites directory not found")
     table = read_site_table(d / COORDS_FILE)
     files = {p.stem: p for p in sorted(d.glob("*.nc"))}
-    wanted = parse_ids(only)
-    by_id = {s.site_id: s for s in table}
-    problems = []
-    if wanted:
-        unknown = [w for w in wanted if w not in by_id]
-        if unknown:
-            problems.append(f"site(s) {', '.join(unknown)} asked for but not in {COORDS_FILE} "
-                            f"(sites: {', '.join(by_id)})")
-        table = [s for s in table if s.site_id in set(wanted)]
+    problems: list[str] = []
+    by_id = {s.site_id for s in table}
+    if parse_ids(only):
+        table = chosen_rows(table, only, problems)
     else:
-        extra = sorted(set(files) - set(by_id))
+        extra = sorted(set(files) - by_id)
         if extra:
             problems.append(f"file(s) {', '.join(f'{e}.nc' for e in extra)} have no row in "
                             f"{COORDS_FILE} (add them, or choose sites with --only)")
