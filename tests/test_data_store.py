@@ -37,6 +37,21 @@ def _check_roundtrip(ds, store: PixelStore) -> None:
     assert store.steps_per_year == 12
 
 
+def test_store_functions_take_a_location_not_a_url_and_its_options(small_ds, tmp_path):
+    """A Location (or a plain URL) is what the store functions take; the old (url, options)
+    call fails loudly instead of reading the options as ``overwrite`` or ``validate``."""
+    url = str(tmp_path / "loc.zarr")
+    with pytest.raises(TypeError):
+        write_store(small_ds, url, {"anon": True})
+    assert not (tmp_path / "loc.zarr").exists()
+    write_store(small_ds, Location(url, {}))
+    with pytest.raises(TypeError):
+        open_store(url, {"anon": True})
+    by_location, by_url = open_store(Location(url)), PixelStore(url)
+    assert by_location.location == by_url.location and by_url.location.url == url
+    assert by_location.fingerprint() == by_url.fingerprint()
+
+
 @pytest.mark.parametrize("kind", ["path", "file", "memory"])
 def test_roundtrip_local_and_memory(small_ds, tmp_path, kind):
     url = {"path": str(tmp_path / "a.zarr"), "file": f"file://{tmp_path}/b.zarr",
