@@ -114,6 +114,7 @@ def main(argv=None) -> int:
     import jax
 
     from differland_dist.data.store import PixelStore, open_store, write_store
+    from differland_dist.storage.location import Location
     from storage_servers import gcs_emulator_server
 
     env = {"python": platform.python_version(), "jax": jax.__version__, "cpus": os.cpu_count(),
@@ -134,9 +135,9 @@ def main(argv=None) -> int:
             url = f"{gcs['url_prefix']}/{uuid.uuid4().hex}/default.zarr"
             opts = gcs["storage_options"]
             t0 = time.perf_counter()
-            write_store(local.ds.load(), url, storage_options=opts)
+            write_store(local.ds.load(), Location(url, opts))
             upload = time.perf_counter() - t0
-            remote = open_store(url, storage_options=opts)
+            remote = open_store(Location(url, opts))
             r = bench_reader(remote, "GCS emulator (loopback)", a.batch, a.repeats, None)
             r["write_store_s"] = round(upload, 2)
             emit(r)

@@ -49,8 +49,9 @@ def percentile(values: list[float], q: float) -> float:
 def run_readers(url: str, so: dict, n_readers: int, reads: int, seed: int) -> dict:
     from differland_dist.data.reader import PatchReader
     from differland_dist.data.store import open_store
+    from differland_dist.storage.location import Location
 
-    store = open_store(url, so)
+    store = open_store(Location(url, so))
     ids = [int(p) for p in store.patch_ids]
     latencies: list[float] = []
     stored = [0]
@@ -104,6 +105,7 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
 
     from differland_dist.data.store import write_store
+    from differland_dist.storage.location import Location
     from differland_dist.synthetic import make_synthetic
     from differland_dist.storage.throttle import reset_storage_slots
     from fault_proxy import FaultProxy, Faults, proxied
@@ -116,7 +118,7 @@ def main(argv=None) -> int:
     ds = make_synthetic(resolution=a.resolution, years=a.years, seed=0, max_patch_size=a.patch)
     with tempfile.TemporaryDirectory(prefix="bench-throttle-"), gcs_emulator_server() as gcs:
         url = f"{gcs['url_prefix']}/{uuid.uuid4().hex}/s.zarr"
-        write_store(ds, url, gcs["storage_options"])
+        write_store(ds, Location(url, gcs["storage_options"]))
         faults = Faults(latency_s=a.latency_ms / 1e3, max_in_flight=a.max_in_flight)
         with FaultProxy(gcs["endpoint"], faults) as proxy:
             so = proxied(gcs, proxy)["storage_options"]

@@ -15,6 +15,7 @@ from typing import Any, Mapping
 import jax
 import numpy as np
 
+from differland_dist.storage.location import Location
 from differland_dist.config import from_dict
 from differland_dist.data.batch import predictor_names
 from differland_dist.data.reader import PatchReader
@@ -41,7 +42,7 @@ def random_checkpoint(store_url: str, out_url: str, *, predictor_sets=("PFT", "C
     d.setdefault("data", {})
     d["data"].update({"url": store_url, "predictors": list(predictor_sets)})
     cfg = from_dict(d)
-    store = PixelStore(store_url, storage_options)
+    store = PixelStore(Location(store_url, storage_options))
     names = predictor_names(cfg.data.predictors)
     with PatchReader(store, names) as reader:
         raw = reader.read_predictors_all("train")

@@ -121,7 +121,7 @@ def _same_size_in_range_flip(store_path, var, k):
     """Flip one bit of a chunk so that it keeps its size and still decodes to values within
     the schema's range (only the checksum can tell); returns the bit flipped."""
     store = PixelStore(str(store_path))
-    codec = store.chunk_codec(var)
+    codec = store.chunks.codec(var)
     path = _chunk(store_path, var, k)
     raw = path.read_bytes()
     good = decode_raw(codec, raw)
@@ -187,7 +187,7 @@ def test_reader_names_the_corrupt_chunk(copy):
         with pytest.raises(DataValidationError, match=r"precip: chunk precip/c/1/0 is corrupt "
                                                       r"\(pixels 8\.\.15, time steps 0\.\.23\)"):
             r.read([int(store.patch[8])])
-        store.chunk_codec = lambda name: None  # the zarr path names it too
+        store.chunks.codec = lambda name: None  # the zarr path names it too
         with pytest.raises(DataValidationError, match=r"precip: chunk precip/c/1/0 is corrupt"):
             r.read([int(store.patch[8])])
 
@@ -207,7 +207,7 @@ def test_chunks_without_checksum_still_fail_cleanly(small_ds, tmp_path, capsys):
         g.attrs["complete"] = True
         zarr.consolidate_metadata(str(old))
     store = PixelStore(str(old))
-    assert not store.chunk_codec("t_max").crc32c
+    assert not store.chunks.codec("t_max").crc32c
     _damage_frame(_chunk(old, "t_max", 2))
     _truncate(_chunk(old, "swrad", 3))
     problems = [p for p in validate_store(str(old)) if "corrupt" in p]
@@ -250,7 +250,7 @@ def test_corrupt_array_metadata_object(copy):
 def test_store_is_written_with_checksums_and_reads_fast(small_store_url):  # noqa: F811
     """Every numeric array carries a crc32c; the reader's fast path verifies it."""
     store = PixelStore(small_store_url)
-    assert all(store.chunk_codec(n).crc32c for n in store.array_names
+    assert all(store.chunks.codec(n).crc32c for n in store.array_names
                if np.dtype(store.array(n).dtype).kind in "biuf")
     t0 = time.perf_counter()
     assert validate_store(small_store_url) == []
@@ -281,7 +281,7 @@ def test_gcs_upload_does_not_stall_on_a_short_listen_queue(small_ds, stock_gcs_e
 
     url = f"gs://stock/{uuid.uuid4().hex}/small.zarr"
     t0 = time.perf_counter()
-    write_store(small_ds, url, stock_gcs_emulator)
+    write_store(small_ds, Location(url, stock_gcs_emulator))
     took = time.perf_counter() - t0
     # the same bytes as the local store of the same Dataset (writes are deterministic)
     remote = Location(url, stock_gcs_emulator)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import zarr
 
+from differland_dist.storage.location import Location
 from differland_dist.data import schema
 from differland_dist.data.store import (
     PixelStore, open_store, parse_storage_options, patch_runs, write_store)
@@ -34,6 +35,21 @@ def _check_roundtrip(ds, store: PixelStore) -> None:
         assert store.ds[name].attrs.get("units") == ds[name].attrs.get("units"), name
     assert store.n_pixels == ds.sizes["pixel"] and store.n_time == ds.sizes["time"]
     assert store.steps_per_year == 12
+
+
+def test_store_functions_take_a_location_not_a_url_and_its_options(small_ds, tmp_path):
+    """A Location (or a plain URL) is what the store functions take; the old (url, options)
+    call fails loudly instead of reading the options as ``overwrite`` or ``validate``."""
+    url = str(tmp_path / "loc.zarr")
+    with pytest.raises(TypeError):
+        write_store(small_ds, url, {"anon": True})
+    assert not (tmp_path / "loc.zarr").exists()
+    write_store(small_ds, Location(url, {}))
+    with pytest.raises(TypeError):
+        open_store(url, {"anon": True})
+    by_location, by_url = open_store(Location(url)), PixelStore(url)
+    assert by_location.location == by_url.location and by_url.location.url == url
+    assert by_location.fingerprint() == by_url.fingerprint()
 
 
 @pytest.mark.parametrize("kind", ["path", "file", "memory"])
@@ -63,8 +79,8 @@ def test_roundtrip_object_storage(coarse_chunked, server, request):
     ds, local_url = coarse_chunked
     url = f"{info['url_prefix']}/{uuid.uuid4().hex}/s.zarr"
     opts = info["storage_options"]
-    write_store(ds, url, storage_options=opts)
-    store = open_store(url, storage_options=opts)  # validates: listing, chunks, data
+    write_store(ds, Location(url, opts))
+    store = open_store(Location(url, opts))  # validates: listing, chunks, data
     assert store.attrs["complete"] is True and set(store.array_names) == set(ds.variables)
     assert np.array_equal(store.ds["t_min"].values, ds["t_min"].values)  # through xarray too
     # same bytes (so the same values as the local round trip), same identity
@@ -82,7 +98,7 @@ def test_object_storage_keeps_every_byte(server, request):
     info = request.getfixturevalue({"gcs": "gcs_emulator", "s3": "s3_server"}[server])
     from differland_dist.data.store import resolve
 
-    fs, root = resolve(f"{info['url_prefix']}/{uuid.uuid4().hex}", info["storage_options"])
+    fs, root = resolve(Location(f"{info['url_prefix']}/{uuid.uuid4().hex}", info["storage_options"]))
     blobs = {"cr": b"abc\r", "crlf": b"abc\r\n", "lf": b"\n", "bin": bytes(range(256))}
     fs.pipe({f"{root}/{k}": v for k, v in blobs.items()})
     assert {k: fs.cat_file(f"{root}/{k}") for k in blobs} == blobs

@@ -13,6 +13,7 @@ import pytest
 import xarray as xr
 import zarr
 
+from differland_dist.storage.location import Location
 from differland_dist.cli.main import main
 from differland_dist.data import batch, schema
 from differland_dist.data.importers import netcdf as nc
@@ -299,7 +300,7 @@ def test_import_sites_cli_to_gcs(sites_dir, gcs_emulator, capsys):  # noqa: F811
                "--only", "FR-Pue,DE-Hai", "--test-sites", "DE-Hai", "--storage-options", so])
     assert rc == 0, capsys.readouterr().err
     assert "2 site(s) (0 dev, 1 test), 108 monthly steps" in capsys.readouterr().out
-    store = check_store(url, gcs_emulator["storage_options"])
+    store = check_store(Location(url, gcs_emulator["storage_options"]))
     assert list(store.ds["site_id"].values) == ["FR-Pue", "DE-Hai"]
     assert list(store.test_patches) == [1] and list(store.ds["split"].values) == [0, 2]
     assert "time_test" not in store.array_names  # split by sites, not by time

@@ -17,6 +17,7 @@ import xarray as xr
 from storage_servers import gcs_emulator  # noqa: F401 - fixture
 from synth_fixtures import small_ds, small_store_url  # noqa: F401 - fixtures
 
+from differland_dist.storage.location import Location
 from differland_dist.errors import ConfigError, DifferlandError
 from differland_dist.vocabulary.series import DEFAULT_SERIES, map_var, param_var
 from differland_dist.inference.output import DONE, WRITTEN_AT, open_output, output_chunk, plan_tasks
@@ -56,7 +57,7 @@ def ray_output(ray_cluster, checkpoint, small_store_url, tmp_path_factory):  # n
 def _open(url, so=None):
     from differland_dist.data.store import zarr_store
 
-    return xr.open_zarr(zarr_store(url, so), zarr_format=3, consolidated=True)
+    return xr.open_zarr(zarr_store(Location(url, so)), zarr_format=3, consolidated=True)
 
 
 def _values(url, so=None) -> dict[str, np.ndarray]:

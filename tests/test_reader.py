@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from fsspec.implementations.memory import MemoryFileSystem
 
+from differland_dist.storage.location import Location
 from differland_dist.data import schema
 from differland_dist.data.batch import DAYS_PER_YEAR, predictor_names
 from differland_dist.data.reader import PatchReader
@@ -270,8 +271,8 @@ def test_streaming_from_the_gcs_emulator(small_ds, small_store_url, gcs_emulator
     opts = gcs_emulator["storage_options"]
     ds = small_ds.copy()
     ds.attrs = {**small_ds.attrs, "max_patch_size": 32}  # fewer objects for the emulator
-    write_store(ds, url, storage_options=opts)
-    remote = open_store(url, storage_options=opts, validate=False)
+    write_store(ds, Location(url, opts))
+    remote = open_store(Location(url, opts), validate=False)
     local = open_store(small_store_url)
     batches = [[int(p) for p in local.patch_ids[i:i + 4]] for i in (0, 8, 16)]
     with PatchReader(remote, PREDICTORS, {}) as r, PatchReader(local, PREDICTORS, {}) as l:
@@ -317,7 +318,7 @@ def test_zarr_fallback_path_gives_the_same_batch(reader):
     ids = [int(reader.store.patch_ids[6]), int(reader.store.patch_ids[0])]
     fast = reader.read(ids)
     raw_bytes, fetched = reader.stats["stored_bytes_fetched"], reader.stats["chunks_fetched"]
-    reader.store.chunk_codec = lambda name: None
+    reader.store.chunks.codec = lambda name: None
     slow = reader.read(ids)
     # the chunks were read again, through zarr: no raw bytes of the fast path
     assert reader.stats["chunks_fetched"] > fetched

@@ -121,11 +121,11 @@ def test_s3_write_and_read_through_faults(s3_server, small_ds, small_store_url, 
     faults = Faults(p_503=0.02, p_429=0.01, p_drop=0.02, p_truncate=0.02, seed=31)
     with faults_through(s3_server, faults, flavour="s3") as (proxy, info):
         url = _url(info, "s.zarr")
-        write_store(small_ds, url, info["storage_options"])
+        write_store(small_ds, Location(url, info["storage_options"]))
         assert _objects(url, s3_server["storage_options"]) == _local_objects(small_store_url)
         heads = sum(n for (method, _), n in proxy.requests.items() if method == "HEAD")
         assert heads >= len(_local_objects(small_store_url))  # every upload read back
-        with RowReader(open_store(url, info["storage_options"])) as rows:
+        with RowReader(open_store(Location(url, info["storage_options"]))) as rows:
             got = rows.read(["t_min", "lai"] if "lai" in small_ds else ["t_min"])
         ref = RowReader(open_store(small_store_url)).read(list(got))
         for k in ref:
@@ -144,8 +144,8 @@ def test_s3_retries_are_botocores_times_ours(s3_server, small_ds, quick_backoff,
 
     with faults_through(s3_server, Faults(), flavour="s3") as (proxy, info):
         url = _url(info, "r.zarr")
-        write_store(small_ds, url, info["storage_options"])
-        store = open_store(url, info["storage_options"])
+        write_store(small_ds, Location(url, info["storage_options"]))
+        store = open_store(Location(url, info["storage_options"]))
         key = url.removeprefix("s3://") + "/t_min/c/1/0"
 
         class Always(Faults):
@@ -221,7 +221,7 @@ def test_reads_through_faults_are_bit_identical(flaky, gs_store, small_store_url
 
     proxy, info = flaky
     proxy.reset(FAULTS)
-    remote, local = open_store(gs_store, info["storage_options"]), open_store(small_store_url)
+    remote, local = open_store(Location(gs_store, info["storage_options"])), open_store(small_store_url)
     ids = [int(p) for p in local.patch_ids]
     preds = ["MAT", "SAND", "lat"]
     with PatchReader(remote, preds, {}) as r, PatchReader(local, preds, {}) as l:
@@ -246,7 +246,7 @@ def test_a_transient_read_error_is_retried_a_bounded_number_of_times(flaky, gs_s
     proxy, info = flaky
     key = gs_store.removeprefix("gs://") + "/t_min/c/1/0"
     proxy.reset(FAULTS)
-    store = open_store(gs_store, info["storage_options"])  # validated here, faults survived
+    store = open_store(Location(gs_store, info["storage_options"]))  # validated here, faults survived
     proxy.reset(Faults(always=(key,)))
     with RowReader(store) as rows:
         with pytest.raises(StorageReadError, match=r"reading t_min pixels 8\.\.15 of gs://.*"
@@ -276,7 +276,7 @@ def test_readers_of_a_process_share_a_bounded_pool_of_requests(gcs_emulator, gs_
     from differland_dist.errors import DifferlandError
     from differland_dist.storage.throttle import ENV, reset_storage_slots, slots_from_env
 
-    store = open_store(gs_store, gcs_emulator["storage_options"])
+    store = open_store(Location(gs_store, gcs_emulator["storage_options"]))
     ref = RowReader(open_store(small_store_url)).read(["t_min", "swrad"])
     pool = reset_storage_slots(4)
     got, errors = [], []
@@ -325,7 +325,7 @@ def _zarr_values(url, so=None) -> dict[str, np.ndarray]:
     from differland_dist.data.store import zarr_store
     from differland_dist.inference.output import DONE, WRITTEN_AT
 
-    ds = xr.open_zarr(zarr_store(url, so), zarr_format=3, consolidated=True)
+    ds = xr.open_zarr(zarr_store(Location(url, so)), zarr_format=3, consolidated=True)
     return {k: np.asarray(ds[k].values) for k in ds.data_vars
             if k not in (DONE, WRITTEN_AT)}
 
@@ -443,7 +443,7 @@ def test_an_upload_stored_differently_is_caught_when_written(cr_emulator, small_
     url = _url(cr_emulator, "s.zarr")
     so = cr_emulator["storage_options"]
     with pytest.raises(StorageWriteError) as e:
-        write_store(small_ds, url, so)
+        write_store(small_ds, Location(url, so))
     msg = str(e.value)
     assert any(f"{url}/{k}" in msg for k in cr) and "MD5" in msg, msg
     assert "\n" not in msg

@@ -116,7 +116,7 @@ def load(experiment: Location | str, sets: list[str] | None = None,
         raise DifferlandError(f"set(s) {empty}: no kept member in {root.url}/selection.json")
     src = store or Location(grid.base.data.url, dict(grid.base.data.storage_options))
     # the experiment validated the store; the analyses only read it
-    pstore = open_store(src.url, src.options, validate=False)
+    pstore = open_store(src, validate=False)
     ds = pstore.ds
     P = pstore.n_pixels
     lat = np.asarray(ds["pixel_lat"].values if "pixel_lat" in ds.variables else ds["lat"].values)

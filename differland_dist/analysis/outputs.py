@@ -42,7 +42,7 @@ def write_json(loc: Location, obj: Any) -> None:
 def write_zarr(loc: Location, data_vars: dict, coords: dict, attrs: dict | None = None) -> None:
     """A CF dataset (units, Conventions, provenance: :func:`cf_dataset`) as a zarr store."""
     ds = cf_dataset(data_vars, coords, attrs)
-    ds.to_zarr(zarr_store(loc.url, loc.options, read_only=False), mode="w", zarr_format=3,
+    ds.to_zarr(zarr_store(loc, read_only=False), mode="w", zarr_format=3,
                consolidated=False)
 
 

@@ -140,8 +140,8 @@ class RowReader:
                 todo.append(key)
             else:
                 out[key] = hit
-        fast = [k for k in todo if self.store.chunk_codec(k[0]) is not None]
-        slow = [k for k in todo if self.store.chunk_codec(k[0]) is None]
+        fast = [k for k in todo if self.store.chunks.codec(k[0]) is not None]
+        slow = [k for k in todo if self.store.chunks.codec(k[0]) is None]
         raw = self._fetch_raw(fast) if fast else {}
         got = dict(zip(fast, self._pool.map(lambda k: self._decode(k, raw[k]), fast)))
         got.update(zip(slow, self._pool.map(self._through_zarr, slow)))
@@ -174,10 +174,10 @@ class RowReader:
             shape = self.store.array(name).shape
             if not shape or not self.has_pixel_axis(name):
                 plan[name] = None
-                keys += [(name, c) for c in self.store.chunk_grid(name)]
+                keys += [(name, c) for c in self.store.chunks.grid(name)]
                 continue
             plan[name] = as_slices(rows, shape[0])
-            keys += [(name, c) for s in plan[name] for c in self.store.chunk_grid(name, s)]
+            keys += [(name, c) for s in plan[name] for c in self.store.chunks.grid(name, s)]
         got = self.chunks(keys)
         errors = list(dict.fromkeys(e for e in got.values() if isinstance(e, CorruptChunkError)))
         return {name: self._assemble(name, slices, got) for name, slices in plan.items()}, errors
@@ -195,11 +195,11 @@ class RowReader:
         out = np.full((total, *shape[1:]), np.nan if dtype.kind == "f" else 0, dtype)
         at = 0
         for s in slices:
-            for c in self.store.chunk_grid(name, s):
+            for c in self.store.chunks.grid(name, s):
                 data = got[(name, c)]
                 if isinstance(data, CorruptChunkError):
                     continue
-                b = self.store.chunk_bounds(name, c)
+                b = self.store.chunks.bounds(name, c)
                 a0, a1 = max(b[0].start, s.start), min(b[0].stop, s.stop)
                 out[(slice(at + a0 - s.start, at + a1 - s.start), *b[1:])] = \
                     data[a0 - b[0].start: a1 - b[0].start]
@@ -210,12 +210,12 @@ class RowReader:
     def _what(self, key: ChunkKey) -> str:
         name, coords = key
         if coords and self.has_pixel_axis(name):
-            b = self.store.chunk_bounds(name, coords)[0]
+            b = self.store.chunks.bounds(name, coords)[0]
             return f"{name} pixels {b.start}..{b.stop - 1} of {self.store.url}"
-        return f"{name} chunk {self.store.chunk_key(name, coords)} of {self.store.url}"
+        return f"{name} chunk {self.store.chunks.key(name, coords)} of {self.store.url}"
 
     def _path(self, key: ChunkKey) -> str:
-        return f"{self.store.root}/{self.store.chunk_key(*key)}"
+        return f"{self.store.root}/{self.store.chunks.key(*key)}"
 
     def _cat(self, paths: list[str]) -> list[bytes | Exception]:
         """Bytes of each object (or the exception reading it), ``max_workers`` at a time."""
@@ -256,8 +256,8 @@ class RowReader:
                     out[key] = r
                 elif isinstance(r, FileNotFoundError):
                     raise DataValidationError(
-                        [f"{key[0]}: chunk {self.store.chunk_key(*key)} is missing from the "
-                         f"store ({self.store.chunk_where(*key)}); zarr would read it as fill "
+                        [f"{key[0]}: chunk {self.store.chunks.key(*key)} is missing from the "
+                         f"store ({self.store.chunks.where(*key)}); zarr would read it as fill "
                          "values"], source=self.store.url)
                 elif not is_transient(r):
                     raise r
@@ -281,14 +281,14 @@ class RowReader:
 
     def _decode(self, key: ChunkKey, raw: bytes) -> np.ndarray | CorruptChunkError:
         try:
-            return self.store.decode_chunk(key[0], key[1], raw)
+            return self.store.chunks.decode(key[0], key[1], raw)
         except CorruptChunkError as e:
             return e
 
     def _through_zarr(self, key: ChunkKey) -> np.ndarray | CorruptChunkError:
         """A chunk through zarr (layouts whose codecs the fast path does not decode)."""
         try:
-            return call_with_retries(lambda: self.store.zarr_chunk(*key),
+            return call_with_retries(lambda: self.store.chunks.via_zarr(*key),
                                      f"reading {self._what(key)}", self.policy, StorageReadError,
                                      self._rng)
         except CorruptChunkError as e:

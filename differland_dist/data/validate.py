@@ -32,168 +32,23 @@ import numpy as np
 import xarray as xr
 
 from differland_dist.data import schema
-from differland_dist.data.io import DIM_LABEL, PixelStore, patch_runs, span
-from differland_dist.data.rows import RowReader, with_retries
+from differland_dist.data.codec import DIM_LABEL, span
+from differland_dist.data.io import PixelStore
+from differland_dist.data.layout import patch_runs
+from differland_dist.data.validation_sources import MAX_LISTED, DatasetSource, StoreSource, Tally
 from differland_dist.errors import CorruptChunkError, DataValidationError, DifferlandError
 from differland_dist.common.progress import Progress
+from differland_dist.storage.location import Location
 
 log = logging.getLogger(__name__)
 
-#: Chunks decoded at once when verifying the chunks no check read.
-_VERIFY_BATCH = 32
 
 _TABLES = (("coordinates", schema.COORDS), ("forcing", schema.FORCING),
            ("predictors", schema.PREDICTORS))
 #: Values per block read by the data scan (per variable): bounds the scan's memory.
 _BLOCK_VALUES = 2_000_000
-#: Missing chunks listed per variable before summarising.
-_MAX_LISTED = 10
 #: Fingerprints of stores that passed, so reopening a store in one process skips the scan.
 _PASSED: set[tuple[str, str, frozenset[str] | None]] = set()
-
-
-class _Tally:
-    """Count, index hull per dimension and value extremes of offending elements."""
-
-    def __init__(self, dims: tuple[str, ...]):
-        self.dims = dims
-        self.n = 0
-        self.lo = [np.iinfo(np.int64).max] * len(dims)
-        self.hi = [-1] * len(dims)
-        self.vmin = np.inf
-        self.vmax = -np.inf
-
-    def add(self, mask: np.ndarray, values: np.ndarray | None, offset: int) -> None:
-        """Record ``mask`` (True = offending) of a block whose first axis starts at ``offset``
-        (pixel-major blocks; arrays without a pixel axis use offset 0)."""
-        n = int(np.count_nonzero(mask))
-        if not n:
-            return
-        self.n += n
-        for ax in range(mask.ndim):
-            other = tuple(a for a in range(mask.ndim) if a != ax)
-            hit = np.flatnonzero(mask.any(axis=other) if other else mask)
-            off = offset if ax == 0 else 0
-            self.lo[ax] = min(self.lo[ax], int(hit[0]) + off)
-            self.hi[ax] = max(self.hi[ax], int(hit[-1]) + off)
-        if values is not None:
-            v = values[mask]
-            v = v[np.isfinite(v)] if np.issubdtype(v.dtype, np.floating) else v
-            if v.size:
-                self.vmin = min(self.vmin, float(v.min()))
-                self.vmax = max(self.vmax, float(v.max()))
-
-    def merge(self, other: "_Tally") -> None:
-        if not other.n:
-            return
-        self.n += other.n
-        self.lo = [min(a, b) for a, b in zip(self.lo, other.lo)]
-        self.hi = [max(a, b) for a, b in zip(self.hi, other.hi)]
-        self.vmin, self.vmax = min(self.vmin, other.vmin), max(self.vmax, other.vmax)
-
-    def where(self) -> str:
-        return ", ".join(f"{DIM_LABEL.get(d, d)} {span(lo, hi)}"
-                         for d, lo, hi in zip(self.dims, self.lo, self.hi))
-
-
-# -- sources: one interface over a store and an in-memory Dataset ---------------------------
-class _DatasetSource:
-    def __init__(self, ds: xr.Dataset):
-        self.ds = ds
-        self.label = "dataset"
-        self.attrs = dict(ds.attrs)
-        self.names = tuple(sorted(str(n) for n in ds.variables))
-        self.parallel = False
-
-    def dims(self, name: str) -> tuple[str, ...]:
-        return tuple(self.ds.variables[name].dims)
-
-    def shape(self, name: str) -> tuple[int, ...]:
-        return tuple(self.ds.variables[name].shape)
-
-    def dtype(self, name: str) -> np.dtype:
-        return self.ds.variables[name].dtype
-
-    def var_attrs(self, name: str) -> dict:
-        return dict(self.ds.variables[name].attrs)
-
-    def read(self, name: str, key: tuple = ()) -> np.ndarray:
-        var = self.ds.variables[name]
-        return np.asarray(var[key].values if key else var.values)
-
-    def read_checked(self, name: str, key: tuple = ()) -> tuple[np.ndarray, None]:
-        return self.read(name, key), None
-
-
-class _StoreSource:
-    def __init__(self, store: PixelStore):
-        self.store = store
-        self.label = store.url
-        self.attrs = dict(store.attrs)
-        self.names = store.array_names
-        self.parallel = True
-        self.rows = RowReader(store)
-        #: chunk key -> CorruptChunkError of every chunk found not to decode
-        self.corrupt: dict[str, CorruptChunkError] = {}
-        #: (array, chunk coords) already read and verified
-        self.seen: set[tuple[str, tuple[int, ...]]] = set()
-
-    def dims(self, name: str) -> tuple[str, ...]:
-        return self.store.dims(name)
-
-    def shape(self, name: str) -> tuple[int, ...]:
-        return tuple(self.store.array(name).shape)
-
-    def dtype(self, name: str) -> np.dtype:
-        return np.dtype(self.store.array(name).dtype)
-
-    def var_attrs(self, name: str) -> dict:
-        return dict(self.store.array(name).attrs)
-
-    def read(self, name: str, key: tuple = ()) -> np.ndarray:
-        return self.read_checked(name, key)[0]
-
-    def read_checked(self, name: str, key: tuple = ()) -> tuple[np.ndarray, np.ndarray | None]:
-        """Values of ``key`` (``()`` or a pixel slice) read chunk by chunk and verified, and
-        None, or a (rows,) bool mask that is False on the rows of chunks that did not decode
-        (recorded in :attr:`corrupt`)."""
-        rows = key[0] if key else None
-        data, errors = self.rows.read_checked(name, rows)
-        self.seen.update((name, c) for c in self.store.chunk_grid(name, rows))
-        if not errors:
-            return data, None
-        ok = np.ones(data.shape[0] if data.ndim else 1, bool)
-        lo = (rows.start or 0) if rows is not None else 0
-        for e in errors:
-            self.corrupt[e.key] = e
-            b = self.store.chunk_bounds(name, e.coords)
-            if b:
-                ok[max(0, b[0].start - lo): max(0, b[0].stop - lo)] = False
-        return data, ok
-
-    def verify_unread(self, names) -> None:
-        """Decode (and verify) every chunk of ``names`` that no check has read yet, a bounded
-        batch at a time (decoded chunks are dropped as soon as they are verified)."""
-        jobs = [(n, c) for n in names for c in self.store.chunk_grid(n) if (n, c) not in self.seen]
-        for i in range(0, len(jobs), _VERIFY_BATCH):
-            batch = jobs[i:i + _VERIFY_BATCH]
-            for e in self.rows.chunks(batch).values():
-                if isinstance(e, CorruptChunkError):
-                    self.corrupt[e.key] = e
-            self.seen.update(batch)
-
-    def corrupt_problems(self) -> list[str]:
-        by_var: dict[str, list[CorruptChunkError]] = {}
-        for e in self.corrupt.values():
-            by_var.setdefault(e.var, []).append(e)
-        out = []
-        for name in sorted(by_var):
-            errs = sorted(by_var[name], key=lambda e: [int(x) if x.isdigit() else x
-                                                       for x in e.key.split("/")])
-            out += [e.problem for e in errs[:_MAX_LISTED]]
-            if len(errs) > _MAX_LISTED:
-                out.append(f"{name}: {len(errs) - _MAX_LISTED} more corrupt chunk(s)")
-        return out
 
 
 # -- the checks -------------------------------------------------------------------------------
@@ -231,14 +86,11 @@ def _check_sizes(src) -> tuple[list[str], dict[str, int]]:
     return list(dict.fromkeys(out)), sizes
 
 
-def _check_variables(src, only: frozenset[str] | None = None,
-                     ) -> tuple[list[str], dict[str, tuple], list[tuple]]:
-    """Schema variables and observations (only those in ``only`` if given). Returns (problems,
-    scan plan of schema variables name -> (lo, hi, category, units), scan plan of observations
-    (value, weight, stream))."""
-    out: list[str] = []
+def _check_schema_vars(src, names: set[str], only: frozenset[str] | None,
+                       out: list[str]) -> dict[str, tuple]:
+    """Coordinates, forcing and predictors: presence, dims, dtype and units (problems appended);
+    the scan plan name -> (lo, hi, category, units) of those with the right dims and dtype."""
     plan: dict[str, tuple] = {}
-    names = set(src.names)
     for category, table in _TABLES:
         for v in table:
             if only is not None and v.name not in only:
@@ -274,43 +126,60 @@ def _check_variables(src, only: frozenset[str] | None = None,
             out.append(f"{name}: units {units!r}, expected {v.units!r}")
         if ok:
             plan[name] = (v.lo, v.hi, "forcing", v.units)
+    return plan
+
+
+def _check_obs_var(src, name: str, names: set[str], out: list[str]) -> tuple | None:
+    """One observation variable and its weight (problems appended): its scan plan entry
+    (value, weight, stream) if dims and dtypes allow the scan."""
+    attrs = src.var_attrs(name)
+    stream = attrs.get("stream")
+    if stream not in schema.STREAM_INDEX:
+        out.append(f"{name}: attribute 'stream' is {stream!r}, expected one of "
+                   f"{', '.join(schema.STREAM_NAMES)}")
+        return None
+    st = schema.STREAMS[schema.STREAM_INDEX[stream]]
+    ok = True
+    dims = src.dims(name)
+    if dims not in (("pixel", "time"), ("pixel",)):
+        out.append(f"{name}: dims {dims}, expected ('pixel', 'time') or ('pixel',)")
+        ok = False
+    if src.dtype(name) != np.float32:
+        out.append(f"{name}: dtype {src.dtype(name)}, expected float32")
+        ok = False
+    if attrs.get("units") != st.units:
+        out.append(f"{name}: units {attrs.get('units')!r}, expected {st.units!r} "
+                   f"(stream {stream})")
+    wname = name + "_weight"
+    if wname not in names:
+        out.append(f"{name}: its weight variable {wname} is missing")
+        return None
+    if src.dims(wname) != dims:
+        out.append(f"{wname}: dims {src.dims(wname)}, expected {dims} (as {name})")
+        ok = False
+    if src.dtype(wname) != np.float32:
+        out.append(f"{wname}: dtype {src.dtype(wname)}, expected float32")
+        ok = False
+    return (name, wname, st) if ok else None
+
+
+def _check_variables(src, only: frozenset[str] | None = None,
+                     ) -> tuple[list[str], dict[str, tuple], list[tuple]]:
+    """Schema variables and observations (only those in ``only`` if given). Returns (problems,
+    scan plan of schema variables name -> (lo, hi, category, units), scan plan of observations
+    (value, weight, stream))."""
+    out: list[str] = []
+    names = set(src.names)
+    plan = _check_schema_vars(src, names, only, out)
     obs_plan = []
     for name in sorted(n for n in names if n.startswith("obs_") and (only is None or n in only)):
         if name.endswith("_weight"):
             if name[: -len("_weight")] not in names:
                 out.append(f"{name}: weight without its value variable {name[:-len('_weight')]}")
             continue
-        attrs = src.var_attrs(name)
-        stream = attrs.get("stream")
-        if stream not in schema.STREAM_INDEX:
-            out.append(f"{name}: attribute 'stream' is {stream!r}, expected one of "
-                       f"{', '.join(schema.STREAM_NAMES)}")
-            continue
-        st = schema.STREAMS[schema.STREAM_INDEX[stream]]
-        ok = True
-        dims = src.dims(name)
-        if dims not in (("pixel", "time"), ("pixel",)):
-            out.append(f"{name}: dims {dims}, expected ('pixel', 'time') or ('pixel',)")
-            ok = False
-        if src.dtype(name) != np.float32:
-            out.append(f"{name}: dtype {src.dtype(name)}, expected float32")
-            ok = False
-        if attrs.get("units") != st.units:
-            out.append(f"{name}: units {attrs.get('units')!r}, expected {st.units!r} "
-                       f"(stream {stream})")
-        wname = name + "_weight"
-        if wname not in names:
-            out.append(f"{name}: its weight variable {wname} is missing")
-            ok = False
-        else:
-            if src.dims(wname) != dims:
-                out.append(f"{wname}: dims {src.dims(wname)}, expected {dims} (as {name})")
-                ok = False
-            if src.dtype(wname) != np.float32:
-                out.append(f"{wname}: dtype {src.dtype(wname)}, expected float32")
-                ok = False
-        if ok:
-            obs_plan.append((name, wname, st))
+        entry = _check_obs_var(src, name, names, out)
+        if entry is not None:
+            obs_plan.append(entry)
     return out, plan, obs_plan
 
 
@@ -336,13 +205,13 @@ def _check_structure(src, plan: dict[str, tuple]) -> list[str]:
                 big = [(p, s) for p, s in runs.items() if s.stop - s.start > C]
                 if big:
                     listed = "; ".join(f"patch {p}: {s.stop - s.start} pixels (pixels "
-                                       f"{s.start}..{s.stop - 1})" for p, s in big[:_MAX_LISTED])
+                                       f"{s.start}..{s.stop - 1})" for p, s in big[:MAX_LISTED])
                     out.append(f"patch: {len(big)} patch(es) larger than max_patch_size={C}: {listed}")
             if "split" in plan and split_ok is None:
                 mixed = [(p, s) for p, s in runs.items() if split[s].min() != split[s].max()]
                 if mixed:
                     listed = "; ".join(f"patch {p} (pixels {s.start}..{s.stop - 1})"
-                                       for p, s in mixed[:_MAX_LISTED])
+                                       for p, s in mixed[:MAX_LISTED])
                     out.append(f"split: {len(mixed)} patch(es) mix train and test pixels "
                                f"(the split must be by patch): {listed}")
     if "time" in plan and time_ok is None:
@@ -354,14 +223,12 @@ def _check_structure(src, plan: dict[str, tuple]) -> list[str]:
     return out
 
 
-def _read_each(store: PixelStore, paths: list[str]) -> dict[str, bytes]:
-    """Small objects read concurrently, each under the one retry policy: one object's
-    transient fault costs a retry of that object, not of the whole batch."""
-    def one(path: str) -> bytes:
-        return with_retries(lambda: store.fs.cat_file(path), path, fs=store.fs)
-
+def _read_each(store: PixelStore, keys: list[str]) -> dict[str, bytes]:
+    """Small objects (keys relative to the store) read concurrently through its location, each
+    under the one retry policy: one object's transient fault costs a retry of that object, not
+    of the whole batch."""
     with ThreadPoolExecutor(max_workers=8) as ex:
-        return dict(zip(paths, ex.map(one, paths)))
+        return dict(zip(keys, ex.map(lambda k: store.location.join(k).read_bytes(), keys)))
 
 
 def _check_chunks(store: PixelStore, manifest: dict[str, int], only: frozenset[str] | None = None,
@@ -373,8 +240,8 @@ def _check_chunks(store: PixelStore, manifest: dict[str, int], only: frozenset[s
     consolidated = (store.root_meta.get("consolidated_metadata") or {}).get("metadata", {})
     names = [n for n in store.array_names if only is None or n in only]
     present = [n for n in names if f"{n}/zarr.json" in manifest]
-    own = _read_each(store, [f"{store.root}/{n}/zarr.json" for n in present]) if consolidated else {}
-    own = {k.rstrip("/").rsplit("/", 2)[-2]: v for k, v in own.items()}
+    own = _read_each(store, [f"{n}/zarr.json" for n in present]) if consolidated else {}
+    own = {k.rsplit("/", 1)[0]: v for k, v in own.items()}
     for name in names:
         if f"{name}/zarr.json" not in manifest:
             out.append(f"{name}: its metadata object {name}/zarr.json is missing from the store "
@@ -408,13 +275,13 @@ def _check_chunks(store: PixelStore, manifest: dict[str, int], only: frozenset[s
         if not missing:
             continue
         broken.add(name)
-        for key, coords in missing[:_MAX_LISTED]:
+        for key, coords in missing[:MAX_LISTED]:
             where = ", ".join(f"{DIM_LABEL.get(d, d)} {span(i * c, min((i + 1) * c, n) - 1)}"
                               for d, i, c, n in zip(dims, coords, chunks, shape))
             out.append(f"{name}: chunk {key} is missing from the store ({where}); zarr would "
                        "read it as fill values")
-        if len(missing) > _MAX_LISTED:
-            out.append(f"{name}: {len(missing) - _MAX_LISTED} more missing chunk(s)")
+        if len(missing) > MAX_LISTED:
+            out.append(f"{name}: {len(missing) - MAX_LISTED} more missing chunk(s)")
     return out, broken
 
 
@@ -437,8 +304,8 @@ def _scan_schema_var(src, name: str, lo: float, hi: float, key: tuple, offset: i
     v, ok = src.read_checked(name, key)
     ok = _rows_ok(ok, v)
     dims = src.dims(name)
-    gap = _Tally(dims)
-    rng = _Tally(dims)
+    gap = Tally(dims)
+    rng = Tally(dims)
     finite = np.isfinite(v) if np.issubdtype(v.dtype, np.floating) else np.ones(v.shape, bool)
     gap.add(~finite & ok, None, offset)
     rng.add(schema.outside(v, lo, hi) & ok, v, offset)
@@ -449,7 +316,7 @@ def _scan_obs(src, name: str, wname: str, st, key: tuple, offset: int):
     (v, vok), (w, wok) = src.read_checked(name, key), src.read_checked(wname, key)
     ok = _rows_ok(vok, v) & _rows_ok(wok, w)
     dims = src.dims(name)
-    t = {(name, k): _Tally(dims) for k in ("range", "weight", "gapweight")}
+    t = {(name, k): Tally(dims) for k in ("range", "weight", "gapweight")}
     finite = np.isfinite(v)
     t[(name, "range")].add(schema.outside(v, st.lo, st.hi) & ok, v, offset)
     t[(name, "weight")].add((~np.isfinite(w) | (w < 0)) & ok, w, offset)
@@ -474,7 +341,7 @@ def _scan(src, plan: dict[str, tuple], obs_plan: list[tuple], sizes: dict[str, i
         for b in _blocks(n_pix, n_time if len(src.dims(name)) > 1 else 1, C):
             jobs.append((_scan_obs, (src, name, wname, st, (b,), b.start)))
 
-    tallies: dict[tuple[str, str], _Tally] = {}
+    tallies: dict[tuple[str, str], Tally] = {}
 
     def collect(result):
         for k, t in result.items():
@@ -544,23 +411,22 @@ def _run(src, store: PixelStore | None, manifest: dict[str, int] | None,
 def validate_dataset(ds: xr.Dataset) -> list[str]:
     """Every problem of an in-memory Dataset against the schema (all checks but the store's
     chunk manifest and ``complete`` flag); empty if it can be written."""
-    return _run(_DatasetSource(ds), None, None)
+    return _run(DatasetSource(ds), None, None)
 
 
-def validate_store(url_or_store: str | PixelStore, storage_options: dict | None = None,
-                   variables=None) -> list[str]:
+def validate_store(where: Location | str | PixelStore, *, variables=None) -> list[str]:
     """Every problem of a store (see the module docstring); empty if it is valid.
 
     Args:
-      url_or_store: a URL (opened with ``storage_options``) or an opened :class:`PixelStore`.
+      where: a store's location (or URL) or an opened :class:`PixelStore`.
       variables: check only these variables (group attributes always), e.g. what inference
         reads; None: every variable.
     """
-    if isinstance(url_or_store, PixelStore):
-        store = url_or_store
+    if isinstance(where, PixelStore):
+        store = where
     else:
         try:
-            store = PixelStore(url_or_store, storage_options)
+            store = PixelStore(where)
         except DataValidationError as e:
             return e.problems
         except DifferlandError as e:
@@ -569,7 +435,7 @@ def validate_store(url_or_store: str | PixelStore, storage_options: dict | None 
     t0 = time.perf_counter()
     try:
         manifest = store.list_objects()
-        source = _StoreSource(store)
+        source = StoreSource(store)
         try:
             problems = _run(source, store, manifest, only)
         finally:
@@ -583,16 +449,14 @@ def validate_store(url_or_store: str | PixelStore, storage_options: dict | None 
     return problems
 
 
-def check_store(url_or_store: str | PixelStore, storage_options: dict | None = None,
-                variables=None) -> PixelStore:
+def check_store(where: Location | str | PixelStore, *, variables=None) -> PixelStore:
     """Validate a store (only ``variables`` if given, see :func:`validate_store`) and return it
     opened; raise DataValidationError listing every problem.
 
     A store that already passed in this process with the same fingerprint (metadata and chunk
     manifest) is not scanned again.
     """
-    store = (url_or_store if isinstance(url_or_store, PixelStore)
-             else PixelStore(url_or_store, storage_options))
+    store = where if isinstance(where, PixelStore) else PixelStore(where)
     only = None if variables is None else frozenset(variables)
     fp = store.fingerprint()
     if (store.url, fp, None) in _PASSED or (store.url, fp, only) in _PASSED:

@@ -213,12 +213,13 @@ class Shard:
         from differland_dist.data.batch import predictor_names
         from differland_dist.data.reader import PatchCache, PatchReader
         from differland_dist.data.store import open_store
+        from differland_dist.storage.location import Location
 
         self.config = config
         t0 = time.perf_counter()
         so = dict(config.data.storage_options)
         so.update(storage_options or {})
-        self.store = open_store(config.data.url, so, validate=False)
+        self.store = open_store(Location(config.data.url, so), validate=False)
         self.devices = jax.devices()
         if shape is None:
             shape = call_shape(config.training, [self.patch_pixels(p) for p in self.store.patch_slices],

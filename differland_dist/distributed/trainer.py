@@ -111,9 +111,9 @@ class Calibration:
         self.progress = progress
         self.hooks = hooks or []
         # Validation first: a bad store fails here, before Ray or any long work starts.
-        self.store = open_store(config.data.url, dict(config.data.storage_options), validate=True)
+        self.store = open_store(Location(config.data.url, dict(config.data.storage_options)), validate=True)
         self.fingerprint = self.store.fingerprint()
-        if _same_or_inside(self.loc, Location(self.store.url, self.store.storage_options)):
+        if _same_or_inside(self.loc, self.store.location):
             raise DifferlandError(f"--out {self.out}: this is the store {config.data.url} itself "
                                   "(or inside it); choose a run directory outside the store")
         self.placement_group = placement_group

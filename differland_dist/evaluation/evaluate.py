@@ -77,7 +77,7 @@ def open_inputs(target: Location, store: Location | None, inference) -> Inputs:
                               "`differland infer` again to finish it")
     cfg = from_dict(json.loads(attrs["config_json"]))
     src = store if store is not None else Location(attrs["source_store"], target.options)
-    pstore = PixelStore(src.url, src.options)
+    pstore = PixelStore(src)
     if (pstore.n_pixels, pstore.n_time) != (int(attrs["n_pixels"]), int(attrs["n_time"])):
         raise DifferlandError(f"{src.url} has {pstore.n_pixels} pixels x {pstore.n_time} steps, "
                               f"the output {attrs['n_pixels']} x {attrs['n_time']}: not its input store")

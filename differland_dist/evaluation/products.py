@@ -115,7 +115,7 @@ def write_products(loc: Location, ds: xr.Dataset) -> None:
         loc.clear_owned(PRODUCTS_KIND)
     loc.claim(PRODUCTS_KIND, ["zarr.json", *(str(n) for n in ds.variables)])
     with quiet_zarr():
-        ds.to_zarr(zarr_store(loc.url, loc.options, read_only=False), mode="a", zarr_format=3,
+        ds.to_zarr(zarr_store(loc, read_only=False), mode="a", zarr_format=3,
                    consolidated=True)
 
 

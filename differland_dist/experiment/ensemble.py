@@ -182,7 +182,7 @@ def write_ensemble(out: str | Location, store: PixelStore,
     out.claim(ENSEMBLE_KIND, ["zarr.json", "predictor_set", "quantile", "time", "pixel_lat",
                               "pixel_lon", "row", "col", "split", "members", *lay.companions,
                               *lay.var_names(), "lat", "lon"])
-    zs = zarr_store(out.url, out.options, read_only=False)
+    zs = zarr_store(out, read_only=False)
     fattrs = dict(lay.first.attrs)
     xr.Dataset(coords=_coords(lay, store, groups), attrs={
         "title": "DifferLand experiment ensemble", "Conventions": "CF-1.8",

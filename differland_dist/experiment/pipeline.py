@@ -174,7 +174,7 @@ def run_experiment(grid: GridConfig, out: str | Location, *, resume: bool = Fals
     root = as_location(out, data.options)
     if not data.url:
         raise DifferlandError("base config: data.url is empty (set it, or --set base.data.url=URL)")
-    store = open_store(data.url, data.options, validate=True)  # a bad store fails before Ray
+    store = open_store(data, validate=True)  # a bad store fails before Ray
     prepare_dir(grid, root, resume or not train)
     with Lease(root, owner="experiment", force=force):
         run = (train_members(grid, root, address=address, progress_every_s=progress_every_s,
@@ -293,7 +293,7 @@ def ensemble_maps(ensemble: Location, params=DEFAULT_MAP_PARAMS) -> dict[str, by
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    g = zarr.open_group(zarr_store(ensemble.url, ensemble.options), mode="r", zarr_format=3)
+    g = zarr.open_group(zarr_store(ensemble), mode="r", zarr_format=3)
     if "lat" not in g:
         return {}
     sets = [str(s) for s in g["predictor_set"][:]]

@@ -37,6 +37,7 @@ import zarr
 from differland_dist.data import schema
 from differland_dist.data.rows import RowReader
 from differland_dist.data.store import PixelStore, zarr_store
+from differland_dist.storage.location import Location
 from differland_dist.evaluation.streams import SPLITS, comparable, model_side, rules
 from differland_dist.storage.location import Location, as_location
 
@@ -116,8 +117,8 @@ def score_members(store: PixelStore, outputs: Sequence[str | Location],
       products: stream -> observation product (the config's ``data.products``).
       warm_up: steps left out at the start (the config's ``loss.warm_up``).
     """
-    groups = [zarr.open_group(zarr_store(o.url, o.options), mode="r", zarr_format=3)
-              for o in map(as_location, outputs)]
+    groups = [zarr.open_group(zarr_store(as_location(o)), mode="r", zarr_format=3)
+              for o in outputs]
     have_series = set.intersection(*(set(dict(g.attrs).get("series", [])) for g in groups))
     have_vars = set(store.array_names)
     out: dict[str, Any] = {}

@@ -59,7 +59,7 @@ def open_source(location: Location | str) -> tuple[xr.Dataset, str]:
     url = location.url
     try:
         with quiet_zarr():
-            ds = xr.open_zarr(zarr_store(url, location.options), zarr_format=3, consolidated=True)
+            ds = xr.open_zarr(zarr_store(Location(url, location.options)), zarr_format=3, consolidated=True)
     except (FileNotFoundError, KeyError, ValueError) as e:
         raise DifferlandError(f"{url}: cannot open as a zarr output store ({e})") from None
     if "differland_output_version" in ds.attrs:

@@ -37,8 +37,7 @@ def open_output_dataset(location: Location | str) -> xr.Dataset:
     """The output as a lazy Dataset (times decoded), without the bookkeeping arrays."""
     location = as_location(location)
     with quiet_zarr():
-        ds = xr.open_zarr(zarr_store(location.url, location.options), zarr_format=3,
-                          consolidated=True)
+        ds = xr.open_zarr(zarr_store(location), zarr_format=3, consolidated=True)
     return ds.drop_vars([DONE, WRITTEN_AT], errors="ignore")
 
 

@@ -195,7 +195,7 @@ def create_output(location: Location | str, store: PixelStore, series: Sequence[
     location.claim(OUTPUT_KIND, [
         ROOT_META, DONE, WRITTEN_AT, *(str(n) for n in coords.variables), *series,
         *(param_var(n) for n in PARAM_NAMES), *(map_var(n) for n in PARAM_NAMES if grid is not None)])
-    zs = zarr_store(location.url, location.options, read_only=False)
+    zs = zarr_store(location, read_only=False)
     with quiet_zarr():
         # "a" into the folder that holds only our marker; "w" would first clear the folder, our ownership marker included
         coords.to_zarr(
@@ -251,7 +251,7 @@ def read_attrs(location: Location | str) -> dict[str, Any] | None:
 def open_output(location: Location | str, mode: str = "r") -> zarr.Group:
     """The output's zarr group (consolidated metadata)."""
     location = as_location(location)
-    zs = zarr_store(location.url, location.options, read_only=(mode == "r"))
+    zs = zarr_store(location, read_only=(mode == "r"))
     with quiet_zarr():
         return zarr.open_group(zs, mode=mode, zarr_format=3, use_consolidated=True)
 

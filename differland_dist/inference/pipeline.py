@@ -285,7 +285,7 @@ def open_inputs(checkpoint: Location | str, store: Location | str | None) -> Inp
         if not url:
             raise DifferlandError("no store: pass --store (the checkpoint's config has no data.url)")
         store = Location(url, ckpt.options or dict(cfg.data.storage_options))
-    pixels = PixelStore(store.url, store.options)
+    pixels = PixelStore(store)
     if not pixels.attrs.get("complete", False):
         raise DifferlandError(f"{store.url}: the store is not complete (attrs.complete is not true)")
     names = predictor_names(cfg.data.predictors)

@@ -49,7 +49,7 @@ class ChunkWorker:
         cfg = self.trained.config
         self.names = predictor_names(cfg.data.predictors)
         self.series = tuple(job["series"])
-        self.store = PixelStore(job["store"], job.get("store_storage_options"))
+        self.store = PixelStore(Location(job["store"], job.get("store_storage_options")))
         self.writer = ChunkWriter(Location(job["out"], job.get("out_storage_options")))
         self.size = int(job["task_pixels"])
         need = input_variables(self.store.array_names, self.names)

@@ -23,6 +23,7 @@ import xarray as xr
 import zarr
 
 from differland_dist.data.store import PixelStore, quiet_zarr, zarr_store
+from differland_dist.storage.location import Location
 from differland_dist.data.validate import check_store
 from differland_dist.errors import DifferlandError
 from differland_dist.storage.location import Location, as_location
@@ -44,14 +45,14 @@ def open_store(where: str | Location, *, validate: bool = False) -> xr.Dataset:
     """
     loc = as_location(where)
     url = loc.url
-    store = PixelStore(url, loc.options)
+    store = PixelStore(loc)
     if not store.attrs.get("complete", False):
         raise DifferlandError(f"{url}: the store is not complete (attrs.complete is not true): "
                               "its writer was interrupted; write it again")
     if validate:
         check_store(store)
     with quiet_zarr():
-        ds = xr.open_dataset(zarr_store(url, loc.options), engine="zarr", chunks=None,
+        ds = xr.open_dataset(zarr_store(loc), engine="zarr", chunks=None,
                              zarr_format=3, decode_timedelta=False,
                              consolidated="consolidated_metadata" in store.root_meta)
     ds = ds.rename({k: f"pixel_{k}" for k in ("lat", "lon") if k in ds.variables})
@@ -113,13 +114,13 @@ def open_ensemble(experiment_dir: str | Location) -> xr.Dataset:
     root = as_location(experiment_dir)
     ens = root.join(ENSEMBLE)
     try:
-        group = zarr.open_group(zarr_store(ens.url, ens.options), mode="r", zarr_format=3)
+        group = zarr.open_group(zarr_store(ens), mode="r", zarr_format=3)
     except FileNotFoundError:
         raise DifferlandError(f"{root.url}: no {ENSEMBLE}; run `differland experiment` "
                               "(or --ensemble-only after training)") from None
     if not group.attrs.get("complete"):
         raise DifferlandError(f"{ens.url}: not complete; rerun `differland experiment --resume`")
-    ds = xr.open_zarr(zarr_store(ens.url, ens.options), consolidated=True, zarr_format=3)
+    ds = xr.open_zarr(zarr_store(ens), consolidated=True, zarr_format=3)
     ds = ds.set_coords([c for c in _PIXEL_COORDS if c in ds.data_vars])
     return _with_pixel_index(ds)
 

@@ -34,6 +34,7 @@ import yaml
 from differland_dist.config import read_yaml
 from differland_dist.data import schema
 from differland_dist.errors import ConfigError, DifferlandError
+from differland_dist.synthetic.fields import RNG_TRUTH
 from differland_dist.vocabulary.parameters import (
     PARAM_NAMES, PARAMETERS, PHENOLOGY_PARAMETERS, POOLS, PROCESS_PARAMETERS, all_bounds,
     to_unbounded)
@@ -52,9 +53,9 @@ FEATURE_SCALING = {
 #: The truth's 40 parameters: the parameter table's names and units (network-head order).
 PARAM_NAMES_ALL = PARAM_NAMES
 PARAM_UNITS_ALL = tuple(b.units for b in PARAMETERS)
-#: The synthetic Earth's random-stream purpose of the truth (synthetic/earth.py numbers its
+#: The synthetic Earth's random-stream purpose of the truth (synthetic/fields.py numbers its
 #: streams; never change: it changes every store).
-TRUTH_STREAM = 4
+TRUTH_STREAM = RNG_TRUTH
 #: The stream :func:`random_structured_design` draws designs from (not used by the Earth).
 DESIGN_STREAM = 100
 

@@ -50,11 +50,12 @@ def run(args) -> int:
     # imported here: after JAX_PLATFORMS is set above, and to keep `differland --help` light
     from differland_dist.config import check_against_store, load_config, resolve_epochs
     from differland_dist.data.store import open_store, parse_storage_options
+    from differland_dist.storage.location import Location
 
     overrides = list(args.overrides) + ([f"ray.address={args.address}"] if args.address else [])
     cfg = load_config(args.config, overrides)
     if args.dry_run:
-        store = open_store(cfg.data.url, dict(cfg.data.storage_options), validate=True)
+        store = open_store(Location(cfg.data.url, dict(cfg.data.storage_options)), validate=True)
         check_against_store(cfg, store.n_time, store.steps_per_year)
         split = splits.of_data(store, cfg.data)
         if args.json:

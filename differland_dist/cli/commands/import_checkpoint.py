@@ -64,7 +64,7 @@ def _hemisphere_from_store(store_loc: Location, run: int | None) -> tuple[float,
     from differland_dist.data.store import open_store
     from differland_dist.network.standardize import hemisphere_feature
 
-    store = open_store(store_loc.url, store_loc.options, validate=False)
+    store = open_store(store_loc, validate=False)
     part = store.run_split(run) if (run is not None and store.run_table is not None) else store.patch_split
     codes = splits.pixel_codes(store.patch, part)
     lat = np.asarray(store.array("lat")[:], np.float32)[codes == splits.TRAIN]

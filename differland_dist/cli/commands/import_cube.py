@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     from differland_dist.data.importers.cube import cube_to_store
 
     return store_import.write_store(
-        args, lambda out: cube_to_store(args.mapping, out.url, out.options, overwrite=args.overwrite),
+        args, lambda out: cube_to_store(args.mapping, out, overwrite=args.overwrite),
         lambda ds: {"pixels": int(ds.sizes["pixel"]), "patches": int(ds["patch"].values.max()) + 1,
                     "time": int(ds.sizes["time"])},
         lambda f: f"{f['pixels']} land pixels in {f['patches']} patches, {f['time']} months")

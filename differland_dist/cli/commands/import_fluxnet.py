@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
 
     return store_import.write_store(
         args, lambda out: fluxnet_csv_to_store(
-            args.sites, out.url, out.options, overwrite=args.overwrite, monthly=args.monthly,
+            args.sites, out, overwrite=args.overwrite, monthly=args.monthly,
             test_sites=args.test_sites, dev_sites=args.dev_sites, only=args.only,
             min_valid_fraction=args.min_valid_fraction, weights_from_unc=args.weights_from_unc,
             min_qc=args.min_qc),

@@ -11,6 +11,7 @@ from differland_dist.cli import flags
 from differland_dist.data.importers import netcdf as nc
 from differland_dist.data.importers.netcdf import Inputs, netcdf_to_store
 from differland_dist.data.store import parse_storage_options
+from differland_dist.storage.location import Location
 
 NAME = "import-netcdf"
 HELP = "import the paper's gridded global driver (DifferLand_Global layout) as a pixel store"
@@ -73,11 +74,11 @@ def run(args: argparse.Namespace) -> int:
     inputs = Inputs.in_dir(args.data_dir, driver=args.driver, co2=args.co2, valid=args.valid,
                            run_index=args.run_index, bulk=args.bulk_mask)
     summary = netcdf_to_store(
-        inputs, args.out, run=args.run, predictor_sets=flags.split_list(args.predictor_sets),
+        inputs, Location(args.out, parse_storage_options(args.storage_options)), run=args.run, predictor_sets=flags.split_list(args.predictor_sets),
         n_time=args.n_time, max_patch_size=args.max_patch_size,
         train_fraction=args.train_fraction, skip_products=flags.split_list(args.skip_products),
         scratch_dir=args.scratch, memory_limit_bytes=int(args.memory_limit_gb * (1 << 30)),
-        storage_options=parse_storage_options(args.storage_options), overwrite=args.overwrite)
+        overwrite=args.overwrite)
     if args.json:
         print(json.dumps({"out": args.out, **summary, "seconds": time.perf_counter() - t0},
                          default=str))

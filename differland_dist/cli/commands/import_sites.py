@@ -47,8 +47,8 @@ def run(args: argparse.Namespace) -> int:
 
     return store_import.write_store(
         args, lambda out: sites_to_store(
-            args.sites, out.url, monthly=args.monthly, test_sites=args.test_sites,
+            args.sites, out, monthly=args.monthly, test_sites=args.test_sites,
             dev_sites=args.dev_sites, only=args.only, min_valid_fraction=args.min_valid_fraction,
-            weights_from_unc=args.weights_from_unc, storage_options=out.options,
+            weights_from_unc=args.weights_from_unc,
             overwrite=args.overwrite),
         summary, line)

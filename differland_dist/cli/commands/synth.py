@@ -10,6 +10,7 @@ import time
 from differland_dist import synthetic as synth
 from differland_dist.cli import flags
 from differland_dist.data.store import parse_storage_options
+from differland_dist.storage.location import Location
 
 NAME = "synth"
 HELP = "write the synthetic Earth (known true parameters) as a pixel store"
@@ -57,11 +58,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     ds = synth.synth_to_store(
-        args.out, resolution=args.resolution, start=args.start, years=args.years,
+        Location(args.out, parse_storage_options(args.storage_options)), resolution=args.resolution, start=args.start, years=args.years,
         seed=args.seed, test_fraction=args.test_fraction, dev_fraction=args.dev_fraction,
         max_patch_size=args.max_patch_size, truth=args.truth,
-        pft_climate_coupling=args.pft_climate_coupling,
-        storage_options=parse_storage_options(args.storage_options), overwrite=args.overwrite)
+        pft_climate_coupling=args.pft_climate_coupling, overwrite=args.overwrite)
     split = ds["split"].values
     n_dev, n_test = int((split == 1).sum()), int((split == 2).sum())
     if args.json:

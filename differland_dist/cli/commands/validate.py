@@ -9,6 +9,7 @@ import logging
 from differland_dist.cli import flags
 from differland_dist.data.store import PixelStore, parse_storage_options
 from differland_dist.data.validate import summary, validate_store
+from differland_dist.storage.location import Location
 
 NAME = "validate"
 HELP = "check a pixel store: presence, dims, dtypes, units, ranges, gaps, missing or corrupt chunks"
@@ -28,11 +29,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    opts = parse_storage_options(args.storage_options)
-    problems = validate_store(args.url, opts)
+    where = Location(args.url, parse_storage_options(args.storage_options))
+    problems = validate_store(where)
     if args.json:
         print(json.dumps({"url": args.url, "valid": not problems, "problems": problems,
-                          "summary": None if problems else summary(PixelStore(args.url, opts))},
+                          "summary": None if problems else summary(PixelStore(where))},
                          default=str))
         return 1 if problems else 0
     if problems:
@@ -40,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
         for p in problems:
             print(f"  - {p}")
         return 1
-    info = summary(PixelStore(args.url, opts))
+    info = summary(PixelStore(where))
     print(f"{args.url}: valid")
     for key, value in info.items():
         print(f"  {key}: {json.dumps(value) if isinstance(value, (dict, list)) else value}")

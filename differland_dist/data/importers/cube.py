@@ -35,6 +35,8 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
+
 import numpy as np
 import xarray as xr
 import yaml
@@ -43,6 +45,7 @@ from differland_dist.data import schema, splits
 from differland_dist.data.importers import base_attrs, obs_variables, schema_var
 from differland_dist.data.importers.units_cf import conversion
 from differland_dist.data.store import check_target, write_store
+from differland_dist.storage.location import Location
 from differland_dist.errors import DataValidationError, DifferlandError
 from differland_dist.data.tiling import monthly_axis, patch_tile
 
@@ -222,16 +225,10 @@ def load_mapping(path: str | os.PathLike) -> dict:
     return m
 
 
-def import_cube(mapping_path: str | os.PathLike) -> xr.Dataset:
-    """Build the store Dataset described by the mapping file (see the module doc)."""
-    where = str(mapping_path)
-    m = load_mapping(mapping_path)
-    grid = target_grid(_need(m, "grid", where), where)
-    tspec = _need(m, "time", where)
-    axis = monthly_axis(int(_need(tspec, "start_year", f"{where}: time")),
-                        int(_need(tspec, "years", f"{where}: time")))
-    months = (np.datetime64("2001-01-01") + np.floor(axis["time"]).astype("timedelta64[D]")
-              ).astype("datetime64[M]")
+def _checked_mapping(m: dict, where: str) -> tuple[str, dict, dict]:
+    """(regridding method, store variable -> source entry, product -> source entry) of a
+    mapping, checked: required variables present, every name a store forcing, predictor or
+    stream."""
     method = m.get("method", "mean")
     if method not in METHODS:
         raise DifferlandError(f"{where}: method {method!r}; expected one of {', '.join(METHODS)}")
@@ -251,12 +248,11 @@ def import_cube(mapping_path: str | os.PathLike) -> xr.Dataset:
         if stream not in schema.STREAM_INDEX:
             raise DifferlandError(f"{where}: observation {product!r}: stream {stream!r} unknown "
                                   f"(streams: {', '.join(schema.STREAM_NAMES)})")
-    reader = _Reader(Path(mapping_path).parent, grid, months, method, where)
-    fields = {n: reader.read(n, e, schema.VARS[n].units, schema.VARS[n].dims == schema.PT)
-              for n, e in variables.items()}
-    co2 = reader.read("co2", _need(m, "co2", where), "ppm", True)
-    if co2.ndim > 1:
-        co2 = np.nanmean(co2.reshape(co2.shape[0], -1), axis=1)
+    return method, variables, obs_spec
+
+
+def _land_cells(fields: dict[str, np.ndarray], grid: Grid, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, cols) of the cells where every forcing and required predictor is finite."""
     land = np.ones(grid.lat.shape + grid.lon.shape, bool)
     for n in (*PIXEL_FORCING, *REQUIRED_PREDICTORS):
         x = fields[n]
@@ -265,26 +261,13 @@ def import_cube(mapping_path: str | os.PathLike) -> xr.Dataset:
     if rows.size == 0:
         raise DataValidationError(["no cell of the grid has every forcing and required predictor "
                                    "finite"], source=where)
-    mps = int(m.get("max_patch_size", 64))
-    order, patch = _tiles(rows, cols, grid.lon.size, grid.resolution, mps)
-    rows, cols = rows[order], cols[order]
-    sp = m.get("split") or {}
-    n_patches = int(patch.max()) + 1
-    codes = splits.assign(n_patches, float(sp.get("dev_fraction", 0.1)),
-                          float(sp.get("test_fraction", 0.1)),
-                          np.random.default_rng(int(sp.get("seed", 0))))
-    P = rows.size
+    return rows, cols
 
-    def at_pixels(x: np.ndarray) -> np.ndarray:
-        return x[..., rows, cols].T if x.ndim == 3 else x[rows, cols]
 
-    data: dict[str, xr.Variable] = {
-        "patch": schema_var("patch", patch), "split": schema_var("split", codes[patch]),
-        "doy": schema_var("doy", axis["doy"]), "delta_t": schema_var("delta_t", axis["delta_t"]),
-        "co2": schema_var("co2", co2),
-    }
-    for n, x in fields.items():
-        data[n] = schema_var(n, at_pixels(x), source=f"import-cube ({method})")
+def _observation_variables(reader: _Reader, obs_spec: dict,
+                           at_pixels: Callable[[np.ndarray], np.ndarray]) -> dict[str, xr.Variable]:
+    """Every mapped product at the land pixels, weighted 1 (or 1/unc^2 normalised)."""
+    data = {}
     for product, e in obs_spec.items():
         stream = e.get("stream", product)
         st = schema.STREAMS[schema.STREAM_INDEX[stream]]
@@ -301,6 +284,44 @@ def import_cube(mapping_path: str | os.PathLike) -> xr.Dataset:
             wdesc = "1 where observed, 0 at gaps"
         data.update(obs_variables(product, stream, value, w, f"{product} ({e.get('file')}: "
                                   f"{e.get('variable')})", weights=wdesc))
+    return data
+
+
+def import_cube(mapping_path: str | os.PathLike) -> xr.Dataset:
+    """Build the store Dataset described by the mapping file (see the module doc)."""
+    where = str(mapping_path)
+    m = load_mapping(mapping_path)
+    grid = target_grid(_need(m, "grid", where), where)
+    tspec = _need(m, "time", where)
+    axis = monthly_axis(int(_need(tspec, "start_year", f"{where}: time")),
+                        int(_need(tspec, "years", f"{where}: time")))
+    months = (np.datetime64("2001-01-01") + np.floor(axis["time"]).astype("timedelta64[D]")
+              ).astype("datetime64[M]")
+    method, variables, obs_spec = _checked_mapping(m, where)
+    reader = _Reader(Path(mapping_path).parent, grid, months, method, where)
+    fields = {n: reader.read(n, e, schema.VARS[n].units, schema.VARS[n].dims == schema.PT)
+              for n, e in variables.items()}
+    co2 = reader.read("co2", _need(m, "co2", where), "ppm", True)
+    if co2.ndim > 1:
+        co2 = np.nanmean(co2.reshape(co2.shape[0], -1), axis=1)
+    rows, cols = _land_cells(fields, grid, where)
+    order, patch = _tiles(rows, cols, grid.lon.size, grid.resolution, int(m.get("max_patch_size", 64)))
+    rows, cols = rows[order], cols[order]
+    sp = m.get("split") or {}
+    n_patches = int(patch.max()) + 1
+    codes = splits.assign(n_patches, float(sp.get("dev_fraction", 0.1)),
+                          float(sp.get("test_fraction", 0.1)),
+                          np.random.default_rng(int(sp.get("seed", 0))))
+
+    def at_pixels(x: np.ndarray) -> np.ndarray:
+        return x[..., rows, cols].T if x.ndim == 3 else x[rows, cols]
+
+    data: dict[str, xr.Variable] = {
+        "patch": schema_var("patch", patch), "split": schema_var("split", codes[patch]),
+        "doy": schema_var("doy", axis["doy"]), "delta_t": schema_var("delta_t", axis["delta_t"]),
+        "co2": schema_var("co2", co2),
+        **{n: schema_var(n, at_pixels(x), source=f"import-cube ({method})") for n, x in fields.items()},
+        **_observation_variables(reader, obs_spec, at_pixels)}
     coords = {
         "time": schema_var("time", axis["time"]),
         "lat": schema_var("lat", grid.lat[rows]), "lon": schema_var("lon", grid.lon[cols]),
@@ -312,16 +333,16 @@ def import_cube(mapping_path: str | os.PathLike) -> xr.Dataset:
         grid_resolution_deg=grid.resolution, grid_shape=[int(grid.lat.size), int(grid.lon.size)],
         regrid_method=method, mapping_file=Path(mapping_path).name, source_variables=reader.sources,
         **{splits.CONVENTION_ATTR: splits.CONVENTION})
-    log.info("import-cube: %d land pixels in %d patches, %d months", P, n_patches, len(months))
+    log.info("import-cube: %d land pixels in %d patches, %d months", rows.size, n_patches, len(months))
     return xr.Dataset(data, coords=coords, attrs=attrs)
 
 
-def cube_to_store(mapping_path: str | os.PathLike, url: str, storage_options: dict | None = None,
+def cube_to_store(mapping_path: str | os.PathLike, where: Location | str,
                   overwrite: bool = False) -> xr.Dataset:
-    """Import and write the store at ``url`` (validated by ``write_store``; complete flag last).
-    The target is checked before any source is read."""
-    check_target(url, storage_options, overwrite)
+    """Import and write the store at ``where`` (validated by ``write_store``; complete flag
+    last). The target is checked before any source is read."""
+    check_target(where, overwrite=overwrite)
     ds = import_cube(mapping_path)
-    write_store(ds, url, storage_options=storage_options, overwrite=overwrite)
+    write_store(ds, where, overwrite=overwrite)
     return ds
 

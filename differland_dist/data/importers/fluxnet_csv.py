@@ -1,6 +1,6 @@
 """Import FLUXNET2015 / ONEFlux FULLSET site CSVs as a site store (``differland
 import-fluxnet``), through the same store builder as the site netCDFs
-(:func:`differland_dist.data.importers.sites.sites_dataset`).
+(:func:`differland_dist.data.importers.site_store.sites_dataset`).
 
 Input: a directory with ``site_coords.csv`` (the site table of :mod:`.sites`: lat, lon, IGBP,
 MAT, MAP, ELEV) and per site one ``FLX_<SITE_ID>_FLUXNET2015_FULLSET_DD_<years>_<v>.csv``
@@ -50,10 +50,12 @@ import pandas as pd
 import xarray as xr
 
 from differland_dist.data import schema
+from differland_dist.data.importers.site_series import COORDS_FILE, REF_DAY, Series, Site
+from differland_dist.data.importers.site_store import sites_dataset
 from differland_dist.data.importers.sites import (
-    COORDS_FILE, Series, Site, check_held_out, check_min_valid_fraction, read_site_table,
-    sites_dataset)
+    check_held_out, check_min_valid_fraction, chosen_rows, load_every_site, read_site_table)
 from differland_dist.data.store import check_target, write_store
+from differland_dist.storage.location import Location
 from differland_dist.errors import DataValidationError, DifferlandError
 
 log = logging.getLogger(__name__)
@@ -79,7 +81,6 @@ OBS_VARS: dict[str, tuple[str, str, str, str]] = {
             "tower net ecosystem exchange NEE_VUT_REF (FLUXNET2015 FULLSET), positive = source; "
             "stands for NBE (= NEE without fire) of the site's one-pixel patch"),
 }
-_REF = np.datetime64("2001-01-01", "D")
 
 
 def find_file(sites_dir: Path, site_id: str) -> tuple[Path, str]:
@@ -117,7 +118,7 @@ def _daily(df: pd.DataFrame, res: str, path: Path) -> tuple[np.ndarray, dict[str
 
 def load_csv_site(path: Path, res: str, site: Site, min_qc: float = 0.5,
                   need_unc: bool = False) -> Series:
-    """One site's daily :class:`~.sites.Series` from its FULLSET CSV (see the module doc).
+    """One site's daily :class:`~.site_series.Series` from its FULLSET CSV (see the module doc).
     Raises DataValidationError listing missing columns, gaps in forcing, bad dates or ranges."""
     try:
         df = pd.read_csv(path, na_values=[MISSING, str(int(MISSING))])
@@ -174,7 +175,7 @@ def load_csv_site(path: Path, res: str, site: Site, min_qc: float = 0.5,
     unc = {"nbe": c["NEE_VUT_REF_JOINTUNC"]} if need_unc else {}
     start = days
     doy = (days - days.astype("datetime64[Y]").astype("datetime64[D]")).astype(np.float64) + 1.0
-    return Series(site=site, path=path, days=(days - _REF).astype(np.float64), doy=doy,
+    return Series(site=site, path=path, days=(days - REF_DAY).astype(np.float64), doy=doy,
                   delta_t=np.ones(days.size), start=start, forcing=forcing, obs=obs, unc=unc)
 
 
@@ -188,34 +189,27 @@ def import_fluxnet_csv(sites_dir: str | os.PathLike, monthly: bool = False,
     needs)."""
     check_min_valid_fraction(min_valid_fraction)
     d = Path(sites_dir)
-    sites = read_site_table(d / COORDS_FILE)
-    if only:
-        want = [s.strip() for s in (only.split(",") if isinstance(only, str) else only)]
-        unknown = [w for w in want if w not in {s.site_id for s in sites}]
-        if unknown:
-            raise DifferlandError(f"--only: {', '.join(unknown)} not in {d / COORDS_FILE}")
-        sites = [s for s in sites if s.site_id in want]
-    ids = [s.site_id for s in sites]
-    test, dev = check_held_out(ids, test_sites, dev_sites)
-    series, problems, files = [], [], [COORDS_FILE]
-    for site in sites:  # every file checked before anything is built
-        path, res = find_file(d, site.site_id)
-        files.append(path.name)
-        try:
-            series.append(load_csv_site(path, res, site, min_qc, need_unc=weights_from_unc))
-        except DataValidationError as e:
-            problems += [f"{path.name} (site {site.site_id}): {p}" for p in e.problems]
+    problems: list[str] = []
+    sites = chosen_rows(read_site_table(d / COORDS_FILE), only, problems)
     if problems:
         raise DataValidationError(problems, source=str(d))
+    ids = [s.site_id for s in sites]
+    test, dev = check_held_out(ids, test_sites, dev_sites)
+    found = {site.site_id: find_file(d, site.site_id) for site in sites}
+    files = [COORDS_FILE] + [path.name for path, _ in found.values()]
+    series = load_every_site(
+        [(site, found[site.site_id][0]) for site in sites],
+        lambda site, path: load_csv_site(path, found[site.site_id][1], site, min_qc,
+                                         need_unc=weights_from_unc), d)
     return sites_dataset(series, monthly=monthly, test=test, dev=dev,
                          min_valid_fraction=min_valid_fraction, weights_from_unc=weights_from_unc,
                          source="fluxnet2015_csv", obs_vars=OBS_VARS, source_files=files)
 
 
-def fluxnet_csv_to_store(sites_dir: str | os.PathLike, url: str, storage_options: dict | None = None,
+def fluxnet_csv_to_store(sites_dir: str | os.PathLike, where: Location | str,
                          overwrite: bool = False, **kw) -> xr.Dataset:
-    """Import and write the store (target checked first; complete flag last)."""
-    check_target(url, storage_options, overwrite)
+    """Import and write the store at ``where`` (target checked first; complete flag last)."""
+    check_target(where, overwrite=overwrite)
     ds = import_fluxnet_csv(sites_dir, **kw)
-    write_store(ds, url, storage_options=storage_options, overwrite=overwrite)
+    write_store(ds, where, overwrite=overwrite)
     return ds
