@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 
 from differland_dist.common import checks
-from differland_dist.vocabulary import streams as S
+from differland_dist.vocabulary import streams
 from differland_dist.errors import ConfigError, DifferlandError
 from differland_dist.vocabulary.aggregation import annual_means, annual_weights, patch_sum, sum_series
 from differland_dist.vocabulary.labels import Labels
@@ -42,12 +42,12 @@ from differland_dist.vocabulary.labels import Labels
 def _term_table() -> dict[str, tuple[str | None, float]]:
     """Term name -> (stream it reads, paper weight), from the stream table (read at call time,
     so a changed table changes the loss)."""
-    return {t.name: (st.name if st else None, t.weight) for st, t in S.terms()}
+    return {t.name: (st.name if st else None, t.weight) for st, t in streams.terms()}
 
 
 def _default_enabled() -> dict[str, bool]:
     """Every term on except a non-assimilated stream's main term (VOD, as in the paper)."""
-    return {t.name: st is None or t.name != st.name or st.assimilated for st, t in S.terms()}
+    return {t.name: st is None or t.name != st.name or st.assimilated for st, t in streams.terms()}
 
 
 #: Term name -> (stream it reads, paper weight), derived from ``differland_dist.vocabulary.streams``.
@@ -56,7 +56,7 @@ def _default_enabled() -> dict[str, bool]:
 TERMS: dict[str, tuple[str | None, float]] = _term_table()
 TERM_NAMES = tuple(TERMS)
 #: Terms that compare annual means of whole years after warm-up.
-ANNUAL_TERMS = tuple(t.name for _, t in S.terms() if t.aggregation == "annual")
+ANNUAL_TERMS = tuple(t.name for _, t in streams.terms() if t.aggregation == "annual")
 
 EDC_FLUXES = (
     "labile_production", "labile_release", "labile_fire_combust", "labile_fire_transfer",
@@ -123,7 +123,7 @@ class LossConfig:
 def required_series(cfg: LossConfig) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(per-step outputs, time-summed outputs) that a lean rollout must provide for ``cfg``."""
     need: list[str] = ["violation"]
-    for st, t in S.terms():
+    for st, t in streams.terms():
         if st is not None and cfg.enabled[t.name]:
             need += st.outputs
     sums: tuple[str, ...] = ()
@@ -192,7 +192,7 @@ def _edc(series, totals, initial_pools, eps, spy):
     return total  # (P,)
 
 
-def _stream_term(st: S.Stream, term: S.Term, series, labels, patch, valid, n_patches: int,
+def _stream_term(st: streams.Stream, term: streams.Term, series, labels, patch, valid, n_patches: int,
                  cfg: LossConfig, spy: int, patch_rows: int = 0):
     """One stream term, unweighted: dispatch on the term's aggregation and the stream's level."""
     wu = cfg.warm_up
@@ -238,14 +238,14 @@ def loss_terms(series: Mapping[str, jax.Array], totals: Mapping[str, jax.Array],
     on, W = cfg.enabled, cfg.weights
     spy = 12 if cfg.parity else cfg.steps_per_year
     out: dict[str, jax.Array] = {}
-    for st, term in S.terms():
+    for st, term in streams.terms():
         if st is not None and on[term.name]:
             out[term.name] = _stream_term(st, term, series, labels, patch, valid, n_patches,
                                           cfg, spy, patch_rows) * W[term.name]
     if on["violation"]:
         out["violation"] = jnp.sum(series["violation"] * valid[:, None]) * W["violation"]
     if on["edc"]:
-        _, gate_w = labels.stream(S.edc_gate().name)
+        _, gate_w = labels.stream(streams.edc_gate().name)
         edc = _edc(series, totals, initial_pools, cfg.epsilon, spy)
         out["edc"] = jnp.sum(edc * gate_w[:, 0] * valid) * W["edc"]
     return out

@@ -23,7 +23,7 @@ from typing import Any, Callable, Mapping, NamedTuple
 
 import numpy as np
 
-from differland_dist.vocabulary import streams as S
+from differland_dist.vocabulary import streams
 from differland_dist.errors import DataValidationError, DifferlandError
 
 
@@ -70,7 +70,7 @@ class Labels(NamedTuple):
 
         Where a value is not finite or its weight is not positive, both become 0.
         """
-        rows = S.label_order()  # the table as it is now (tests extend it)
+        rows = streams.label_order()  # the table as it is now (tests extend it)
         unknown = sorted(set(values) - {st.name for st in rows})
         if unknown:
             raise DifferlandError(f"labels: unknown stream(s) {unknown}; streams: "
@@ -93,7 +93,7 @@ class Labels(NamedTuple):
         """From the published layout: ``array`` (..., 2 * n_streams), per stream the value in
         column ``2 * Stream.label`` and the weight in the next (the golden files' ``labels``).
         Works on numpy and JAX arrays, also inside ``jax.jit``."""
-        rows = S.label_order()
+        rows = streams.label_order()
         n = np.shape(array)[-1] if np.ndim(array) else 0
         if np.ndim(array) < 1 or n != 2 * len(rows):
             raise DataValidationError([
@@ -105,7 +105,7 @@ class Labels(NamedTuple):
 
     def to_published(self):
         """(..., 2 * n_streams) in the published layout (``time_test`` is not part of it)."""
-        rows = S.label_order()
+        rows = streams.label_order()
         missing = [st.name for st in rows if st.name not in self.value]
         if missing:
             raise DifferlandError(f"labels: no stream(s) {missing} for the published layout")
