@@ -414,8 +414,8 @@ def test_killed_driver_resumes_to_identical_members(exp_store, finished_grid, tm
     r = subprocess.run(cmd + ["--resume", "--force"], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     for m in ("m000", "m001"):
-        a, _ = checkpoint.load(str(Path(ref) / "members" / "PFT+CLIM+SOIL+AGE" / m / "network.npz"))
-        b, _ = checkpoint.load(str(out / "members" / "PFT+CLIM+SOIL+AGE" / m / "network.npz"))
+        a, _ = checkpoint.load(Location(str(Path(ref) / "members" / "PFT+CLIM+SOIL+AGE" / m / "network.npz")))
+        b, _ = checkpoint.load(Location(str(out / "members" / "PFT+CLIM+SOIL+AGE" / m / "network.npz")))
         assert a.keys() == b.keys()
         for k in a:
             assert np.array_equal(a[k], b[k]), (m, k)

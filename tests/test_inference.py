@@ -19,6 +19,7 @@ from synth_fixtures import small_ds, small_store_url  # noqa: F401 - fixtures
 from differland_dist.errors import ConfigError, DifferlandError
 from differland_dist.inference import output as out_mod
 from differland_dist.inference.pipeline import InferenceOptions, run_inference
+from differland_dist.storage.location import Location
 
 PPT = 16  # pixels per task: 2 output chunks of 8 pixels (chunk_pixels=8, the store's chunk)
 #          -> 5 tasks over the 67 pixels (9 chunks)
@@ -90,7 +91,7 @@ def test_ray_pipeline_output(ray_output, small_ds, checkpoint):  # noqa: F811
     from differland_dist.model import simulate
     from differland_dist.model.parameters import OUTPUT_INDEX
     from differland_dist.network import apply_network, to_parameters
-    from differland_dist.runs import load_trained
+    from differland_dist.runs.trained import load_trained
 
     url, report = ray_output
     N, T = small_ds.sizes["pixel"], small_ds.sizes["time"]
@@ -115,7 +116,7 @@ def test_ray_pipeline_output(ray_output, small_ds, checkpoint):  # noqa: F811
     assert ds.param_tor_wood.attrs["units"] == "d-1"
 
     # direct computation from the in-memory synthetic Earth
-    tm = load_trained(checkpoint)
+    tm = load_trained(Location(checkpoint))
     names = predictor_names(tm.config.data.predictors)
     raw = np.stack([small_ds[n].values for n in names], axis=1)
     lat = small_ds["lat"].values

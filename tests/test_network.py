@@ -15,6 +15,7 @@ from differland_dist.network import (NetworkConfig, Standardizer, apply_network,
                                      network_from_arrays, to_parameters)
 from differland_dist.network.io import load_network
 from differland_dist.network.published import load_published_network
+from differland_dist.storage.location import Location
 
 
 def _check_params(net, g):
@@ -34,7 +35,7 @@ def test_import_published_pickle_cli(shared_dir, tmp_path, golden_monthly):
     r = subprocess.run([sys.executable, "-m", "differland_dist.cli.main", "import-checkpoint",
                         str(src), "--out", str(out)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    net, cfg, std = load_network(str(out))
+    net, cfg, std = load_network(Location(str(out)))
     assert cfg == NetworkConfig() and std is None
     _check_params(net, golden_monthly)
     # the file we wrote is not a pickle: numpy refuses to unpickle anything in it

@@ -51,7 +51,7 @@ from differland_dist.inference.pipeline import InferenceOptions, run_inference
 from differland_dist.storage.location import Location, join
 from differland_dist.model import calendar
 from differland_dist.model.parameters import all_bounds, to_bounded, to_unbounded
-from differland_dist.runs import resolve_checkpoint
+from differland_dist.runs.layout import resolve_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ def resolve_target(target: str, store: str | None, so: dict | None, out_so: dict
     if attrs is not None:
         return target, find_run_dir(attrs, so), False
     try:
-        resolve_checkpoint(target, so)
+        resolve_checkpoint(Location(target, so))
     except DifferlandError:
         raise DifferlandError(f"{target}: neither an inference output store nor a run directory "
                               "with a network or checkpoints") from None

@@ -30,7 +30,7 @@ from differland_dist.distributed.trainer import calibrate
 from differland_dist.distributed.worker import worker_env
 from differland_dist.experiment.grid import GridConfig, Member, member_config
 from differland_dist.storage.location import Location, join
-from differland_dist.runs import latest_checkpoint
+from differland_dist.runs.layout import latest_checkpoint
 from differland_dist.distributed.tracking import TensorBoardHook
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ def member_dir(out: str, member: Member) -> str:
 def next_action(run_dir: Location, steps: int) -> str:
     """"skip" (finished: its final network is there at ``steps``), "resume" (checkpoints) or
     "start" (nothing yet): a policy over the run directory alone."""
-    latest = latest_checkpoint(run_dir.url, run_dir.options)
+    latest = latest_checkpoint(run_dir)
     if latest is None:
         return "start"
     if run_dir.join("network.npz").exists():
@@ -270,8 +270,8 @@ def train_members(grid: GridConfig, out: str, *, out_storage_options: dict | Non
             # experiment's lease is held, so a member lease left by a killed driver is stale
             # and ours to take (a live one is still refused)
             try:
-                calibrate(cfg, member_dir(out, member), resume=True, hooks=hooks,
-                          out_storage_options=oso, placement_group=pg, force=True)
+                calibrate(cfg, Location(member_dir(out, member), oso), resume=True, hooks=hooks,
+                          placement_group=pg, force=True)
             finally:
                 for h in hooks[1:]:
                     h.close()

@@ -45,7 +45,7 @@ from differland_dist.storage.location import Location
 from differland_dist.network.mlp import network_to_arrays
 from differland_dist.common import progress as progress_log
 from differland_dist.common.process_env import jax_process_env
-from differland_dist.runs import load_trained
+from differland_dist.runs.trained import load_trained
 from differland_dist.storage.secrets import safe_config_dict
 
 log = logging.getLogger(__name__)
@@ -172,7 +172,7 @@ class ChunkWorker:
         import jax
 
         self.job = dict(job)
-        self.trained = load_trained(job["checkpoint"], job.get("checkpoint_storage_options"))
+        self.trained = load_trained(Location(job["checkpoint"], job.get("checkpoint_storage_options")))
         cfg = self.trained.config
         self.names = predictor_names(cfg.data.predictors)
         self.series = tuple(job["series"])
@@ -383,7 +383,7 @@ def run_inference(checkpoint: str, out: str, store: str | None = None, *,
     """
     t0 = time.perf_counter()
     ckpt_so = checkpoint_storage_options if checkpoint_storage_options is not None else storage_options
-    trained = load_trained(checkpoint, ckpt_so)
+    trained = load_trained(Location(checkpoint, ckpt_so))
     cfg = trained.config
     store_url = store or cfg.data.url
     if not store_url:

@@ -43,7 +43,8 @@ from differland_dist.model.parameters import PHENOLOGY_PARAMETERS, PROCESS_PARAM
 from differland_dist.model.rollout import rollout
 from differland_dist.model.structures import Forcing, Parameters
 from differland_dist.network.standardize import input_names
-from differland_dist.runs import load_trained
+from differland_dist.runs.trained import load_trained
+from differland_dist.storage.location import Location
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ class TrainedModel:
     """Checkpoint + config + standardisation of a trained (or imported) network.
 
     Attributes:
-      record: the :class:`differland_dist.runs.TrainedCheckpoint` it wraps (network, network
+      record: the :class:`differland_dist.runs.trained.TrainedCheckpoint` it wraps (network, network
         config, standardizer, config, step, source, checkpoint metadata).
     """
 
@@ -83,7 +84,7 @@ class TrainedModel:
     def from_checkpoint(cls, url: str, storage_options: dict | None = None) -> "TrainedModel":
         """Load a checkpoint ``.npz`` or a run directory (its final network, else its latest
         checkpoint), local or ``gs://`` / ``s3://`` with fsspec ``storage_options``."""
-        return cls(load_trained(url, storage_options))
+        return cls(load_trained(Location(url, storage_options)))
 
     # -- what it is -------------------------------------------------------------------------------
     @property

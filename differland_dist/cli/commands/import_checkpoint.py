@@ -7,6 +7,7 @@ trained-model checkpoint (network, standardisation, config) that ``differland in
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -14,6 +15,7 @@ import numpy as np
 from differland_dist.cli import flags
 from differland_dist.data import splits
 from differland_dist.errors import CheckpointError, ConfigError, DifferlandError
+from differland_dist.storage.checkpoint import CheckpointRecord
 from differland_dist.storage.location import Location
 
 NAME = "import-checkpoint"
@@ -112,7 +114,7 @@ def run(args) -> int:
         raise CheckpointError(f"{args.pickle}: embedding layer 0 takes {n_in} predictors, but "
                               f"--predictors {','.join(sets)} gives {len(names)}")
     cfg = infer_config(net)
-    extra = {"imported_from": str(args.pickle)}
+    record = CheckpointRecord(kind="network", predictor_sets=tuple(sets), imported_from=str(args.pickle))
     std = None
     if mean_df is not None:
         hemi = None
@@ -137,13 +139,13 @@ def run(args) -> int:
             full = from_dict(base)
         except ConfigError as e:
             raise ConfigError(f"{args.config or 'config'}: {e}") from None
-        extra.update({"kind": "training", "step": 0, "config": full.to_dict(),
-                      "standardisation": {"mean_csv": str(args.mean_csv), "std_csv": str(args.std_csv),
-                                          "row": int(row), "pft_units": args.csv_pft_units,
-                                          "hemisphere": ("store training pixels" if hemi is not None
-                                                         else HEMISPHERE_COLUMN)}})
-    save_network(args.out, net, cfg, predictor_sets=sets, standardizer=std, extra=extra,
-                 storage_options=so)
+        record = dataclasses.replace(
+            record, kind="training", step=0, config=full.to_dict(),
+            standardisation={"mean_csv": str(args.mean_csv), "std_csv": str(args.std_csv),
+                             "row": int(row), "pft_units": args.csv_pft_units,
+                             "hemisphere": ("store training pixels" if hemi is not None
+                                            else HEMISPHERE_COLUMN)})
+    save_network(Location(args.out, so), net, cfg, record=record, standardizer=std)
     what = (f"with CSV row {row} standardisation ({'train+dev' if args.train_and_dev else f'run {args.run}'})"
             if std is not None else "network only (no standardisation: give --mean-csv/--std-csv "
                                     "for infer/evaluate)")
