@@ -21,6 +21,7 @@ from storage_servers import gcs_emulator  # noqa: F401 - fixture
 
 from differland_dist.data import splits
 from differland_dist.errors import ConfigError
+from differland_dist.storage.location import Location
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = "/tmp/differland-test-jax-cache"

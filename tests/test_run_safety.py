@@ -429,3 +429,21 @@ def test_ray_address_auto_without_a_cluster_fails_fast(small_store_url, tmp_path
                                                         "answers at ")
     assert elapsed < 60, elapsed
     assert not (tmp_path / "run").exists()
+
+
+def test_run_killed_before_its_final_network_writes_it_on_resume(ray_local, small_store_url, tmp_path):
+    """A writer killed after the last checkpoint's latest.json but before network.npz: the
+    resumed run writes network.npz from that checkpoint (no step recomputed) and keeps its
+    metrics."""
+    from differland_dist.storage import checkpoint
+
+    run = tmp_path / "run"
+    _run(_cfg(small_store_url), run)
+    want = checkpoint.load(Location(str(run / "network.npz")))[0]
+    metrics = (run / "metrics.jsonl").read_text()
+    (run / "network.npz").unlink()
+    state, cal = _run(_cfg(small_store_url), run, resume=True)
+    assert state.step == 2 and cal.pool is None             # nothing recomputed, no workers
+    got = checkpoint.load(Location(str(run / "network.npz")))[0]
+    assert got.keys() == want.keys() and all(np.array_equal(got[k], want[k]) for k in want)
+    assert (run / "metrics.jsonl").read_text() == metrics

@@ -132,7 +132,8 @@ class Calibration:
         self.out = self.loc.url
         self.force = force
         self._lease: Lease | None = None
-        self.rundir = RunDir(self.loc, check=self._check_lease)
+        # every write checks the lease first (raises if it was lost)
+        self.rundir = RunDir(self.loc, check=lambda: self._lease is not None and self._lease.check())
         self.progress = progress
         self.hooks = hooks or []
         self.store = open_training_store(config, self.loc)
@@ -141,8 +142,7 @@ class Calibration:
         self.train_patches, self.dev_patches, self.time_split = training_patches(self.store, config)
         if len(self.train_patches) == 0:
             raise DifferlandError(f"{config.data.url}: no training patches (split == 0)")
-        self.T = self.store.n_time
-        check_against_store(config, self.T, self.store.steps_per_year)
+        check_against_store(config, self.store.n_time, self.store.steps_per_year)
         # a schedule in epochs becomes steps of this run (saved_config keeps the epochs)
         config = self.config = resolve_epochs(config, len(self.train_patches))
         # A cluster that is not there fails now, not after minutes of Ray retries.
@@ -181,16 +181,12 @@ class Calibration:
     def restarts(self) -> int:
         return 0 if self.pool is None else self.pool.restarts
 
-    def _check_lease(self):
-        if self._lease is not None:
-            self._lease.check()
-
     # -- workers ---------------------------------------------------------------------------
     def _call(self, method: str, jobs: dict[int, tuple], kwargs: dict[int, dict] | None = None):
         return self.pool.call(method, jobs, kwargs)
 
     def worker_pids(self) -> list[int]:
-        return [r["pid"] for r in self.pool.info()]
+        return [r["pid"] for r in self.worker_info()]
 
     def worker_info(self) -> list[dict]:
         """Per worker: pid, node id, host, cached patches and cache counters, devices."""
@@ -216,9 +212,14 @@ class Calibration:
         found = self.checkpoints.begin(self.resume)
         if found is not None:
             state, self.standardizer = self.checkpoints.restore(*found, self.tx.init(self.net0))
-            if state.step >= self.config.training.steps and self.rundir.final_exists():
-                # A finished run: a rerun is a no-op (no cluster, no recomputation).
-                self.rundir.load_metrics(state.step)
+            if state.step >= self.config.training.steps:
+                # A finished run: a rerun computes nothing (no cluster); a writer killed before
+                # network.npz (after latest.json) left it to be written from the checkpoint.
+                if self.rundir.final_exists():
+                    self.rundir.load_metrics(state.step)
+                else:
+                    self.rundir.reset_metrics(state.step)
+                    self.checkpoints.save(state, self.standardizer, final=True)
                 log.info("%s is complete at step %d: nothing to do", self.out, state.step)
                 return state
         t0 = time.perf_counter()
@@ -313,7 +314,8 @@ class Calibration:
         """``n`` steps in one call of the single worker (:func:`multistep.run_chunk`); the same
         records and non-finite policy as ``n`` calls of :meth:`_train_step`."""
         state, recs, bad = multistep.run_chunk(self._call, self._calls, state, n, self.config.training,
-                                               self.train_patches, self.sizes, self.T, self.standardizer)
+                                               self.train_patches, self.sizes, self.store.n_time,
+                                               self.standardizer)
         for rec in recs:
             self.rundir.append(rec)
         if bad is not None:
