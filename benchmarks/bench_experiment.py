@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from differland_dist.storage.location import Location
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,8 +71,8 @@ def main(argv=None):
     seq = [r["wall_s"] for r in rows if r["mode"] == "sequential"]
     same = True
     for m in range(a.members):
-        x, _ = checkpoint.load(str(Path(rows[0]["out"]) / "members" / "PFT+CLIM+SOIL+AGE" / f"m{m:03d}" / "network.npz"))
-        y, _ = checkpoint.load(str(Path(rows[1]["out"]) / "members" / "PFT+CLIM+SOIL+AGE" / f"m{m:03d}" / "network.npz"))
+        x, _ = checkpoint.load(Location(str(Path(rows[0]["out"]) / "members" / "PFT+CLIM+SOIL+AGE" / f"m{m:03d}" / "network.npz")))
+        y, _ = checkpoint.load(Location(str(Path(rows[1]["out"]) / "members" / "PFT+CLIM+SOIL+AGE" / f"m{m:03d}" / "network.npz")))
         same &= all(np.array_equal(x[k], y[k]) for k in x)
     res = {"machine": f"{platform.machine()} {ncpu} cores", "date": time.strftime("%Y-%m-%d"),
            "resolution": a.resolution, "years": a.years, "members": a.members, "steps": a.steps,

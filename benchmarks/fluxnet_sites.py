@@ -155,7 +155,7 @@ def time_split(a) -> None:
 def record(a, name: str, run: str, store: str, secs: float) -> None:
     """Score the time-split run ``run`` of variant ``name`` and merge it into ``a.out``."""
     from differland_dist.experiment.site_scores import median_scores, site_scores
-    from differland_dist.runs import load_trained
+    from differland_dist.runs.trained import load_trained
 
     overrides, opts, what = VARIANTS[name]
     extra = {"top1pct_weight_share": weight_concentration(store)} if opts.get("weights_from_unc") else {}
@@ -269,7 +269,7 @@ def cv_collect(a) -> None:
     from differland_dist.data.store import open_store
     from differland_dist.experiment.site_cv import cv_folds, parse_folds
     from differland_dist.experiment.site_scores import median_scores, site_scores
-    from differland_dist.runs import load_trained
+    from differland_dist.runs.trained import load_trained
 
     sets = {}
     for work in map(Path, a.cv_work):

@@ -22,6 +22,8 @@ from differland_dist.data.reader import PatchReader
 from differland_dist.data.splits import TRAIN
 from differland_dist.data.store import PixelStore
 from differland_dist.network.io import save_network
+from differland_dist.storage.checkpoint import CheckpointRecord
+from differland_dist.storage.location import Location
 from differland_dist.network.mlp import init_network
 from differland_dist.network.standardize import Standardizer, input_names, raw_inputs
 
@@ -49,7 +51,7 @@ def random_checkpoint(store_url: str, out_url: str, *, predictor_sets=("PFT", "C
     lat = np.asarray(store.array("lat")[:])[store.split == TRAIN]
     std = Standardizer.fit(input_names(names), raw_inputs(raw, lat))
     net = init_network(jax.random.PRNGKey(seed), len(names), cfg.network)
-    save_network(out_url, net, cfg.network, predictor_sets=cfg.data.predictors, standardizer=std,
-                 extra={"kind": "training", "step": int(step), "config": cfg.to_dict()},
-                 storage_options=storage_options)
+    record = CheckpointRecord(kind="training", predictor_sets=tuple(cfg.data.predictors), step=int(step),
+                              config=cfg.to_dict())
+    save_network(Location(out_url, storage_options), net, cfg.network, record=record, standardizer=std)
     return out_url

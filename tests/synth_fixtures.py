@@ -7,6 +7,7 @@ patches straddle chunk boundaries and the split has several patches on each side
 from __future__ import annotations
 
 import pytest
+from differland_dist.storage.location import Location
 
 SMALL = dict(resolution=15.0, years=2, seed=0, max_patch_size=8)
 
@@ -49,10 +50,10 @@ def quick_config(url: str, base: dict, **overrides):
     return load_config(None, [f"{k}={v}" for k, v in sets.items()])
 
 
-def run_calibration(cfg, out, **kw):
+def run_calibration(cfg, out, out_storage_options=None, **kw):
     from differland_dist.distributed.trainer import calibrate
 
-    return calibrate(cfg, str(out), **kw)
+    return calibrate(cfg, Location(str(out), out_storage_options), **kw)
 
 
 def write_cli_config(cfg, path) -> str:
@@ -79,7 +80,7 @@ def final_arrays(run_dir) -> dict:
     """Every array of a run's ``network.npz`` (network, standardisation, optimizer state)."""
     from differland_dist.storage import checkpoint
 
-    arrays, _ = checkpoint.load(f"{run_dir}/network.npz")
+    arrays, _ = checkpoint.load(Location(f"{run_dir}/network.npz"))
     return arrays
 
 

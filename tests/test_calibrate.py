@@ -10,6 +10,7 @@ from ray_session import ray_session
 
 from differland_dist.config import load_config
 from differland_dist.errors import ConfigError, DataValidationError, DifferlandError
+from differland_dist.storage.location import Location
 from differland_dist.vocabulary.dalec_io import FORCING_NAMES
 from storage_servers import gcs_emulator  # noqa: F401  (fixture)
 
@@ -40,10 +41,10 @@ def _cfg(url, **kw):
     return load_config(None, sets)
 
 
-def _run(cfg, out, **kw):
+def _run(cfg, out, out_storage_options=None, **kw):
     from differland_dist.distributed.trainer import calibrate
 
-    return calibrate(cfg, str(out), **kw)
+    return calibrate(cfg, Location(str(out), out_storage_options), **kw)
 
 
 @pytest.fixture(scope="module")
@@ -70,11 +71,11 @@ def test_run_directory_contents(reference):
                                                 "violation", "edc")), rel=1e-5)
     assert (out / "config.yaml").exists() and (out / "network.npz").exists()
     assert json.loads((out / "checkpoints/latest.json").read_text())["step"] == 4
-    from differland_dist.runs import load_trained
+    from differland_dist.runs.trained import load_trained
 
-    tm = load_trained(str(out))
+    tm = load_trained(Location(str(out)))
     assert tm.step == 4 and tm.config.training.seed == 7
-    assert tm.meta["data_fingerprint"] == cal.fingerprint
+    assert tm.record.data_fingerprint == cal.fingerprint
 
 
 @pytest.mark.parametrize("workers", [3])  # 1 and 4: tests/test_scaling.py
@@ -96,19 +97,19 @@ def test_aggregated_gradient_equals_single_process(reference, small_store):
     from differland_dist.data.reader import PatchReader
     from differland_dist.data.store import open_store
     from differland_dist.distributed.shard import Shard
-    from differland_dist.distributed.trainer import step_patches
+    from differland_dist.distributed.policy import step_patches
     from differland_dist.loss import network_loss
     from differland_dist.model.structures import Forcing
     from differland_dist.network import hemisphere_feature
 
     cfg = _cfg(small_store)
     cal = reference[1]
-    flat = np.asarray(cal._last_ckpt[1])  # the network at the end of the run
-    net = cal._unravel(jnp.asarray(flat))
+    flat = np.asarray(cal.checkpoints.last.flat)  # the network at the end of the run
+    net = cal.unravel(jnp.asarray(flat))
     patches = step_patches(cal.train_patches, 0, 5, 7)
     shard = Shard(cfg, patches)
     calls = [[p] for p in patches]  # training.patches_per_call=1
-    per_call = shard.compute(net, calls, cal.std_mean.astype(np.float32), cal.std_std.astype(np.float32))
+    per_call = shard.compute(net, calls, cal.standardizer.mean.astype(np.float32), cal.standardizer.std.astype(np.float32))
     assert [list(p) for p, _, _ in per_call] == calls
     agg = sum(g for _, _, g in per_call)
 
@@ -116,7 +117,7 @@ def test_aggregated_gradient_equals_single_process(reference, small_store):
     reader = PatchReader(store, predictor_names(cfg.data.predictors), cfg.data.products)
     b = reader.read(patches)
     raw = np.concatenate([hemisphere_feature(b.forcing[:, 0, FORCING_NAMES.index("lat")])[:, None], b.predictors], 1)
-    x = ((raw - cal.std_mean) / cal.std_std).astype(np.float32)
+    x = ((raw - cal.standardizer.mean) / cal.standardizer.std).astype(np.float32)
     local = {p: i for i, p in enumerate(patches)}
     pidx = jnp.asarray([local[int(p)] for p in b.patch], jnp.int32)
     loss_cfg = cfg.loss_for_store(store.steps_per_year)
@@ -201,7 +202,7 @@ def test_nonfinite_steps_are_not_applied_and_bounded(small_store, tmp_path, monk
         cfg = _cfg(small_store, **{"training.on_nonfinite": action, "training.max_nonfinite": 2})
         cal = tr.Calibration(cfg, str(tmp_path / action))
         net = init_network(jax.random.PRNGKey(0), 20, cfg.network)
-        flat, cal._unravel = ravel_pytree(net)
+        flat, cal.unravel = ravel_pytree(net)
         tx = make_optimizer(cfg.optimizer, 4)
         calls = {"n": 0}
 
@@ -213,13 +214,13 @@ def test_nonfinite_steps_are_not_applied_and_bounded(small_store, tmp_path, monk
 
         monkeypatch.setattr(cal, "_gather", fake_gather)
         state = tr.TrainState(np.asarray(flat), tx.init(net), 0)
-        cal._last_ckpt = (0, state.flat.copy(), state.opt_state, 1.0)
+        cal.checkpoints.start(state)
 
         @jax.jit
         def apply(f, g, o, s):
             import optax
-            n = cal._unravel(f)
-            u, o = tx.update(cal._unravel(g), o, n)
+            n = cal.unravel(f)
+            u, o = tx.update(cal.unravel(g), o, n)
             u = jax.tree.map(lambda x: x * s, u)
             return ravel_pytree(optax.apply_updates(n, u))[0], o
 
@@ -301,7 +302,7 @@ def test_run_directory_on_object_storage(ray_local, small_store, gcs_emulator):
     """RUN_DIR as a gs:// URL (the GCS emulator): checkpoints, metrics, config and resume."""
     import fsspec
 
-    from differland_dist.runs import load_trained
+    from differland_dist.runs.trained import load_trained
 
     url = f"gs://{gcs_emulator['bucket']}/runs/r1"
     so = gcs_emulator["storage_options"]
@@ -312,7 +313,7 @@ def test_run_directory_on_object_storage(ray_local, small_store, gcs_emulator):
     assert {"config.yaml", "metrics.jsonl", "network.npz", "latest.json",
             "step_00000001.npz", "step_00000002.npz"} <= names
     assert not any(".tmp-" in n for n in names)
-    tm = load_trained(url, so)
+    tm = load_trained(Location(url, so))
     assert tm.step == 2
     state2, _ = _run(_cfg(small_store, **{"training.steps": 3, "training.checkpoint_every": 1}), url,
                      resume=True, out_storage_options=so)
@@ -334,9 +335,9 @@ def test_keep_best_dev_selects_the_lowest_dev_loss_and_survives_resume(ray_local
            if m["split"] == "dev"]
     best_step, best_loss = min(dev, key=lambda r: r[1])
     assert best_step < 6  # at this learning rate the dev loss rises again: the last is not kept
-    net, meta = checkpoint.load(str(tmp_path / "a" / "network.npz"))
+    net, meta = checkpoint.load(Location(str(tmp_path / "a" / "network.npz")))
     assert meta["selected"] == {"by": "best_dev", "step": best_step, "dev_loss": best_loss}
-    at_best, _ = checkpoint.load(str(tmp_path / "a" / "checkpoints" / f"step_{best_step:08d}.npz"))
+    at_best, _ = checkpoint.load(Location(str(tmp_path / "a" / "checkpoints" / f"step_{best_step:08d}.npz")))
     for k in net:
         np.testing.assert_array_equal(net[k], at_best[k])
     # the experiment ranks the member by the kept network's dev loss
@@ -345,7 +346,7 @@ def test_keep_best_dev_selects_the_lowest_dev_loss_and_survives_resume(ray_local
     # interrupted after 3 steps, resumed to 6: the same selection
     _run(_cfg(small_store, **{**over, "training.steps": 3}), tmp_path / "b")
     _run(_cfg(small_store, **over), tmp_path / "b", resume=True)
-    net_b, meta_b = checkpoint.load(str(tmp_path / "b" / "network.npz"))
+    net_b, meta_b = checkpoint.load(Location(str(tmp_path / "b" / "network.npz")))
     assert meta_b["selected"] == meta["selected"]
     for k in net:
         np.testing.assert_array_equal(net[k], net_b[k])

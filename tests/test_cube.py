@@ -18,6 +18,7 @@ from differland_dist.errors import DifferlandError
 from differland_dist.inference import cmor
 from differland_dist.vocabulary.series import SERIES_BY_NAME
 from differland_dist.inference.cube import export_cube
+from differland_dist.storage.location import Location
 
 
 @pytest.fixture(scope="module")
@@ -139,9 +140,9 @@ def test_provenance_in_outputs_and_checkpoints(two_outputs, tmp_path):
     assert z.attrs["differland_version"] and "differland_git_commit" in z.attrs
     assert z.attrs["config_sha256"] == provenance.config_digest(z.attrs["config_json"])
     url = str(tmp_path / "c.npz")
-    checkpoint.save(url, {"w": np.zeros(2, np.float32)}, {"step": 3, "config": {"a": 1},
+    checkpoint.save(Location(url), {"w": np.zeros(2, np.float32)}, {"step": 3, "config": {"a": 1},
                                                           "differland_version": "old"})
-    _, meta = checkpoint.load(url)
+    _, meta = checkpoint.load(Location(url))
     assert meta["differland_version"] != "old"  # what wrote it, not a copied record
     assert meta["config_sha256"] == provenance.config_digest({"a": 1})
     assert provenance.config_digest({"b": 1, "a": 2}) == provenance.config_digest('{"a": 2, "b": 1}')

@@ -22,6 +22,7 @@ from storage_servers import gcs_emulator  # noqa: F401 - fixture
 
 from differland_dist.data import splits
 from differland_dist.errors import ConfigError
+from differland_dist.storage.location import Location
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = "/tmp/differland-test-jax-cache"
@@ -451,8 +452,8 @@ def test_killed_driver_resumes_to_identical_members(exp_store, finished_grid, tm
     r = subprocess.run(cmd + ["--resume", "--force"], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     for m in ("m000", "m001"):
-        a, _ = checkpoint.load(str(Path(ref) / "members" / "PFT+CLIM+SOIL+AGE" / m / "network.npz"))
-        b, _ = checkpoint.load(str(out / "members" / "PFT+CLIM+SOIL+AGE" / m / "network.npz"))
+        a, _ = checkpoint.load(Location(str(Path(ref) / "members" / "PFT+CLIM+SOIL+AGE" / m / "network.npz")))
+        b, _ = checkpoint.load(Location(str(out / "members" / "PFT+CLIM+SOIL+AGE" / m / "network.npz")))
         assert a.keys() == b.keys()
         for k in a:
             assert np.array_equal(a[k], b[k]), (m, k)

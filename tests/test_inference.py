@@ -85,7 +85,7 @@ def test_ray_pipeline_output(ray_output, small_ds, checkpoint):  # noqa: F811
     from differland_dist.model import simulate
     from differland_dist.vocabulary.dalec_io import OUTPUT_INDEX
     from differland_dist.network import apply_network, to_parameters
-    from differland_dist.runs import load_trained
+    from differland_dist.runs.trained import load_trained
 
     url, report = ray_output
     N, T = small_ds.sizes["pixel"], small_ds.sizes["time"]
@@ -110,7 +110,7 @@ def test_ray_pipeline_output(ray_output, small_ds, checkpoint):  # noqa: F811
     assert ds.param_tor_wood.attrs["units"] == "d-1"
 
     # direct computation from the in-memory synthetic Earth
-    tm = load_trained(checkpoint)
+    tm = load_trained(Location(checkpoint))
     names = predictor_names(tm.config.data.predictors)
     raw = np.stack([small_ds[n].values for n in names], axis=1)
     lat = small_ds["lat"].values

@@ -19,6 +19,7 @@ import yaml
 
 from synth_fixtures import (final_arrays, process_alive, quick_config, run_calibration,  # noqa: F401
                             shard_worker_pids, store10, write_cli_config)
+from differland_dist.storage.location import Location
 
 TMP = "/tmp/dl-multinode"   # short: Ray's socket paths live under it
 
@@ -195,9 +196,9 @@ def test_a_run_directory_from_before_pixels_per_call_resumes(cluster, store10, t
     _run(_cfg(store10, **kw), out)
     _disconnect()
     for ck in (out / "checkpoints" / "step_00000001.npz", out / "network.npz"):
-        arrays, meta = checkpoint.load(str(ck))
+        arrays, meta = checkpoint.load(Location(str(ck)))
         del meta["config"]["training"]["pixels_per_call"]
-        checkpoint.save(str(ck), arrays, meta)
+        checkpoint.save(Location(str(ck)), arrays, meta)
     saved = yaml.safe_load((out / "config.yaml").read_text())
     del saved["training"]["pixels_per_call"]
     (out / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))

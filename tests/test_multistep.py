@@ -179,7 +179,7 @@ def test_driver_applies_the_nonfinite_policy_on_the_bad_step(multi, store10, tmp
     cfg = quick_config(store10, BASE, **{"training.updates_per_call": 4})
     cal = tr.Calibration(cfg, str(tmp_path / "nf"))
     state0 = multi[0]
-    cal.std_mean, cal.std_std = multi[1].std_mean, multi[1].std_std
+    cal.standardizer = multi[1].standardizer
     cal.rundir.reset_metrics(None)
     leaves = multistep.state_leaves(state0.opt_state)
     new = state0.flat + 1

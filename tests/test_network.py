@@ -15,6 +15,8 @@ from differland_dist.network import (NetworkConfig, Standardizer, apply_network,
                                      network_from_arrays, to_parameters)
 from differland_dist.network.io import load_network
 from differland_dist.network.published import load_published_network
+from differland_dist.network.standardize import column_scale
+from differland_dist.storage.location import Location
 
 
 def _check_params(net, g):
@@ -34,7 +36,7 @@ def test_import_published_pickle_cli(shared_dir, tmp_path, golden_monthly):
     r = subprocess.run([sys.executable, "-m", "differland_dist.cli.main", "import-checkpoint",
                         str(src), "--out", str(out)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    net, cfg, std = load_network(str(out))
+    net, cfg, std = load_network(Location(str(out)))
     assert cfg == NetworkConfig() and std is None
     _check_params(net, golden_monthly)
     # the file we wrote is not a pickle: numpy refuses to unpickle anything in it
@@ -109,3 +111,34 @@ def test_standardizer_uses_training_stats_and_handles_constant_columns():
     s = Standardizer.fit(["a", "b"], raw)
     np.testing.assert_allclose(s.apply(raw), [[-1, 0], [1, 0]])
     np.testing.assert_allclose(s.apply(np.array([[5.0, 6.0]])), [[3, 1]])
+
+
+def test_one_standardisation_rule_for_pixels_sums_and_tables():
+    """fit (the pixels), from_sums (the trainer's per-patch sums) and of (published tables)
+    share one constant-column rule: a column whose std is rounding noise is centred, not
+    scaled, and a varying one is scaled by its std."""
+    rng = np.random.default_rng(0)
+    raw = np.c_[rng.normal(3.0, 2.0, 500), np.full(500, -2.5), rng.normal(-1.0, 1e-3, 500)]
+    a = Standardizer.fit(["a", "b", "c"], raw)
+    b = Standardizer.from_sums(["a", "b", "c"], len(raw), raw.sum(0), (raw * raw).sum(0))
+    c = Standardizer.of(["a", "b", "c"], raw.mean(0), np.r_[raw.std(0)[0], 1e-14, raw.std(0)[2]])
+    for s in (a, b, c):
+        assert s.std[1] == 1.0                       # constant (or noise-level) column: unscaled
+        np.testing.assert_allclose(s.std[[0, 2]], raw.std(0)[[0, 2]], rtol=1e-6)
+        np.testing.assert_allclose(s.mean, raw.mean(0), rtol=1e-12)
+    assert column_scale([0.1, 5.0], [1e-17, 1e-11]).tolist() == [1.0, 1e-11]
+
+
+def test_checkpoint_record_round_trip(tmp_path):
+    """One typed record is written and read back; what the format adds goes to written_by."""
+    from differland_dist.storage import checkpoint
+    from differland_dist.storage.checkpoint import CheckpointRecord
+
+    rec = CheckpointRecord(kind="training", step=3, config={"a": 1}, skipped=(2,),
+                           predictor_names=("hemisphere", "x"), best_dev={"step": 2, "dev_loss": 0.5})
+    where = Location(str(tmp_path / "c.npz"))
+    checkpoint.write(where, {"w": np.zeros(2, np.float32)}, rec)
+    arrays, back = checkpoint.read(where)
+    assert back == rec and back.skipped == (2,) and back.predictor_names == ("hemisphere", "x")
+    assert back.written_by["format"] == checkpoint.FORMAT and "config_sha256" in back.written_by
+    assert "lr_scale" not in checkpoint.load(where)[1]   # None fields are not written

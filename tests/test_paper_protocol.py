@@ -162,9 +162,8 @@ def test_trainer_reinitialises_and_trains_on_train_and_dev(small_store_url, tmp_
     written = splits.of_data(cal.store, cfg.data)
     assert sorted(cal.train_patches.tolist()) == sorted(written.train.tolist() + written.dev.tolist())
     assert len(cal.dev_patches) == 0 and len(written.dev) > 0
-    cal.std_names = ["hemisphere"] + [f"p{i}" for i in range(20)]
     net = init_network(jax.random.PRNGKey(0), 20, cfg.network)
-    flat, cal._unravel = ravel_pytree(net)
+    flat, cal.unravel = ravel_pytree(net)
     tx = make_optimizer(cfg.optimizer, 4)
     n = {"calls": 0}
 
@@ -179,11 +178,11 @@ def test_trainer_reinitialises_and_trains_on_train_and_dev(small_store_url, tmp_
     @jax.jit
     def apply(f, g, o, s):
         import optax
-        u, o = tx.update(cal._unravel(g), o, cal._unravel(f))
-        return ravel_pytree(optax.apply_updates(cal._unravel(f), u))[0], o
+        u, o = tx.update(cal.unravel(g), o, cal.unravel(f))
+        return ravel_pytree(optax.apply_updates(cal.unravel(f), u))[0], o
 
     s0 = tr.TrainState(np.asarray(flat), tx.init(net), 0)
-    cal._last_ckpt = (0, s0.flat.copy(), s0.opt_state, 1.0)
+    cal.checkpoints.start(s0)
     s1 = cal._train_step(s0, apply, None)
     s2 = cal._train_step(s1, apply, None)
     assert s2.step == 0 and s2.reinitialised == 1 and s2.nonfinite_in_a_row == 1

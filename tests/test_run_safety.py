@@ -111,7 +111,7 @@ def test_no_credential_reaches_run_directory_or_inference_output(ray_local, smal
     """data.storage_options and runtime_env credentials are used, but config.yaml, every
     checkpoint, network.npz and the inference output's attributes hold none of them."""
     from differland_dist.inference.pipeline import InferenceOptions, run_inference
-    from differland_dist.runs import load_trained
+    from differland_dist.runs.trained import load_trained
 
     so = ("{token: %s, client_kwargs: {aws_secret_access_key: %s}, auto_mkdir: false}"
           % SECRETS[:2])
@@ -133,7 +133,7 @@ def test_no_credential_reaches_run_directory_or_inference_output(ray_local, smal
     saved = yaml.safe_load((run / "config.yaml").read_text())
     assert saved["data"]["storage_options"] == {"client_kwargs": {}, "auto_mkdir": False}
     assert saved["ray"]["runtime_env"]["env_vars"] == {"JAX_COMPILATION_CACHE_DIR": CACHE}
-    assert load_trained(str(run)).config.data.url == small_store_url
+    assert load_trained(Location(str(run))).config.data.url == small_store_url
     # a resume with other (rotated) credentials is the same run
     cfg2 = _cfg(small_store_url, **{"data.storage_options": "{token: sekrit-rotated}",
                                     "training.steps": 3})
@@ -316,7 +316,7 @@ def test_resume_falls_back_past_a_corrupt_checkpoint_and_cleans_temp_files(
     assert json.loads((ck / "latest.json").read_text())["step"] == 3
     from differland_dist.storage import checkpoint
 
-    assert checkpoint.load(str(ck / "step_00000002.npz"))[1]["step"] == 2  # rewritten whole
+    assert checkpoint.load(Location(str(ck / "step_00000002.npz")))[1]["step"] == 2  # rewritten whole
     assert not any((run / k).exists() for k in ours)
     assert all((run / k).exists() for k in foreign)
 
@@ -329,9 +329,9 @@ def test_resume_falls_back_past_a_corrupt_checkpoint_and_cleans_temp_files(
     (ck / "latest.json").write_text('{"step": 3, "pa')
     (run / "network.npz").unlink()
     with pytest.raises(CheckpointError, match="latest.json: not valid JSON"):
-        from differland_dist.runs import load_trained
+        from differland_dist.runs.trained import load_trained
 
-        load_trained(str(run))
+        load_trained(Location(str(run)))
     with pytest.raises(DifferlandError, match="already holds checkpoints"):
         _run(_cfg(small_store_url), run)
 
@@ -383,7 +383,7 @@ def test_nonfinite_steps_say_which_values(small_store_url, tmp_path, monkeypatch
     cfg = _cfg(small_store_url, **{"training.max_nonfinite": 1})
     cal = tr.Calibration(cfg, str(tmp_path / "r"))
     net = init_network(jax.random.PRNGKey(0), 20, cfg.network)
-    flat, cal._unravel = ravel_pytree(net)
+    flat, cal.unravel = ravel_pytree(net)
     tx = make_optimizer(cfg.optimizer, 2)
     losses = iter([float("inf"), 1.0])
 
@@ -423,3 +423,21 @@ def test_ray_address_auto_without_a_cluster_fails_fast(small_store_url, tmp_path
                                                         "answers at ")
     assert elapsed < 60, elapsed
     assert not (tmp_path / "run").exists()
+
+
+def test_run_killed_before_its_final_network_writes_it_on_resume(ray_local, small_store_url, tmp_path):
+    """A writer killed after the last checkpoint's latest.json but before network.npz: the
+    resumed run writes network.npz from that checkpoint (no step recomputed) and keeps its
+    metrics."""
+    from differland_dist.storage import checkpoint
+
+    run = tmp_path / "run"
+    _run(_cfg(small_store_url), run)
+    want = checkpoint.load(Location(str(run / "network.npz")))[0]
+    metrics = (run / "metrics.jsonl").read_text()
+    (run / "network.npz").unlink()
+    state, cal = _run(_cfg(small_store_url), run, resume=True)
+    assert state.step == 2 and cal.pool is None             # nothing recomputed, no workers
+    got = checkpoint.load(Location(str(run / "network.npz")))[0]
+    assert got.keys() == want.keys() and all(np.array_equal(got[k], want[k]) for k in want)
+    assert (run / "metrics.jsonl").read_text() == metrics

@@ -80,10 +80,11 @@ class NetworkFunction:
         # numpy only); these load JAX
         from differland_dist.data.batch import predictor_names
         from differland_dist.network.mlp import network_to_arrays
-        from differland_dist.runs import load_trained
+        from differland_dist.runs.trained import load_trained
+        from differland_dist.storage.location import Location
 
         run = run if isinstance(run, Location) else Location(run)
-        tm = load_trained(run.url, run.options)
+        tm = load_trained(run)
         names = predictor_names(tm.config.data.predictors)
         return (cls(network_to_arrays(tm.network), tm.network_config.activation,
                     tm.standardizer.mean, tm.standardizer.std), [*names, "lat"])

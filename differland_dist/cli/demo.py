@@ -39,7 +39,8 @@ from differland_dist.inference.pipeline import InferenceOptions, run_inference
 from differland_dist.storage.location import Location
 from differland_dist.network.io import save_network
 from differland_dist.network.mlp import init_network
-from differland_dist.runs import latest_checkpoint
+from differland_dist.runs.layout import latest_checkpoint
+from differland_dist.storage.checkpoint import CheckpointRecord
 from differland_dist.notebook.trained import TrainedModel
 
 log = logging.getLogger(__name__)
@@ -61,10 +62,10 @@ def write_untrained(run_dir: str, url: str) -> str:
     cfg = tm.config
     net0 = init_network(jax.random.PRNGKey(cfg.training.seed), len(tm.standardizer.mean) - 1,
                         cfg.network)
-    save_network(url, net0, tm.network_config, predictor_sets=cfg.data.predictors,
-                 standardizer=tm.standardizer,
-                 extra={"kind": "training", "step": 0, "config": tm.record.meta["config"],
-                        "note": f"initial network of {tm.source} (untrained)"})
+    record = CheckpointRecord(kind="training", predictor_sets=tuple(cfg.data.predictors), step=0,
+                              config=tm.record.record.config,
+                              note=f"initial network of {tm.source} (untrained)")
+    save_network(Location(url), net0, tm.network_config, record=record, standardizer=tm.standardizer)
     return url
 
 
@@ -166,7 +167,7 @@ def run_demo(out: str, resolution: float = 5.0, years: int = 5, steps: int | Non
     if steps is not None:
         overrides.append(f"training.steps={steps}")
     cfg = load_config(DEMO_CONFIG, overrides)
-    state, _ = calibrate(cfg, run_dir, resume=latest_checkpoint(run_dir) is not None,
+    state, _ = calibrate(cfg, run_dir, resume=latest_checkpoint(Location(run_dir)) is not None,
                          progress=progress)
     seconds["calibrate"] = time.perf_counter() - t
 

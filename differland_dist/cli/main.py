@@ -55,12 +55,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def configure_logging(verbose: bool = False, quiet: bool = False) -> None:
+    """The log output of this process and of the Ray workers its commands start (the one place
+    that configures output; library code only logs)."""
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S", stream=sys.stderr)
     for noisy in ("jax", "absl", "urllib3", "google", "botocore", "asyncio", "fsspec", "gcsfs",
                   "s3fs", "aiobotocore", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    # imported here: keeps `differland --help` light
+    from differland_dist.distributed.worker import LOG_SETUP_ENV
+
+    os.environ[LOG_SETUP_ENV] = "differland_dist.cli.main:configure_worker_logging"
+
+
+def configure_worker_logging() -> None:
+    """The log output of a calibration worker process a command started: INFO lines on
+    stderr, which Ray forwards to the driver when it logs at DEBUG (``log_to_driver``)."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
 
 def _preconfigure(argv: list[str]) -> None:

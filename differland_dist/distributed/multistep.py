@@ -255,3 +255,36 @@ def step_terms(plan_: Plan, per_call: Sequence[dict]) -> list[dict]:
             out.append(cur)
             cur = {}
     return out
+
+
+def run_chunk(call, cut, state, n: int, training, train_patches, sizes: dict, n_time: int, standardizer):
+    """The driver's side of ``n`` updates in one call of the single worker: (the state after
+    the updates that were finite, their records and the first non-finite one's, which values
+    were not finite or None). ``call``: the pool's call; ``cut``: patches -> calls."""
+    # imported here: the worker imports this module for :class:`Updater` alone
+    import dataclasses
+    import time
+
+    from differland_dist.distributed.policy import step_patches
+    from differland_dist.distributed.records import timed, update_records
+
+    order = training.seed if training.order_seed is None else training.order_seed
+
+    def step_calls(i):
+        ps = step_patches(train_patches, state.step + i, training.patches_per_step, order)
+        return ps, cut(ps)
+
+    chunk = plan(step_calls, n)
+    ahead = [p for i in range(n, min(2 * n, training.steps - state.step)) for p in step_calls(i)[0]]
+    t0 = time.perf_counter()
+    mean, std = (np.asarray(x).astype(np.float32) for x in standardizer[1:])
+    job = (state.flat, state_leaves(state.opt_state), state.lr_scale, chunk.calls, chunk.last, mean, std)
+    res = Result(*call("update", {0: job}, {0: {"prefetch": ahead}})[0])
+    wall, t1 = time.perf_counter() - t0, time.perf_counter()
+    good = res.finite.index(False) if res.bad_grad is not None else n
+    pm = [sum(sizes[p] for p in ps) * n_time for ps in chunk.patches]
+    recs = [timed(rec, t0, t1, n) for rec in update_records(
+        state, chunk, res, step_terms(chunk, res.terms), good, n, wall, pm)]
+    after = dataclasses.replace(state, flat=res.flat, opt_state=state_of_leaves(state.opt_state, res.opt_leaves),
+                                step=state.step + good, nonfinite_in_a_row=0 if good else state.nonfinite_in_a_row)
+    return after, recs, (recs[-1]["nonfinite"] if good < n else None)

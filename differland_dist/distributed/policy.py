@@ -1,4 +1,7 @@
-"""Which patches a step trains on, how they are packed into calls, and which worker computes each.
+"""The calibration loop's decisions: which patches a step trains on, how they are packed into
+calls, which worker computes each, what follows a step (evaluate, checkpoint), which dev
+network is kept and what a non-finite step leads to. Pure functions: the loop
+(:mod:`~differland_dist.distributed.trainer`) only executes what they return.
 
 A call's result is bit-identical only for the same call: the same patches packed in the
 same order into the same compiled shape (XLA vectorises a call as a whole, so a patch's
@@ -14,6 +17,7 @@ this beats owning a fixed share of the patches.
 
 from __future__ import annotations
 
+import math
 from typing import Mapping, NamedTuple, Sequence
 
 import numpy as np
@@ -98,6 +102,29 @@ def deal(n_calls: int, workers: int) -> dict[int, list[int]]:
     return out
 
 
+class AfterStep(NamedTuple):
+    """What follows a step: a dev evaluation, a checkpoint, and whether it was the last."""
+
+    evaluate: bool
+    checkpoint: bool
+    done: bool
+
+
+def after_step(step: int, steps: int, eval_every: int, checkpoint_every: int) -> AfterStep:
+    """``step`` (steps completed) of ``steps``: evaluate every ``eval_every`` steps and
+    checkpoint every ``checkpoint_every`` (0: never), both at the end."""
+    done = step >= steps
+    return AfterStep(bool(eval_every and step % eval_every == 0) or done,
+                     bool(checkpoint_every and step % checkpoint_every == 0) or done, done)
+
+
+def keeps(keep: str, dev_loss: float | None, best_loss: float | None) -> bool:
+    """Whether a dev loss makes its network the kept one (``training.keep = best_dev``): a
+    finite loss below the best so far (``best_loss``; None: none yet)."""
+    return (keep == "best_dev" and dev_loss is not None and math.isfinite(dev_loss)
+            and (best_loss is None or dev_loss < best_loss))
+
+
 class NonFiniteDecision(NamedTuple):
     """What to do after a step whose loss or gradient is not finite.
 
@@ -117,7 +144,7 @@ def on_nonfinite(action: str, in_a_row: int, max_in_a_row: int, lr_scale: float,
                  checkpoint_lr_scale: float, lr_reduction: float) -> NonFiniteDecision:
     """The decision after one more non-finite step (``in_a_row`` counted before it).
 
-    The counters live in the run's :class:`~differland_dist.distributed.trainer.TrainState`
+    The counters live in the run's :class:`~differland_dist.distributed.state.TrainState`
     and are checkpointed with the optimizer state, so a resumed run decides the same."""
     n = in_a_row + 1
     if n > max_in_a_row:

@@ -17,7 +17,7 @@ import os
 import socket
 from typing import Any
 
-from differland_dist.distributed.worker import make_actor_class
+from differland_dist.distributed.worker import make_actor_class, worker_env
 from differland_dist.errors import DifferlandError, WorkersLost
 
 log = logging.getLogger(__name__)
@@ -240,3 +240,16 @@ class WorkerPool:
         for w in range(len(self.workers)):
             self._kill(w)
         self.workers = []
+
+
+def start_pool(config, shape: tuple, placement_group=None) -> WorkerPool:
+    """Join the cluster (:func:`connect`) and start ``ray.workers`` workers computing calls of
+    ``shape``, with the workers' environment (:func:`~differland_dist.distributed.worker.
+    worker_env`) under the config's runtime env."""
+    rc = config.ray
+    runtime_env = {k: v for k, v in rc.runtime_env.items() if k != "env_vars"}
+    runtime_env["env_vars"] = worker_env(rc)
+    connect(rc, runtime_env)
+    pool = WorkerPool(config, runtime_env, tuple(shape), placement_group)
+    pool.start(rc.workers)
+    return pool

@@ -191,6 +191,27 @@ def pad_patch(forcing, predictors_raw, labels: Labels, size: int) -> PatchArrays
                        valid, n)
 
 
+def predictor_sums(reader, patch_ids: Sequence[int]) -> dict[int, tuple[int, np.ndarray, np.ndarray]]:
+    """Per patch: (pixels, sum, sum of squares) of the raw network inputs (hemisphere feature
+    and predictors, :func:`~differland_dist.network.standardize.raw_inputs`), float64, as
+    :meth:`Standardizer.from_sums <differland_dist.network.standardize.Standardizer.from_sums>`
+    takes them. Reads only the per-pixel variables (not the series) through ``reader``
+    (a :class:`~differland_dist.data.reader.PatchReader`), bypassing any patch cache."""
+    # imported here: Ray actors import JAX after the runtime environment set JAX_PLATFORMS (see Shard)
+    from differland_dist.network.standardize import raw_inputs
+
+    ids = [int(p) for p in patch_ids]
+    out = {}
+    for i in range(0, len(ids), 256):  # bounded reads, whatever the store's size
+        part = ids[i:i + 256]
+        patch, lat, pred = reader.read_predictors(part)
+        raw = raw_inputs(pred, lat)
+        for p in part:
+            x = raw[patch == p]
+            out[p] = (int(x.shape[0]), x.sum(0), (x * x).sum(0))
+    return out
+
+
 class Shard:
     """A worker's view of the store: streamed, cached patches and the compiled per-patch
     loss/gradient.
@@ -200,12 +221,11 @@ class Shard:
       patch_ids: patches to read now (the rest are read when first asked for).
       shape: the compiled call's shape (:func:`call_shape`; default: from the config and
         every patch of the store, as a run without a driver would choose it).
-      storage_options: fsspec options added to ``config.data.storage_options``.
       cache_bytes: bound on the cached patches (default ``config.data.cache_bytes``).
     """
 
     def __init__(self, config, patch_ids: Sequence[int] = (), shape: CallShape | None = None,
-                 storage_options: dict | None = None, cache_bytes: int | None = None):
+                 cache_bytes: int | None = None):
         # imported here: Ray actors import JAX after the runtime environment set JAX_PLATFORMS /
         # XLA flags; distributed/worker.py imports this module at its top, so it stays JAX-free
         import jax
@@ -217,9 +237,8 @@ class Shard:
 
         self.config = config
         t0 = time.perf_counter()
-        so = dict(config.data.storage_options)
-        so.update(storage_options or {})
-        self.store = open_store(Location(config.data.url, so), validate=False)
+        self.store = open_store(Location(config.data.url, dict(config.data.storage_options)),
+                                validate=False)
         self.devices = jax.devices()
         if shape is None:
             shape = call_shape(config.training, [self.patch_pixels(p) for p in self.store.patch_slices],
@@ -286,21 +305,8 @@ class Shard:
 
     # -- statistics for the predictor standardisation -------------------------------------
     def predictor_sums(self, patch_ids: Sequence[int]) -> dict[int, tuple[int, np.ndarray, np.ndarray]]:
-        """Per patch: (pixels, sum, sum of squares) of the raw predictors, float64. Reads only
-        the per-pixel variables (not the series), without touching the cache."""
-        # imported here: Ray actors import JAX after the runtime environment set JAX_PLATFORMS (see __init__)
-        from differland_dist.network.standardize import raw_inputs
-
-        ids = [int(p) for p in patch_ids]
-        out = {}
-        for i in range(0, len(ids), 256):  # bounded reads, whatever the store's size
-            part = ids[i:i + 256]
-            patch, lat, pred = self.reader.read_predictors(part)
-            raw = raw_inputs(pred, lat)
-            for p in part:
-                x = raw[patch == p]
-                out[p] = (int(x.shape[0]), x.sum(0), (x * x).sum(0))
-        return out
+        """:func:`predictor_sums` of these patches."""
+        return predictor_sums(self.reader, patch_ids)
 
     # -- the compiled per-call function ---------------------------------------------------
     def compiled(self, with_grad: bool):

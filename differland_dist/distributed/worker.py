@@ -2,11 +2,16 @@
 
 JAX is imported inside the actor, after Ray has applied the runtime environment, so
 ``JAX_PLATFORMS`` and the GPU memory settings take effect in the worker process.
+
+Log output: library code only logs. The process that configures output (the CLI) names,
+in :data:`LOG_SETUP_ENV`, the function that configures a worker process's output;
+:func:`worker_env` passes it to the workers through the runtime environment and the actor
+calls it first (:func:`run_log_setup`).
 """
 
 from __future__ import annotations
 
-import logging
+import importlib
 import os
 import socket
 import time
@@ -14,6 +19,19 @@ from typing import Any, Sequence
 
 from differland_dist.distributed.shard import Shard
 from differland_dist.common.process_env import jax_process_env
+
+
+#: The environment variable naming the function (``module:function``) a worker process calls
+#: first to configure its log output; unset, the worker leaves its logging as Ray made it.
+LOG_SETUP_ENV = "DIFFERLAND_WORKER_LOG_SETUP"
+
+
+def run_log_setup() -> None:
+    """Call the function :data:`LOG_SETUP_ENV` names, if any (in a worker process)."""
+    spec = os.environ.get(LOG_SETUP_ENV, "")
+    if spec:
+        module, _, name = spec.partition(":")
+        getattr(importlib.import_module(module), name)()
 
 
 def worker_env(ray_cfg) -> dict[str, str]:
@@ -28,6 +46,8 @@ def worker_env(ray_cfg) -> dict[str, str]:
         platforms = "cpu"
     threads = ray_cfg.jax_threads_per_worker or (int(ray_cfg.cpus_per_worker) if platforms == "cpu" else 0)
     env = jax_process_env(platforms, threads)
+    if os.environ.get(LOG_SETUP_ENV):  # how this driver's caller wants worker output configured
+        env[LOG_SETUP_ENV] = os.environ[LOG_SETUP_ENV]
     user = dict(ray_cfg.runtime_env.get("env_vars", {}))
     env.update({k: str(v) for k, v in user.items()})
     return env
@@ -60,7 +80,7 @@ def make_actor_class():
         def __init__(self, config: dict, patch_ids: Sequence[int], shape: Sequence[int]):
             """``patch_ids``: patches to read at once (others are read when first needed);
             ``shape``: the compiled call's :class:`~differland_dist.distributed.shard.CallShape`."""
-            logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+            run_log_setup()
             # imported here: Ray actors import JAX after the runtime environment set JAX_PLATFORMS /
             # XLA flags (these modules import JAX)
             import jax

@@ -1,12 +1,12 @@
 """A run's training log (``RUN_DIR/metrics.jsonl``) as training curves: the training and
 held-out records and the loss terms they carry. The lines are parsed by the run directory's
-one reader (:func:`differland_dist.distributed.rundir.parse_metrics`)."""
+one reader (:func:`differland_dist.runs.layout.parse_metrics`)."""
 
 from __future__ import annotations
 
 from typing import NamedTuple
 
-from differland_dist.distributed.rundir import METRICS, parse_metrics
+from differland_dist.runs.layout import METRICS, parse_metrics
 from differland_dist.storage.location import Location
 from differland_dist.vocabulary import streams
 

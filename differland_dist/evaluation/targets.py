@@ -8,11 +8,10 @@ import logging
 import posixpath
 from typing import NamedTuple
 
-from differland_dist.distributed.rundir import METRICS
 from differland_dist.errors import DifferlandError, OutputMismatchError
 from differland_dist.inference.output import read_attrs
 from differland_dist.inference.pipeline import InferenceOptions, run_inference
-from differland_dist.runs import resolve_checkpoint
+from differland_dist.runs.layout import METRICS, resolve_checkpoint
 from differland_dist.storage.location import Location, join
 
 log = logging.getLogger(__name__)
@@ -71,7 +70,7 @@ def resolve_target(target: Location, store: Location | None, inference=None) -> 
     if attrs is not None:
         return Target(target, find_run_dir(attrs, target), False)
     try:
-        resolve_checkpoint(target.url, target.options)
+        resolve_checkpoint(target)
     except DifferlandError:
         raise DifferlandError(f"{target.url}: neither an inference output store nor a run "
                               "directory with a network or checkpoints") from None

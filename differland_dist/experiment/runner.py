@@ -31,7 +31,7 @@ from differland_dist.distributed.trainer import calibrate
 from differland_dist.distributed.worker import worker_env
 from differland_dist.experiment.grid import GridConfig, Member, member_config
 from differland_dist.distributed.tracking import MLflowHook, TensorBoardHook
-from differland_dist.runs import latest_checkpoint
+from differland_dist.runs.layout import latest_checkpoint
 from differland_dist.storage.location import Location, as_location, join
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ def member_dir(root: Location, member: Member | MemberRun) -> Location:
 def next_action(run_dir: Location, steps: int) -> str:
     """"skip" (finished: its final network is there at ``steps``), "resume" (checkpoints) or
     "start" (nothing yet): a policy over the run directory alone."""
-    latest = latest_checkpoint(run_dir.url, run_dir.options)
+    latest = latest_checkpoint(run_dir)
     if latest is None:
         return "start"
     if run_dir.join("network.npz").exists():
@@ -368,8 +368,8 @@ class _Driver:
         # experiment's lease is held, so a member lease left by a killed driver is stale
         # and ours to take (a live one is still refused)
         rd = member_dir(self.root, member)
-        calibrate(member_config(self.grid, member), rd.url, resume=True, hooks=[hook, *trackers],
-                  out_storage_options=rd.options, placement_group=pg, force=True)
+        calibrate(member_config(self.grid, member), rd, resume=True, hooks=[hook, *trackers],
+                  placement_group=pg, force=True)
 
 
 def _log_progress(runs: dict[str, MemberRun]) -> None:

@@ -43,7 +43,7 @@ from differland_dist.storage.location import Location, as_location
 from differland_dist.network.mlp import network_to_arrays
 from differland_dist.common import progress as progress_log
 from differland_dist.common.process_env import jax_process_env
-from differland_dist.runs import load_trained
+from differland_dist.runs.trained import load_trained
 from differland_dist.storage.secrets import safe_config_dict
 
 log = logging.getLogger(__name__)
@@ -278,7 +278,7 @@ def open_inputs(checkpoint: Location | str, store: Location | str | None) -> Inp
     A store given as a URL string (or None: the checkpoint config's ``data.url``) is reached
     with the checkpoint's storage options when it has some, else the config's."""
     ckpt = as_location(checkpoint)
-    trained = load_trained(ckpt.url, ckpt.options or None)
+    trained = load_trained(ckpt)
     cfg = trained.config
     if not isinstance(store, Location):
         url = store or cfg.data.url

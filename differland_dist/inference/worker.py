@@ -21,7 +21,7 @@ from differland_dist.data.store import PixelStore
 from differland_dist.inference.compute import (
     check_finite, compiled_forward, input_variables, pad_pixels, stack_inputs)
 from differland_dist.inference.output import ChunkWriter, chunk_range
-from differland_dist.runs import load_trained
+from differland_dist.runs.trained import load_trained
 from differland_dist.storage.location import Location
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ class ChunkWorker:
         import jax
 
         self.job = dict(job)
-        self.trained = load_trained(job["checkpoint"], job.get("checkpoint_storage_options") or None)
+        self.trained = load_trained(Location(job["checkpoint"], job.get("checkpoint_storage_options")))
         cfg = self.trained.config
         self.names = predictor_names(cfg.data.predictors)
         self.series = tuple(job["series"])

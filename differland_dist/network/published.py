@@ -187,7 +187,4 @@ def published_standardisation(mean_df, std_df, names, row: int, *, pft_percent: 
         pft = np.array([n in PFT_NAMES for n in names])
         mean = np.where(pft, mean / 100.0, mean)
         std = np.where(pft, std / 100.0, std)
-    full_mean = np.r_[h_mean, mean]
-    full_std = np.r_[h_std, std]
-    full_std = np.where(full_std > 0, full_std, 1.0)  # as Standardizer.fit: constant columns
-    return Standardizer(("hemisphere", *names), full_mean.astype(np.float64), full_std.astype(np.float64))
+    return Standardizer.of(("hemisphere", *names), np.r_[h_mean, mean], np.r_[h_std, std])

@@ -45,7 +45,7 @@ from differland_dist.vocabulary.units import udunits
 from differland_dist.model.rollout import rollout
 from differland_dist.model.structures import Forcing, Parameters
 from differland_dist.network.standardize import input_names
-from differland_dist.runs import load_trained
+from differland_dist.runs.trained import load_trained
 from differland_dist.storage.location import Location, as_location
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ class TrainedModel:
     """Checkpoint + config + standardisation of a trained (or imported) network.
 
     Attributes:
-      record: the :class:`differland_dist.runs.TrainedCheckpoint` it wraps (network, network
+      record: the :class:`differland_dist.runs.trained.TrainedCheckpoint` it wraps (network, network
         config, standardizer, config, step, source, checkpoint metadata).
     """
 
@@ -86,8 +86,7 @@ class TrainedModel:
     def from_checkpoint(cls, where: str | Location) -> "TrainedModel":
         """Load a checkpoint ``.npz`` or a run directory (its final network, else its latest
         checkpoint): a path, a ``gs://`` / ``s3://`` URL, or a :class:`Location` (with options)."""
-        loc = as_location(where)
-        return cls(load_trained(loc.url, loc.options))
+        return cls(load_trained(as_location(where)))
 
     # -- what it is -------------------------------------------------------------------------------
     @property

@@ -2,14 +2,17 @@
 metadata document, written atomically to a local path or any fsspec URL.
 
 Array names are flat strings (``net_embed_0_weights``, ``opt/0/mu/embed/0/weights`` ...);
-metadata is JSON (step, config, data fingerprint, RNG state ...). Loading never unpickles.
+the metadata is one typed :class:`CheckpointRecord` (step, config, data fingerprint, RNG
+state ...), written by :func:`write` and read by :func:`read`. Loading never unpickles.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import logging
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -52,8 +55,7 @@ def from_bytes(data: bytes, source: str = "<bytes>") -> tuple[dict[str, np.ndarr
     return arrays, meta
 
 
-def save(url: str, arrays: dict[str, np.ndarray], meta: dict[str, Any],
-         storage_options: dict | None = None) -> None:
+def save(where: Location, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
     """Write atomically: a reader never sees a partial checkpoint.
 
     Locally: to a temporary name next to the target, fsync, then ``os.replace``. On object
@@ -62,22 +64,82 @@ def save(url: str, arrays: dict[str, np.ndarray], meta: dict[str, Any],
     move would only add a copy (and gcsfs's move probes an API emulators lack).
     """
     data = to_bytes(arrays, meta)
-    write_bytes_atomic(url, data, storage_options)
-    log.debug("wrote checkpoint %s (%d bytes)", url, len(data))
+    where.write_atomic(data)
+    log.debug("wrote checkpoint %s (%d bytes)", where.url, len(data))
 
 
-def write_bytes_atomic(url: str, data: bytes, storage_options: dict | None = None) -> None:
-    """Atomic write of one object/file (see :func:`save`)."""
-    Location(url, storage_options).write_atomic(data)
-
-
-def load(url: str, storage_options: dict | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+def load(where: Location) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     try:
-        data = Location(url, storage_options).read_bytes()
+        data = where.read_bytes()
     except FileNotFoundError:
-        raise CheckpointError(f"checkpoint not found: {url}") from None
-    return from_bytes(data, source=url)
+        raise CheckpointError(f"checkpoint not found: {where.url}") from None
+    return from_bytes(data, source=where.url)
 
 
-def exists(url: str, storage_options: dict | None = None) -> bool:
-    return Location(url, storage_options).exists()
+def exists(where: Location) -> bool:
+    return where.exists()
+
+
+@dataclass(frozen=True)
+class CheckpointRecord:
+    """The metadata of every checkpoint differland writes: a network (``kind="network"``) or a
+    training checkpoint (``kind="training"``: the trainer's, an imported network with its
+    standardisation, the demo's untrained network). ``None`` fields are not written.
+
+    ``network``: the NetworkConfig fields; ``predictor_names``: the standardised input
+    columns (``std_mean``/``std_std``) when the arrays hold them; ``config``: the calibration
+    config (credentials removed); ``rng``: how the patch order is drawn; ``best_dev`` /
+    ``selected``: the best dev evaluation so far / the one a kept network is (training.keep);
+    ``written_by``: what the format adds when writing (format, version, commit, config digest).
+    """
+
+    kind: str = "network"
+    network: dict = field(default_factory=dict)
+    predictor_names: tuple[str, ...] | None = None
+    predictor_sets: tuple[str, ...] | None = None
+    step: int | None = None
+    config: dict | None = None
+    data_fingerprint: str | None = None
+    lr_scale: float | None = None
+    nonfinite_in_a_row: int | None = None
+    skipped: tuple[int, ...] | None = None
+    reinitialised: int | None = None
+    rng: dict | None = None
+    time_split: bool | None = None
+    best_dev: dict | None = None
+    selected: dict | None = None
+    imported_from: str | None = None
+    standardisation: dict | None = None
+    note: str | None = None
+    written_by: dict = field(default_factory=dict, compare=False)
+
+    _TUPLES = ("predictor_names", "predictor_sets", "skipped")
+
+    def to_meta(self) -> dict[str, Any]:
+        """The JSON metadata document (``None`` fields and ``written_by`` left out)."""
+        out = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if f.name != "written_by" and v is not None:
+                out[f.name] = list(v) if isinstance(v, tuple) else v
+        return out
+
+    @classmethod
+    def from_meta(cls, meta: dict[str, Any]) -> "CheckpointRecord":
+        """The record of a metadata document; keys it does not name go to ``written_by``."""
+        names = {f.name for f in dataclasses.fields(cls)} - {"written_by"}
+        kw = {k: (tuple(v) if k in cls._TUPLES and v is not None else v)
+              for k, v in meta.items() if k in names}
+        return cls(**kw, written_by={k: v for k, v in meta.items() if k not in names})
+
+
+def write(where: Location, arrays: dict[str, np.ndarray], record: CheckpointRecord) -> None:
+    """Write ``arrays`` with ``record`` as their metadata, atomically (:func:`save`)."""
+    save(where, arrays, record.to_meta())
+
+
+def read(where: Location) -> tuple[dict[str, np.ndarray], CheckpointRecord]:
+    """The arrays and :class:`CheckpointRecord` of a checkpoint (CheckpointError naming it if
+    it is missing or not ours)."""
+    arrays, meta = load(where)
+    return arrays, CheckpointRecord.from_meta(meta)

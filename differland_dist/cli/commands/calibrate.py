@@ -79,13 +79,14 @@ def run(args) -> int:
     # imported here: keeps `differland --help` and light commands from importing JAX/Ray/matplotlib
     from differland_dist.distributed.trainer import calibrate
     from differland_dist.distributed.tracking import MLflowHook, TensorBoardHook
+    from differland_dist.storage.location import Location
 
     run_name = args.out.rstrip("/").rsplit("/", 1)[-1]
     with (TensorBoardHook(args.tensorboard) if args.tensorboard else nullcontext()) as tb, \
          (MLflowHook(args.mlflow, cfg.name, run_name) if args.mlflow else nullcontext()) as ml:
         hooks = [h for h in (tb, ml) if h is not None]
-        state, cal = calibrate(cfg, args.out, resume=args.resume, progress=args.progress,
-                               out_storage_options=parse_storage_options(args.out_storage_options),
+        out = Location(args.out, parse_storage_options(args.out_storage_options))
+        state, cal = calibrate(cfg, out, resume=args.resume, progress=args.progress,
                                force=args.force, hooks=hooks or None)
     last = [m for m in cal.metrics if m.get("split") == "train"][-1:]
     dev = [m for m in cal.metrics if m.get("split") == "dev"][-1:]

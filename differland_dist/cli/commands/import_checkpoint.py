@@ -7,6 +7,7 @@ trained-model checkpoint (network, standardisation, config) that ``differland in
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -14,6 +15,7 @@ import numpy as np
 from differland_dist.cli import flags
 from differland_dist.data import splits
 from differland_dist.errors import CheckpointError, ConfigError, DifferlandError
+from differland_dist.storage.checkpoint import CheckpointRecord
 from differland_dist.storage.location import Location
 
 NAME = "import-checkpoint"
@@ -129,7 +131,8 @@ def _recorded_config(args, sets: list[str]) -> dict:
 
 
 def _standardisation(args, stats, sets: list[str], names: list[str], row: int, at):
-    """(standardizer, checkpoint record entries) from the published CSVs ``stats`` (mean, std)."""
+    """(standardizer, the checkpoint record's fields it sets) from the published CSVs ``stats``
+    (mean, std)."""
     from differland_dist.network.published import HEMISPHERE_COLUMN, published_standardisation
 
     mean_df, std_df = stats
@@ -169,14 +172,12 @@ def run(args) -> int:
         stats = (read_stat_csv(_read_text(at(args.mean_csv), "mean CSV"), args.mean_csv),
                  read_stat_csv(_read_text(at(args.std_csv), "std CSV"), args.std_csv))
     net = _read_network(at(args.pickle), names, sets)
-    extra = {"imported_from": str(args.pickle)}
+    record = CheckpointRecord(kind="network", predictor_sets=tuple(sets), imported_from=str(args.pickle))
     std = None
     if stats is not None:
-        std, record = _standardisation(args, stats, sets, names, row, at)
-        extra.update(record)
-    out = at(args.out)
-    save_network(out.url, net, infer_config(net), predictor_sets=sets, standardizer=std,
-                 extra=extra, storage_options=out.options)
+        std, fields = _standardisation(args, stats, sets, names, row, at)
+        record = dataclasses.replace(record, **fields)
+    save_network(at(args.out), net, infer_config(net), record=record, standardizer=std)
     _report(args, net, sets, row, std)
     return 0
 

@@ -1,4 +1,6 @@
-"""The run directory, read and written in this one module.
+"""The run directory's layout, read and written in this one module (it uses only
+:mod:`differland_dist.storage`, so the trainer, inference, evaluation and experiments all
+sit above it).
 
     RUN_DIR/config.yaml                      the full validated config of the run
     RUN_DIR/metrics.jsonl                    one JSON object per step / evaluation, appended
@@ -8,9 +10,16 @@
                                              the last, or the best-dev one (training.keep)
     RUN_DIR/.differland-lease.json           the running writer's lease (see :mod:`differland_dist.storage.lease`)
 
-The trainer writes through :class:`RunDir`; readers (``runs.load_trained``, ``evaluate``'s
-training curves, an experiment's member losses) use :func:`read_latest`,
-:func:`checkpoint_steps` and :func:`read_metrics`.
+Saved configs never hold credentials (:func:`differland_dist.storage.secrets.safe_config_dict`).
+A checkpoint holds the network (``net_*``), the predictor standardisation (``std_mean``,
+``std_std``), the optimizer state (``opt/...``) and its :class:`~differland_dist.storage.
+checkpoint.CheckpointRecord` (step, config, data fingerprint, RNG state).
+
+The trainer writes through :class:`RunDir`; readers (:func:`differland_dist.runs.trained.
+load_trained`, ``evaluate``'s training curves, an experiment's member losses) use
+:func:`resolve_checkpoint`, :func:`read_latest`, :func:`checkpoint_steps` and
+:func:`read_metrics`. Every function takes the run directory as a
+:class:`~differland_dist.storage.location.Location`.
 """
 
 from __future__ import annotations
@@ -25,7 +34,7 @@ import yaml
 
 from differland_dist.storage import checkpoint
 from differland_dist.errors import CheckpointError, DifferlandError
-from differland_dist.storage.location import Location, join
+from differland_dist.storage.location import Location
 
 log = logging.getLogger(__name__)
 
@@ -40,16 +49,26 @@ RUN_FILES = re.compile(r"^(config\.yaml|metrics\.jsonl|network\.npz|latest\.json
 TEMP_SUFFIX = re.compile(r"\.tmp-[0-9a-f]{8}$")
 
 METRICS = "metrics.jsonl"
+CONFIG = "config.yaml"
+CHECKPOINTS = "checkpoints"
+LATEST = "latest.json"
+#: The kept network, written at the end of a run.
+NETWORK = "network.npz"
 
 
 def checkpoint_name(step: int) -> str:
     return f"step_{step:08d}.npz"
 
 
-def read_latest(run_dir: str, storage_options: dict | None = None) -> dict | None:
+def checkpoint_location(run_dir: Location, step: int) -> Location:
+    """``RUN_DIR/checkpoints/step_N.npz``."""
+    return run_dir.join(CHECKPOINTS, checkpoint_name(step))
+
+
+def read_latest(run_dir: Location) -> dict | None:
     """``checkpoints/latest.json`` of a run directory ({"step", "path"}), or None if absent;
     CheckpointError naming the file if it is unreadable."""
-    loc = Location(join(run_dir, "checkpoints", "latest.json"), storage_options)
+    loc = run_dir.join(CHECKPOINTS, LATEST)
     try:
         info = loc.read_json(default=None)
     except DifferlandError as e:
@@ -65,39 +84,53 @@ def read_latest(run_dir: str, storage_options: dict | None = None) -> dict | Non
     return info
 
 
-def latest_checkpoint(run_dir: str, storage_options: dict | None = None) -> str | None:
-    """URL of the run's newest complete checkpoint, or None; CheckpointError if
-    ``latest.json`` is unreadable."""
-    info = read_latest(run_dir, storage_options)
-    return None if info is None else join(run_dir, "checkpoints", info["path"])
+def latest_checkpoint(run_dir: Location) -> Location | None:
+    """The run's newest complete checkpoint, or None; CheckpointError if ``latest.json`` is
+    unreadable."""
+    info = read_latest(run_dir)
+    return None if info is None else run_dir.join(CHECKPOINTS, info["path"])
 
 
-def checkpoint_steps(run_dir: str, storage_options: dict | None = None) -> list[int]:
+def resolve_checkpoint(where: Location) -> Location:
+    """A checkpoint file from a file or a run directory (its final network, else its latest
+    checkpoint)."""
+    if where.url.endswith(".npz"):
+        return where
+    final = where.join(NETWORK)
+    if checkpoint.exists(final):
+        return final
+    latest = latest_checkpoint(where)
+    if latest is None:
+        raise CheckpointError(f"{where.url}: neither a .npz checkpoint nor a run directory with checkpoints")
+    return latest
+
+
+def checkpoint_steps(run_dir: Location) -> list[int]:
     """Steps of the ``checkpoints/step_*.npz`` files of a run directory, newest first."""
-    found = Location(join(run_dir, "checkpoints"), storage_options).list_objects()
+    found = run_dir.join(CHECKPOINTS).list_objects()
     steps = [int(m.group(1)) for k in found if "/" not in k and (m := CHECKPOINT_RE.match(k))]
     return sorted(steps, reverse=True)
 
 
-def remove_stale_temp_files(run_dir: str, storage_options: dict | None = None) -> list[str]:
+def remove_stale_temp_files(run_dir: Location) -> list[str]:
     """Delete the temporary files a killed writer of this run directory left (local only:
     on object stores nothing is written under a temporary name). Only names made of one of
     our files plus ``write_atomic``'s suffix are removed; the caller must hold the run's
     lease. Returns the removed keys."""
-    loc = Location(run_dir, storage_options)
+    loc = run_dir
     if not loc.local:
         return []
     removed = []
     for key in loc.list_objects():
         parts = key.split("/")
-        if len(parts) > 2 or (len(parts) == 2 and parts[0] != "checkpoints"):
+        if len(parts) > 2 or (len(parts) == 2 and parts[0] != CHECKPOINTS):
             continue
         base = TEMP_SUFFIX.sub("", parts[-1])
         if base != parts[-1] and RUN_FILES.match(base):
             loc.join(key).remove()
             removed.append(key)
     if removed:
-        log.info("%s: removed %d temporary file(s) left by an interrupted run: %s", run_dir,
+        log.info("%s: removed %d temporary file(s) left by an interrupted run: %s", run_dir.url,
                  len(removed), ", ".join(sorted(removed)))
     return removed
 
@@ -119,12 +152,11 @@ def parse_metrics(text: str, source: str = METRICS) -> list[dict]:
     return out
 
 
-def read_metrics(run_dir: str, storage_options: dict | None = None,
-                 upto_step: int | None = None) -> list[dict]:
+def read_metrics(run_dir: Location, upto_step: int | None = None) -> list[dict]:
     """Every record of ``RUN_DIR/metrics.jsonl`` in file order (``[]`` if there is none), or
     those of steps ``<= upto_step``. Records are dicts with ``step`` (int) and ``split``
     (``train`` or ``dev``) and the loss terms."""
-    loc = Location(join(run_dir, METRICS), storage_options)
+    loc = run_dir.join(METRICS)
     try:
         text = loc.read_bytes().decode("utf-8", "replace")
     except FileNotFoundError:
@@ -140,16 +172,12 @@ class RunDir:
     ``metrics.jsonl`` (the records in :attr:`metrics`, appended as they come).
 
     Args:
-      url: the run directory (local path or object-storage URL).
-      storage_options: fsspec options for ``url``.
+      loc: the run directory (local path or object-storage URL, with its options).
       check: called before every write (the lease's check; raises if the lease was lost).
     """
 
-    def __init__(self, url: str, storage_options: dict | None = None,
-                 check: Callable[[], None] | None = None):
-        self.url = url.rstrip("/")
-        self.so = dict(storage_options or {})
-        self.loc = Location(self.url, self.so)
+    def __init__(self, loc: Location, check: Callable[[], None] | None = None):
+        self.loc = loc
         self.check = check or (lambda: None)
         self.metrics: list[dict] = []
         self._saved = 0   # records of self.metrics already in metrics.jsonl
@@ -158,24 +186,24 @@ class RunDir:
     def has_checkpoints(self) -> bool:
         """Whether a checkpoint or ``latest.json`` (even a corrupt one) is there."""
         try:
-            if read_latest(self.url, self.so) is not None:
+            if read_latest(self.loc) is not None:
                 return True
         except CheckpointError:
             return True
-        return bool(checkpoint_steps(self.url, self.so))
+        return bool(checkpoint_steps(self.loc))
 
     def remove_stale_temp_files(self) -> list[str]:
-        return remove_stale_temp_files(self.url, self.so)
+        return remove_stale_temp_files(self.loc)
 
-    def find_resume(self, validate: Callable[[dict, dict, str], None] | None = None
-                    ) -> tuple[str, tuple[dict, dict]] | None:
-        """The newest readable checkpoint to resume from, as (url, (arrays, meta)):
+    def find_resume(self, validate: Callable[[dict, checkpoint.CheckpointRecord, str], None] | None = None
+                    ) -> tuple[str, tuple[dict, checkpoint.CheckpointRecord]] | None:
+        """The newest readable checkpoint to resume from, as (url, (arrays, record)):
         latest.json's, else (if that one or latest.json is corrupt) the newest older one that
         loads, with a warning. None if the run directory has no checkpoints. ``validate``
-        (arrays, meta, url) may raise CheckpointError to skip a checkpoint."""
-        steps = checkpoint_steps(self.url, self.so)
+        (arrays, record, url) may raise CheckpointError to skip a checkpoint."""
+        steps = checkpoint_steps(self.loc)
         try:
-            latest = read_latest(self.url, self.so)
+            latest = read_latest(self.loc)
         except CheckpointError as e:
             log.warning("%s; looking for the newest readable checkpoint instead", e)
             latest = None
@@ -186,44 +214,46 @@ class RunDir:
             return None
         problems = []
         for step in steps:
-            url = join(self.url, "checkpoints", checkpoint_name(step))
+            where = checkpoint_location(self.loc, step)
+            url = where.url
             try:
-                arrays, meta = checkpoint.load(url, self.so)
+                arrays, record = checkpoint.read(where)
                 if validate is not None:
-                    validate(arrays, meta, url)
+                    validate(arrays, record, url)
             except CheckpointError as e:
                 log.warning("cannot resume from %s (%s); trying the previous checkpoint", url, e)
                 problems.append(str(e))
                 continue
             if problems:
                 log.warning("resuming from %s, the newest readable checkpoint", url)
-            return url, (arrays, meta)
-        raise CheckpointError(f"{self.url}: no readable checkpoint to resume from: "
+            return url, (arrays, record)
+        raise CheckpointError(f"{self.loc.url}: no readable checkpoint to resume from: "
                               + "; ".join(problems))
 
     def final_exists(self) -> bool:
-        return checkpoint.exists(join(self.url, "network.npz"), self.so)
+        return checkpoint.exists(self.loc.join(NETWORK))
 
-    def save_checkpoint(self, step: int, arrays: dict, meta: dict, final: bool = False,
-                        network: tuple[dict, dict] | None = None) -> str:
-        """Write ``checkpoints/step_N.npz`` then commit it in ``latest.json`` (and, if
-        ``final``, ``network.npz``: the checkpoint's arrays, or ``network`` (arrays, meta)
-        when given). The metrics up to now are saved first: once latest.json names a step,
-        its records are in ``metrics.jsonl``. Returns the checkpoint's URL."""
-        name = checkpoint_name(step)
-        url = join(self.url, "checkpoints", name)
+    def save_checkpoint(self, arrays: dict, record: checkpoint.CheckpointRecord, final: bool = False,
+                        network: tuple[dict, checkpoint.CheckpointRecord] | None = None) -> str:
+        """Write ``checkpoints/step_N.npz`` (N: ``record.step``) then commit it in
+        ``latest.json`` (and, if ``final``, ``network.npz``: the checkpoint's arrays, or
+        ``network`` (arrays, record) when given). The metrics up to now are saved first: once
+        latest.json names a step, its records are in ``metrics.jsonl``. Returns the
+        checkpoint's URL."""
+        step = int(record.step)
+        where = checkpoint_location(self.loc, step)
         self.flush_metrics(commit=True)
         self.check()
-        checkpoint.save(url, arrays, meta, self.so)
-        self.loc.join("checkpoints", "latest.json").write_json({"step": step, "path": name})
+        checkpoint.write(where, arrays, record)
+        self.loc.join(CHECKPOINTS, LATEST).write_json({"step": step, "path": checkpoint_name(step)})
         if final:
-            net_arrays, net_meta = network if network is not None else (arrays, meta)
-            checkpoint.save(join(self.url, "network.npz"), net_arrays, net_meta, self.so)
-        return url
+            net_arrays, net_record = network if network is not None else (arrays, record)
+            checkpoint.write(self.loc.join(NETWORK), net_arrays, net_record)
+        return where.url
 
     def write_config(self, config: dict) -> None:
         self.check()
-        self.loc.join("config.yaml").write_atomic(yaml.safe_dump(config, sort_keys=False).encode())
+        self.loc.join(CONFIG).write_atomic(yaml.safe_dump(config, sort_keys=False).encode())
 
     # -- metrics -------------------------------------------------------------------------------
     def flush_metrics(self, commit: bool = False) -> None:
@@ -252,14 +282,14 @@ class RunDir:
         """Start ``metrics.jsonl`` afresh (None) or keep the records up to ``upto_step`` (a
         resume: later records, and a partial last line, belong to steps that will be redone);
         rewritten atomically once, then appended to."""
-        self.metrics[:] = [] if upto_step is None else read_metrics(self.url, self.so, upto_step)
+        self.metrics[:] = [] if upto_step is None else read_metrics(self.loc, upto_step)
         self.check()
         self.loc.join(METRICS).write_atomic("".join(json.dumps(m) + "\n" for m in self.metrics).encode())
         self._saved = len(self.metrics)
 
     def load_metrics(self, upto_step: int) -> None:
         """The records up to ``upto_step``, read only (a finished run)."""
-        self.metrics[:] = read_metrics(self.url, self.so, upto_step)
+        self.metrics[:] = read_metrics(self.loc, upto_step)
         self._saved = len(self.metrics)
 
     def append(self, record: dict[str, Any]) -> None:
