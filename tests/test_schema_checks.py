@@ -43,7 +43,8 @@ def test_schema_facts_live_in_schema_and_importers_reexport_them():
     assert importers.by_pixel_name is schema.by_pixel_name
     assert importers.SCHEMA_VARS is schema.VARS
     assert schema.by_pixel_name("co2") == "co2_by_pixel"
-    assert set(schema.VARS) == {v.name for v in schema.COORDS + schema.FORCING + schema.PREDICTORS}
+    assert set(schema.VARS) == {v.name for v in schema.COORDS + schema.FORCING + schema.PREDICTORS
+                                + schema.SITE_PREDICTORS}
 
 
 def _imports(path: Path) -> set[str]:

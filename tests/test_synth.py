@@ -241,7 +241,7 @@ def test_cli_synth_then_validate(tmp_path, capsys):
 def test_observations_outside_their_range_become_gaps():
     """A rare truth outside a product's range (LAI > 15 here) is a gap, not an invalid store."""
     P, T = 4, 24
-    grid = synth.Grid(lat=np.zeros(P, np.float32), lon=np.zeros(P, np.float32),
+    grid = synth.LandPixels(lat=np.zeros(P, np.float32), lon=np.zeros(P, np.float32),
                       row=np.zeros(P, np.int32), col=np.arange(P, dtype=np.int32),
                       patch=np.array([0, 0, 1, 1], np.int32), shape=(1, P), tile=(1, 2))
     sim = {k: np.full((P, T), 1.0, np.float32) for k in synth.KEPT_OUTPUTS}

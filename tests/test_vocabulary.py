@@ -18,7 +18,7 @@ from differland_dist.vocabulary.grid import fit_grid, to_grid
 
 
 def test_every_parameter_list_derives_from_the_one_table():
-    assert len(P.PARAMETERS) == 40 and {b.group for b in P.PARAMETERS} == set(P.GROUPS)
+    assert len(P.PARAMETERS) == 40 and {b.group for b in P.PARAMETERS} == set(P.PARAMETER_GROUPS)
     assert [len(t) for t in (P.PROCESS_PARAMETERS, P.PHENOLOGY_PARAMETERS, P.POOLS)] == [31, 2, 7]
     # network-head order: process, phenology, pools
     assert P.PARAMETERS == P.PROCESS_PARAMETERS + P.PHENOLOGY_PARAMETERS + P.POOLS

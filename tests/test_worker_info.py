@@ -1,5 +1,6 @@
 """Workers report their resident memory (benchmarks/bench_cache_memory.py reads it per step)."""
 
+import os
 import subprocess
 import sys
 
@@ -48,5 +49,9 @@ print("ok")
 def test_only_the_cli_configures_worker_log_output():
     """Library code never configures logging; the CLI names the function that configures a
     worker process's output and the driver passes it on in the workers' environment."""
-    r = subprocess.run([sys.executable, "-c", LOGGING_CODE], capture_output=True, text=True, timeout=120)
+    # a fresh process, as a library user's: not this one's environment, where in-process CLI
+    # calls of other tests named the CLI's setup function
+    env = {k: v for k, v in os.environ.items() if k != "DIFFERLAND_WORKER_LOG_SETUP"}
+    r = subprocess.run([sys.executable, "-c", LOGGING_CODE], capture_output=True, text=True, timeout=120,
+                       env=env)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]

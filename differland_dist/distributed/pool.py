@@ -10,6 +10,7 @@ patches it is asked for next.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import logging
 import math
@@ -19,6 +20,7 @@ from typing import Any
 
 from differland_dist.distributed.worker import make_actor_class, worker_env
 from differland_dist.errors import DifferlandError, WorkersLost
+from differland_dist.storage.location import absolute_url
 
 log = logging.getLogger(__name__)
 
@@ -247,6 +249,9 @@ def start_pool(config, shape: tuple, placement_group=None) -> WorkerPool:
     ``shape``, with the workers' environment (:func:`~differland_dist.distributed.worker.
     worker_env`) under the config's runtime env."""
     rc = config.ray
+    # the workers' working directory is the cluster's: a relative store path is the driver's
+    config = dataclasses.replace(config, data=dataclasses.replace(
+        config.data, url=absolute_url(config.data.url)))
     runtime_env = {k: v for k, v in rc.runtime_env.items() if k != "env_vars"}
     runtime_env["env_vars"] = worker_env(rc)
     connect(rc, runtime_env)

@@ -48,9 +48,9 @@ def site_scores(run_dir: str, store_url: str, period: str,
     from differland_dist.data.store import open_store
     from differland_dist.inference.compute import read_patches, simulate_batch
     from differland_dist.vocabulary.dalec_io import OUTPUTS
-    from differland_dist.notebook.trained import TrainedModel
+    from differland_dist.runs.trained import load_trained
 
-    tm = TrainedModel.from_checkpoint(run_dir)
+    tm = load_trained(run_dir)
     store = open_store(store_url)
     names = set(store.array_names)
     if "site_id" not in names:

@@ -62,7 +62,8 @@ def simulate_batch(trained, batch, network=None):
 
     Returns (Parameters of (P,) fields, outputs (P, T, 44) numpy array).
     """
-    trained = getattr(trained, "record", trained)
+    if not hasattr(trained, "standardizer"):  # the TrainedModel façade: its loaded checkpoint
+        trained = trained.record
     lat = Forcing.column(batch.forcing, "lat")[:, 0]
     x = network_inputs(batch.predictors, lat, trained.standardizer)
     net = trained.network if network is None else network

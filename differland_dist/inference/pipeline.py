@@ -39,7 +39,7 @@ from differland_dist.inference.compute import check_standardizer, check_store_in
 from differland_dist.inference.export import NETCDF_FILES, export_netcdf
 from differland_dist.inference.worker import ChunkWorker
 from differland_dist.storage.lease import LEASE_FILE, Lease
-from differland_dist.storage.location import Location, as_location
+from differland_dist.storage.location import Location, absolute_url, as_location
 from differland_dist.network.mlp import network_to_arrays
 from differland_dist.common import progress as progress_log
 from differland_dist.common.process_env import jax_process_env
@@ -340,9 +340,10 @@ def task_job(inputs: Inputs, out: Location, series: Sequence[str], task_pixels: 
              options: InferenceOptions) -> dict[str, Any]:
     """The plain-data job each worker is built from: the resolved checkpoint file (not a run
     directory whose latest checkpoint may move on meanwhile), the store, the output."""
-    return {"checkpoint": inputs.trained.source, "checkpoint_storage_options": inputs.checkpoint.options,
-            "store": inputs.store.url, "store_storage_options": inputs.store.options,
-            "out": out.url, "out_storage_options": out.options, "series": list(series),
+    return {"checkpoint": absolute_url(inputs.trained.source),
+            "checkpoint_storage_options": inputs.checkpoint.options,
+            "store": absolute_url(inputs.store.url), "store_storage_options": inputs.store.options,
+            "out": absolute_url(out.url), "out_storage_options": out.options, "series": list(series),
             "task_pixels": int(task_pixels), "read_threads": options.read_threads}
 
 

@@ -272,3 +272,12 @@ def as_location(where: "str | os.PathLike | Location", options: dict | None = No
     """``where`` as a :class:`Location`: a Location as it is, a URL or path with ``options``
     (the edge where a caller's URL meets the configured storage options)."""
     return where if isinstance(where, Location) else Location(os.fspath(where), options)
+
+
+def absolute_url(url: str) -> str:
+    """``url`` with a relative local path made absolute: Ray workers run in their cluster's
+    working directory, not the driver's, so every URL handed to them is absolute (remote URLs
+    and absolute paths are returned as they are)."""
+    if not url or "://" in url or os.path.isabs(url):
+        return url
+    return os.path.abspath(url)

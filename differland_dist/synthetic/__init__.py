@@ -16,7 +16,7 @@ from differland_dist.synthetic.earth import (
 from differland_dist.synthetic.fields import smooth_fields
 from differland_dist.synthetic.forcing import make_forcing, toa_radiation
 from differland_dist.synthetic.geography import (
-    PFT_CLIMATE_COUPLING, Grid, check_coupling, land_fraction, make_grid, make_predictors)
+    PFT_CLIMATE_COUPLING, LandPixels, check_coupling, land_fraction, make_grid, make_predictors)
 from differland_dist.synthetic.observations import make_observations
 from differland_dist.synthetic.truth import KEPT_OUTPUTS, make_truth, run_dalec
 from differland_dist.synthetic.truth_design import (
@@ -37,7 +37,7 @@ __all__ = [
     "LATENTS", "STRUCTURE", "TRUTH_DESIGNS", "PFT_CLIMATE_COUPLING", "GENERATED", "TruthDesign",
     "build_truth", "check_coupling", "draw_earth", "design_from_dict", "load_design", "random_structured_design",
     "shipped_designs",
-    "PARAM_NAMES_ALL", "PARAM_UNITS_ALL", "TRUTH_FEATURES", "Grid", "Truth", "apply_truth",
+    "PARAM_NAMES_ALL", "PARAM_UNITS_ALL", "TRUTH_FEATURES", "LandPixels", "Truth", "apply_truth",
     "land_fraction", "make_forcing", "make_grid", "make_observations", "make_predictors",
     "make_synthetic", "make_truth", "monthly_axis", "patch_tile", "run_dalec", "smooth_fields",
     "synth_to_store", "toa_radiation"]

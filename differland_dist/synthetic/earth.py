@@ -30,7 +30,7 @@ from differland_dist.storage.location import Location
 from differland_dist.synthetic.fields import RNG_SPLIT, stream
 from differland_dist.synthetic.forcing import make_forcing
 from differland_dist.synthetic.geography import (
-    PFT_CLIMATE_COUPLING, Grid, check_coupling, make_grid, make_predictors)
+    PFT_CLIMATE_COUPLING, LandPixels, check_coupling, make_grid, make_predictors)
 from differland_dist.synthetic.observations import Product, make_observations
 from differland_dist.synthetic.truth import run_dalec
 from differland_dist.synthetic.truth_design import Truth
@@ -62,7 +62,7 @@ class EarthSettings(NamedTuple):
 class Earth(NamedTuple):
     """Everything drawn for one synthetic Earth (P land pixels, T months)."""
 
-    grid: Grid
+    grid: LandPixels
     axis: dict[str, np.ndarray]        # the monthly time axis (data.tiling.monthly_axis)
     predictors: dict[str, np.ndarray]  # (P,) raw predictors (and internal climate fields)
     forcing: dict[str, np.ndarray]     # (P, T) series and (T,) co2
@@ -175,7 +175,7 @@ def _coordinates(earth: Earth) -> dict[str, xr.Variable]:
     }
 
 
-def _attributes(grid: Grid, settings: EarthSettings, spec: TruthDesign, shipped: bool) -> dict:
+def _attributes(grid: LandPixels, settings: EarthSettings, spec: TruthDesign, shipped: bool) -> dict:
     """The store's global attributes (no timestamps: the same arguments, the same bytes)."""
     resolution, start, years, seed, max_patch_size, coupling, dev_fraction, test_fraction = settings
     return {

@@ -74,7 +74,7 @@ def _check_resolution(resolution: float) -> int:
     return int(round(k))
 
 
-class Grid(NamedTuple):
+class LandPixels(NamedTuple):
     """Land pixels of a regular lat-lon grid, in patch order."""
 
     lat: np.ndarray    # (P,) float32 cell-centre latitude
@@ -86,7 +86,7 @@ class Grid(NamedTuple):
     tile: tuple[int, int]  # rows x columns of grid cells per patch tile
 
 
-def make_grid(resolution: float, max_patch_size: int = 320) -> Grid:
+def make_grid(resolution: float, max_patch_size: int = 320) -> LandPixels:
     """Land cells (>= 50 % land, north of 60 S) grouped into patches of rectangular tiles."""
     if max_patch_size < 1:
         raise DifferlandError(f"max_patch_size must be >= 1, got {max_patch_size}")
@@ -102,7 +102,7 @@ def make_grid(resolution: float, max_patch_size: int = 320) -> Grid:
     order = np.lexsort((cols, rows, tile_id))
     rows, cols, tile_id = rows[order], cols[order], tile_id[order]
     _, patch = np.unique(tile_id, return_inverse=True)
-    return Grid(lat=(90.0 - (rows + 0.5) * resolution).astype(np.float32),
+    return LandPixels(lat=(90.0 - (rows + 0.5) * resolution).astype(np.float32),
                 lon=(-180.0 + (cols + 0.5) * resolution).astype(np.float32),
                 row=rows.astype(np.int32), col=cols.astype(np.int32),
                 patch=patch.astype(np.int32), shape=(n_rows, n_cols), tile=(a, b))

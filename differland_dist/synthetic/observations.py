@@ -15,7 +15,7 @@ import numpy as np
 
 from differland_dist.data import schema
 from differland_dist.synthetic.fields import RNG_COVER, RNG_NOISE, stream
-from differland_dist.synthetic.geography import Grid
+from differland_dist.synthetic.geography import LandPixels
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ def _drop_out_of_range(obs: dict[str, Product]) -> None:
 
 
 def make_observations(sim: dict[str, np.ndarray], forcing: dict[str, np.ndarray],
-                      grid: Grid, axis: dict[str, np.ndarray], seed: int) -> dict[str, Product]:
+                      grid: LandPixels, axis: dict[str, np.ndarray], seed: int) -> dict[str, Product]:
     """Observation products: name -> (value, weight, level, description); gaps NaN / 0.
 
     Args:

@@ -13,7 +13,7 @@ from typing import NamedTuple
 import numpy as np
 
 
-GROUPS = ("process", "phenology", "pool")
+PARAMETER_GROUPS = ("process", "phenology", "pool")
 
 
 class Bound(NamedTuple):
