@@ -37,9 +37,9 @@ from differland_dist.experiment.ensemble import (
     ENSEMBLE, MEAN_DIR, ensemble_mean_output, mean_output, stat_var, write_ensemble)
 from differland_dist.experiment import probabilistic
 from differland_dist.experiment import scores
-from differland_dist.experiment.grid import GridConfig, grid_from_dict, member_config
+from differland_dist.experiment.grid import GridConfig, grid_from_dict
 from differland_dist.experiment.runner import (
-    CONFIG_NAME, ExperimentRun, MemberRun, final_losses, member_dir, next_action, train_members)
+    CONFIG_NAME, ExperimentRun, member_dir, member_record, train_members)
 from differland_dist.experiment.selection import last_epoch_train_loss, rank_key
 from differland_dist.vocabulary.series import DEFAULT_SERIES
 from differland_dist.inference.pipeline import InferenceOptions, run_inference
@@ -211,16 +211,7 @@ def _finish(grid, root: Location, store, run, ensemble, inference_options, t0) -
 
 def _finished(grid: GridConfig, root: Location) -> ExperimentRun:
     """The members' states read from their run directories (no training)."""
-    runs = {}
-    for m in grid.members:
-        cfg = member_config(grid, m)
-        rd = member_dir(root, m)
-        rec = MemberRun(m.key, m.set.name, m.seed, steps=cfg.training.steps or 0)
-        if next_action(rd, cfg.training.steps or 0) == "skip":
-            rec.loss, rec.dev_loss, rec.step = final_losses(rd, cfg.training.keep)
-            rec.state = "done"
-        runs[m.key] = rec
-    return ExperimentRun(root, runs, 0.0)
+    return ExperimentRun(root, {m.key: member_record(grid, root, m) for m in grid.members}, 0.0)
 
 
 def _series_needed(grid: GridConfig) -> tuple[str, ...]:

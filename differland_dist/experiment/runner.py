@@ -224,21 +224,27 @@ def train_members(grid: GridConfig, out: str | Location, *, address: str | None 
     return ExperimentRun(root, runs, time.time() - t0)
 
 
+def member_record(grid: GridConfig, root: Location, m: Member) -> MemberRun:
+    """Member ``m``'s record as its run directory holds it: "done" with its final losses when
+    it has trained all its steps, else a fresh (pending) record."""
+    cfg = member_config(grid, m)
+    rd = member_dir(root, m)
+    rec = MemberRun(m.key, m.set.name, m.seed, steps=cfg.training.steps or 0)
+    if next_action(rd, cfg.training.steps or 0) == "skip":
+        rec.loss, rec.dev_loss, rec.step = final_losses(rd, cfg.training.keep)
+        rec.state = "done"
+    return rec
+
+
 def _plan(grid: GridConfig, root: Location, journal: "Journal") -> tuple[dict[str, MemberRun], list[Member]]:
     """Every member's record (finished ones read from their run directories, journalled) and
     the members left to train."""
     runs: dict[str, MemberRun] = {}
     todo: list[Member] = []
     for m in grid.members:
-        cfg = member_config(grid, m)
-        rd = member_dir(root, m)
-        rec = MemberRun(m.key, m.set.name, m.seed, steps=cfg.training.steps or 0)
-        if next_action(rd, cfg.training.steps or 0) == "skip":
-            rec.loss, rec.dev_loss, rec.step = final_losses(rd, cfg.training.keep)
-            rec.state = "done"
-        else:
+        rec = runs[m.key] = member_record(grid, root, m)
+        if rec.state != "done":
             todo.append(m)
-        runs[m.key] = rec
         journal.append(rec.record())
     log.info("experiment %s: %d members (%d sets x %d), %d finished, %d to run",
              grid.name, len(runs), len(grid.predictor_sets), len(grid.seeds),
