@@ -31,7 +31,7 @@ from differland_dist.distributed.trainer import calibrate
 from differland_dist.distributed.worker import worker_env
 from differland_dist.experiment.grid import GridConfig, Member, member_config
 from differland_dist.distributed.tracking import MLflowHook, TensorBoardHook
-from differland_dist.runs.layout import latest_checkpoint
+from differland_dist.runs.layout import latest_checkpoint, read_metrics
 from differland_dist.storage.location import Location, as_location, join
 
 log = logging.getLogger(__name__)
@@ -86,16 +86,9 @@ def final_losses(run_dir: Location, keep: str = "last") -> tuple[float | None, f
     """(last training loss, dev loss of the kept network, last step) from a run's
     ``metrics.jsonl``: the last dev loss, or with ``keep="best_dev"`` (training.keep) the
     lowest finite one, the loss of the network that network.npz holds."""
-    try:
-        text = run_dir.join("metrics.jsonl").read_bytes().decode()
-    except FileNotFoundError:
-        return None, None, 0
     train = dev = None
     step = 0
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        m = json.loads(line)
+    for m in read_metrics(run_dir):  # none yet: (None, None, 0)
         step = max(step, int(m.get("step", 0)))
         if m.get("split") == "train":
             train = m.get("loss")

@@ -10,8 +10,9 @@ the loss each member is ranked by.
 
 from __future__ import annotations
 
-import json
 import math
+
+from differland_dist.runs.layout import parse_metrics
 
 #: The criteria ``keep_by`` may name.
 KEEP_BY = ("dev_loss", "train_loss")
@@ -23,7 +24,7 @@ def last_epoch_train_loss(metrics_jsonl: str) -> float | None:
     records. Epochs hold equal step counts, so the last epoch with the most records is the
     last complete one (a stopped run's partial epoch is passed over). After a fresh start
     (``on_nonfinite: reinitialise``) only the records after the last step-1 record count."""
-    recs = [json.loads(line) for line in metrics_jsonl.splitlines() if line.strip()]
+    recs = parse_metrics(metrics_jsonl)
     train = [r for r in recs if r.get("split") == "train" and "epoch" in r]
     starts = [i for i, r in enumerate(train) if int(r.get("step", 0)) == 1]
     if starts:
